@@ -1,0 +1,513 @@
+//! Who is calling: credentials, IP masks, IAM JWTs, roles and the brute-force throttle.
+//!
+//! The order of checks follows the contract's error table: unknown channel
+//! (404, by the caller), throttled (429), no or wrong credential (401), sender
+//! outside the mask (403), channel disabled (503, by the caller).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap};
+use dashmap::DashMap;
+use ipnet::IpNet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::channel::Channel;
+use crate::config::Config;
+use crate::error::AppError;
+
+/// Failed authentications from one address on one channel before it is throttled.
+pub const THROTTLE_LIMIT: u32 = 20;
+/// The throttle's window.
+pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Parses a CIDR, or a bare address as a single-host network.
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{text:?} is not a CIDR (like 10.0.0.0/8 or 2001:db8::/32)"))
+}
+
+/// `true` when `ip` is inside one of `nets`; IPv4-mapped IPv6 addresses match IPv4 networks.
+pub fn in_nets(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// The sender address: the peer, or behind trusted proxies the right-most
+/// `X-Forwarded-For` hop that is not a trusted proxy.
+pub fn sender_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    if trusted.is_empty() || !in_nets(trusted, peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut sender = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = parse_hop(hop) else {
+            // Garbage cannot be trusted further; the last trusted hop is the sender.
+            break;
+        };
+        sender = ip.to_canonical();
+        if !in_nets(trusted, sender) {
+            break;
+        }
+    }
+    sender
+}
+
+fn parse_hop(hop: &str) -> Result<IpAddr, std::net::AddrParseError> {
+    let hop = hop.trim_matches(|c| c == '[' || c == ']');
+    hop.parse::<IpAddr>().or_else(|e| {
+        hop.parse::<std::net::SocketAddr>()
+            .map(|s| s.ip())
+            .map_err(|_| e)
+    })
+}
+
+/// The credential a request presents.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// None at all.
+    Missing,
+    /// Exactly one value (it may appear in several places, always the same).
+    Given(String),
+    /// Different values in different places: refused.
+    Conflicting,
+}
+
+/// Reads the credential from `Authorization: Bearer` and the `token` query parameter.
+pub fn credential(headers: &HeaderMap, query: Option<&str>) -> Credential {
+    let mut found: Option<String> = None;
+    let mut offer = |value: String| -> bool {
+        match &found {
+            Some(f) if *f != value => false,
+            _ => {
+                found = Some(value);
+                true
+            }
+        }
+    };
+    for value in headers.get_all(header::AUTHORIZATION) {
+        let text = value.to_str().unwrap_or("");
+        let token = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .unwrap_or("")
+            .trim();
+        // A malformed Authorization header is a wrong credential, not a missing one.
+        if !offer(token.to_owned()) {
+            return Credential::Conflicting;
+        }
+    }
+    for (key, value) in query_pairs(query.unwrap_or("")) {
+        if key == "token" && !offer(value) {
+            return Credential::Conflicting;
+        }
+    }
+    match found {
+        Some(token) => Credential::Given(token),
+        None => Credential::Missing,
+    }
+}
+
+/// Decoded `key=value` pairs of a query string (`+` is a space).
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode_component(k), decode_component(v))
+    })
+}
+
+fn decode_component(s: &str) -> String {
+    let s = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The raw query string without its `token` parameters.
+pub fn strip_token(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            !pair.is_empty() && decode_component(pair.split('=').next().unwrap_or("")) != "token"
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Constant-time equality of two secrets.
+pub fn secret_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Who a request acts as, once authenticated.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The user id (the channel's `opts.userid`, or the JWT's `sub`).
+    pub user_id: String,
+    /// All roles of the caller.
+    pub roles: Vec<String>,
+}
+
+impl Identity {
+    fn with_user_roles(user_id: String, mut roles: Vec<String>, config: &Config) -> Self {
+        for r in config.user_roles(&user_id) {
+            if !roles.contains(r) {
+                roles.push(r.clone());
+            }
+        }
+        Self { user_id, roles }
+    }
+
+    /// `true` when the caller holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Verifies IAM JWTs with the configured key(s); the algorithm is pinned per key.
+#[derive(Clone, Default)]
+pub struct Iam {
+    keys: Vec<(Algorithm, DecodingKey)>,
+}
+
+impl Iam {
+    /// Builds the verifier from `[iam]`; reads and checks the public key file.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let mut keys = Vec::new();
+        if !config.iam.jwt_secret.is_empty() {
+            keys.push((
+                Algorithm::HS256,
+                DecodingKey::from_secret(config.iam.jwt_secret.as_bytes()),
+            ));
+        }
+        let file = &config.iam.jwt_public_key_file;
+        if !file.is_empty() {
+            let pem = std::fs::read(Path::new(file))
+                .map_err(|e| format!("iam.jwt_public_key_file: {file}: {e}"))?;
+            let key = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+                (Algorithm::RS256, k)
+            } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+                (Algorithm::ES256, k)
+            } else {
+                return Err(format!(
+                    "iam.jwt_public_key_file: {file}: not an RSA or EC public key in PEM"
+                ));
+            };
+            keys.push(key);
+        }
+        Ok(Self { keys })
+    }
+
+    /// `true` when some key is configured.
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Verifies `token`; `audience` must be in `aud` when the token has one.
+    /// Returns the subject and the roles claim.
+    pub fn verify(&self, token: &str, audience: &str) -> Option<(String, Vec<String>)> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let (alg, key) = self.keys.iter().find(|(alg, _)| *alg == header.alg)?;
+        let mut validation = Validation::new(*alg);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_aud = false;
+        let claims = jsonwebtoken::decode::<Value>(token, key, &validation)
+            .ok()?
+            .claims;
+        let aud_ok = match claims.get("aud") {
+            None | Some(Value::Null) => true,
+            Some(Value::String(a)) => a == audience,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
+            Some(_) => false,
+        };
+        if !aud_ok {
+            return None;
+        }
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let roles = match claims.get("roles") {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::String(s)) => s
+                .split([' ', ','])
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some((sub, roles))
+    }
+}
+
+/// Counts failed authentications per address and channel in fixed 60 s windows.
+#[derive(Default)]
+pub struct Throttle {
+    windows: DashMap<(IpAddr, Uuid), Window>,
+}
+
+struct Window {
+    start: Instant,
+    failures: u32,
+}
+
+impl Throttle {
+    /// Seconds to wait when `ip` is throttled on `channel`, else `None`.
+    pub fn blocked(&self, ip: IpAddr, channel: Uuid) -> Option<u64> {
+        let w = self.windows.get(&(ip, channel))?;
+        let age = w.start.elapsed();
+        if w.failures >= THROTTLE_LIMIT && age < THROTTLE_WINDOW {
+            Some((THROTTLE_WINDOW - age).as_secs_f64().ceil().max(1.0) as u64)
+        } else {
+            None
+        }
+    }
+
+    /// Records one failed authentication.
+    pub fn fail(&self, ip: IpAddr, channel: Uuid) {
+        let now = Instant::now();
+        let mut w = self.windows.entry((ip, channel)).or_insert(Window {
+            start: now,
+            failures: 0,
+        });
+        if now.duration_since(w.start) >= THROTTLE_WINDOW {
+            w.start = now;
+            w.failures = 0;
+        }
+        w.failures += 1;
+    }
+
+    /// Forgets windows that are over, so the table stays small.
+    pub fn sweep(&self) {
+        self.windows
+            .retain(|_, w| w.start.elapsed() < THROTTLE_WINDOW);
+    }
+}
+
+/// What authentication needs from the server.
+pub struct Authenticator {
+    /// The configuration (users, proxies).
+    pub config: std::sync::Arc<Config>,
+    /// The JWT verifier.
+    pub iam: Iam,
+    /// The brute-force throttle.
+    pub throttle: Throttle,
+}
+
+impl Authenticator {
+    /// Authenticates a caller of `channel` from `sender` (already resolved through proxies).
+    pub fn channel_caller(
+        &self,
+        channel: &Channel,
+        sender: IpAddr,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Identity, AppError> {
+        if let Some(secs) = self.throttle.blocked(sender, channel.id) {
+            return Err(AppError::Throttled(secs));
+        }
+        let token = match credential(headers, query) {
+            Credential::Given(t) if !t.is_empty() => t,
+            _ => return Err(self.failed(sender, channel)),
+        };
+        if let Some(local) = channel.token_local() {
+            if secret_eq(&token, local) {
+                if !channel.ipmask.is_empty() && !in_nets(&channel.ipmask, sender) {
+                    return Err(AppError::ForbiddenIp);
+                }
+                let opts = &channel.doc.opts;
+                return Ok(Identity::with_user_roles(
+                    opts.userid.clone(),
+                    opts.roles.clone(),
+                    &self.config,
+                ));
+            }
+        }
+        if self.iam.enabled() && token.matches('.').count() == 2 {
+            if let Some((sub, roles)) = self.iam.verify(&token, channel.code()) {
+                let wanted = &channel.doc.opts.roles;
+                let allowed =
+                    wanted.iter().any(|r| r == "*") || roles.iter().any(|r| wanted.contains(r));
+                if allowed {
+                    return Ok(Identity::with_user_roles(sub, roles, &self.config));
+                }
+            }
+        }
+        Err(self.failed(sender, channel))
+    }
+
+    fn failed(&self, sender: IpAddr, channel: &Channel) -> AppError {
+        self.throttle.fail(sender, channel.id);
+        AppError::Unauthorized
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn masks_match_v4_v6_and_mapped_addresses() {
+        let nets: Vec<IpNet> = ["127.0.0.0/8", "10.20.0.0/16", "2001:db8::/32"]
+            .iter()
+            .map(|s| parse_net(s).unwrap())
+            .collect();
+        assert!(in_nets(&nets, ip("127.0.0.1")));
+        assert!(in_nets(&nets, ip("10.20.255.1")));
+        assert!(!in_nets(&nets, ip("10.21.0.1")));
+        assert!(in_nets(&nets, ip("::ffff:10.20.1.2")));
+        assert!(in_nets(&nets, ip("2001:db8::1")));
+        assert!(!in_nets(&nets, ip("2001:db9::1")));
+        assert!(!in_nets(&nets, ip("::1")));
+        assert_eq!(parse_net("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert!(parse_net("10.0.0.0/33").is_err());
+        assert!(parse_net("example.com").is_err());
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = vec![
+            parse_net("127.0.0.1").unwrap(),
+            parse_net("10.9.0.0/16").unwrap(),
+        ];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.9.0.5"),
+        );
+        assert_eq!(sender_addr(ip("127.0.0.1"), &h, &trusted), ip("2.2.2.2"));
+        assert_eq!(sender_addr(ip("8.8.8.8"), &h, &trusted), ip("8.8.8.8"));
+        assert_eq!(sender_addr(ip("127.0.0.1"), &h, &[]), ip("127.0.0.1"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("::ffff:10.1.2.3"),
+        );
+        assert_eq!(sender_addr(ip("127.0.0.1"), &h, &trusted), ip("10.1.2.3"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, garbage"),
+        );
+        assert_eq!(sender_addr(ip("127.0.0.1"), &h, &trusted), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn credentials_come_from_header_or_query_and_must_agree() {
+        let mut h = HeaderMap::new();
+        assert_eq!(credential(&h, None), Credential::Missing);
+        assert_eq!(
+            credential(&h, Some("a=1&token=abc")),
+            Credential::Given("abc".into())
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(
+            credential(&h, Some("token=abc")),
+            Credential::Given("abc".into())
+        );
+        assert_eq!(credential(&h, Some("token=xyz")), Credential::Conflicting);
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer other"),
+        );
+        assert_eq!(credential(&h, None), Credential::Conflicting);
+        assert_eq!(strip_token("a=1&token=x&b=2&tok%65n=y"), "a=1&b=2");
+        assert_eq!(strip_token("token=x"), "");
+    }
+
+    #[test]
+    fn jwt_checks_exp_alg_and_audience() {
+        let config = Config {
+            iam: crate::config::IamConfig {
+                jwt_secret: "s3cret".into(),
+                jwt_public_key_file: String::new(),
+            },
+            ..Config::default()
+        };
+        let iam = Iam::from_config(&config).unwrap();
+        let key = EncodingKey::from_secret(b"s3cret");
+        let now = chrono::Utc::now().timestamp();
+        let tok = |claims: Value| encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        let good = tok(serde_json::json!({"sub":"u1","roles":["r"],"exp": now + 60}));
+        assert_eq!(
+            iam.verify(&good, "orders"),
+            Some(("u1".into(), vec!["r".into()]))
+        );
+        let expired = tok(serde_json::json!({"sub":"u1","exp": now - 3600}));
+        assert_eq!(iam.verify(&expired, "orders"), None);
+        let no_exp = tok(serde_json::json!({"sub":"u1"}));
+        assert_eq!(iam.verify(&no_exp, "orders"), None);
+        let aud = tok(serde_json::json!({"sub":"u1","aud":"orders","exp": now + 60}));
+        assert!(iam.verify(&aud, "orders").is_some());
+        assert_eq!(iam.verify(&aud, "other"), None);
+        let wrong_key = encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"exp": now + 60}),
+            &EncodingKey::from_secret(b"nope"),
+        )
+        .unwrap();
+        assert_eq!(iam.verify(&wrong_key, "orders"), None);
+        let hs384 = encode(
+            &Header::new(Algorithm::HS384),
+            &serde_json::json!({"exp": now + 60}),
+            &key,
+        )
+        .unwrap();
+        assert_eq!(iam.verify(&hs384, "orders"), None);
+        // alg "none": a header and claims with an empty signature.
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let none = format!(
+            "{}.{}.",
+            b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(format!(r#"{{"sub":"u1","exp":{}}}"#, now + 60))
+        );
+        assert_eq!(iam.verify(&none, "orders"), None);
+    }
+
+    #[test]
+    fn throttle_blocks_after_twenty_failures_per_address_and_channel() {
+        let t = Throttle::default();
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let ch = Uuid::new_v4();
+        for _ in 0..THROTTLE_LIMIT - 1 {
+            t.fail(a, ch);
+        }
+        assert_eq!(t.blocked(a, ch), None);
+        t.fail(a, ch);
+        let secs = t.blocked(a, ch).unwrap();
+        assert!((1..=60).contains(&secs));
+        assert_eq!(t.blocked(b, ch), None);
+        assert_eq!(t.blocked(a, Uuid::new_v4()), None);
+    }
+}

@@ -1,0 +1,118 @@
+//! One error type for every HTTP answer that is not a script's own.
+//!
+//! [`AppError`] becomes a response carrying an [`ErrorBody`] extension; the
+//! request layer (`telemetry::request_layer`) renders it as the JSON body
+//! `{"error", "message"?, "request_id"}`, so the request id is added in one place.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// An error answer: status, `error` code and an optional human message.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 404 `unknown_channel`.
+    #[error("unknown channel")]
+    UnknownChannel,
+    /// 404 `not_found`: no such route or object.
+    #[error("not found")]
+    NotFound,
+    /// 401 `unauthorized`.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// 403 `forbidden_ip`.
+    #[error("sender address not allowed")]
+    ForbiddenIp,
+    /// 503 `channel_disabled`.
+    #[error("channel disabled")]
+    ChannelDisabled,
+    /// 429 `throttled`, with `Retry-After` seconds.
+    #[error("too many failed authentications")]
+    Throttled(u64),
+    /// 501 `no_script`.
+    #[error("the channel has no script for this")]
+    NoScript,
+    /// 500 `script_error`; the message only when `expose_script_errors` is on.
+    #[error("script error")]
+    Script(Option<String>),
+    /// 504 `timeout`.
+    #[error("script timed out")]
+    Timeout,
+    /// 413 `payload_too_large`.
+    #[error("body larger than {0} bytes")]
+    PayloadTooLarge(u64),
+    /// 415 `unsupported_body`.
+    #[error("body is not UTF-8 text")]
+    UnsupportedBody,
+    /// 400 `bad_request`.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 408 `request_timeout`.
+    #[error("request body not received in time")]
+    RequestTimeout,
+    /// 501 `not_implemented`: a contract feature this build lacks.
+    #[error("{0}")]
+    NotImplemented(&'static str),
+    /// 500 `internal`; details are logged, never sent.
+    #[error("internal error")]
+    Internal,
+}
+
+/// The error part of a response, turned into JSON by the request layer.
+#[derive(Debug, Clone)]
+pub struct ErrorBody {
+    /// The `error` code.
+    pub code: &'static str,
+    /// The optional `message`.
+    pub message: Option<String>,
+}
+
+impl AppError {
+    /// The HTTP status and the `error` code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::UnknownChannel => (StatusCode::NOT_FOUND, "unknown_channel"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::ForbiddenIp => (StatusCode::FORBIDDEN, "forbidden_ip"),
+            Self::ChannelDisabled => (StatusCode::SERVICE_UNAVAILABLE, "channel_disabled"),
+            Self::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            Self::NoScript => (StatusCode::NOT_IMPLEMENTED, "no_script"),
+            Self::Script(_) => (StatusCode::INTERNAL_SERVER_ERROR, "script_error"),
+            Self::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedBody => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_body"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    fn message(&self) -> Option<String> {
+        match self {
+            Self::Script(m) => m.clone(),
+            Self::PayloadTooLarge(_)
+            | Self::BadRequest(_)
+            | Self::Throttled(_)
+            | Self::NotImplemented(_) => Some(self.to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut response = status.into_response();
+        if let Self::Throttled(secs) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response.extensions_mut().insert(ErrorBody {
+            code,
+            message: self.message(),
+        });
+        response
+    }
+}

@@ -1,0 +1,299 @@
+//! Inbound HTTP: `ANY /channels/{code}/api[/{*path}]` → the channel's recv script.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use rhai::{Dynamic, Map};
+
+use crate::auth::{self, Identity};
+use crate::channel::{Channel, ScriptField};
+use crate::error::AppError;
+use crate::registry::Snapshot;
+use crate::script::{convert, RunContext, RunError};
+use crate::telemetry::{ChannelTag, RequestId};
+use crate::AppState;
+
+/// The top-level variables a recv script may set.
+const RECV_OUTPUTS: &[&str] = &["status", "body", "content_type", "headers"];
+
+/// A channel resolved and its caller authenticated.
+pub struct Caller {
+    /// The snapshot the request runs on.
+    pub snapshot: Arc<Snapshot>,
+    /// The channel.
+    pub channel: Arc<Channel>,
+    /// Who is calling.
+    pub identity: Identity,
+    /// The sender address.
+    pub sender: std::net::IpAddr,
+}
+
+/// Finds the channel and authenticates the caller, in the order of the contract's table.
+pub fn admit(
+    app: &AppState,
+    code: &str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Caller, AppError> {
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot
+        .channel(code)
+        .cloned()
+        .ok_or(AppError::UnknownChannel)?;
+    let sender = auth::sender_addr(peer.ip(), headers, &app.config.trusted_proxies);
+    let identity = app.auth.channel_caller(&channel, sender, headers, query)?;
+    if channel.doc.opts.disabled {
+        return Err(AppError::ChannelDisabled);
+    }
+    Ok(Caller {
+        snapshot,
+        channel,
+        identity,
+        sender,
+    })
+}
+
+/// Handles `ANY /channels/{code}/api` and `ANY /channels/{code}/api/{*path}`.
+pub async fn api(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(params): Path<Vec<(String, String)>>,
+    req: Request,
+) -> Response {
+    let code = params
+        .into_iter()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    let outcome = serve_api(&app, &code, peer, request_id.to_string(), req).await;
+    let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
+    if app.registry.snapshot().channel(&code).is_some() {
+        response.extensions_mut().insert(ChannelTag(code));
+    }
+    response
+}
+
+async fn serve_api(
+    app: &AppState,
+    code: &str,
+    peer: SocketAddr,
+    request_id: String,
+    req: Request,
+) -> Result<Response, AppError> {
+    let (parts, body) = req.into_parts();
+    let caller = admit(app, code, peer, &parts.headers, parts.uri.query())?;
+    let channel = caller.channel.clone();
+    let script_code = channel
+        .script_for(ScriptField::Recv)
+        .ok_or(AppError::NoScript)?;
+    let script = caller
+        .snapshot
+        .scripts
+        .get(script_code)
+        .cloned()
+        .ok_or(AppError::NoScript)?;
+    if !channel.doc.opts.issync {
+        // The durable inbox (issync = false) arrives with the embedded store.
+        return Err(AppError::NotImplemented(
+            "opts.issync = false needs the durable inbox, which this build does not have yet",
+        ));
+    }
+    let body = read_body(app, &parts.headers, body).await?;
+    let body = String::from_utf8(body.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
+
+    let params = vec![
+        parts.method.as_str().into(),
+        sub_path(parts.uri.path()).into(),
+        auth::strip_token(parts.uri.query().unwrap_or("")).into(),
+        body.into(),
+        headers_json(&parts.headers).into(),
+        caller.sender.to_string().into(),
+        channel.code().into(),
+        request_id.as_str().into(),
+    ];
+    let ctx = RunContext {
+        channel: channel.clone(),
+        request_id: request_id.clone(),
+        identity: caller.identity,
+        params,
+        scripts: caller.snapshot.scripts.clone(),
+    };
+    let outputs = app
+        .engine
+        .run(script, ctx, channel.timeout, RECV_OUTPUTS)
+        .await
+        .map_err(|e| script_failure(app, &channel, &request_id, e))?;
+    build_response(&outputs)
+        .map_err(|e| script_failure(app, &channel, &request_id, RunError::Failed(e)))
+}
+
+/// Logs a failed run and turns it into the answer of the contract.
+pub fn script_failure(
+    app: &AppState,
+    channel: &Channel,
+    request_id: &str,
+    err: RunError,
+) -> AppError {
+    match err {
+        RunError::Timeout => {
+            tracing::warn!(channel = %channel.code(), request_id, timeout_s = channel.timeout.as_secs(), "script timed out");
+            AppError::Timeout
+        }
+        RunError::Failed(message) => {
+            tracing::error!(channel = %channel.code(), request_id, "script error: {message}");
+            AppError::Script(app.config.expose_script_errors.then_some(message))
+        }
+    }
+}
+
+/// Reads the whole body, refusing more than `max_body_bytes` (413) and a stalled body (408).
+async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, AppError> {
+    let max = app.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(AppError::PayloadTooLarge(max));
+    }
+    let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+    match tokio::time::timeout(app.config.body_timeout, limited.collect()).await {
+        Err(_) => Err(AppError::RequestTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(AppError::PayloadTooLarge(max))
+        }
+        Ok(Err(e)) => Err(AppError::BadRequest(format!("cannot read the body: {e}"))),
+    }
+}
+
+/// The raw path after `/channels/{code}/api`, e.g. `/orders/42`, or `""`.
+fn sub_path(path: &str) -> &str {
+    path.strip_prefix("/channels/")
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(_, after)| after.strip_prefix("api"))
+        .unwrap_or("")
+}
+
+/// Request headers as a JSON object: lower-case names, `authorization` left out,
+/// repeated headers joined with `", "`.
+fn headers_json(headers: &HeaderMap) -> String {
+    let mut map = serde_json::Map::new();
+    for (name, value) in headers {
+        if name == header::AUTHORIZATION {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value.as_bytes());
+        match map.get_mut(name.as_str()) {
+            Some(serde_json::Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                map.insert(name.as_str().to_owned(), value.into_owned().into());
+            }
+        }
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Builds the HTTP answer from `status`, `body`, `content_type` and `headers`.
+fn build_response(outputs: &[Dynamic]) -> Result<Response, String> {
+    let [status, body, content_type, headers] = outputs else {
+        return Err("internal: wrong number of outputs".into());
+    };
+    let status = response_status(status)?;
+    let structured = body.is_map() || body.is_array();
+    let body_text = convert::to_text(body).map_err(|e| format!("body: {e}"))?;
+    let content_type = if content_type.is_unit() {
+        if structured {
+            "application/json".to_owned()
+        } else {
+            "text/plain; charset=utf-8".to_owned()
+        }
+    } else {
+        convert::to_text(content_type).map_err(|e| format!("content_type: {e}"))?
+    };
+    let mut response = Response::new(Body::from(body_text));
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&content_type)
+            .map_err(|_| format!("content_type {content_type:?} is not a valid header value"))?,
+    );
+    if !headers.is_unit() {
+        let map = headers
+            .read_lock::<Map>()
+            .ok_or("headers must be a map of header names to values")?;
+        for (name, value) in map.iter() {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("headers: {name:?} is not a valid header name"))?;
+            let text = convert::to_text(value).map_err(|e| format!("headers.{name}: {e}"))?;
+            let value = HeaderValue::from_str(&text)
+                .map_err(|_| format!("headers.{name}: not a valid header value"))?;
+            out.append(name, value);
+        }
+    }
+    Ok(response)
+}
+
+fn response_status(status: &Dynamic) -> Result<StatusCode, String> {
+    if status.is_unit() {
+        return Ok(StatusCode::OK);
+    }
+    let code = if let Ok(n) = status.as_int() {
+        u16::try_from(n).ok()
+    } else if status.is_string() {
+        convert::to_text(status)?.trim().parse::<u16>().ok()
+    } else {
+        None
+    };
+    code.and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| format!("status {status} is not an HTTP status code"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_path_is_what_follows_api() {
+        assert_eq!(sub_path("/channels/orders/api"), "");
+        assert_eq!(sub_path("/channels/orders/api/orders/42"), "/orders/42");
+        assert_eq!(sub_path("/channels/orders/api/"), "/");
+    }
+
+    #[test]
+    fn statuses_accept_ints_and_numeric_strings() {
+        assert_eq!(response_status(&Dynamic::UNIT).unwrap(), StatusCode::OK);
+        assert_eq!(
+            response_status(&Dynamic::from(404_i64)).unwrap(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            response_status(&Dynamic::from("201")).unwrap(),
+            StatusCode::CREATED
+        );
+        assert!(response_status(&Dynamic::from("abc")).is_err());
+        assert!(response_status(&Dynamic::from(70_000_i64)).is_err());
+        assert!(response_status(&Dynamic::from(true)).is_err());
+    }
+
+    #[test]
+    fn headers_are_lower_case_without_authorization() {
+        let mut h = HeaderMap::new();
+        h.insert("X-Thing", HeaderValue::from_static("a"));
+        h.append("x-thing", HeaderValue::from_static("b"));
+        h.insert("authorization", HeaderValue::from_static("Bearer secret"));
+        assert_eq!(headers_json(&h), r#"{"x-thing":"a, b"}"#);
+    }
+}

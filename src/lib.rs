@@ -1,0 +1,54 @@
+//! Switchyard: a scriptable integration-channel runtime.
+//!
+//! External systems call **channels** over HTTP; each channel routes its
+//! traffic to **service scripts** written in Rhai. The contract (routes,
+//! inputs, outputs, status codes) is `SPEC.md`; the README is the user guide.
+//!
+//! # Layout
+//!
+//! - `config`: `switchyard.toml`, every key with its default.
+//! - `error`: the one error type, rendered as `{"error", "message", "request_id"}`.
+//! - `channel`: the channel document, its serde types and validation.
+//! - `registry`: channels and compiled scripts in memory, swapped whole.
+//! - `script`: the shared Rhai engine, limits, deadline, the script API.
+//! - `auth`: tokens, IP masks, proxies, IAM JWTs, roles, the throttle.
+//! - `http`: inbound HTTP routes → recv scripts.
+//! - `events`: event names and subscription patterns.
+//! - `telemetry`: logs, metrics, the per-request layer.
+//! - `server`: binding, the router, graceful shutdown.
+
+pub mod auth;
+pub mod channel;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod registry;
+pub mod script;
+pub mod server;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::script::ScriptEngine;
+
+pub use server::{app, serve};
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Channels and scripts.
+    pub registry: Registry,
+    /// The script engine.
+    pub engine: ScriptEngine,
+    /// Authentication and the throttle.
+    pub auth: Authenticator,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}

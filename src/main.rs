@@ -1,0 +1,134 @@
+//! The `switchyard` command: `serve` and `check`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use switchyard::config::Config;
+use switchyard::registry;
+use switchyard::script::ScriptEngine;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A scriptable integration-channel runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the channels over HTTP until SIGINT or SIGTERM.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Folder of the embedded store.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Validate every channel document and compile every script.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Configuration file (default: ./switchyard.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Folder of channel documents.
+    #[arg(long)]
+    channels: Option<PathBuf>,
+    /// Folder of service scripts.
+    #[arg(long)]
+    scripts: Option<PathBuf>,
+}
+
+impl Common {
+    fn load(&self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path, true),
+            None => Config::load(&PathBuf::from("switchyard.toml"), false),
+        }
+        .map_err(|e| e.to_string())?;
+        if let Some(dir) = &self.channels {
+            config.channels = dir.clone();
+        }
+        if let Some(dir) = &self.scripts {
+            config.scripts = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            common,
+            listen,
+            data,
+        } => {
+            let mut config = match common.load() {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            if let Some(addr) = listen {
+                config.listen = addr;
+            }
+            if let Some(dir) = data {
+                config.data = dir;
+            }
+            switchyard::telemetry::init_logs(config.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                // Rhai recurses on the native stack; deep (but bounded) scripts need room.
+                .thread_stack_size(8 * 1024 * 1024)
+                .build();
+            let result = match runtime {
+                Ok(rt) => rt.block_on(switchyard::serve(config)),
+                Err(e) => Err(format!("cannot start the runtime: {e}")),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Check { common } => {
+            let config = match common.load() {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let engine = ScriptEngine::new();
+            let (snapshot, problems) = registry::load(&config, &engine);
+            for p in &problems {
+                println!("{p}");
+            }
+            eprintln!(
+                "{} channel(s), {} script(s), {} problem(s)",
+                snapshot.channels.len(),
+                snapshot.scripts.len(),
+                problems.len()
+            );
+            if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("switchyard: {message}");
+    ExitCode::FAILURE
+}

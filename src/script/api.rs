@@ -1,0 +1,217 @@
+//! The functions scripts can call, registered once on the shared engine.
+//!
+//! Functions that depend on the run (startparam, the caller, the channel's
+//! secrets, log tags) read the run's context from the worker thread.
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use md5::Md5;
+use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, INT};
+use sha2::{Digest, Sha256};
+
+use super::{convert, with_context};
+
+type Fallible<T> = Result<T, Box<EvalAltResult>>;
+
+fn fail<T>(message: impl Into<String>) -> Fallible<T> {
+    Err(EvalAltResult::ErrorRuntime(message.into().into(), Position::NONE).into())
+}
+
+/// Registers the whole script API on `engine`.
+pub(super) fn register(engine: &mut Engine) {
+    engine.register_fn("startparam", |n: INT| -> ImmutableString {
+        with_context(|c| {
+            c.and_then(|c| {
+                usize::try_from(n)
+                    .ok()
+                    .and_then(|n| n.checked_sub(1))
+                    .and_then(|i| c.params.get(i).cloned())
+            })
+            .unwrap_or_default()
+        })
+    });
+
+    engine.register_fn("parse_json", |text: &str| -> Fallible<Dynamic> {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => Ok(convert::from_json(&v)),
+            Err(e) => fail(format!("parse_json: {e}")),
+        }
+    });
+    engine.register_fn("to_json", json_text);
+    // Override the package's map/array `to_json` so every value converts the same way.
+    engine.register_fn("to_json", |m: Map| json_text(Dynamic::from_map(m)));
+    engine.register_fn("to_json", |a: rhai::Array| {
+        json_text(Dynamic::from_array(a))
+    });
+    engine.register_fn("parse_query", |query: &str| -> Map {
+        crate::auth::query_pairs(query.trim_start_matches('?'))
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect()
+    });
+
+    engine.register_fn("log_info", |msg: Dynamic| log(tracing::Level::INFO, &msg));
+    engine.register_fn("log_warn", |msg: Dynamic| log(tracing::Level::WARN, &msg));
+    engine.register_fn("log_error", |msg: Dynamic| log(tracing::Level::ERROR, &msg));
+    engine.on_print(|text| log(tracing::Level::INFO, &Dynamic::from(text.to_owned())));
+    engine.on_debug(|text, _, pos| {
+        log(
+            tracing::Level::DEBUG,
+            &Dynamic::from(format!("{text} ({pos})")),
+        )
+    });
+
+    engine.register_fn("now", || -> ImmutableString {
+        chrono::Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into()
+    });
+    engine.register_fn("uuid", || -> ImmutableString {
+        uuid::Uuid::new_v4().to_string().into()
+    });
+    engine.register_fn("has_role", |role: &str| -> bool {
+        with_context(|c| c.is_some_and(|c| c.identity.has_role(role)))
+    });
+    engine.register_fn("user_id", || -> ImmutableString {
+        with_context(|c| {
+            c.map(|c| c.identity.user_id.as_str().into())
+                .unwrap_or_default()
+        })
+    });
+    engine.register_fn("token_remote", || -> ImmutableString {
+        with_context(|c| {
+            c.and_then(|c| c.channel.doc.token_remote.as_deref().map(Into::into))
+                .unwrap_or_default()
+        })
+    });
+    engine.register_fn("token_remote2", || -> ImmutableString {
+        with_context(|c| {
+            c.and_then(|c| c.channel.doc.token_remote2.as_deref().map(Into::into))
+                .unwrap_or_default()
+        })
+    });
+
+    engine.register_fn("md5_hex", |s: &str| -> ImmutableString {
+        hex::encode(Md5::digest(s.as_bytes())).into()
+    });
+    engine.register_fn("sha256_hex", |s: &str| -> ImmutableString {
+        hex::encode(Sha256::digest(s.as_bytes())).into()
+    });
+    engine.register_fn(
+        "hmac_sha256_hex",
+        |key: &str, msg: &str| -> ImmutableString {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
+                .expect("HMAC takes a key of any size");
+            mac.update(msg.as_bytes());
+            hex::encode(mac.finalize().into_bytes()).into()
+        },
+    );
+    engine.register_fn("base64_encode", |s: &str| -> ImmutableString {
+        base64::engine::general_purpose::STANDARD
+            .encode(s.as_bytes())
+            .into()
+    });
+    engine.register_fn("base64_decode", |s: &str| -> Fallible<ImmutableString> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim()))
+            .or_else(|_| fail("base64_decode: not valid base64"))?;
+        String::from_utf8(bytes)
+            .map(Into::into)
+            .or_else(|_| fail("base64_decode: the decoded bytes are not UTF-8 text"))
+    });
+
+    // Blocking the worker would hold a script slot for nothing; scripts wait with jobs instead.
+    // Rhai's own sleep(INT) and sleep(FLOAT) are overridden: the engine's global
+    // namespace is searched before its packages.
+    engine.register_fn("sleep", |_: INT| -> Fallible<()> { no_sleep() });
+    engine.register_fn("sleep", |_: rhai::FLOAT| -> Fallible<()> { no_sleep() });
+    engine.register_fn("sleep", |_: Dynamic| -> Fallible<()> { no_sleep() });
+}
+
+fn no_sleep() -> Fallible<()> {
+    fail("sleep is not available in Switchyard scripts")
+}
+
+fn json_text(value: Dynamic) -> Fallible<ImmutableString> {
+    match convert::to_json(&value) {
+        Ok(v) => Ok(v.to_string().into()),
+        Err(e) => fail(format!("to_json: {e}")),
+    }
+}
+
+fn log(level: tracing::Level, msg: &Dynamic) {
+    let text = convert::to_text(msg).unwrap_or_else(|e| e);
+    with_context(|c| {
+        let (channel, request_id) = c.map_or(("", ""), |c| {
+            (c.channel.doc.code.as_str(), c.request_id.as_str())
+        });
+        match level {
+            tracing::Level::ERROR => {
+                tracing::error!(target: "switchyard::script", channel, request_id, "{text}")
+            }
+            tracing::Level::WARN => {
+                tracing::warn!(target: "switchyard::script", channel, request_id, "{text}")
+            }
+            tracing::Level::INFO => {
+                tracing::info!(target: "switchyard::script", channel, request_id, "{text}")
+            }
+            _ => tracing::debug!(target: "switchyard::script", channel, request_id, "{text}"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::script::ScriptEngine;
+
+    fn eval(src: &str) -> String {
+        let e = ScriptEngine::new();
+        e.engine.eval::<rhai::Dynamic>(src).unwrap().to_string()
+    }
+
+    #[test]
+    fn crypto_and_encoding_match_known_vectors() {
+        assert_eq!(
+            eval(r#"md5_hex("abc")"#),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+        assert_eq!(
+            eval(r#"sha256_hex("abc")"#),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        // RFC 4231 test case 2.
+        assert_eq!(
+            eval(r#"hmac_sha256_hex("Jefe", "what do ya want for nothing?")"#),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(eval(r#"base64_encode("héllo")"#), "aMOpbGxv");
+        assert_eq!(eval(r#"base64_decode("aMOpbGxv")"#), "héllo");
+    }
+
+    #[test]
+    fn json_and_query_helpers() {
+        assert_eq!(eval(r#"parse_json("{\"a\":[1,2]}").a[1]"#), "2");
+        assert_eq!(
+            eval(r#"to_json(#{a: [1, ()], b: "x"})"#),
+            r#"{"a":[1,null],"b":"x"}"#
+        );
+        assert_eq!(eval(r#"to_json("q")"#), r#""q""#);
+        assert_eq!(eval(r#"parse_query("a=1&b=x%20y&c").b"#), "x y");
+        let e = ScriptEngine::new();
+        assert!(e
+            .engine
+            .eval::<rhai::Dynamic>(r#"parse_json("{bad")"#)
+            .is_err());
+        assert!(e
+            .engine
+            .eval::<rhai::Dynamic>(r#"base64_decode("***")"#)
+            .is_err());
+    }
+
+    #[test]
+    fn now_and_uuid_have_their_formats() {
+        let now = eval("now()");
+        assert!(chrono::DateTime::parse_from_rfc3339(&now).is_ok(), "{now}");
+        assert!(uuid::Uuid::parse_str(&eval("uuid()")).is_ok());
+    }
+}

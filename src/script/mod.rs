@@ -1,0 +1,483 @@
+//! The Rhai script engine: one shared [`Engine`], scripts compiled once, a
+//! fresh scope per run, a wall-clock deadline enforced inside the engine.
+//!
+//! Rhai is synchronous, so every run happens on a blocking thread
+//! ([`ScriptEngine::run`] uses `spawn_blocking`). A run's context (its inputs,
+//! the caller, the deadline) lives in thread-locals of that worker for the
+//! length of the run; the registered functions and `on_progress` read it there.
+//!
+//! - `api`: the functions scripts can call (startparam, JSON, crypto, logs…).
+//! - `convert`: JSON ↔ Rhai values.
+
+mod api;
+pub mod convert;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rhai::module_resolvers::ModuleResolver;
+use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Module, Position, Scope, AST};
+
+use crate::auth::Identity;
+use crate::channel::Channel;
+
+/// The limits of §10 (call depth, expression depth, sizes).
+pub mod limits {
+    /// Function call nesting.
+    pub const CALL_LEVELS: usize = 64;
+    /// Expression nesting, at global level and in functions.
+    pub const EXPR_DEPTH: usize = 64;
+    /// Longest string, in bytes.
+    pub const STRING_BYTES: usize = 1024 * 1024;
+    /// Longest array.
+    pub const ARRAY_LEN: usize = 100_000;
+    /// Largest object map.
+    pub const MAP_LEN: usize = 100_000;
+    /// Modules one run may import.
+    pub const MODULES: usize = 64;
+    /// `on_progress` checks the wall clock every this many operations (a power of two).
+    pub const CLOCK_EVERY_OPS: u64 = 1024;
+}
+
+/// All compiled scripts by code, as one immutable table.
+pub type ScriptTable = HashMap<String, Arc<Script>>;
+
+/// A script file, compiled once.
+#[derive(Debug)]
+pub struct Script {
+    /// The script code (file name stem).
+    pub code: String,
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its source text.
+    pub source: String,
+    /// The compiled form, or why it does not compile.
+    pub compiled: Result<Arc<AST>, CompileError>,
+    /// The script evaluated as a module, the first time another script imports it.
+    module: OnceLock<rhai::Shared<Module>>,
+}
+
+/// A script that does not compile: the position and the parser's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{line}:{col}: {message}")]
+pub struct CompileError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Everything a run knows about why it runs: shown to scripts through the API.
+pub struct RunContext {
+    /// The channel the script runs for.
+    pub channel: Arc<Channel>,
+    /// The request, frame or job id, for log lines.
+    pub request_id: String,
+    /// The caller.
+    pub identity: Identity,
+    /// `startparam(1..)`.
+    pub params: Vec<ImmutableString>,
+    /// The script table of this run, for `import`.
+    pub scripts: Arc<ScriptTable>,
+}
+
+/// Why a run did not finish normally.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// It ran past the channel's timeout and was stopped.
+    #[error("timed out")]
+    Timeout,
+    /// It threw, failed or does not compile; message with position.
+    #[error("{0}")]
+    Failed(String),
+}
+
+thread_local! {
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    static CONTEXT: RefCell<Option<Arc<RunContext>>> = const { RefCell::new(None) };
+    static IMPORTING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with the current run's context, if a run is under way on this thread.
+pub(crate) fn with_context<T>(f: impl FnOnce(Option<&RunContext>) -> T) -> T {
+    CONTEXT.with(|c| f(c.borrow().as_deref()))
+}
+
+/// Sets the run context and deadline on this thread; clears them when dropped.
+struct RunGuard;
+
+impl RunGuard {
+    fn enter(ctx: Arc<RunContext>, deadline: Instant) -> Self {
+        DEADLINE.with(|d| d.set(Some(deadline)));
+        CONTEXT.with(|c| *c.borrow_mut() = Some(ctx));
+        Self
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        DEADLINE.with(|d| d.set(None));
+        CONTEXT.with(|c| *c.borrow_mut() = None);
+        IMPORTING.with(|i| i.borrow_mut().clear());
+    }
+}
+
+/// The shared engine.
+#[derive(Clone)]
+pub struct ScriptEngine {
+    engine: Arc<Engine>,
+}
+
+impl Default for ScriptEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScriptEngine {
+    /// Builds the one engine: limits, deadline check, API, sibling-module imports.
+    pub fn new() -> Self {
+        let mut engine = Engine::new();
+        engine
+            .set_max_call_levels(limits::CALL_LEVELS)
+            .set_max_expr_depths(limits::EXPR_DEPTH, limits::EXPR_DEPTH)
+            .set_max_string_size(limits::STRING_BYTES)
+            .set_max_array_size(limits::ARRAY_LEN)
+            .set_max_map_size(limits::MAP_LEN)
+            .set_max_modules(limits::MODULES);
+        engine.disable_symbol("eval");
+        engine.on_progress(|ops| {
+            if ops & (limits::CLOCK_EVERY_OPS - 1) != 0 {
+                return None;
+            }
+            let late = DEADLINE.with(|d| d.get().is_some_and(|t| Instant::now() >= t));
+            late.then(|| Dynamic::from("timeout"))
+        });
+        engine.set_module_resolver(SiblingResolver);
+        api::register(&mut engine);
+        Self {
+            engine: Arc::new(engine),
+        }
+    }
+
+    /// Compiles `source`; the error has the position of the problem.
+    pub fn compile(&self, source: &str) -> Result<AST, CompileError> {
+        self.engine.compile(source).map_err(|e| {
+            let pos = e.position();
+            CompileError {
+                line: pos.line().unwrap_or(1),
+                col: pos.position().unwrap_or(1),
+                message: e.err_type().to_string(),
+            }
+        })
+    }
+
+    /// Reads and compiles a script file.
+    pub fn load(&self, code: &str, path: PathBuf, source: String) -> Script {
+        let compiled = self.compile(&source).map(Arc::new);
+        Script {
+            code: code.to_owned(),
+            path,
+            source,
+            compiled,
+            module: OnceLock::new(),
+        }
+    }
+
+    /// Runs `script` on a blocking thread and returns the values of `outputs`
+    /// (top-level variables, `()` when the script did not set them).
+    pub async fn run(
+        &self,
+        script: Arc<Script>,
+        ctx: RunContext,
+        timeout: Duration,
+        outputs: &'static [&'static str],
+    ) -> Result<Vec<Dynamic>, RunError> {
+        let engine = self.engine.clone();
+        let started = Instant::now();
+        let channel = ctx.channel.doc.code.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            run_here(&engine, &script, ctx, started + timeout, outputs)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(%channel, "script run panicked: {e}");
+            Err(RunError::Failed("the script run panicked".into()))
+        });
+        metrics::histogram!("switchyard_script_duration_seconds", "channel" => channel)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// Runs a script on the current thread under `deadline`.
+fn run_here(
+    engine: &Engine,
+    script: &Script,
+    ctx: RunContext,
+    deadline: Instant,
+    outputs: &[&str],
+) -> Result<Vec<Dynamic>, RunError> {
+    let ast = match &script.compiled {
+        Ok(ast) => ast,
+        Err(e) => {
+            return Err(RunError::Failed(format!(
+                "script {} does not compile: {e}",
+                script.code
+            )))
+        }
+    };
+    let _guard = RunGuard::enter(Arc::new(ctx), deadline);
+    let mut scope = Scope::new();
+    for name in outputs {
+        scope.push_dynamic(*name, Dynamic::UNIT);
+    }
+    match engine.run_ast_with_scope(&mut scope, ast) {
+        Ok(()) => Ok(outputs
+            .iter()
+            .map(|name| scope.get_value::<Dynamic>(name).unwrap_or(Dynamic::UNIT))
+            .collect()),
+        Err(e) => Err(classify(&script.code, *e)),
+    }
+}
+
+/// Turns an engine error into a [`RunError`], finding a timeout wherever it is nested.
+fn classify(code: &str, err: EvalAltResult) -> RunError {
+    let mut inner = &err;
+    loop {
+        match inner {
+            EvalAltResult::ErrorTerminated(..) => return RunError::Timeout,
+            EvalAltResult::ErrorInFunctionCall(_, _, e, _)
+            | EvalAltResult::ErrorInModule(_, e, _) => inner = e,
+            _ => break,
+        }
+    }
+    let pos = err.position();
+    let at = match (pos.line(), pos.position()) {
+        (Some(l), Some(c)) => format!(" ({code}.rhai:{l}:{c})"),
+        (Some(l), None) => format!(" ({code}.rhai:{l})"),
+        _ => format!(" ({code}.rhai)"),
+    };
+    let mut message = err.to_string();
+    // Rhai appends " (line L, position C)"; the position is given once, in our form.
+    if let Some(cut) = message.rfind(" (line ") {
+        message.truncate(cut);
+    }
+    RunError::Failed(format!("{message}{at}"))
+}
+
+/// Resolves `import "name" as m;` to the sibling script `name`, from the run's own table.
+struct SiblingResolver;
+
+impl ModuleResolver for SiblingResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<rhai::Shared<Module>, Box<EvalAltResult>> {
+        let code = path.trim_start_matches("./");
+        let code = code.strip_suffix(".rhai").unwrap_or(code);
+        let script = with_context(|c| c.and_then(|c| c.scripts.get(code).cloned()))
+            .ok_or_else(|| EvalAltResult::ErrorModuleNotFound(path.to_owned(), pos))?;
+        if let Some(module) = script.module.get() {
+            return Ok(module.clone());
+        }
+        let in_module = |msg: String| {
+            Box::new(EvalAltResult::ErrorInModule(
+                path.to_owned(),
+                EvalAltResult::ErrorRuntime(msg.into(), pos).into(),
+                pos,
+            ))
+        };
+        let ast = script
+            .compiled
+            .as_ref()
+            .map_err(|e| in_module(format!("does not compile: {e}")))?;
+        let cyclic = IMPORTING.with(|i| {
+            let mut stack = i.borrow_mut();
+            let cyclic = stack.iter().any(|c| c == code);
+            stack.push(code.to_owned());
+            cyclic
+        });
+        if cyclic {
+            return Err(in_module("import cycle".into()));
+        }
+        let result = Module::eval_ast_as_new(Scope::new(), ast, engine);
+        IMPORTING.with(|i| i.borrow_mut().pop());
+        let module = rhai::Shared::new(
+            result.map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.to_owned(), e, pos)))?,
+        );
+        let _ = script.module.set(module.clone());
+        Ok(module)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(engine: &ScriptEngine, scripts: &[(&str, &str)]) -> Arc<ScriptTable> {
+        Arc::new(
+            scripts
+                .iter()
+                .map(|(code, src)| {
+                    (
+                        code.to_string(),
+                        Arc::new(engine.load(code, PathBuf::from(code), src.to_string())),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn run(engine: &ScriptEngine, src: &str, timeout_ms: u64) -> Result<Vec<Dynamic>, RunError> {
+        run_with(engine, &[("main", src)], timeout_ms)
+    }
+
+    fn run_with(
+        engine: &ScriptEngine,
+        scripts: &[(&str, &str)],
+        timeout_ms: u64,
+    ) -> Result<Vec<Dynamic>, RunError> {
+        let scripts = table(engine, scripts);
+        let channel = crate::channel::ChannelDoc::parse(r#"{"code":"t","token_remote":"rt"}"#)
+            .unwrap()
+            .validate(
+                None,
+                &crate::channel::ValidationContext {
+                    solution_types: &[],
+                    scripts: &Default::default(),
+                },
+            )
+            .unwrap();
+        let ctx = RunContext {
+            channel: Arc::new(channel),
+            request_id: "r1".into(),
+            identity: Identity {
+                user_id: "u1".into(),
+                roles: vec!["admin".into()],
+            },
+            params: vec!["POST".into(), "/x".into()],
+            scripts: scripts.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        run_here(
+            &engine.engine,
+            &scripts["main"],
+            ctx,
+            deadline,
+            &["status", "body"],
+        )
+    }
+
+    #[test]
+    fn outputs_are_read_from_the_scope() {
+        let e = ScriptEngine::new();
+        let out = run(
+            &e,
+            r#"status = 201; body = #{ m: startparam(1), p: startparam(2), none: startparam(9) };"#,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(out[0].as_int().unwrap(), 201);
+        assert_eq!(
+            convert::to_json(&out[1]).unwrap(),
+            serde_json::json!({"m":"POST","p":"/x","none":""})
+        );
+        let out = run(&e, "let x = 1;", 1000).unwrap();
+        assert!(out[0].is_unit() && out[1].is_unit());
+    }
+
+    #[test]
+    fn a_runaway_loop_stops_at_its_deadline() {
+        let e = ScriptEngine::new();
+        let started = Instant::now();
+        assert_eq!(run(&e, "loop {}", 100).unwrap_err(), RunError::Timeout);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+    }
+
+    #[test]
+    fn errors_name_the_function_and_position() {
+        let e = ScriptEngine::new();
+        let RunError::Failed(msg) = run(&e, "let x = 1;\nno_such_fn(x);", 1000).unwrap_err() else {
+            panic!()
+        };
+        assert!(msg.contains("no_such_fn"), "{msg}");
+        assert!(msg.contains("main.rhai:2:"), "{msg}");
+        let RunError::Failed(msg) = run(&e, r#"throw "bad order";"#, 1000).unwrap_err() else {
+            panic!()
+        };
+        assert!(msg.contains("bad order"), "{msg}");
+    }
+
+    #[test]
+    fn limits_hold() {
+        let e = ScriptEngine::new();
+        for src in [
+            "fn f(n) { f(n + 1) } f(0);",
+            "let s = \"xx\"; loop { s += s; }",
+            "let a = []; a.pad(200000, 0);",
+            "let x = 9223372036854775807; x + 1;",
+            "sleep(1);",
+        ] {
+            let r = run(&e, src, 5000);
+            assert!(
+                matches!(r, Err(RunError::Failed(_))),
+                "{src}: {:?}",
+                r.map(|_| ())
+            );
+        }
+        // Growing a map key by key is checked each step; it ends one way or the other, cleanly.
+        let grow = "let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; }";
+        assert!(run(&e, grow, 300).is_err());
+        let deep = format!("{}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(e.compile(&deep).is_err());
+        let err = e.compile("let x = eval(\"1\");").unwrap_err();
+        assert_eq!(err.line, 1);
+    }
+
+    #[test]
+    fn siblings_import_as_modules_and_cycles_fail() {
+        let e = ScriptEngine::new();
+        let out = run_with(
+            &e,
+            &[
+                (
+                    "main",
+                    r#"import "util" as u; body = u::double(21) + u::BASE;"#,
+                ),
+                ("util", "export const BASE = 100; fn double(x) { x * 2 }"),
+            ],
+            1000,
+        )
+        .unwrap();
+        assert_eq!(out[1].as_int().unwrap(), 142);
+        let err = run_with(
+            &e,
+            &[
+                ("main", r#"import "a" as a;"#),
+                ("a", r#"import "b" as b;"#),
+                ("b", r#"import "a" as a;"#),
+            ],
+            1000,
+        )
+        .unwrap_err();
+        assert!(matches!(err, RunError::Failed(m) if m.contains("cycle")));
+    }
+
+    #[test]
+    fn compile_errors_have_line_and_column() {
+        let e = ScriptEngine::new();
+        let err = e.compile("let a = 1;\nlet b = ;\n").unwrap_err();
+        assert_eq!((err.line, err.col), (2, 9));
+    }
+}

@@ -1,0 +1,124 @@
+//! Binding, the router and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+
+use crate::auth::{Authenticator, Iam, Throttle};
+use crate::config::Config;
+use crate::error::AppError;
+use crate::registry::{self, Registry};
+use crate::script::ScriptEngine;
+use crate::{http, telemetry, AppState};
+
+/// Builds the shared state: loads channels and scripts, logging every problem.
+pub fn state(config: Config) -> Result<Arc<AppState>, String> {
+    let config = Arc::new(config);
+    let iam = Iam::from_config(&config)?;
+    let engine = ScriptEngine::new();
+    let started = std::time::Instant::now();
+    let (snapshot, problems) = registry::load(&config, &engine);
+    for p in &problems {
+        tracing::warn!("skipped: {p}");
+    }
+    tracing::info!(
+        channels = snapshot.channels.len(),
+        scripts = snapshot.scripts.len(),
+        problems = problems.len(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "loaded"
+    );
+    Ok(Arc::new(AppState {
+        auth: Authenticator {
+            config: config.clone(),
+            iam,
+            throttle: Throttle::default(),
+        },
+        config,
+        registry: Registry::new(snapshot),
+        engine,
+        metrics: telemetry::metrics_handle(),
+    }))
+}
+
+/// The router with every route of the contract.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/metrics", get(metrics))
+        .route("/channels/{code}/api", any(http::api))
+        .route("/channels/{code}/api/", any(http::api))
+        .route("/channels/{code}/api/{*path}", any(http::api))
+        .fallback(|| async { AppError::NotFound })
+        .layer(axum::middleware::from_fn(telemetry::request_layer))
+        .with_state(state)
+}
+
+async fn metrics(
+    axum::extract::State(app): axum::extract::State<Arc<AppState>>,
+) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+/// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
+pub async fn serve(config: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data)
+        .map_err(|e| format!("data folder {}: {e}", config.data.display()))?;
+    let listen = config.listen;
+    let state = state(config)?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    spawn_housekeeping(state.clone());
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{addr}");
+        let _ = out.flush();
+    }
+    tracing::info!(%addr, "serving");
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| format!("server error: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Periodic chores: forget finished throttle windows, keep histograms fresh.
+fn spawn_housekeeping(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            state.auth.throttle.sweep();
+            state.metrics.run_upkeep();
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,111 @@
+//! Logs, metrics and the per-request layer (request id, error bodies, one log line).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use uuid::Uuid;
+
+use crate::config::LogFormat;
+use crate::error::ErrorBody;
+
+/// The id of one HTTP request, set by [`request_layer`].
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub Uuid);
+
+/// Put on a response by a handler that knows which channel it served.
+#[derive(Debug, Clone)]
+pub struct ChannelTag(pub String);
+
+/// Starts `tracing` on stderr; `RUST_LOG` sets the level (default `info`).
+pub fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("duration_seconds".into()),
+                    &[
+                        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    ],
+                )
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder (a test harness) may be installed already; then ours stays unused.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Gives every request an id, renders error bodies with it, sets
+/// `X-Request-Id`, writes one log line and counts the request.
+pub async fn request_layer(mut req: Request, next: Next) -> Response {
+    let id = Uuid::new_v4();
+    req.extensions_mut().insert(RequestId(id));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let mut response = next.run(req).await;
+    if let Some(err) = response.extensions_mut().remove::<ErrorBody>() {
+        let mut body = serde_json::json!({ "error": err.code, "request_id": id.to_string() });
+        if let Some(message) = err.message {
+            body["message"] = message.into();
+        }
+        *response.body_mut() = Body::from(body.to_string());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    let id_text = id.to_string();
+    response.headers_mut().insert(
+        "x-request-id",
+        HeaderValue::from_str(&id_text).expect("a UUID is a valid header value"),
+    );
+    let status = response.status().as_u16();
+    let channel = response
+        .extensions()
+        .get::<ChannelTag>()
+        .map(|c| c.0.clone())
+        .unwrap_or_default();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        target: "switchyard::http",
+        channel = %channel,
+        request_id = %id_text,
+        method = %method,
+        path = %path,
+        status,
+        duration_ms = format_args!("{duration_ms:.3}"),
+        "request"
+    );
+    metrics::counter!(
+        "switchyard_http_requests_total",
+        "channel" => channel,
+        "status" => status.to_string()
+    )
+    .increment(1);
+    response
+}
