@@ -1,0 +1,274 @@
+//! Test harness: runs the real `switchyard` binary on a loopback port with
+//! channels, scripts and config written to a fresh temporary folder.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The built binary.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+/// The repository root (for the shipped examples and fixtures).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A project folder being prepared: channels, scripts, config.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    config: String,
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Project {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for sub in ["channels", "scripts", "data"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        Self {
+            dir,
+            config: String::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `channels/<code>.json` from a JSON value (must contain `code`).
+    pub fn channel(self, doc: Value) -> Self {
+        let code = doc["code"].as_str().expect("code").to_owned();
+        self.channel_text(&code, &serde_json::to_string_pretty(&doc).unwrap())
+    }
+
+    /// Writes `channels/<name>.json` verbatim.
+    pub fn channel_text(self, name: &str, text: &str) -> Self {
+        std::fs::write(
+            self.path().join("channels").join(format!("{name}.json")),
+            text,
+        )
+        .unwrap();
+        self
+    }
+
+    /// Writes `scripts/<code>.rhai`.
+    pub fn script(self, code: &str, source: &str) -> Self {
+        std::fs::write(
+            self.path().join("scripts").join(format!("{code}.rhai")),
+            source,
+        )
+        .unwrap();
+        self
+    }
+
+    /// Appends TOML to `switchyard.toml`.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config.push_str(toml);
+        self.config.push('\n');
+        self
+    }
+
+    fn write_config(&self) -> PathBuf {
+        let path = self.path().join("switchyard.toml");
+        std::fs::write(&path, &self.config).unwrap();
+        path
+    }
+
+    /// Runs `switchyard check` on this project.
+    pub fn check(&self) -> (i32, String, String) {
+        let out = Command::new(binary())
+            .arg("check")
+            .arg("--config")
+            .arg(self.write_config())
+            .arg("--channels")
+            .arg(self.path().join("channels"))
+            .arg("--scripts")
+            .arg(self.path().join("scripts"))
+            .output()
+            .expect("run check");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Starts `switchyard serve` on 127.0.0.1:0 and waits for its address.
+    pub fn start(self) -> Server {
+        self.start_with_env(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables.
+    pub fn start_with_env(self, env: &[(&str, &str)]) -> Server {
+        let config = self.write_config();
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--channels")
+            .arg(self.path().join("channels"))
+            .arg("--scripts")
+            .arg(self.path().join("scripts"))
+            .arg("--data")
+            .arg(self.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Server::spawn(cmd, Some(self))
+    }
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    logs: Arc<Mutex<String>>,
+    pub project: Option<Project>,
+}
+
+impl Server {
+    /// Spawns `cmd` (stdout and stderr piped) and waits for `listening on http://ADDR`.
+    pub fn spawn(mut cmd: Command, project: Option<Project>) -> Server {
+        let mut child = cmd.spawn().expect("spawn switchyard");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let base = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        break addr.trim().to_owned();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("server did not start; stderr:\n{}", logs.lock().unwrap());
+                }
+            }
+        };
+        Server {
+            child,
+            base,
+            logs,
+            project,
+        }
+    }
+
+    /// `base + path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until the logs contain `needle`, up to `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that never reuses a proxy and times out.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Reads a response as (status, headers, JSON body or Null).
+pub async fn json_of(resp: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, body)
+}
+
+/// A channel document with the usual test defaults.
+pub fn channel(code: &str, recv: &str) -> Value {
+    serde_json::json!({
+        "code": code,
+        "token_local": format!("{code}-token"),
+        "recv_svcscriptcode": recv,
+        "opts": { "issync": true }
+    })
+}
