@@ -25,6 +25,9 @@ pub const THROTTLE_LIMIT: u32 = 20;
 /// The throttle's window.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
 
+/// The throttle's key for `/admin` (channels are keyed by their id).
+const ADMIN_REALM: Uuid = Uuid::nil();
+
 /// Parses a CIDR, or a bare address as a single-host network.
 pub fn parse_net(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
@@ -356,6 +359,37 @@ impl Authenticator {
             }
         }
         Err(self.failed(sender, channel))
+    }
+
+    /// Authenticates an operator of `/admin`: config `admin_token`, or an IAM
+    /// JWT with role `admin` (its `aud`, when present, must be `admin`).
+    pub fn admin_caller(
+        &self,
+        sender: IpAddr,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Identity, AppError> {
+        if let Some(secs) = self.throttle.blocked(sender, ADMIN_REALM) {
+            return Err(AppError::Throttled(secs));
+        }
+        if let Credential::Given(token) = credential(headers, query) {
+            let admin_token = &self.config.admin_token;
+            if !admin_token.is_empty() && secret_eq(&token, admin_token) {
+                return Ok(Identity {
+                    user_id: "admin".into(),
+                    roles: vec!["admin".into()],
+                });
+            }
+            if self.iam.enabled() {
+                if let Some((sub, roles)) = self.iam.verify(&token, "admin") {
+                    if roles.iter().any(|r| r == "admin") {
+                        return Ok(Identity::with_user_roles(sub, roles, &self.config));
+                    }
+                }
+            }
+        }
+        self.throttle.fail(sender, ADMIN_REALM);
+        Err(AppError::Unauthorized)
     }
 
     fn failed(&self, sender: IpAddr, channel: &Channel) -> AppError {

@@ -52,6 +52,18 @@ pub enum AppError {
     /// 501 `not_implemented`: a contract feature this build lacks.
     #[error("{0}")]
     NotImplemented(&'static str),
+    /// 400 `invalid_channel`: the message names the field.
+    #[error("{0}")]
+    InvalidChannel(String),
+    /// 404 with a specific code (`unknown_script`…).
+    #[error("{1}")]
+    Missing(&'static str, String),
+    /// 409 with a specific code (`channel_exists`, `script_in_use`).
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    /// 422 `compile_error`, with `line` and `col` in the body.
+    #[error("{0}")]
+    Compile(crate::script::CompileError),
     /// 500 `internal`; details are logged, never sent.
     #[error("internal error")]
     Internal,
@@ -64,6 +76,8 @@ pub struct ErrorBody {
     pub code: &'static str,
     /// The optional `message`.
     pub message: Option<String>,
+    /// More fields of the body (`line`, `col` of a compile error).
+    pub extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl AppError {
@@ -84,6 +98,10 @@ impl AppError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            Self::InvalidChannel(_) => (StatusCode::BAD_REQUEST, "invalid_channel"),
+            Self::Missing(code, _) => (StatusCode::NOT_FOUND, code),
+            Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
+            Self::Compile(_) => (StatusCode::UNPROCESSABLE_ENTITY, "compile_error"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -94,7 +112,11 @@ impl AppError {
             Self::PayloadTooLarge(_)
             | Self::BadRequest(_)
             | Self::Throttled(_)
-            | Self::NotImplemented(_) => Some(self.to_string()),
+            | Self::NotImplemented(_)
+            | Self::InvalidChannel(_)
+            | Self::Missing(..)
+            | Self::Conflict(..) => Some(self.to_string()),
+            Self::Compile(e) => Some(e.message.clone()),
             _ => None,
         }
     }
@@ -104,14 +126,28 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let mut response = status.into_response();
-        if let Self::Throttled(secs) = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        match self {
+            Self::Throttled(secs) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            // The rest of the body is not wanted; the connection cannot be reused.
+            Self::PayloadTooLarge(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
+        let extra = match &self {
+            Self::Compile(e) => vec![("line", e.line.into()), ("col", e.col.into())],
+            _ => Vec::new(),
+        };
         response.extensions_mut().insert(ErrorBody {
             code,
             message: self.message(),
+            extra,
         });
         response
     }

@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use rhai::{Dynamic, Map};
 
 use crate::auth::{self, Identity};
@@ -89,23 +89,28 @@ async fn serve_api(
     req: Request,
 ) -> Result<Response, AppError> {
     let (parts, body) = req.into_parts();
-    let caller = admit(app, code, peer, &parts.headers, parts.uri.query())?;
+    let admitted = admit(app, code, peer, &parts.headers, parts.uri.query()).and_then(|caller| {
+        let script = caller
+            .channel
+            .script_for(ScriptField::Recv)
+            .and_then(|code| caller.snapshot.scripts.get(code).cloned())
+            .ok_or(AppError::NoScript)?;
+        if !caller.channel.doc.opts.issync {
+            // The durable inbox (issync = false) arrives with the embedded store.
+            return Err(AppError::NotImplemented(
+                "opts.issync = false needs the durable inbox, which this build does not have yet",
+            ));
+        }
+        Ok((caller, script))
+    });
+    let (caller, script) = match admitted {
+        Ok(ok) => ok,
+        Err(e) => {
+            discard(body);
+            return Err(e);
+        }
+    };
     let channel = caller.channel.clone();
-    let script_code = channel
-        .script_for(ScriptField::Recv)
-        .ok_or(AppError::NoScript)?;
-    let script = caller
-        .snapshot
-        .scripts
-        .get(script_code)
-        .cloned()
-        .ok_or(AppError::NoScript)?;
-    if !channel.doc.opts.issync {
-        // The durable inbox (issync = false) arrives with the embedded store.
-        return Err(AppError::NotImplemented(
-            "opts.issync = false needs the durable inbox, which this build does not have yet",
-        ));
-    }
     let body = read_body(app, &parts.headers, body).await?;
     let body = String::from_utf8(body.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
 
@@ -154,25 +159,58 @@ pub fn script_failure(
     }
 }
 
-/// Reads the whole body, refusing more than `max_body_bytes` (413) and a stalled body (408).
-async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, AppError> {
+/// Reads the whole body, refusing more than `max_body_bytes` (413) and a body
+/// that stalls longer than `body_timeout` between two chunks (408).
+pub(crate) async fn read_body(
+    app: &AppState,
+    headers: &HeaderMap,
+    mut body: Body,
+) -> Result<Bytes, AppError> {
     let max = app.config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
+        discard(body);
         return Err(AppError::PayloadTooLarge(max));
     }
-    let limited = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
-    match tokio::time::timeout(app.config.body_timeout, limited.collect()).await {
-        Err(_) => Err(AppError::RequestTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(AppError::PayloadTooLarge(max))
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    loop {
+        match tokio::time::timeout(app.config.body_timeout, body.frame()).await {
+            Err(_) => return Err(AppError::RequestTimeout),
+            Ok(None) => return Ok(Bytes::from(buf)),
+            Ok(Some(Err(e))) => {
+                return Err(AppError::BadRequest(format!("cannot read the body: {e}")))
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if (buf.len() + data.len()) as u64 > max {
+                        discard(body);
+                        return Err(AppError::PayloadTooLarge(max));
+                    }
+                    buf.extend_from_slice(data);
+                }
+            }
         }
-        Ok(Err(e)) => Err(AppError::BadRequest(format!("cannot read the body: {e}"))),
     }
+}
+
+/// Reads and drops what is left of a refused request's body in the background
+/// (bounded), so the client receives the answer instead of a connection reset.
+pub(crate) fn discard(mut body: Body) {
+    const MAX_DRAIN: usize = 16 * 1024 * 1024;
+    const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+    tokio::spawn(async move {
+        let mut drained = 0;
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        while drained < MAX_DRAIN {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => drained += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    });
 }
 
 /// The raw path after `/channels/{code}/api`, e.g. `/orders/42`, or `""`.

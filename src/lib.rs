@@ -13,10 +13,13 @@
 //! - `script`: the shared Rhai engine, limits, deadline, the script API.
 //! - `auth`: tokens, IP masks, proxies, IAM JWTs, roles, the throttle.
 //! - `http`: inbound HTTP routes → recv scripts.
+//! - `admin`: `/admin` routes for channels and scripts, atomic file writes.
+//! - `reload`: the folder watcher; reload, swap or keep the last good version.
 //! - `events`: event names and subscription patterns.
 //! - `telemetry`: logs, metrics, the per-request layer.
 //! - `server`: binding, the router, graceful shutdown.
 
+pub mod admin;
 pub mod auth;
 pub mod channel;
 pub mod config;
@@ -24,6 +27,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod registry;
+pub mod reload;
 pub mod script;
 pub mod server;
 pub mod telemetry;
@@ -51,4 +55,6 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Serialises admin changes (check, write, reload).
+    pub admin_lock: tokio::sync::Mutex<()>,
 }

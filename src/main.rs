@@ -109,7 +109,8 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e),
             };
             let engine = ScriptEngine::new();
-            let (snapshot, problems) = registry::load(&config, &engine);
+            let loaded = registry::load(&config, &engine, None);
+            let (snapshot, problems) = (loaded.snapshot, loaded.problems);
             for p in &problems {
                 println!("{p}");
             }

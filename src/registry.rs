@@ -1,9 +1,12 @@
 //! Channels and compiled scripts in memory, swapped whole on reload.
 //!
 //! A [`Snapshot`] is immutable; a request takes the current one once and
-//! finishes on it, whatever is loaded meanwhile.
+//! finishes on it, whatever is loaded meanwhile. [`load`] builds the next
+//! snapshot from the folders, given the previous one: an unchanged script is
+//! reused (not recompiled), and a document or script that no longer loads
+//! keeps its last good version, with the error recorded in [`Snapshot::errors`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,8 +22,10 @@ use crate::script::{ScriptEngine, ScriptTable};
 pub struct Snapshot {
     /// Valid channels by code.
     pub channels: HashMap<String, Arc<Channel>>,
-    /// Scripts by code (also those that do not compile, with their error).
+    /// Scripts by code (also those that never compiled, with their error).
     pub scripts: Arc<ScriptTable>,
+    /// The last load error of each file that currently fails, by file kind and code.
+    pub errors: BTreeMap<(FileKind, String), LoadError>,
 }
 
 impl Snapshot {
@@ -28,6 +33,41 @@ impl Snapshot {
     pub fn channel(&self, code: &str) -> Option<&Arc<Channel>> {
         self.channels.get(code)
     }
+
+    /// The load error of a file, if it currently fails to load.
+    pub fn error(&self, kind: FileKind, code: &str) -> Option<&LoadError> {
+        self.errors.get(&(kind, code.to_owned()))
+    }
+
+    /// Codes of the channels that name script `code`.
+    pub fn channels_using(&self, code: &str) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .channels
+            .values()
+            .filter(|c| c.script_codes().any(|s| s == code))
+            .map(|c| c.code().to_owned())
+            .collect();
+        users.sort();
+        users
+    }
+}
+
+/// Which folder a file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileKind {
+    /// `channels/<code>.json`
+    Channel,
+    /// `scripts/<code>.rhai`
+    Script,
+}
+
+/// Why a file does not load, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// `FILE:LINE:COL: message`.
+    pub message: String,
+    /// When this error was first seen (RFC 3339).
+    pub since: String,
 }
 
 /// A file that could not be loaded, printed as `FILE:LINE:COL: message`.
@@ -56,16 +96,40 @@ impl fmt::Display for Problem {
     }
 }
 
+/// What a reload changed, for logs and events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A channel appeared.
+    Created(String),
+    /// A channel's document changed.
+    Updated(String),
+    /// A channel is gone.
+    Deleted(String),
+}
+
+/// The result of [`load`].
+pub struct Loaded {
+    /// The new snapshot.
+    pub snapshot: Arc<Snapshot>,
+    /// Every file that did not load this time.
+    pub problems: Vec<Problem>,
+    /// Channels created, updated or deleted against the previous snapshot.
+    pub changes: Vec<Change>,
+}
+
 /// The live snapshot.
 pub struct Registry {
     current: ArcSwap<Snapshot>,
+    /// Serialises reloads so two never interleave.
+    reload_lock: std::sync::Mutex<()>,
 }
 
 impl Registry {
     /// Starts with `snapshot`.
-    pub fn new(snapshot: Snapshot) -> Self {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
         Self {
-            current: ArcSwap::from_pointee(snapshot),
+            current: ArcSwap::new(snapshot),
+            reload_lock: std::sync::Mutex::new(()),
         }
     }
 
@@ -74,9 +138,16 @@ impl Registry {
         self.current.load_full()
     }
 
-    /// Replaces the snapshot.
-    pub fn replace(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+    /// Reloads both folders and swaps the result in; returns what changed.
+    pub fn reload(&self, config: &Config, engine: &ScriptEngine) -> Loaded {
+        let _one_at_a_time = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let prev = self.snapshot();
+        let loaded = load(config, engine, Some(&prev));
+        self.current.store(loaded.snapshot.clone());
+        loaded
     }
 }
 
@@ -98,99 +169,162 @@ fn files_with_ext(dir: &Path, ext: &str) -> std::io::Result<Vec<(String, PathBuf
     Ok(out)
 }
 
-/// Reads and compiles every `*.rhai` of the scripts folder.
-pub fn load_scripts(dir: &Path, engine: &ScriptEngine) -> (ScriptTable, Vec<Problem>) {
-    let mut table = ScriptTable::new();
+/// Loads both folders into a snapshot; `prev` supplies unchanged scripts and last good versions.
+pub fn load(config: &Config, engine: &ScriptEngine, prev: Option<&Snapshot>) -> Loaded {
     let mut problems = Vec::new();
-    let files = match files_with_ext(dir, "rhai") {
-        Ok(files) => files,
-        Err(e) => {
-            problems.push(problem(
-                dir,
+    let mut errors = BTreeMap::new();
+    let mut fail = |kind: FileKind, code: &str, p: Problem| {
+        let message = p.to_string();
+        let since = prev
+            .and_then(|s| s.error(kind, code))
+            .filter(|e| e.message == message)
+            .map(|e| e.since.clone())
+            .unwrap_or_else(|| channel::rfc3339(std::time::SystemTime::now()));
+        errors.insert((kind, code.to_owned()), LoadError { message, since });
+        problems.push(p);
+    };
+
+    let mut scripts = ScriptTable::new();
+    match files_with_ext(&config.scripts, "rhai") {
+        Err(e) => fail(
+            FileKind::Script,
+            "",
+            problem(
+                &config.scripts,
                 1,
                 1,
                 format!("cannot read the scripts folder: {e}"),
-            ));
-            return (table, problems);
-        }
-    };
-    for (code, path) in files {
-        if !channel::valid_code(&code) {
-            problems.push(problem(
-                &path,
-                1,
-                1,
-                "the file name is not a valid script code",
-            ));
-            continue;
-        }
-        let source = match std::fs::read_to_string(&path) {
-            Ok(s) => s,
-            Err(e) => {
-                problems.push(problem(&path, 1, 1, format!("cannot read: {e}")));
-                continue;
+            ),
+        ),
+        Ok(files) => {
+            for (code, path) in files {
+                if !channel::valid_code(&code) {
+                    fail(
+                        FileKind::Script,
+                        &code,
+                        problem(&path, 1, 1, "the file name is not a valid script code"),
+                    );
+                    continue;
+                }
+                let old = prev.and_then(|s| s.scripts.get(&code));
+                let source = match std::fs::read_to_string(&path) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        fail(
+                            FileKind::Script,
+                            &code,
+                            problem(&path, 1, 1, format!("cannot read: {e}")),
+                        );
+                        if let Some(old) = old {
+                            scripts.insert(code, old.clone());
+                        }
+                        continue;
+                    }
+                };
+                if let Some(old) = old.filter(|o| o.source == source) {
+                    if let Err(e) = &old.compiled {
+                        fail(
+                            FileKind::Script,
+                            &code,
+                            problem(&path, e.line, e.col, e.message.clone()),
+                        );
+                    }
+                    scripts.insert(code, old.clone());
+                    continue;
+                }
+                let script = engine.load(&code, path.clone(), source);
+                match &script.compiled {
+                    Ok(_) => {
+                        scripts.insert(code, Arc::new(script));
+                    }
+                    Err(e) => {
+                        fail(
+                            FileKind::Script,
+                            &code,
+                            problem(&path, e.line, e.col, e.message.clone()),
+                        );
+                        // Keep the last good version serving; else keep the failing one so callers see why.
+                        let keep = old.filter(|o| o.compiled.is_ok()).cloned();
+                        scripts.insert(code, keep.unwrap_or_else(|| Arc::new(script)));
+                    }
+                }
             }
-        };
-        let script = engine.load(&code, path.clone(), source);
-        if let Err(e) = &script.compiled {
-            problems.push(problem(&path, e.line, e.col, e.message.clone()));
         }
-        table.insert(code, Arc::new(script));
     }
-    (table, problems)
-}
 
-/// Reads and validates every `*.json` of the channels folder against `scripts`.
-pub fn load_channels(
-    dir: &Path,
-    config: &Config,
-    scripts: &ScriptTable,
-) -> (HashMap<String, Arc<Channel>>, Vec<Problem>) {
     let mut channels = HashMap::new();
-    let mut problems = Vec::new();
-    let files = match files_with_ext(dir, "json") {
-        Ok(files) => files,
-        Err(e) => {
-            problems.push(problem(
-                dir,
+    match files_with_ext(&config.channels, "json") {
+        Err(e) => fail(
+            FileKind::Channel,
+            "",
+            problem(
+                &config.channels,
                 1,
                 1,
                 format!("cannot read the channels folder: {e}"),
-            ));
-            return (channels, problems);
-        }
-    };
-    let names: HashSet<String> = scripts.keys().cloned().collect();
-    let ctx = ValidationContext {
-        solution_types: &config.solution_types,
-        scripts: &names,
-    };
-    for (code, path) in files {
-        match channel::load_file(&path, &ctx) {
-            Ok(ch) => {
-                channels.insert(code, Arc::new(ch));
-            }
-            Err(e) => {
-                let (line, col) = e.line_col.unwrap_or((1, 1));
-                problems.push(problem(&path, line, col, e.to_string()));
+            ),
+        ),
+        Ok(files) => {
+            let names: HashSet<String> = scripts.keys().cloned().collect();
+            let ctx = ValidationContext {
+                solution_types: &config.solution_types,
+                scripts: &names,
+            };
+            for (code, path) in files {
+                match channel::load_file(&path, &ctx) {
+                    Ok(ch) => {
+                        channels.insert(code, Arc::new(ch));
+                    }
+                    Err(e) => {
+                        let (line, col) = e.line_col.unwrap_or((1, 1));
+                        fail(
+                            FileKind::Channel,
+                            &code,
+                            problem(&path, line, col, e.to_string()),
+                        );
+                        if let Some(old) = prev.and_then(|s| s.channels.get(&code)) {
+                            channels.insert(code, old.clone());
+                        }
+                    }
+                }
             }
         }
     }
-    (channels, problems)
-}
 
-/// Loads both folders into a snapshot, with every problem found.
-pub fn load(config: &Config, engine: &ScriptEngine) -> (Snapshot, Vec<Problem>) {
-    let (scripts, mut problems) = load_scripts(&config.scripts, engine);
-    let (channels, more) = load_channels(&config.channels, config, &scripts);
-    problems.extend(more);
-    (
-        Snapshot {
+    let changes = prev.map(|p| diff(p, &channels)).unwrap_or_default();
+    Loaded {
+        snapshot: Arc::new(Snapshot {
             channels,
             scripts: Arc::new(scripts),
-        },
+            errors,
+        }),
         problems,
-    )
+        changes,
+    }
+}
+
+fn diff(prev: &Snapshot, next: &HashMap<String, Arc<Channel>>) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (code, ch) in next {
+        match prev.channels.get(code) {
+            None => changes.push(Change::Created(code.clone())),
+            Some(old) if !Arc::ptr_eq(old, ch) && !same_doc(old, ch) => {
+                changes.push(Change::Updated(code.clone()))
+            }
+            Some(_) => {}
+        }
+    }
+    for code in prev.channels.keys() {
+        if !next.contains_key(code) {
+            changes.push(Change::Deleted(code.clone()));
+        }
+    }
+    changes.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    changes
+}
+
+fn same_doc(a: &Channel, b: &Channel) -> bool {
+    serde_json::to_value(&a.doc).ok() == serde_json::to_value(&b.doc).ok()
 }
 
 fn problem(file: &Path, line: usize, col: usize, message: impl Into<String>) -> Problem {

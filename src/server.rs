@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::AppError;
 use crate::registry::{self, Registry};
 use crate::script::ScriptEngine;
-use crate::{http, telemetry, AppState};
+use crate::{admin, http, reload, telemetry, AppState};
 
 /// Builds the shared state: loads channels and scripts, logging every problem.
 pub fn state(config: Config) -> Result<Arc<AppState>, String> {
@@ -23,14 +23,15 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
     let iam = Iam::from_config(&config)?;
     let engine = ScriptEngine::new();
     let started = std::time::Instant::now();
-    let (snapshot, problems) = registry::load(&config, &engine);
-    for p in &problems {
+    let loaded = registry::load(&config, &engine, None);
+    for p in &loaded.problems {
         tracing::warn!("skipped: {p}");
     }
+    let snapshot = loaded.snapshot;
     tracing::info!(
         channels = snapshot.channels.len(),
         scripts = snapshot.scripts.len(),
-        problems = problems.len(),
+        problems = loaded.problems.len(),
         load_ms = started.elapsed().as_millis() as u64,
         "loaded"
     );
@@ -44,6 +45,7 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         registry: Registry::new(snapshot),
         engine,
         metrics: telemetry::metrics_handle(),
+        admin_lock: tokio::sync::Mutex::new(()),
     }))
 }
 
@@ -58,7 +60,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/channels/{code}/api", any(http::api))
         .route("/channels/{code}/api/", any(http::api))
         .route("/channels/{code}/api/{*path}", any(http::api))
+        .merge(admin::routes())
         .fallback(|| async { AppError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::guard,
+        ))
         .layer(axum::middleware::from_fn(telemetry::request_layer))
         .with_state(state)
 }
@@ -74,8 +81,9 @@ async fn metrics(
 
 /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
 pub async fn serve(config: Config) -> Result<(), String> {
-    std::fs::create_dir_all(&config.data)
-        .map_err(|e| format!("data folder {}: {e}", config.data.display()))?;
+    for dir in [&config.data, &config.channels, &config.scripts] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("folder {}: {e}", dir.display()))?;
+    }
     let listen = config.listen;
     let state = state(config)?;
     let listener = TcpListener::bind(listen)
@@ -83,6 +91,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     spawn_housekeeping(state.clone());
+    reload::spawn_watcher(state.clone());
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();

@@ -73,6 +73,9 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
         if let Some(message) = err.message {
             body["message"] = message.into();
         }
+        for (key, value) in err.extra {
+            body[key] = value;
+        }
         *response.body_mut() = Body::from(body.to_string());
         response.headers_mut().insert(
             header::CONTENT_TYPE,

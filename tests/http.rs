@@ -222,6 +222,27 @@ async fn bodies_over_the_limit_and_not_utf8_are_refused() {
     assert_eq!(status, 413);
     assert_eq!(body["error"], "payload_too_large");
 
+    // Far over the limit: still a clean 413, not a reset connection.
+    let (status, _, _) = json_of(
+        c.post(&url)
+            .body(vec![b'z'; 5_000_000])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 413);
+    // Refused before the body is read (wrong token): the answer arrives too.
+    let (status, _, _) = json_of(
+        c.post(srv.url("/channels/echo/api?token=wrong"))
+            .body(vec![b'z'; 3_000_000])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+
     // Chunked, no Content-Length: counted as it arrives.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..20).map(|_| Ok(vec![b'y'; 100])).collect();

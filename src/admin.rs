@@ -1,0 +1,419 @@
+//! `/admin`: channels and scripts through the API, with secrets masked.
+//!
+//! Every change is written to its file atomically (temporary file, fsync,
+//! rename, fsync of the folder) and then loaded by the same reload the file
+//! watcher runs, so the API and hand edits go one way. Changes are
+//! serialised by [`AppState::admin_lock`].
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::channel::{self, Channel, ChannelDoc, ValidationContext};
+use crate::error::AppError;
+use crate::registry::{FileKind, Snapshot};
+use crate::AppState;
+
+/// Shown instead of a secret; sent back in a PUT, it keeps the stored secret.
+pub const MASK: &str = "***";
+const SECRET_FIELDS: [&str; 3] = ["token_local", "token_remote", "token_remote2"];
+
+/// The `/admin` routes (authentication is [`guard`]).
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin/channels", get(list_channels).post(create_channel))
+        .route(
+            "/admin/channels/{code}",
+            get(get_channel).put(replace_channel).delete(delete_channel),
+        )
+        .route("/admin/scripts", get(list_scripts))
+        .route(
+            "/admin/scripts/{code}",
+            get(get_script).put(put_script).delete(delete_script),
+        )
+}
+
+/// Refuses every `/admin` request without admin credentials (401), before routing.
+pub async fn guard(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    if path == "/admin" || path.starts_with("/admin/") {
+        let sender =
+            crate::auth::sender_addr(peer.ip(), req.headers(), &app.config.trusted_proxies);
+        if let Err(e) = app
+            .auth
+            .admin_caller(sender, req.headers(), req.uri().query())
+        {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// A channel as the API shows it: secrets masked, plus its load `status`.
+fn shown(channel: &Channel, snapshot: &Snapshot) -> Value {
+    let mut doc = serde_json::to_value(&channel.doc).unwrap_or_default();
+    for field in SECRET_FIELDS {
+        if doc[field].as_str().is_some_and(|s| !s.is_empty()) {
+            doc[field] = MASK.into();
+        }
+    }
+    doc["status"] = status_of(snapshot, FileKind::Channel, channel.code());
+    doc
+}
+
+fn status_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {
+    match snapshot.error(kind, code) {
+        None => json!({ "ok": true }),
+        Some(e) => json!({
+            "ok": false,
+            "error": e.message,
+            "error_at": e.since,
+            "serving": "the last good version",
+        }),
+    }
+}
+
+async fn list_channels(State(app): State<Arc<AppState>>) -> Json<Value> {
+    let snapshot = app.registry.snapshot();
+    let mut codes: Vec<&String> = snapshot.channels.keys().collect();
+    codes.sort();
+    let channels: Vec<Value> = codes
+        .into_iter()
+        .map(|c| shown(&snapshot.channels[c], &snapshot))
+        .collect();
+    Json(json!({ "channels": channels }))
+}
+
+async fn get_channel(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let snapshot = app.registry.snapshot();
+    match snapshot.channel(&code) {
+        Some(ch) => Ok(Json(shown(ch, &snapshot))),
+        None => Err(match snapshot.error(FileKind::Channel, &code) {
+            Some(e) => {
+                AppError::Missing("unknown_channel", format!("does not load: {}", e.message))
+            }
+            None => AppError::UnknownChannel,
+        }),
+    }
+}
+
+/// Parses an API body into a document; `status` (as shown by GET) is ignored.
+fn parse_doc(bytes: &[u8]) -> Result<ChannelDoc, AppError> {
+    let mut value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| AppError::InvalidChannel(format!("the body is not JSON: {e}")))?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(AppError::InvalidChannel(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    object.remove("status");
+    ChannelDoc::parse(&value.to_string()).map_err(|e| AppError::InvalidChannel(e.to_string()))
+}
+
+fn validate(app: &AppState, doc: ChannelDoc, snapshot: &Snapshot) -> Result<Channel, AppError> {
+    let names = snapshot.scripts.keys().cloned().collect();
+    let ctx = ValidationContext {
+        solution_types: &app.config.solution_types,
+        scripts: &names,
+    };
+    doc.validate(None, &ctx)
+        .map_err(|e| AppError::InvalidChannel(e.to_string()))
+}
+
+fn now() -> String {
+    channel::rfc3339(std::time::SystemTime::now())
+}
+
+async fn create_channel(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, AppError> {
+    let bytes = body_of(&app, req).await?;
+    let mut doc = parse_doc(&bytes)?;
+    for field in SECRET_FIELDS {
+        if secret_mut(&mut doc, field).as_deref() == Some(MASK) {
+            return Err(AppError::InvalidChannel(format!(
+                "{field}: {MASK:?} is the mask shown by GET, not a secret"
+            )));
+        }
+    }
+    if doc.id.as_deref().is_none_or(str::is_empty) {
+        doc.id = Some(uuid::Uuid::new_v4().to_string());
+    }
+    let stamp = now();
+    doc.ext.insert("ct".into(), stamp.clone().into());
+    doc.ext.insert("lwt".into(), stamp.into());
+
+    let _serial = app.admin_lock.lock().await;
+    let snapshot = app.registry.snapshot();
+    if channel::valid_code(&doc.code) && channel_file(&app, &doc.code).exists() {
+        return Err(AppError::Conflict(
+            "channel_exists",
+            format!("channel {:?} exists", doc.code),
+        ));
+    }
+    let ch = validate(&app, doc, &snapshot)?;
+    let code = ch.code().to_owned();
+    let snapshot = write_and_reload(&app, channel_file(&app, &code), doc_bytes(&ch.doc)?).await?;
+    count_change("channel", "create");
+    let shown = snapshot.channel(&code).map(|c| shown(c, &snapshot));
+    Ok((StatusCode::CREATED, Json(shown.unwrap_or(Value::Null))).into_response())
+}
+
+async fn replace_channel(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, AppError> {
+    let bytes = body_of(&app, req).await?;
+    let mut doc = parse_doc(&bytes)?;
+    if doc.code != code {
+        return Err(AppError::InvalidChannel(format!(
+            "code: {:?} does not match the path's {code:?}",
+            doc.code
+        )));
+    }
+    let _serial = app.admin_lock.lock().await;
+    let snapshot = app.registry.snapshot();
+    let stored = snapshot
+        .channel(&code)
+        .cloned()
+        .ok_or(AppError::UnknownChannel)?;
+    let mut stored_doc = stored.doc.clone();
+    for field in SECRET_FIELDS {
+        let slot = secret_mut(&mut doc, field);
+        if slot.as_deref() == Some(MASK) {
+            *slot = secret_mut(&mut stored_doc, field).take();
+        }
+    }
+    doc.id = stored.doc.id.clone();
+    let ct = stored
+        .doc
+        .ext
+        .get("ct")
+        .cloned()
+        .unwrap_or_else(|| now().into());
+    doc.ext.insert("ct".into(), ct);
+    doc.ext.insert("lwt".into(), now().into());
+    let ch = validate(&app, doc, &snapshot)?;
+    let snapshot = write_and_reload(&app, channel_file(&app, &code), doc_bytes(&ch.doc)?).await?;
+    count_change("channel", "update");
+    let shown = snapshot.channel(&code).map(|c| shown(c, &snapshot));
+    Ok(Json(shown.unwrap_or(Value::Null)))
+}
+
+async fn delete_channel(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let _serial = app.admin_lock.lock().await;
+    let path = channel_file(&app, &code);
+    if !channel::valid_code(&code) || !path.exists() {
+        return Err(AppError::UnknownChannel);
+    }
+    remove_and_reload(&app, path).await?;
+    count_change("channel", "delete");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn body_of(app: &AppState, req: Request) -> Result<axum::body::Bytes, AppError> {
+    let (parts, body) = req.into_parts();
+    crate::http::read_body(app, &parts.headers, body).await
+}
+
+fn secret_mut<'a>(doc: &'a mut ChannelDoc, field: &str) -> &'a mut Option<String> {
+    match field {
+        "token_local" => &mut doc.token_local,
+        "token_remote" => &mut doc.token_remote,
+        _ => &mut doc.token_remote2,
+    }
+}
+
+fn doc_bytes(doc: &ChannelDoc) -> Result<Vec<u8>, AppError> {
+    let mut bytes = serde_json::to_vec_pretty(doc).map_err(|_| AppError::Internal)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+fn channel_file(app: &AppState, code: &str) -> PathBuf {
+    channel::file_path(&app.config.channels, code)
+}
+
+fn script_file(app: &AppState, code: &str) -> PathBuf {
+    app.config.scripts.join(format!("{code}.rhai"))
+}
+
+async fn list_scripts(State(app): State<Arc<AppState>>) -> Json<Value> {
+    let snapshot = app.registry.snapshot();
+    let mut codes: Vec<&String> = snapshot.scripts.keys().collect();
+    codes.sort();
+    let scripts: Vec<Value> = codes
+        .into_iter()
+        .map(|code| {
+            json!({
+                "code": code,
+                "status": status_of(&snapshot, FileKind::Script, code),
+                "used_by": snapshot.channels_using(code),
+            })
+        })
+        .collect();
+    Json(json!({ "scripts": scripts }))
+}
+
+async fn get_script(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Response, AppError> {
+    let unknown = || AppError::Missing("unknown_script", format!("no script {code:?}"));
+    if !channel::valid_code(&code) {
+        return Err(unknown());
+    }
+    let source = tokio::fs::read_to_string(script_file(&app, &code))
+        .await
+        .map_err(|_| unknown())?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        source,
+    )
+        .into_response())
+}
+
+async fn put_script(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    req: Request,
+) -> Result<Response, AppError> {
+    if !channel::valid_code(&code) {
+        return Err(AppError::BadRequest(format!(
+            "{code:?} is not a valid script code (1 to 64 of A-Z a-z 0-9 _ . -)"
+        )));
+    }
+    let bytes = body_of(&app, req).await?;
+    let source = String::from_utf8(bytes.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
+    app.engine.compile(&source).map_err(AppError::Compile)?;
+    let _serial = app.admin_lock.lock().await;
+    let path = script_file(&app, &code);
+    let existed = path.exists();
+    write_and_reload(&app, path, source.into_bytes()).await?;
+    count_change("script", if existed { "update" } else { "create" });
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(json!({ "code": code, "status": { "ok": true } })),
+    )
+        .into_response())
+}
+
+async fn delete_script(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let _serial = app.admin_lock.lock().await;
+    let path = script_file(&app, &code);
+    if !channel::valid_code(&code) || !path.exists() {
+        return Err(AppError::Missing(
+            "unknown_script",
+            format!("no script {code:?}"),
+        ));
+    }
+    let users = app.registry.snapshot().channels_using(&code);
+    if !users.is_empty() {
+        return Err(AppError::Conflict(
+            "script_in_use",
+            format!(
+                "script {code:?} is named by channel(s) {}",
+                users.join(", ")
+            ),
+        ));
+    }
+    remove_and_reload(&app, path).await?;
+    count_change("script", "delete");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn count_change(kind: &'static str, action: &'static str) {
+    metrics::counter!("switchyard_admin_changes_total", "kind" => kind, "action" => action)
+        .increment(1);
+}
+
+/// Writes `bytes` to `path` atomically, then reloads; returns the new snapshot.
+async fn write_and_reload(
+    app: &Arc<AppState>,
+    path: PathBuf,
+    bytes: Vec<u8>,
+) -> Result<Arc<Snapshot>, AppError> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        write_atomic(&path, &bytes).map_err(|e| {
+            tracing::error!("cannot write {}: {e}", path.display());
+            AppError::Internal
+        })?;
+        Ok(crate::reload::reload_now(&app).snapshot)
+    })
+    .await
+    .map_err(|_| AppError::Internal)?
+}
+
+async fn remove_and_reload(app: &Arc<AppState>, path: PathBuf) -> Result<(), AppError> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        std::fs::remove_file(&path).map_err(|e| {
+            tracing::error!("cannot remove {}: {e}", path.display());
+            AppError::Internal
+        })?;
+        sync_dir(&path);
+        crate::reload::reload_now(&app);
+        Ok(())
+    })
+    .await
+    .map_err(|_| AppError::Internal)?
+}
+
+/// Temporary file beside the target, fsync, rename over it, fsync the folder:
+/// a reader sees the old file or the new one, never half of one.
+pub fn write_atomic(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(FsPath::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(path);
+    Ok(())
+}
+
+fn sync_dir(path: &FsPath) {
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Hot reload: watch `channels/` and `scripts/`, reload, swap, or keep the last good version.
+//!
+//! File events are coalesced for [`DEBOUNCE`] (an editor's save or a
+//! `git checkout` is many events), then both folders are reloaded on a
+//! blocking thread. Unchanged scripts are reused, so a reload costs a
+//! directory read and the compile of what changed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::registry::{Change, Loaded};
+use crate::AppState;
+
+/// How long file events are collected before one reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Poll interval when the OS file watcher is not available.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// Reloads now and logs what changed and what failed; returns the result.
+pub fn reload_now(app: &AppState) -> Loaded {
+    let started = Instant::now();
+    let prev = app.registry.snapshot();
+    let loaded = app.registry.reload(&app.config, &app.engine);
+    for ((kind, code), err) in &loaded.snapshot.errors {
+        if prev.error(*kind, code) != Some(err) {
+            let kept = match kind {
+                crate::registry::FileKind::Channel => loaded.snapshot.channel(code).is_some(),
+                crate::registry::FileKind::Script => loaded
+                    .snapshot
+                    .scripts
+                    .get(code)
+                    .is_some_and(|s| s.compiled.is_ok()),
+            };
+            let note = if kept {
+                "; the last good version keeps serving"
+            } else {
+                ""
+            };
+            tracing::error!("reload failed: {}{note}", err.message);
+            metrics::counter!("switchyard_reload_failures_total", "kind" => kind_label(*kind))
+                .increment(1);
+        }
+    }
+    for change in &loaded.changes {
+        match change {
+            Change::Created(code) => tracing::info!(channel = %code, "channel created"),
+            Change::Updated(code) => tracing::info!(channel = %code, "channel updated"),
+            Change::Deleted(code) => tracing::info!(channel = %code, "channel deleted"),
+        }
+    }
+    metrics::counter!("switchyard_reloads_total").increment(1);
+    tracing::debug!(
+        reload_ms = started.elapsed().as_millis() as u64,
+        channels = loaded.snapshot.channels.len(),
+        scripts = loaded.snapshot.scripts.len(),
+        "reloaded"
+    );
+    loaded
+}
+
+fn kind_label(kind: crate::registry::FileKind) -> &'static str {
+    match kind {
+        crate::registry::FileKind::Channel => "channel",
+        crate::registry::FileKind::Script => "script",
+    }
+}
+
+/// Starts watching both folders; reloads on every relevant change.
+pub fn spawn_watcher(app: Arc<AppState>) {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let handler = move |res: notify::Result<Event>| {
+        if let Ok(event) = res {
+            if relevant(&event) {
+                // A full queue already means "reload pending"; nothing is lost.
+                let _ = tx.try_send(());
+            }
+        }
+    };
+    let dirs = [app.config.channels.clone(), app.config.scripts.clone()];
+    let native = notify::recommended_watcher(handler.clone()).and_then(|mut w| {
+        for d in &dirs {
+            w.watch(d, RecursiveMode::NonRecursive)?;
+        }
+        Ok(w)
+    });
+    let watcher: Box<dyn Watcher + Send> = match native {
+        Ok(w) => Box::new(w),
+        Err(e) => {
+            tracing::warn!("file watcher unavailable ({e}); polling the folders every 500 ms");
+            let config = notify::Config::default().with_poll_interval(POLL_EVERY);
+            let polled = notify::PollWatcher::new(handler, config).and_then(|mut w| {
+                for d in &dirs {
+                    w.watch(d, RecursiveMode::NonRecursive)?;
+                }
+                Ok(w)
+            });
+            match polled {
+                Ok(w) => Box::new(w),
+                Err(e) => {
+                    tracing::error!("hot reload is off: {e}");
+                    return;
+                }
+            }
+        }
+    };
+    tokio::spawn(async move {
+        let _keep_alive = watcher;
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            let app = app.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || reload_now(&app)).await {
+                tracing::error!("reload panicked: {e}");
+            }
+        }
+    });
+}
+
+fn relevant(event: &Event) -> bool {
+    !matches!(event.kind, EventKind::Access(_)) && event.paths.iter().any(|p| watched_file(p))
+}
+
+fn watched_file(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let ext = path.extension().and_then(|e| e.to_str());
+    !hidden && matches!(ext, Some("json") | Some("rhai"))
+}
