@@ -36,6 +36,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(get_channel).put(replace_channel).delete(delete_channel),
         )
         .route("/admin/scripts", get(list_scripts))
+        .route("/admin/connections", get(list_connections))
         .route(
             "/admin/scripts/{code}",
             get(get_script).put(put_script).delete(delete_script),
@@ -50,7 +51,7 @@ pub async fn guard(
     next: Next,
 ) -> Response {
     let path = req.uri().path();
-    if path == "/admin" || path.starts_with("/admin/") {
+    if path == "/admin" || path.starts_with("/admin/") || path == "/events" {
         let sender =
             crate::auth::sender_addr(peer.ip(), req.headers(), &app.config.trusted_proxies);
         if let Err(e) = app
@@ -258,6 +259,25 @@ fn channel_file(app: &AppState, code: &str) -> PathBuf {
 
 fn script_file(app: &AppState, code: &str) -> PathBuf {
     app.config.scripts.join(format!("{code}.rhai"))
+}
+
+async fn list_connections(State(app): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({ "connections": app.connections.describe() }))
+}
+
+/// `POST /events` (admin credentials): publishes `{"name", "data"}` as source `system`.
+pub async fn post_event(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, AppError> {
+    let bytes = body_of(&app, req).await?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| AppError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let name = body.get("name").and_then(Value::as_str).unwrap_or("");
+    let data = body.get("data").cloned().unwrap_or(Value::Null);
+    let event = crate::events::Event::new("system", name, data).map_err(AppError::BadRequest)?;
+    crate::events::publish(&app, &event);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": event.id }))).into_response())
 }
 
 async fn list_scripts(State(app): State<Arc<AppState>>) -> Json<Value> {

@@ -184,6 +184,13 @@ impl Identity {
     }
 }
 
+/// The identity a channel's own scripts act as: `opts.userid`, with `opts.roles`
+/// and that user's configured roles.
+pub fn channel_identity(channel: &Channel, config: &Config) -> Identity {
+    let opts = &channel.doc.opts;
+    Identity::with_user_roles(opts.userid.clone(), opts.roles.clone(), config)
+}
+
 /// Verifies IAM JWTs with the configured key(s); the algorithm is pinned per key.
 #[derive(Clone, Default)]
 pub struct Iam {
@@ -340,12 +347,7 @@ impl Authenticator {
                 if !channel.ipmask.is_empty() && !in_nets(&channel.ipmask, sender) {
                     return Err(AppError::ForbiddenIp);
                 }
-                let opts = &channel.doc.opts;
-                return Ok(Identity::with_user_roles(
-                    opts.userid.clone(),
-                    opts.roles.clone(),
-                    &self.config,
-                ));
+                return Ok(channel_identity(channel, &self.config));
             }
         }
         if self.iam.enabled() && token.matches('.').count() == 2 {

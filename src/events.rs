@@ -1,7 +1,87 @@
-//! System events: names and subscription patterns.
+//! System events: names, subscription patterns, and once-per-channel delivery.
 //!
 //! Patterns match dot-separated names: `*` matches exactly one segment, a
-//! trailing `>` matches one or more.
+//! trailing `>` matches one or more. [`publish`] hands each event to exactly
+//! one matching open connection of every `events` channel, round-robin.
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::channel::ChannelKind;
+use crate::AppState;
+
+/// A system event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Its id.
+    pub id: Uuid,
+    /// Dot-separated name, e.g. `order.created`.
+    pub name: String,
+    /// When it was published (RFC 3339).
+    pub ts: String,
+    /// The publishing channel's code, or `system`.
+    pub source: String,
+    /// Any JSON.
+    pub data: Value,
+}
+
+impl Event {
+    /// A new event; refuses an invalid name.
+    pub fn new(source: &str, name: &str, data: Value) -> Result<Self, String> {
+        if !valid_name(name) {
+            return Err(format!(
+                "{name:?} is not an event name (dot-separated segments, no wildcards)"
+            ));
+        }
+        Ok(Self {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            source: source.to_owned(),
+            data,
+        })
+    }
+
+    /// The event as JSON: `{id, name, ts, source, data}`.
+    pub fn to_json(&self) -> Value {
+        json!({"id": self.id, "name": self.name, "ts": self.ts, "source": self.source, "data": self.data})
+    }
+
+    /// The websocket frame `["event", {...}]`.
+    pub fn frame(&self) -> Utf8Bytes {
+        json!(["event", self.to_json()]).to_string().into()
+    }
+}
+
+/// Hands `event` to one matching open connection of every events channel.
+/// Returns the number of channels it reached.
+pub fn publish(app: &AppState, event: &Event) -> usize {
+    let snapshot = app.registry.snapshot();
+    let frame = event.frame();
+    let mut reached = 0;
+    for channel in snapshot.channels.values() {
+        if channel.kind != ChannelKind::Events || channel.doc.opts.disabled {
+            continue;
+        }
+        let code = channel.code();
+        let delivered = app.connections.with_channel(code, |conns| {
+            conns.is_some_and(|c| c.deliver_once(&event.name, &frame))
+        });
+        if delivered {
+            reached += 1;
+            metrics::counter!("switchyard_events_delivered_total", "channel" => code.to_owned())
+                .increment(1);
+        } else if channel.events.iter().any(|p| p.matches(&event.name)) {
+            // No open connection took it; durable queueing arrives with the store.
+            metrics::counter!("switchyard_events_dropped_total", "channel" => code.to_owned())
+                .increment(1);
+        }
+    }
+    metrics::counter!("switchyard_events_published_total").increment(1);
+    tracing::debug!(event = %event.name, id = %event.id, source = %event.source, reached, "event published");
+    reached
+}
 
 /// A parsed subscription pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -74,7 +74,16 @@ pub async fn api(
         .map(|(_, v)| v)
         .unwrap_or_default();
     let outcome = serve_api(&app, &code, peer, request_id.to_string(), req).await;
-    let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
+    tag_channel(
+        &app,
+        code,
+        outcome.unwrap_or_else(IntoResponse::into_response),
+    )
+}
+
+/// Marks a response with its channel for the log line and metrics (known channels only,
+/// so unknown codes cannot blow up the metric labels).
+pub fn tag_channel(app: &AppState, code: String, mut response: Response) -> Response {
     if app.registry.snapshot().channel(&code).is_some() {
         response.extensions_mut().insert(ChannelTag(code));
     }
@@ -82,7 +91,7 @@ pub async fn api(
 }
 
 async fn serve_api(
-    app: &AppState,
+    app: &Arc<AppState>,
     code: &str,
     peer: SocketAddr,
     request_id: String,
@@ -130,6 +139,7 @@ async fn serve_api(
         identity: caller.identity,
         params,
         scripts: caller.snapshot.scripts.clone(),
+        host: app.clone(),
     };
     let outputs = app
         .engine

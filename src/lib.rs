@@ -15,7 +15,9 @@
 //! - `http`: inbound HTTP routes → recv scripts.
 //! - `admin`: `/admin` routes for channels and scripts, atomic file writes.
 //! - `reload`: the folder watcher; reload, swap or keep the last good version.
-//! - `events`: event names and subscription patterns.
+//! - `ws`: websocket sessions: frames, the in-flight cap, token APIs, pushes.
+//! - `connections`: open websockets by channel, bounded send queues.
+//! - `events`: event names, patterns, once-per-channel delivery.
 //! - `telemetry`: logs, metrics, the per-request layer.
 //! - `server`: binding, the router, graceful shutdown.
 
@@ -23,6 +25,7 @@ pub mod admin;
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -31,6 +34,7 @@ pub mod reload;
 pub mod script;
 pub mod server;
 pub mod telemetry;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -38,6 +42,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::connections::ConnectionTable;
 use crate::registry::Registry;
 use crate::script::ScriptEngine;
 
@@ -57,4 +62,49 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Serialises admin changes (check, write, reload).
     pub admin_lock: tokio::sync::Mutex<()>,
+    /// Open websocket connections.
+    pub connections: ConnectionTable,
+    /// This state itself, for work spawned from script calls.
+    pub me: std::sync::Weak<AppState>,
+}
+
+impl AppState {
+    fn arc(&self) -> Result<Arc<AppState>, String> {
+        self.me
+            .upgrade()
+            .ok_or_else(|| "the server is stopping".to_string())
+    }
+}
+
+impl script::Host for AppState {
+    fn channel_send_ws(&self, code: &str, data: serde_json::Value) -> Result<(), String> {
+        ws::run_send_ws(&self.arc()?, code, data)
+    }
+
+    fn ws_send(
+        &self,
+        channel: &str,
+        to: Option<&str>,
+        data: serde_json::Value,
+    ) -> Result<usize, String> {
+        let frame = ws::push_frame(data);
+        Ok(match to {
+            None => self.connections.push_all(channel, &frame),
+            Some(id) => match uuid::Uuid::parse_str(id) {
+                Ok(id) => usize::from(self.connections.push_to(channel, id, &frame)),
+                Err(_) => 0,
+            },
+        })
+    }
+
+    fn emit_event(
+        &self,
+        source: &str,
+        name: &str,
+        data: serde_json::Value,
+    ) -> Result<String, String> {
+        let event = events::Event::new(source, name, data)?;
+        events::publish(self, &event);
+        Ok(event.id.to_string())
+    }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use crate::connections::CLOSE_GOING_AWAY;
 use crate::registry::{Change, Loaded};
 use crate::AppState;
 
@@ -48,8 +49,22 @@ pub fn reload_now(app: &AppState) -> Loaded {
     for change in &loaded.changes {
         match change {
             Change::Created(code) => tracing::info!(channel = %code, "channel created"),
-            Change::Updated(code) => tracing::info!(channel = %code, "channel updated"),
-            Change::Deleted(code) => tracing::info!(channel = %code, "channel deleted"),
+            Change::Updated(code) => {
+                tracing::info!(channel = %code, "channel updated");
+                if loaded
+                    .snapshot
+                    .channel(code)
+                    .is_some_and(|c| c.doc.opts.disabled)
+                {
+                    app.connections
+                        .close_channel(code, CLOSE_GOING_AWAY, "channel disabled");
+                }
+            }
+            Change::Deleted(code) => {
+                tracing::info!(channel = %code, "channel deleted");
+                app.connections
+                    .close_channel(code, CLOSE_GOING_AWAY, "channel deleted");
+            }
         }
     }
     metrics::counter!("switchyard_reloads_total").increment(1);

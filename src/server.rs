@@ -12,10 +12,11 @@ use tokio::net::TcpListener;
 
 use crate::auth::{Authenticator, Iam, Throttle};
 use crate::config::Config;
+use crate::connections::{ConnectionTable, CLOSE_GOING_AWAY};
 use crate::error::AppError;
 use crate::registry::{self, Registry};
 use crate::script::ScriptEngine;
-use crate::{admin, http, reload, telemetry, AppState};
+use crate::{admin, http, reload, telemetry, ws, AppState};
 
 /// Builds the shared state: loads channels and scripts, logging every problem.
 pub fn state(config: Config) -> Result<Arc<AppState>, String> {
@@ -35,7 +36,7 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         load_ms = started.elapsed().as_millis() as u64,
         "loaded"
     );
-    Ok(Arc::new(AppState {
+    Ok(Arc::new_cyclic(|me| AppState {
         auth: Authenticator {
             config: config.clone(),
             iam,
@@ -46,6 +47,8 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         engine,
         metrics: telemetry::metrics_handle(),
         admin_lock: tokio::sync::Mutex::new(()),
+        connections: ConnectionTable::default(),
+        me: me.clone(),
     }))
 }
 
@@ -60,6 +63,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/channels/{code}/api", any(http::api))
         .route("/channels/{code}/api/", any(http::api))
         .route("/channels/{code}/api/{*path}", any(http::api))
+        .route("/channels/{code}/ws", get(ws::upgrade))
+        .route("/events", axum::routing::post(admin::post_event))
         .merge(admin::routes())
         .fallback(|| async { AppError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
@@ -99,11 +104,12 @@ pub async fn serve(config: Config) -> Result<(), String> {
         let _ = out.flush();
     }
     tracing::info!(%addr, "serving");
+    let state_for_shutdown = state.clone();
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(shutdown_signal(state_for_shutdown))
     .await
     .map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped");
@@ -122,12 +128,21 @@ fn spawn_housekeeping(state: Arc<AppState>) {
     });
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT or SIGTERM, then closes every websocket with 1001 (they are
+/// not HTTP connections the server's graceful shutdown waits for).
+async fn shutdown_signal(state: Arc<AppState>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
     }
-    tracing::info!("shutting down");
+    tracing::info!(websockets = state.connections.len(), "shutting down");
+    state
+        .connections
+        .close_all(CLOSE_GOING_AWAY, "server shutting down");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !state.connections.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -121,11 +121,47 @@ pub(super) fn register(engine: &mut Engine) {
     });
 
     // Blocking the worker would hold a script slot for nothing; scripts wait with jobs instead.
+    engine.register_fn(
+        "channel_send_ws",
+        |code: &str, data: Dynamic| -> Fallible<()> {
+            let data = json_value(&data)?;
+            with_host(|host, _| host.channel_send_ws(code, data))
+        },
+    );
+    engine.register_fn("ws_send", |data: Dynamic| -> Fallible<INT> {
+        let data = json_value(&data)?;
+        with_host(|host, channel| host.ws_send(channel, None, data)).map(|n| n as INT)
+    });
+    engine.register_fn("ws_send_to", |id: &str, data: Dynamic| -> Fallible<bool> {
+        let data = json_value(&data)?;
+        with_host(|host, channel| host.ws_send(channel, Some(id), data)).map(|n| n > 0)
+    });
+    engine.register_fn(
+        "emit_event",
+        |name: &str, data: Dynamic| -> Fallible<ImmutableString> {
+            let data = json_value(&data)?;
+            with_host(|host, channel| host.emit_event(channel, name, data)).map(Into::into)
+        },
+    );
+
     // Rhai's own sleep(INT) and sleep(FLOAT) are overridden: the engine's global
     // namespace is searched before its packages.
     engine.register_fn("sleep", |_: INT| -> Fallible<()> { no_sleep() });
     engine.register_fn("sleep", |_: rhai::FLOAT| -> Fallible<()> { no_sleep() });
     engine.register_fn("sleep", |_: Dynamic| -> Fallible<()> { no_sleep() });
+}
+
+fn json_value(value: &Dynamic) -> Fallible<serde_json::Value> {
+    convert::to_json(value).or_else(fail)
+}
+
+/// Calls `f` with the run's host and channel code; a failure becomes a script error.
+fn with_host<T>(f: impl FnOnce(&dyn super::Host, &str) -> Result<T, String>) -> Fallible<T> {
+    let result = with_context(|c| match c {
+        Some(c) => f(c.host.as_ref(), c.channel.code()),
+        None => Err("not available outside a run".into()),
+    });
+    result.or_else(fail)
 }
 
 fn no_sleep() -> Fallible<()> {

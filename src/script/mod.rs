@@ -72,6 +72,43 @@ pub struct CompileError {
     pub message: String,
 }
 
+/// What scripts reach beyond the engine: pushes, events. Implemented by the
+/// server's state; a seam for other backends (§13) and for `check`.
+pub trait Host: Send + Sync {
+    /// Runs channel `code`'s `send_svcscriptcode_ws` with `data` in the background.
+    fn channel_send_ws(&self, code: &str, data: serde_json::Value) -> Result<(), String>;
+    /// Pushes `data` to the connections of `channel`: all of them, or the one with id `to`.
+    /// Returns how many connections took it.
+    fn ws_send(
+        &self,
+        channel: &str,
+        to: Option<&str>,
+        data: serde_json::Value,
+    ) -> Result<usize, String>;
+    /// Publishes a system event; returns its id.
+    fn emit_event(
+        &self,
+        source: &str,
+        name: &str,
+        data: serde_json::Value,
+    ) -> Result<String, String>;
+}
+
+/// A host with nothing behind it (unit tests): every call fails with a message.
+pub struct NoHost;
+
+impl Host for NoHost {
+    fn channel_send_ws(&self, _: &str, _: serde_json::Value) -> Result<(), String> {
+        Err("channel_send_ws is not available here".into())
+    }
+    fn ws_send(&self, _: &str, _: Option<&str>, _: serde_json::Value) -> Result<usize, String> {
+        Err("ws_send is not available here".into())
+    }
+    fn emit_event(&self, _: &str, _: &str, _: serde_json::Value) -> Result<String, String> {
+        Err("emit_event is not available here".into())
+    }
+}
+
 /// Everything a run knows about why it runs: shown to scripts through the API.
 pub struct RunContext {
     /// The channel the script runs for.
@@ -84,6 +121,8 @@ pub struct RunContext {
     pub params: Vec<ImmutableString>,
     /// The script table of this run, for `import`.
     pub scripts: Arc<ScriptTable>,
+    /// Pushes and events.
+    pub host: Arc<dyn Host>,
 }
 
 /// Why a run did not finish normally.
@@ -366,6 +405,7 @@ mod tests {
             },
             params: vec!["POST".into(), "/x".into()],
             scripts: scripts.clone(),
+            host: Arc::new(NoHost),
         };
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         run_here(

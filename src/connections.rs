@@ -1,0 +1,308 @@
+//! Open websocket connections, by channel: pushes, subscriptions, closing.
+//!
+//! Each [`Connection`] has a bounded send queue drained by its writer task.
+//! Answers to the client's own requests wait for room (they are bounded by
+//! the in-flight cap); pushes and events never wait: when the queue is full
+//! or holds more than [`PUSH_QUEUE_BYTES`], the push is dropped and counted.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use dashmap::DashMap;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::auth::Identity;
+use crate::events::Pattern;
+
+/// Frames a connection's send queue holds at most, beyond its in-flight answers.
+pub const QUEUE_FRAMES: usize = 256;
+/// Bytes of pushes a connection's send queue may hold before pushes are dropped.
+pub const PUSH_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Close code: the server or the channel is going away.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// One open websocket.
+pub struct Connection {
+    /// Connection id (UUID), `startparam(3)` of message scripts.
+    pub id: Uuid,
+    /// The channel it belongs to.
+    pub channel: String,
+    /// The sender address.
+    pub address: IpAddr,
+    /// When it opened (RFC 3339).
+    pub opened: String,
+    /// Who opened it.
+    pub identity: Identity,
+    /// Messages running now.
+    pub inflight: AtomicUsize,
+    /// Event patterns: the channel's `opts.events` plus subscriptions.
+    pub patterns: Mutex<Vec<Pattern>>,
+    queued_bytes: AtomicUsize,
+    out: mpsc::Sender<Outgoing>,
+    close: watch::Sender<Option<(u16, String)>>,
+}
+
+/// A frame waiting in a send queue, with the push bytes it was charged.
+pub struct Outgoing {
+    /// The frame.
+    pub message: Message,
+    charged: usize,
+}
+
+/// The receiving ends a session's writer task drains.
+pub struct Outbox {
+    /// Frames to send.
+    pub frames: mpsc::Receiver<Outgoing>,
+    /// A close request (code, reason).
+    pub close: watch::Receiver<Option<(u16, String)>>,
+}
+
+impl Connection {
+    /// A new connection and the outbox its writer drains.
+    pub fn new(
+        channel: &str,
+        address: IpAddr,
+        identity: Identity,
+        patterns: Vec<Pattern>,
+        inflight_cap: usize,
+    ) -> (Arc<Self>, Outbox) {
+        let (out, frames) = mpsc::channel(QUEUE_FRAMES + inflight_cap);
+        let (close, close_rx) = watch::channel(None);
+        let conn = Arc::new(Self {
+            id: Uuid::new_v4(),
+            channel: channel.to_owned(),
+            address,
+            opened: crate::channel::rfc3339(std::time::SystemTime::now()),
+            identity,
+            inflight: AtomicUsize::new(0),
+            patterns: Mutex::new(patterns),
+            queued_bytes: AtomicUsize::new(0),
+            out,
+            close,
+        });
+        (
+            conn,
+            Outbox {
+                frames,
+                close: close_rx,
+            },
+        )
+    }
+
+    /// Queues an answer, waiting for room; `false` when the connection is gone.
+    pub async fn answer(&self, text: String) -> bool {
+        let message = Message::Text(text.into());
+        self.out
+            .send(Outgoing {
+                message,
+                charged: 0,
+            })
+            .await
+            .is_ok()
+    }
+
+    /// Queues a push without waiting; `false` (and counted) when the queue is full.
+    pub fn push(&self, frame: &Utf8Bytes) -> bool {
+        let len = frame.len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let outgoing = Outgoing {
+            message: Message::Text(frame.clone()),
+            charged: len,
+        };
+        let sent = queued + len <= PUSH_QUEUE_BYTES && self.out.try_send(outgoing).is_ok();
+        if !sent {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            metrics::counter!("switchyard_ws_push_dropped_total", "channel" => self.channel.clone())
+                .increment(1);
+        }
+        sent
+    }
+
+    /// Called by the writer when a frame leaves the queue; returns the frame.
+    pub fn dequeued(&self, outgoing: Outgoing) -> Message {
+        self.queued_bytes
+            .fetch_sub(outgoing.charged, Ordering::Relaxed);
+        outgoing.message
+    }
+
+    /// Asks the writer to send a close frame and end the session.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.close.send_if_modified(|slot| {
+            if slot.is_none() {
+                *slot = Some((code, reason.to_owned()));
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A receiver that wakes when the connection is asked to close.
+    pub fn closing(&self) -> watch::Receiver<Option<(u16, String)>> {
+        self.close.subscribe()
+    }
+
+    /// `true` when one of the connection's patterns matches the event name.
+    pub fn wants(&self, name: &str) -> bool {
+        self.patterns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|p| p.matches(name))
+    }
+
+    fn describe(&self) -> Value {
+        let patterns: Vec<String> = self
+            .patterns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        json!({
+            "id": self.id,
+            "address": self.address.to_string(),
+            "opened": self.opened,
+            "inflight": self.inflight.load(Ordering::Relaxed),
+            "patterns": patterns,
+        })
+    }
+}
+
+/// The connections of one channel, in opening order, with a cursor for spreading events.
+#[derive(Default)]
+pub struct ChannelConnections {
+    /// Open connections, oldest first.
+    pub conns: Vec<Arc<Connection>>,
+    /// Round-robin position for once-per-channel delivery.
+    pub cursor: usize,
+}
+
+impl ChannelConnections {
+    /// Gives `frame` to exactly one connection whose patterns match `name`,
+    /// round-robin; a connection whose queue is full passes its turn on.
+    pub fn deliver_once(&mut self, name: &str, frame: &Utf8Bytes) -> bool {
+        let n = self.conns.len();
+        for step in 0..n {
+            let i = (self.cursor + step) % n;
+            let conn = &self.conns[i];
+            if conn.wants(name) && conn.push(frame) {
+                self.cursor = i + 1;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Every open connection, by channel.
+#[derive(Default)]
+pub struct ConnectionTable {
+    by_channel: DashMap<String, ChannelConnections>,
+    total: AtomicUsize,
+}
+
+impl ConnectionTable {
+    /// Registers an open connection.
+    pub fn add(&self, conn: Arc<Connection>) {
+        let channel = conn.channel.clone();
+        self.by_channel
+            .entry(channel.clone())
+            .or_default()
+            .conns
+            .push(conn);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("switchyard_ws_connections", "channel" => channel).increment(1.0);
+    }
+
+    /// Forgets a closed connection.
+    pub fn remove(&self, conn: &Connection) {
+        let mut removed = false;
+        if let Some(mut entry) = self.by_channel.get_mut(&conn.channel) {
+            let before = entry.conns.len();
+            entry.conns.retain(|c| c.id != conn.id);
+            removed = entry.conns.len() < before;
+        }
+        self.by_channel
+            .remove_if(&conn.channel, |_, c| c.conns.is_empty());
+        if removed {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            metrics::gauge!("switchyard_ws_connections", "channel" => conn.channel.clone())
+                .decrement(1.0);
+        }
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// `true` when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `f` on a channel's connections (locked for the call).
+    pub fn with_channel<T>(
+        &self,
+        channel: &str,
+        f: impl FnOnce(Option<&mut ChannelConnections>) -> T,
+    ) -> T {
+        match self.by_channel.get_mut(channel) {
+            Some(mut entry) => f(Some(&mut entry)),
+            None => f(None),
+        }
+    }
+
+    /// Pushes `frame` to every connection of `channel`; returns how many took it.
+    pub fn push_all(&self, channel: &str, frame: &Utf8Bytes) -> usize {
+        self.with_channel(channel, |c| {
+            c.map_or(0, |c| {
+                c.conns.iter().filter(|conn| conn.push(frame)).count()
+            })
+        })
+    }
+
+    /// Pushes `frame` to one connection of `channel`; `false` if it is not open or full.
+    pub fn push_to(&self, channel: &str, id: Uuid, frame: &Utf8Bytes) -> bool {
+        self.with_channel(channel, |c| {
+            c.and_then(|c| c.conns.iter().find(|conn| conn.id == id))
+                .is_some_and(|conn| conn.push(frame))
+        })
+    }
+
+    /// Closes every connection of `channel`.
+    pub fn close_channel(&self, channel: &str, code: u16, reason: &str) {
+        self.with_channel(channel, |c| {
+            for conn in c.map(|c| c.conns.iter()).into_iter().flatten() {
+                conn.close(code, reason);
+            }
+        });
+    }
+
+    /// Closes every connection.
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for entry in self.by_channel.iter() {
+            for conn in entry.conns.iter() {
+                conn.close(code, reason);
+            }
+        }
+    }
+
+    /// `{"<channel>": [{id, address, opened, inflight, patterns}]}` for the admin API.
+    pub fn describe(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for entry in self.by_channel.iter() {
+            out.insert(
+                entry.key().clone(),
+                Value::Array(entry.conns.iter().map(|c| c.describe()).collect()),
+            );
+        }
+        Value::Object(out)
+    }
+}

@@ -1,0 +1,653 @@
+//! Websocket sessions on `GET /channels/{code}/ws`: frames, the in-flight cap, token APIs.
+//!
+//! A session is two tasks. The reader parses frames and starts a task per
+//! `message` frame, at most `ws_max_inflight` at once: past that it stops
+//! reading the socket (backpressure) instead of dropping frames. The writer
+//! drains the connection's send queue, pings every 30 s and closes a
+//! connection that has sent nothing for 90 s.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Map, Value};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::channel::{Channel, ScriptField};
+use crate::connections::{Connection, Outbox, CLOSE_GOING_AWAY};
+use crate::events::{Event, Pattern};
+use crate::http::{admit, Caller};
+use crate::script::{convert, RunContext, RunError};
+use crate::AppState;
+
+/// The server pings this often.
+pub const PING_EVERY: Duration = Duration::from_secs(30);
+/// A connection that sent nothing (not even a pong) for this long is closed.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(90);
+/// Rate limiting that goes on this long closes the connection with 1008.
+pub const RATE_LIMIT_CLOSE_AFTER: Duration = Duration::from_secs(10);
+/// How long a close frame may take to leave.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The top-level variables a websocket message script may set.
+const MESSAGE_OUTPUTS: &[&str] = &["data", "success"];
+
+/// Handles the upgrade request: authenticated exactly like HTTP before upgrading.
+pub async fn upgrade(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let response = match admit(&app, &code, peer, &headers, uri.query()) {
+        Err(e) => e.into_response(),
+        Ok(caller) => match ws {
+            Err(rejection) => rejection.into_response(),
+            Ok(ws) => {
+                let max = app.config.ws_max_frame_bytes;
+                let app = app.clone();
+                ws.max_message_size(max)
+                    .max_frame_size(max)
+                    .on_upgrade(move |socket| session(app, caller, socket))
+            }
+        },
+    };
+    crate::http::tag_channel(&app, code, response)
+}
+
+async fn session(app: Arc<AppState>, caller: Caller, socket: WebSocket) {
+    let channel = caller.channel.clone();
+    let (conn, outbox) = Connection::new(
+        channel.code(),
+        caller.sender,
+        caller.identity,
+        channel.events.clone(),
+        app.config.ws_max_inflight,
+    );
+    app.connections.add(conn.clone());
+    tracing::info!(channel = %channel.code(), connection = %conn.id, address = %conn.address, "websocket opened");
+    let clock = Clock::new();
+    let (sink, stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, outbox, conn.clone(), clock.clone()));
+    let end = read_loop(&app, &conn, stream, &clock).await;
+    let (code, reason) = end.clone().unwrap_or((1000, String::new()));
+    conn.close(code, &reason);
+    let _ = writer.await;
+    app.connections.remove(&conn);
+    tracing::info!(channel = %channel.code(), connection = %conn.id, close_code = code, reason = %reason, "websocket closed");
+}
+
+/// Milliseconds since the session began at which the client last sent anything.
+#[derive(Clone)]
+struct Clock {
+    start: Instant,
+    last_seen_ms: Arc<AtomicU64>,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_seen_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_seen_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outbox: Outbox,
+    conn: Arc<Connection>,
+    clock: Clock,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        tokio::select! {
+            biased;
+            changed = outbox.close.changed() => {
+                let request = if changed.is_ok() { outbox.close.borrow().clone() } else { None };
+                if let Some((code, reason)) = request {
+                    let frame = CloseFrame { code, reason: reason.into() };
+                    let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+                }
+                break;
+            }
+            next = outbox.frames.recv() => {
+                let Some(outgoing) = next else { break };
+                let message = conn.dequeued(outgoing);
+                tokio::select! {
+                    biased;
+                    // A client that stopped reading must not hold up a close request.
+                    _ = outbox.close.changed() => break,
+                    sent = sink.send(message) => if sent.is_err() { break },
+                }
+            }
+            _ = ping.tick() => {
+                if clock.silent_for() >= IDLE_LIMIT {
+                    conn.close(CLOSE_GOING_AWAY, "no answer for 90 s");
+                } else if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+}
+
+/// Per-connection state of the reader.
+struct Reader<'a> {
+    app: &'a Arc<AppState>,
+    conn: &'a Arc<Connection>,
+    permits: Arc<Semaphore>,
+    inflight: Arc<Mutex<HashSet<String>>>,
+    rate: RateLimit,
+    closing: watch::Receiver<Option<(u16, String)>>,
+}
+
+/// Reads until the client leaves or a frame ends the session; returns the close to send.
+async fn read_loop(
+    app: &Arc<AppState>,
+    conn: &Arc<Connection>,
+    mut stream: SplitStream<WebSocket>,
+    clock: &Clock,
+) -> Option<(u16, String)> {
+    let mut reader = Reader {
+        app,
+        conn,
+        permits: Arc::new(Semaphore::new(app.config.ws_max_inflight)),
+        inflight: Arc::default(),
+        rate: RateLimit::new(app.config.ws_max_rate),
+        closing: conn.closing(),
+    };
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = reader.closing.changed() => return None,
+        };
+        let message = match next {
+            None => return None,
+            Some(Err(e)) => return close_for(e),
+            Some(Ok(message)) => message,
+        };
+        clock.touch();
+        match message {
+            Message::Text(text) => {
+                if let Some(close) = reader.frame(text.as_str()).await {
+                    return Some(close);
+                }
+            }
+            Message::Binary(_) => return Some((1003, "binary frames are not accepted".into())),
+            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+}
+
+/// The close code for a read error: 1009 too large, 1007 bad UTF-8, 1002 protocol.
+fn close_for(err: axum::Error) -> Option<(u16, String)> {
+    let inner = err.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some((1009, "frame too large".into())),
+        Some(tungstenite::Error::Utf8(_)) => Some((1007, "invalid UTF-8 in a text frame".into())),
+        Some(tungstenite::Error::Protocol(e)) => Some((1002, format!("protocol error: {e}"))),
+        _ => None,
+    }
+}
+
+/// A parsed request frame `[kind, {qid, data, …}]`.
+struct Frame {
+    kind: String,
+    qid: Value,
+    payload: Map<String, Value>,
+}
+
+/// A frame that is not `[string, object]` with a qid: its qid if any, and why.
+struct BadFrame {
+    qid: Value,
+    message: String,
+}
+
+fn parse_frame(text: &str) -> Result<Frame, BadFrame> {
+    let bad = |qid: Value, message: &str| BadFrame {
+        qid,
+        message: message.to_owned(),
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| bad(Value::Null, &format!("not JSON: {e}")))?;
+    let Value::Array(mut items) = value else {
+        return Err(bad(Value::Null, "a frame is a JSON array [kind, payload]"));
+    };
+    if items.len() != 2 {
+        return Err(bad(
+            Value::Null,
+            "a frame is a JSON array of two items [kind, payload]",
+        ));
+    }
+    let payload = items.pop();
+    let kind = items.pop();
+    let (Some(Value::String(kind)), Some(Value::Object(payload))) = (kind, payload) else {
+        return Err(bad(Value::Null, "a frame is [string, object]"));
+    };
+    match payload.get("qid") {
+        Some(qid @ (Value::String(_) | Value::Number(_))) => Ok(Frame {
+            kind,
+            qid: qid.clone(),
+            payload,
+        }),
+        Some(other) => Err(bad(other.clone(), "qid must be a string or a number")),
+        None => Err(bad(Value::Null, "the payload needs a qid")),
+    }
+}
+
+fn result_frame(kind: &str, qid: &Value, success: bool, data: Value) -> String {
+    json!([format!("{kind}_result"), {"qid": qid, "success": success, "data": data}]).to_string()
+}
+
+fn failure(kind: &str, qid: &Value, error: &str) -> String {
+    result_frame(kind, qid, false, json!({ "error": error }))
+}
+
+impl Reader<'_> {
+    /// Handles one text frame; returns a close when the session must end.
+    async fn frame(&mut self, text: &str) -> Option<(u16, String)> {
+        let frame = match parse_frame(text) {
+            Ok(frame) => frame,
+            Err(bad) => {
+                let answer = json!(["error", {"qid": bad.qid, "error": "bad_frame", "message": bad.message}]);
+                self.conn.answer(answer.to_string()).await;
+                return None;
+            }
+        };
+        match self.rate.check(Instant::now()) {
+            Rate::Ok => {}
+            Rate::Over => {
+                self.conn
+                    .answer(failure(&frame.kind, &frame.qid, "rate_limited"))
+                    .await;
+                return None;
+            }
+            Rate::Sustained => return Some((1008, "rate limit exceeded for 10 s".into())),
+        }
+        let snapshot = self.app.registry.snapshot();
+        let Some(channel) = snapshot.channel(&self.conn.channel).cloned() else {
+            return Some((CLOSE_GOING_AWAY, "channel deleted".into()));
+        };
+        match frame.kind.as_str() {
+            "message" => self.message(frame, channel).await,
+            "subscribe" | "unsubscribe" | "publish" => {
+                let answer = self.token_api(&frame, &channel);
+                self.conn.answer(answer).await;
+            }
+            _ => {
+                self.conn
+                    .answer(failure(&frame.kind, &frame.qid, "unknown_kind"))
+                    .await;
+            }
+        }
+        None
+    }
+
+    async fn message(&mut self, frame: Frame, channel: Arc<Channel>) {
+        let key = frame.qid.to_string();
+        let fresh = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        if !fresh {
+            self.conn
+                .answer(failure("message", &frame.qid, "duplicate_qid"))
+                .await;
+            return;
+        }
+        // Past the cap, wait here: the socket is not read until a slot frees up.
+        let permit = tokio::select! {
+            permit = self.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = self.closing.changed() => return,
+        };
+        let task = MessageRun {
+            app: self.app.clone(),
+            conn: self.conn.clone(),
+            channel,
+            frame,
+            key,
+            inflight: self.inflight.clone(),
+            _permit: permit,
+        };
+        tokio::spawn(task.run());
+    }
+
+    fn token_api(&self, frame: &Frame, channel: &Channel) -> String {
+        let (kind, qid) = (frame.kind.as_str(), &frame.qid);
+        let allowed = channel
+            .doc
+            .opts
+            .ws_apis
+            .iter()
+            .any(|a| a == "*" || a == kind);
+        if !allowed {
+            return failure(kind, qid, "forbidden");
+        }
+        let data = frame.payload.get("data").cloned().unwrap_or(Value::Null);
+        match kind {
+            "publish" => {
+                if !self.conn.identity.has_role("events.publish") {
+                    return failure(kind, qid, "forbidden");
+                }
+                let name = data.get("name").and_then(Value::as_str).unwrap_or("");
+                let payload = data.get("data").cloned().unwrap_or(Value::Null);
+                match Event::new(channel.code(), name, payload) {
+                    Ok(event) => {
+                        crate::events::publish(self.app, &event);
+                        result_frame(kind, qid, true, json!({ "id": event.id }))
+                    }
+                    Err(message) => result_frame(
+                        kind,
+                        qid,
+                        false,
+                        json!({"error": "bad_event", "message": message}),
+                    ),
+                }
+            }
+            _ => {
+                let wanted: Result<Vec<Pattern>, String> = match data.get("events") {
+                    Some(Value::Array(list)) => list
+                        .iter()
+                        .map(|p| {
+                            p.as_str()
+                                .ok_or("patterns are strings".to_string())
+                                .and_then(Pattern::parse)
+                        })
+                        .collect(),
+                    _ => Err("data.events must be a list of patterns".into()),
+                };
+                let wanted = match wanted {
+                    Ok(w) => w,
+                    Err(message) => {
+                        return result_frame(
+                            kind,
+                            qid,
+                            false,
+                            json!({"error": "bad_pattern", "message": message}),
+                        )
+                    }
+                };
+                let mut patterns = self.conn.patterns.lock().unwrap_or_else(|p| p.into_inner());
+                if kind == "subscribe" {
+                    for p in wanted {
+                        if !patterns.contains(&p) {
+                            patterns.push(p);
+                        }
+                    }
+                } else {
+                    patterns.retain(|p| !wanted.contains(p));
+                }
+                let now: Vec<&str> = patterns.iter().map(Pattern::as_str).collect();
+                result_frame(kind, qid, true, json!({ "events": now }))
+            }
+        }
+    }
+}
+
+/// One `message` frame being run by the channel's `recv_svcscriptcode_ws`.
+struct MessageRun {
+    app: Arc<AppState>,
+    conn: Arc<Connection>,
+    channel: Arc<Channel>,
+    frame: Frame,
+    key: String,
+    inflight: Arc<Mutex<HashSet<String>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl MessageRun {
+    async fn run(self) {
+        self.conn.inflight.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let (success, data) = self.outcome(&request_id).await;
+        // The qid is free again before the client can see the answer.
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+        self.conn
+            .answer(result_frame("message", &self.frame.qid, success, data))
+            .await;
+        self.conn.inflight.fetch_sub(1, Ordering::Relaxed);
+        tracing::info!(
+            target: "switchyard::ws",
+            channel = %self.channel.code(),
+            request_id = %request_id,
+            connection = %self.conn.id,
+            qid = %self.frame.qid,
+            success,
+            duration_ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
+            "message"
+        );
+        metrics::counter!("switchyard_ws_messages_total", "channel" => self.channel.code().to_owned(), "success" => success.to_string())
+            .increment(1);
+    }
+
+    async fn outcome(&self, request_id: &str) -> (bool, Value) {
+        let snapshot = self.app.registry.snapshot();
+        let script = self
+            .channel
+            .script_for(ScriptField::RecvWs)
+            .and_then(|code| snapshot.scripts.get(code).cloned());
+        let Some(script) = script else {
+            return (false, json!({ "error": "no_script" }));
+        };
+        let data = self
+            .frame
+            .payload
+            .get("data")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let qid = match &self.frame.qid {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let ctx = RunContext {
+            channel: self.channel.clone(),
+            request_id: request_id.to_owned(),
+            identity: self.conn.identity.clone(),
+            params: vec![
+                data.to_string().into(),
+                qid.into(),
+                self.conn.id.to_string().into(),
+                self.conn.address.to_string().into(),
+                self.channel.code().into(),
+            ],
+            scripts: snapshot.scripts.clone(),
+            host: self.app.clone(),
+        };
+        let run = self
+            .app
+            .engine
+            .run(script, ctx, self.channel.timeout, MESSAGE_OUTPUTS)
+            .await;
+        let failed = |err: RunError| {
+            let e = crate::http::script_failure(&self.app, &self.channel, request_id, err);
+            let (_, code) = e.status_and_code();
+            let mut data = json!({ "error": code });
+            if let crate::error::AppError::Script(Some(message)) = e {
+                data["message"] = message.into();
+            }
+            (false, data)
+        };
+        match run {
+            Err(err) => failed(err),
+            Ok(outputs) => {
+                let success = if outputs[1].is_unit() {
+                    Ok(true)
+                } else {
+                    outputs[1]
+                        .as_bool()
+                        .map_err(|_| "success must be true or false".to_string())
+                };
+                match (success, convert::to_json(&outputs[0])) {
+                    (Ok(success), Ok(data)) => (success, data),
+                    (Err(e), _) | (_, Err(e)) => failed(RunError::Failed(e)),
+                }
+            }
+        }
+    }
+}
+
+/// `ws_max_rate`: frames a second per connection, in one-second windows.
+struct RateLimit {
+    max: u32,
+    window: Instant,
+    count: u32,
+    over_since: Option<Instant>,
+}
+
+enum Rate {
+    Ok,
+    Over,
+    Sustained,
+}
+
+impl RateLimit {
+    fn new(max: u32) -> Self {
+        Self {
+            max,
+            window: Instant::now(),
+            count: 0,
+            over_since: None,
+        }
+    }
+
+    fn check(&mut self, now: Instant) -> Rate {
+        if self.max == 0 {
+            return Rate::Ok;
+        }
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            if self.count <= self.max {
+                self.over_since = None;
+            }
+            self.window = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        if self.count <= self.max {
+            return Rate::Ok;
+        }
+        let since = *self.over_since.get_or_insert(now);
+        if now.duration_since(since) >= RATE_LIMIT_CLOSE_AFTER {
+            Rate::Sustained
+        } else {
+            Rate::Over
+        }
+    }
+}
+
+/// Runs channel `code`'s `send_svcscriptcode_ws` with `data` in the background.
+pub fn run_send_ws(app: &Arc<AppState>, code: &str, data: Value) -> Result<(), String> {
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot
+        .channel(code)
+        .cloned()
+        .ok_or_else(|| format!("unknown channel {code:?}"))?;
+    if channel.doc.opts.disabled {
+        return Err(format!("channel {code:?} is disabled"));
+    }
+    let script = channel
+        .script_for(ScriptField::SendWs)
+        .and_then(|s| snapshot.scripts.get(s).cloned())
+        .ok_or_else(|| format!("channel {code:?} has no send_svcscriptcode_ws"))?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let ctx = RunContext {
+        channel: channel.clone(),
+        request_id: request_id.clone(),
+        identity: crate::auth::channel_identity(&channel, &app.config),
+        params: vec![data.to_string().into(), code.into()],
+        scripts: snapshot.scripts.clone(),
+        host: app.clone(),
+    };
+    let app = app.clone();
+    runtime.spawn(async move {
+        if let Err(err) = app.engine.run(script, ctx, channel.timeout, &[]).await {
+            crate::http::script_failure(&app, &channel, &request_id, err);
+        }
+    });
+    Ok(())
+}
+
+/// `["push", {"data": data}]`.
+pub fn push_frame(data: Value) -> axum::extract::ws::Utf8Bytes {
+    json!(["push", { "data": data }]).to_string().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_parse_or_say_why_not() {
+        let f = parse_frame(r#"["message", {"qid": 7, "data": {"a": 1}}]"#)
+            .ok()
+            .unwrap();
+        assert_eq!((f.kind.as_str(), f.qid.clone()), ("message", json!(7)));
+        for (text, qid) in [
+            ("not json", Value::Null),
+            ("{}", Value::Null),
+            (r#"["message"]"#, Value::Null),
+            (r#"[1, {"qid": 1}]"#, Value::Null),
+            (r#"["message", [1]]"#, Value::Null),
+            (r#"["message", {"data": 1}]"#, Value::Null),
+            (r#"["message", {"qid": true}]"#, json!(true)),
+        ] {
+            let bad = parse_frame(text).err().unwrap();
+            assert_eq!(bad.qid, qid, "{text}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_answers_then_closes_after_ten_seconds() {
+        let mut r = RateLimit::new(2);
+        let t0 = Instant::now();
+        assert!(matches!(r.check(t0), Rate::Ok));
+        assert!(matches!(r.check(t0), Rate::Ok));
+        assert!(matches!(r.check(t0), Rate::Over));
+        let mut t = t0;
+        for _ in 0..9 {
+            t += Duration::from_secs(1);
+            r.check(t);
+            r.check(t);
+            assert!(matches!(r.check(t), Rate::Over));
+        }
+        t += Duration::from_secs(1);
+        r.check(t);
+        r.check(t);
+        assert!(matches!(r.check(t), Rate::Sustained));
+        // A calm second resets it.
+        let mut calm = RateLimit::new(2);
+        calm.check(t0);
+        calm.check(t0);
+        assert!(matches!(calm.check(t0), Rate::Over));
+        calm.check(t0 + Duration::from_secs(1));
+        assert!(matches!(calm.check(t0 + Duration::from_secs(2)), Rate::Ok));
+    }
+}
