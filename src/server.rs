@@ -86,6 +86,11 @@ async fn metrics(
 
 /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
 pub async fn serve(config: Config) -> Result<(), String> {
+    // Every socket is a file: take all the open files the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     for dir in [&config.data, &config.channels, &config.scripts] {
         std::fs::create_dir_all(dir).map_err(|e| format!("folder {}: {e}", dir.display()))?;
     }

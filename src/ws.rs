@@ -34,6 +34,10 @@ pub const PING_EVERY: Duration = Duration::from_secs(30);
 pub const IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// Rate limiting that goes on this long closes the connection with 1008.
 pub const RATE_LIMIT_CLOSE_AFTER: Duration = Duration::from_secs(10);
+/// Initial read buffer of a connection.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes written before a flush is forced.
+const WRITE_BUFFER: usize = 8 * 1024;
 /// How long a close frame may take to leave.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -56,8 +60,12 @@ pub async fn upgrade(
             Ok(ws) => {
                 let max = app.config.ws_max_frame_bytes;
                 let app = app.clone();
+                // tungstenite reserves 128 KiB per socket by default; 10 000 idle
+                // connections would hold 1.3 GB. Frames still grow the buffer as needed.
                 ws.max_message_size(max)
                     .max_frame_size(max)
+                    .read_buffer_size(READ_BUFFER)
+                    .write_buffer_size(WRITE_BUFFER)
                     .on_upgrade(move |socket| session(app, caller, socket))
             }
         },
