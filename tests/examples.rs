@@ -170,3 +170,31 @@ async fn the_webhook_receiver_checks_the_hmac_signature() {
         assert_eq!(answer["error"], "bad_signature");
     }
 }
+
+#[tokio::test]
+async fn the_orders_websocket_looks_orders_up() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (srv, _data) = start_examples();
+    let url = srv
+        .url(&format!("/channels/orders/ws?token={TOKEN}"))
+        .replacen("http", "ws", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    for (qid, id, success) in [(1, "1002", true), (2, "9", false)] {
+        let frame = json!(["message", {"qid": qid, "data": {"id": id}}]).to_string();
+        ws.send(Message::Text(frame.into())).await.unwrap();
+        let answer = loop {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                break serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap();
+            }
+        };
+        assert_eq!(answer[0], "message_result");
+        assert_eq!(answer[1]["qid"], qid);
+        assert_eq!(answer[1]["success"], success);
+        if success {
+            assert_eq!(answer[1]["data"]["customer"], "Globex Ltd");
+        } else {
+            assert_eq!(answer[1]["data"]["error"], "order_not_found");
+        }
+    }
+}
