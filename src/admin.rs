@@ -276,8 +276,12 @@ pub async fn post_event(
     let name = body.get("name").and_then(Value::as_str).unwrap_or("");
     let data = body.get("data").cloned().unwrap_or(Value::Null);
     let event = crate::events::Event::new("system", name, data).map_err(AppError::BadRequest)?;
-    crate::events::publish(&app, &event);
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": event.id }))).into_response())
+    let id = event.id;
+    app.events.publish(event).await.map_err(|e| {
+        tracing::error!("publishing: {e}");
+        AppError::Internal
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
 }
 
 async fn list_scripts(State(app): State<Arc<AppState>>) -> Json<Value> {

@@ -186,17 +186,22 @@ pub struct ChannelConnections {
 impl ChannelConnections {
     /// Gives `frame` to exactly one connection whose patterns match `name`,
     /// round-robin; a connection whose queue is full passes its turn on.
-    pub fn deliver_once(&mut self, name: &str, frame: &Utf8Bytes) -> bool {
+    /// `None`: no connection wants it; `Some(false)`: all that want it are full.
+    pub fn deliver_once(&mut self, name: &str, frame: &Utf8Bytes) -> Option<bool> {
         let n = self.conns.len();
+        let mut wanted = false;
         for step in 0..n {
             let i = (self.cursor + step) % n;
             let conn = &self.conns[i];
-            if conn.wants(name) && conn.push(frame) {
-                self.cursor = i + 1;
-                return true;
+            if conn.wants(name) {
+                wanted = true;
+                if conn.push(frame) {
+                    self.cursor = i + 1;
+                    return Some(true);
+                }
             }
         }
-        false
+        wanted.then_some(false)
     }
 }
 

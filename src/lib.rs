@@ -18,6 +18,7 @@
 //! - `ws`: websocket sessions: frames, the in-flight cap, token APIs, pushes.
 //! - `connections`: open websockets by channel, bounded send queues.
 //! - `events`: event names, patterns, once-per-channel delivery.
+//! - `store`: the embedded SQLite store, group commit (event queues, kv…).
 //! - `telemetry`: logs, metrics, the per-request layer.
 //! - `server`: binding, the router, graceful shutdown.
 
@@ -33,6 +34,7 @@ pub mod registry;
 pub mod reload;
 pub mod script;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod ws;
 
@@ -64,6 +66,10 @@ pub struct AppState {
     pub admin_lock: tokio::sync::Mutex<()>,
     /// Open websocket connections.
     pub connections: ConnectionTable,
+    /// The embedded store.
+    pub store: store::Store,
+    /// Publishing and once-per-channel delivery.
+    pub events: Box<dyn events::EventBus>,
     /// This state itself, for work spawned from script calls.
     pub me: std::sync::Weak<AppState>,
 }
@@ -104,7 +110,12 @@ impl script::Host for AppState {
         data: serde_json::Value,
     ) -> Result<String, String> {
         let event = events::Event::new(source, name, data)?;
-        events::publish(self, &event);
-        Ok(event.id.to_string())
+        let id = event.id.to_string();
+        // Scripts run on blocking threads: wait here until queued copies are committed.
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+        runtime
+            .block_on(self.events.publish(event))
+            .map_err(|e| e.to_string())?;
+        Ok(id)
     }
 }

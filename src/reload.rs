@@ -67,6 +67,7 @@ pub fn reload_now(app: &AppState) -> Loaded {
             }
         }
     }
+    publish_changes(app, &prev, &loaded);
     metrics::counter!("switchyard_reloads_total").increment(1);
     tracing::debug!(
         reload_ms = started.elapsed().as_millis() as u64,
@@ -75,6 +76,32 @@ pub fn reload_now(app: &AppState) -> Loaded {
         "reloaded"
     );
     loaded
+}
+
+/// Publishes `channel.created`, `channel.updated`, `channel.deleted` (source `system`).
+fn publish_changes(app: &AppState, prev: &crate::registry::Snapshot, loaded: &Loaded) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    for change in &loaded.changes {
+        let (name, code) = match change {
+            Change::Created(c) => ("channel.created", c),
+            Change::Updated(c) => ("channel.updated", c),
+            Change::Deleted(c) => ("channel.deleted", c),
+        };
+        let id = loaded
+            .snapshot
+            .channel(code)
+            .or_else(|| prev.channel(code))
+            .map(|c| c.id.to_string());
+        let data = serde_json::json!({ "code": code, "id": id });
+        if let Ok(event) = crate::events::Event::new("system", name, data) {
+            // Reloads run on blocking threads; queued copies are committed before we go on.
+            if let Err(e) = runtime.block_on(app.events.publish(event)) {
+                tracing::error!("publishing {name}: {e}");
+            }
+        }
+    }
 }
 
 fn kind_label(kind: crate::registry::FileKind) -> &'static str {

@@ -14,13 +14,16 @@ use crate::auth::{Authenticator, Iam, Throttle};
 use crate::config::Config;
 use crate::connections::{ConnectionTable, CLOSE_GOING_AWAY};
 use crate::error::AppError;
+use crate::events::LocalBus;
 use crate::registry::{self, Registry};
 use crate::script::ScriptEngine;
+use crate::store::Store;
 use crate::{admin, http, reload, telemetry, ws, AppState};
 
 /// Builds the shared state: loads channels and scripts, logging every problem.
 pub fn state(config: Config) -> Result<Arc<AppState>, String> {
     let config = Arc::new(config);
+    let store = Store::open(&config.data).map_err(|e| e.to_string())?;
     let iam = Iam::from_config(&config)?;
     let engine = ScriptEngine::new();
     let started = std::time::Instant::now();
@@ -48,6 +51,8 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         metrics: telemetry::metrics_handle(),
         admin_lock: tokio::sync::Mutex::new(()),
         connections: ConnectionTable::default(),
+        store,
+        events: Box::new(LocalBus::new(me.clone())),
         me: me.clone(),
     }))
 }
@@ -129,6 +134,9 @@ fn spawn_housekeeping(state: Arc<AppState>) {
             tick.tick().await;
             state.auth.throttle.sweep();
             state.metrics.run_upkeep();
+            if let Err(e) = crate::events::prune_expired(&state).await {
+                tracing::error!("pruning expired events: {e}");
+            }
         }
     });
 }

@@ -83,6 +83,9 @@ async fn session(app: Arc<AppState>, caller: Caller, socket: WebSocket) {
         app.config.ws_max_inflight,
     );
     app.connections.add(conn.clone());
+    if channel.kind == crate::channel::ChannelKind::Events {
+        app.events.connection_opened(channel.code());
+    }
     tracing::info!(channel = %channel.code(), connection = %conn.id, address = %conn.address, "websocket opened");
     let clock = Clock::new();
     let (sink, stream) = socket.split();
@@ -302,7 +305,7 @@ impl Reader<'_> {
         match frame.kind.as_str() {
             "message" => self.message(frame, channel).await,
             "subscribe" | "unsubscribe" | "publish" => {
-                let answer = self.token_api(&frame, &channel);
+                let answer = self.token_api(&frame, &channel).await;
                 self.conn.answer(answer).await;
             }
             _ => {
@@ -344,7 +347,7 @@ impl Reader<'_> {
         tokio::spawn(task.run());
     }
 
-    fn token_api(&self, frame: &Frame, channel: &Channel) -> String {
+    async fn token_api(&self, frame: &Frame, channel: &Channel) -> String {
         let (kind, qid) = (frame.kind.as_str(), &frame.qid);
         let allowed = channel
             .doc
@@ -365,8 +368,14 @@ impl Reader<'_> {
                 let payload = data.get("data").cloned().unwrap_or(Value::Null);
                 match Event::new(channel.code(), name, payload) {
                     Ok(event) => {
-                        crate::events::publish(self.app, &event);
-                        result_frame(kind, qid, true, json!({ "id": event.id }))
+                        let id = event.id;
+                        match self.app.events.publish(event).await {
+                            Ok(_) => result_frame(kind, qid, true, json!({ "id": id })),
+                            Err(e) => {
+                                tracing::error!("publishing: {e}");
+                                failure(kind, qid, "internal")
+                            }
+                        }
                     }
                     Err(message) => result_frame(
                         kind,

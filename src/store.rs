@@ -1,0 +1,247 @@
+//! The embedded store: one SQLite file (`<data>/switchyard.db`) in WAL mode.
+//!
+//! Writes go to one writer thread, which runs every write waiting at that
+//! moment in a single transaction and commits once (group commit): a caller
+//! is answered only after its write is durable (`synchronous = FULL`), and
+//! many callers share one fsync. Each write runs in its own savepoint, so one
+//! failing write does not undo the others of its group. Reads use a separate
+//! connection (WAL lets them run beside the writer).
+//!
+//! Tables: `event_queue` (events waiting for an offline events channel),
+//! `kv` (per-channel key-value). Jobs and the inbox add theirs.
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+/// Most writes committed in one transaction.
+const GROUP_MAX: usize = 512;
+
+/// A store failure; details are in the message (and the log).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Runs inside the group's transaction; returns what to do once the commit is known.
+type Op = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// The store handle.
+pub struct Store {
+    ops: Mutex<mpsc::Sender<Op>>,
+    reader: Mutex<Connection>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS event_queue (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    event   TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_queue_by_channel ON event_queue (channel, seq);
+CREATE TABLE IF NOT EXISTS kv (
+    channel TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (channel, key)
+) WITHOUT ROWID;
+";
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating) `<dir>/switchyard.db` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        let path = dir.join("switchyard.db");
+        let writer = connect(&path)?;
+        writer.execute_batch(SCHEMA)?;
+        let reader = connect(&path)?;
+        let (tx, rx) = mpsc::channel::<Op>();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(writer, rx))
+            .map_err(|e| StoreError(format!("cannot start the writer: {e}")))?;
+        Ok(Self {
+            ops: Mutex::new(tx),
+            reader: Mutex::new(reader),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let op: Op = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = tx.send(commit.and(result));
+            })
+        });
+        self.ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(op)
+            .map_err(|_| StoreError("the writer has stopped".into()))?;
+        Ok(rx)
+    }
+
+    /// Runs `f` in a write transaction; returns once it is committed to disk.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(f)?
+            .await
+            .map_err(|_| StoreError("the writer has stopped".into()))?
+    }
+
+    /// [`write`](Self::write) for blocking threads (scripts).
+    pub fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(f)?
+            .blocking_recv()
+            .map_err(|_| StoreError("the writer has stopped".into()))?
+    }
+
+    /// Reads with the read connection (blocking; keep it short).
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&conn)?)
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT op")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE op")?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            Err(e.into())
+        }
+    }
+}
+
+fn write_loop(conn: Connection, ops: mpsc::Receiver<Op>) {
+    while let Ok(first) = ops.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match ops.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let begun = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::from);
+        let mut completions = Vec::with_capacity(group.len());
+        let commit = match begun {
+            Ok(()) => {
+                for op in group {
+                    completions.push(op(&conn));
+                }
+                conn.execute_batch("COMMIT").map_err(StoreError::from)
+            }
+            Err(e) => {
+                for op in group {
+                    // Not run: answer with the failure to begin.
+                    drop(op);
+                }
+                Err(e)
+            }
+        };
+        if let Err(e) = &commit {
+            tracing::error!("{e}");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in completions {
+            done(commit.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_commit_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|c| c.execute("INSERT INTO kv VALUES ('ch', 'a', '1')", []))
+            .await
+            .unwrap();
+        // A failing write does not undo the others of its group.
+        let bad = store.write(|c| c.execute("INSERT INTO nope VALUES (1)", []));
+        let good = store.write(|c| c.execute("INSERT INTO kv VALUES ('ch', 'b', '2')", []));
+        let (bad, good) = tokio::join!(bad, good);
+        assert!(bad.is_err());
+        assert!(good.is_ok());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let n: i64 = store
+            .read(|c| c.query_row("SELECT count(*) FROM kv", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_grouped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+        let writes = (0..200).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |c| {
+                        c.execute("INSERT INTO kv VALUES ('ch', ?1, 'v')", [format!("k{i}")])
+                    })
+                    .await
+            })
+        });
+        for w in futures_util::future::join_all(writes).await {
+            w.unwrap().unwrap();
+        }
+        let n: i64 = store
+            .read(|c| c.query_row("SELECT count(*) FROM kv", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(n, 200);
+    }
+}
