@@ -225,6 +225,13 @@ impl Server {
         assert!(status.success());
     }
 
+    /// `kill -9`s the server and hands back its project (same folders, same store).
+    pub fn kill9(mut self) -> Project {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.project.take().expect("started from a project")
+    }
+
     /// Waits for the process to exit, up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
