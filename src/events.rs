@@ -186,18 +186,18 @@ async fn enqueue(app: &AppState, channels: &[String], event: &Event) -> Result<(
     let dropped = app
         .store
         .write(move |c| {
-            let mut dropped = Vec::new();
+            let mut insert = c.prepare_cached(
+                "INSERT INTO event_queue (channel, event, created) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut trim = c.prepare_cached(
+                "DELETE FROM event_queue WHERE channel = ?1 AND seq <= \
+                 (SELECT seq FROM event_queue WHERE channel = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            )?;
+            let now = now_ms();
+            let mut dropped = Vec::with_capacity(owned.len());
             for ch in &owned {
-                c.execute(
-                    "INSERT INTO event_queue (channel, event, created) VALUES (?1, ?2, ?3)",
-                    params![ch, text, now_ms()],
-                )?;
-                let n = c.execute(
-                    "DELETE FROM event_queue WHERE channel = ?1 AND seq <= \
-                     (SELECT seq FROM event_queue WHERE channel = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-                    params![ch, max],
-                )?;
-                dropped.push(n as u64);
+                insert.execute(params![ch, text, now])?;
+                dropped.push(trim.execute(params![ch, max])? as u64);
             }
             Ok(dropped)
         })
