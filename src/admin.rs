@@ -37,6 +37,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/admin/scripts", get(list_scripts))
         .route("/admin/connections", get(list_connections))
+        .route("/admin/jobs", get(list_jobs))
+        .route("/admin/jobs/{id}", get(get_job))
+        .route("/admin/jobs/{id}/retry", axum::routing::post(retry_job))
         .route(
             "/admin/scripts/{code}",
             get(get_script).put(put_script).delete(delete_script),
@@ -51,7 +54,9 @@ pub async fn guard(
     next: Next,
 ) -> Response {
     let path = req.uri().path();
-    if path == "/admin" || path.starts_with("/admin/") || path == "/events" {
+    let send =
+        path.starts_with("/channels/") && path.ends_with("/send") && path.matches('/').count() == 3;
+    if path == "/admin" || path.starts_with("/admin/") || path == "/events" || send {
         let sender =
             crate::auth::sender_addr(peer.ip(), req.headers(), &app.config.trusted_proxies);
         if let Err(e) = app
@@ -259,6 +264,97 @@ fn channel_file(app: &AppState, code: &str) -> PathBuf {
 
 fn script_file(app: &AppState, code: &str) -> PathBuf {
     app.config.scripts.join(format!("{code}.rhai"))
+}
+
+/// Query of `GET /admin/jobs`.
+#[derive(serde::Deserialize)]
+struct JobFilter {
+    channel: Option<String>,
+    kind: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_jobs(
+    State(app): State<Arc<AppState>>,
+    axum::extract::Query(f): axum::extract::Query<JobFilter>,
+) -> Result<Json<Value>, AppError> {
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let (channel, kind, state) = (nonempty(f.channel), nonempty(f.kind), nonempty(f.state));
+    if let Some(k) = &kind {
+        if !crate::jobs::KINDS.contains(&k.as_str()) {
+            return Err(AppError::BadRequest(format!(
+                "kind must be one of {:?}",
+                crate::jobs::KINDS
+            )));
+        }
+    }
+    if let Some(s) = &state {
+        if !crate::jobs::STATES.contains(&s.as_str()) {
+            return Err(AppError::BadRequest(format!(
+                "state must be one of {:?}",
+                crate::jobs::STATES
+            )));
+        }
+    }
+    let limit = f.limit.unwrap_or(100).clamp(1, 1000);
+    let app2 = app.clone();
+    let jobs = tokio::task::spawn_blocking(move || {
+        crate::jobs::list(
+            &app2,
+            channel.as_deref(),
+            kind.as_deref(),
+            state.as_deref(),
+            limit,
+        )
+    })
+    .await
+    .map_err(|_| AppError::Internal)?
+    .map_err(|e| {
+        tracing::error!("jobs: {e}");
+        AppError::Internal
+    })?;
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+async fn get_job(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let app2 = app.clone();
+    let job = tokio::task::spawn_blocking(move || crate::jobs::get(&app2, &id))
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map_err(|e| {
+            tracing::error!("jobs: {e}");
+            AppError::Internal
+        })?;
+    job.map(Json)
+        .ok_or_else(|| AppError::Missing("unknown_job", "no such job".into()))
+}
+
+async fn retry_job(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    match crate::jobs::retry(&app, &id).await {
+        Err(e) => {
+            tracing::error!("jobs: {e}");
+            Err(AppError::Internal)
+        }
+        Ok(Ok(job)) => Ok(Json(job)),
+        Ok(Err(why)) if why == "unknown" => {
+            Err(AppError::Missing("unknown_job", format!("no job {id:?}")))
+        }
+        Ok(Err(why)) if why == "schedule" => Err(AppError::Conflict(
+            "job_not_retryable",
+            "schedule runs are not retried; the next tick runs the script again".into(),
+        )),
+        Ok(Err(state)) => Err(AppError::Conflict(
+            "job_not_retryable",
+            format!("only failed or timed_out jobs are retried; this one is {state}"),
+        )),
+    }
 }
 
 async fn list_connections(State(app): State<Arc<AppState>>) -> Json<Value> {

@@ -436,7 +436,14 @@ impl ChannelDoc {
                         ));
                     }
                 }
-                (None, Some(_)) => {}
+                (None, Some(expr)) => {
+                    <cron::Schedule as std::str::FromStr>::from_str(expr).map_err(|e| {
+                        FieldError::new(
+                            format!("{field}.cron"),
+                            format!("{expr:?} is not a cron expression with a seconds field ({e})"),
+                        )
+                    })?;
+                }
                 _ => {
                     return Err(FieldError::new(
                         field,

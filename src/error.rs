@@ -58,6 +58,9 @@ pub enum AppError {
     /// 404 with a specific code (`unknown_script`…).
     #[error("{1}")]
     Missing(&'static str, String),
+    /// 400 with a specific code (`bad_file_name`…).
+    #[error("{1}")]
+    Invalid(&'static str, String),
     /// 409 with a specific code (`channel_exists`, `script_in_use`).
     #[error("{1}")]
     Conflict(&'static str, String),
@@ -100,6 +103,7 @@ impl AppError {
             Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
             Self::InvalidChannel(_) => (StatusCode::BAD_REQUEST, "invalid_channel"),
             Self::Missing(code, _) => (StatusCode::NOT_FOUND, code),
+            Self::Invalid(code, _) => (StatusCode::BAD_REQUEST, code),
             Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
             Self::Compile(_) => (StatusCode::UNPROCESSABLE_ENTITY, "compile_error"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -115,6 +119,7 @@ impl AppError {
             | Self::NotImplemented(_)
             | Self::InvalidChannel(_)
             | Self::Missing(..)
+            | Self::Invalid(..)
             | Self::Conflict(..) => Some(self.to_string()),
             Self::Compile(e) => Some(e.message.clone()),
             _ => None,

@@ -104,12 +104,6 @@ async fn serve_api(
             .script_for(ScriptField::Recv)
             .and_then(|code| caller.snapshot.scripts.get(code).cloned())
             .ok_or(AppError::NoScript)?;
-        if !caller.channel.doc.opts.issync {
-            // The durable inbox (issync = false) arrives with the embedded store.
-            return Err(AppError::NotImplemented(
-                "opts.issync = false needs the durable inbox, which this build does not have yet",
-            ));
-        }
         Ok((caller, script))
     });
     let (caller, script) = match admitted {
@@ -123,7 +117,7 @@ async fn serve_api(
     let body = read_body(app, &parts.headers, body).await?;
     let body = String::from_utf8(body.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
 
-    let params = vec![
+    let params: Vec<rhai::ImmutableString> = vec![
         parts.method.as_str().into(),
         sub_path(parts.uri.path()).into(),
         auth::strip_token(parts.uri.query().unwrap_or("")).into(),
@@ -133,6 +127,18 @@ async fn serve_api(
         channel.code().into(),
         request_id.as_str().into(),
     ];
+    if !channel.doc.opts.issync {
+        // The durable inbox: committed before the 202; the channel's queue runs it.
+        let texts: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+        crate::jobs::create_recv(app, channel.code(), &request_id, &texts, &caller.identity)
+            .await
+            .map_err(|e| {
+                tracing::error!(channel = %channel.code(), request_id, "inbox: {e}");
+                AppError::Internal
+            })?;
+        let body = serde_json::json!({ "request_id": request_id });
+        return Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response());
+    }
     let ctx = RunContext {
         channel: channel.clone(),
         request_id: request_id.clone(),
@@ -140,6 +146,7 @@ async fn serve_api(
         params,
         scripts: caller.snapshot.scripts.clone(),
         host: app.clone(),
+        job: None,
     };
     let outputs = app
         .engine
@@ -148,6 +155,93 @@ async fn serve_api(
         .map_err(|e| script_failure(app, &channel, &request_id, e))?;
     build_response(&outputs)
         .map_err(|e| script_failure(app, &channel, &request_id, RunError::Failed(e)))
+}
+
+/// `POST /channels/{code}/jobs/{id}/result` (channel credentials): the external
+/// system's answer to a waiting send job.
+pub async fn job_result(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((code, id)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let outcome = async {
+        let (parts, body) = req.into_parts();
+        if let Err(e) = admit(&app, &code, peer, &parts.headers, parts.uri.query()) {
+            discard(body);
+            return Err(e);
+        }
+        let bytes = read_body(&app, &parts.headers, body).await?;
+        let answer: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| AppError::BadRequest(format!("the body is not JSON: {e}")))?;
+        let success = answer["success"]
+            .as_bool()
+            .ok_or_else(|| AppError::BadRequest("success must be true or false".into()))?;
+        let reason = answer["reason"].as_str().map(str::to_owned);
+        let data = answer.get("data").cloned().unwrap_or_default();
+        let done = crate::jobs::callback(&app, &code, &id, success, reason, data)
+            .await
+            .map_err(|e| {
+                tracing::error!("jobs: {e}");
+                AppError::Internal
+            })?;
+        match done {
+            crate::jobs::Callback::Done(state) => {
+                Ok(axum::Json(serde_json::json!({ "id": id, "state": state })).into_response())
+            }
+            crate::jobs::Callback::Unknown => Err(AppError::Missing(
+                "unknown_job",
+                format!("no job {id:?} on channel {code:?}"),
+            )),
+            crate::jobs::Callback::NotWaiting(state) => Err(AppError::Conflict(
+                "job_not_waiting",
+                format!("job {id:?} is {state}, not waiting"),
+            )),
+        }
+    }
+    .await;
+    tag_channel(
+        &app,
+        code,
+        outcome.unwrap_or_else(IntoResponse::into_response),
+    )
+}
+
+/// `POST /channels/{code}/send` (admin credentials): the body is the data of a new send job.
+pub async fn send(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    req: Request,
+) -> Response {
+    let outcome = async {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(&app, &parts.headers, body).await?;
+        let data: serde_json::Value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| AppError::BadRequest(format!("the body is not JSON: {e}")))?
+        };
+        match crate::jobs::create_send(&app, &code, &data).await {
+            Ok(id) => Ok((
+                StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({ "job_id": id })),
+            )
+                .into_response()),
+            Err(crate::jobs::CreateError::UnknownChannel(_)) => Err(AppError::UnknownChannel),
+            Err(crate::jobs::CreateError::NoScript(_)) => Err(AppError::NoScript),
+            Err(crate::jobs::CreateError::Store(e)) => {
+                tracing::error!("jobs: {e}");
+                Err(AppError::Internal)
+            }
+        }
+    }
+    .await;
+    tag_channel(
+        &app,
+        code,
+        outcome.unwrap_or_else(IntoResponse::into_response),
+    )
 }
 
 /// Logs a failed run and turns it into the answer of the contract.
@@ -174,9 +268,18 @@ pub fn script_failure(
 pub(crate) async fn read_body(
     app: &AppState,
     headers: &HeaderMap,
-    mut body: Body,
+    body: Body,
 ) -> Result<Bytes, AppError> {
-    let max = app.config.max_body_bytes;
+    read_body_max(app, headers, body, app.config.max_body_bytes).await
+}
+
+/// [`read_body`] with another limit (the files API uses `max_file_bytes`).
+pub(crate) async fn read_body_max(
+    app: &AppState,
+    headers: &HeaderMap,
+    mut body: Body,
+    max: u64,
+) -> Result<Bytes, AppError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

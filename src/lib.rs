@@ -18,6 +18,10 @@
 //! - `ws`: websocket sessions: frames, the in-flight cap, token APIs, pushes.
 //! - `connections`: open websockets by channel, bounded send queues.
 //! - `events`: event names, patterns, once-per-channel delivery.
+//! - `jobs`: send jobs, the durable inbox, schedules, the job view.
+//! - `outbound`: `webquery`, a script's call to its external system.
+//! - `kv`: the per-channel key-value map.
+//! - `files`: the files API and `file_read` / `file_write`.
 //! - `store`: the embedded SQLite store, group commit (event queues, kv…).
 //! - `telemetry`: logs, metrics, the per-request layer.
 //! - `server`: binding, the router, graceful shutdown.
@@ -29,7 +33,11 @@ pub mod config;
 pub mod connections;
 pub mod error;
 pub mod events;
+pub mod files;
 pub mod http;
+pub mod jobs;
+pub mod kv;
+pub mod outbound;
 pub mod registry;
 pub mod reload;
 pub mod script;
@@ -70,6 +78,10 @@ pub struct AppState {
     pub store: store::Store,
     /// Publishing and once-per-channel delivery.
     pub events: Box<dyn events::EventBus>,
+    /// Job runner wake-ups and schedule state.
+    pub jobs: jobs::Jobs,
+    /// The outbound HTTP client.
+    pub http: reqwest::Client,
     /// This state itself, for work spawned from script calls.
     pub me: std::sync::Weak<AppState>,
 }
@@ -117,5 +129,39 @@ impl script::Host for AppState {
             .block_on(self.events.publish(event))
             .map_err(|e| e.to_string())?;
         Ok(id)
+    }
+
+    fn channel_send(&self, code: &str, data: serde_json::Value) -> Result<String, String> {
+        jobs::create_send_blocking(self, code, &data).map_err(|e| e.to_string())
+    }
+
+    fn webquery(
+        &self,
+        channel: &channel::Channel,
+        request: serde_json::Value,
+        budget: std::time::Duration,
+    ) -> Result<serde_json::Value, String> {
+        outbound::webquery(self, channel, request, budget)
+    }
+
+    fn kv_get(&self, channel: &str, key: &str) -> Result<Option<serde_json::Value>, String> {
+        kv::get(&self.store, channel, key).map_err(|e| e.to_string())
+    }
+
+    fn kv_set(
+        &self,
+        channel: &str,
+        key: &str,
+        value: Option<serde_json::Value>,
+    ) -> Result<(), String> {
+        kv::set_blocking(&self.store, channel, key, value).map_err(|e| format!("kv_set: {e}"))
+    }
+
+    fn file_read(&self, channel: &channel::Channel, name: &str) -> Result<String, String> {
+        files::read_text(self, channel, name)
+    }
+
+    fn file_write(&self, channel: &channel::Channel, name: &str, text: &str) -> Result<(), String> {
+        files::write_text(self, channel, name, text)
     }
 }

@@ -18,7 +18,7 @@ use crate::events::LocalBus;
 use crate::registry::{self, Registry};
 use crate::script::ScriptEngine;
 use crate::store::Store;
-use crate::{admin, http, reload, telemetry, ws, AppState};
+use crate::{admin, files, http, reload, telemetry, ws, AppState};
 
 /// Builds the shared state: loads channels and scripts, logging every problem.
 pub fn state(config: Config) -> Result<Arc<AppState>, String> {
@@ -53,6 +53,8 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         connections: ConnectionTable::default(),
         store,
         events: Box::new(LocalBus::new(me.clone())),
+        jobs: crate::jobs::Jobs::default(),
+        http: crate::outbound::client(),
         me: me.clone(),
     }))
 }
@@ -69,6 +71,15 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/channels/{code}/api/", any(http::api))
         .route("/channels/{code}/api/{*path}", any(http::api))
         .route("/channels/{code}/ws", get(ws::upgrade))
+        .route("/channels/{code}/send", axum::routing::post(http::send))
+        .route(
+            "/channels/{code}/jobs/{id}/result",
+            axum::routing::post(http::job_result),
+        )
+        .route(
+            "/channels/{code}/files/{name}",
+            get(files::handle).put(files::handle).delete(files::handle),
+        )
         .route("/events", axum::routing::post(admin::post_event))
         .merge(admin::routes())
         .fallback(|| async { AppError::NotFound })
@@ -105,6 +116,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    crate::jobs::start(&state)
+        .await
+        .map_err(|e| e.to_string())?;
     spawn_housekeeping(state.clone());
     reload::spawn_watcher(state.clone());
     {
@@ -136,6 +150,9 @@ fn spawn_housekeeping(state: Arc<AppState>) {
             state.metrics.run_upkeep();
             if let Err(e) = crate::events::prune_expired(&state).await {
                 tracing::error!("pruning expired events: {e}");
+            }
+            if let Err(e) = crate::jobs::prune(&state).await {
+                tracing::error!("pruning finished jobs: {e}");
             }
         }
     });

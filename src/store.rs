@@ -8,7 +8,8 @@
 //! connection (WAL lets them run beside the writer).
 //!
 //! Tables: `event_queue` (events waiting for an offline events channel),
-//! `kv` (per-channel key-value). Jobs and the inbox add theirs.
+//! `jobs` and `attempts` (send, recv (the inbox) and schedule jobs),
+//! `kv` (per-channel key-value).
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
@@ -50,6 +51,32 @@ CREATE TABLE IF NOT EXISTS event_queue (
     created INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_queue_by_channel ON event_queue (channel, seq);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    channel         TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempt         INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER NOT NULL,
+    created         INTEGER NOT NULL,
+    updated         INTEGER NOT NULL,
+    next_attempt_at INTEGER,
+    last_error      TEXT,
+    result          TEXT,
+    input           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS jobs_by_channel ON jobs (channel, kind, state, seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    job         TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    started     INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (job, n)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv (
     channel TEXT NOT NULL,
     key     TEXT NOT NULL,

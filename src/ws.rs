@@ -497,6 +497,7 @@ impl MessageRun {
             ],
             scripts: snapshot.scripts.clone(),
             host: self.app.clone(),
+            job: None,
         };
         let run = self
             .app
@@ -602,6 +603,7 @@ pub fn run_send_ws(app: &Arc<AppState>, code: &str, data: Value) -> Result<(), S
         params: vec![data.to_string().into(), code.into()],
         scripts: snapshot.scripts.clone(),
         host: app.clone(),
+        job: None,
     };
     let app = app.clone();
     runtime.spawn(async move {

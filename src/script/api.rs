@@ -144,6 +144,63 @@ pub(super) fn register(engine: &mut Engine) {
         },
     );
 
+    engine.register_fn(
+        "channel_send",
+        |code: &str, data: Dynamic| -> Fallible<ImmutableString> {
+            let data = json_value(&data)?;
+            with_host(|host, _| host.channel_send(code, data)).map(Into::into)
+        },
+    );
+    engine.register_fn("webquery", |request: Map| -> Fallible<Dynamic> {
+        let request = json_value(&Dynamic::from_map(request))?;
+        let budget = super::remaining();
+        let answer = with_context(|c| match c {
+            Some(c) => c.host.webquery(&c.channel, request, budget),
+            None => Err("not available outside a run".into()),
+        });
+        answer.map(|v| convert::from_json(&v)).or_else(fail)
+    });
+    engine.register_fn("job_wait", |seconds: INT| -> Fallible<()> {
+        let job = with_context(|c| c.and_then(|c| c.job.clone()));
+        match job {
+            Some(job) if job.can_wait => {
+                let secs = u64::try_from(seconds).ok().filter(|s| *s > 0);
+                let Some(secs) = secs else {
+                    return fail("job_wait: seconds must be a positive integer");
+                };
+                *job.wait_secs.lock().unwrap_or_else(|p| p.into_inner()) = Some(secs);
+                Ok(())
+            }
+            _ => fail("job_wait is only available in send scripts"),
+        }
+    });
+    engine.register_fn("kv_get", |key: &str| -> Fallible<Dynamic> {
+        with_host(|host, channel| host.kv_get(channel, key))
+            .map(|v| v.map_or(Dynamic::UNIT, |v| convert::from_json(&v)))
+    });
+    engine.register_fn("kv_set", |key: &str, value: Dynamic| -> Fallible<()> {
+        let value = if value.is_unit() {
+            None
+        } else {
+            Some(json_value(&value)?)
+        };
+        with_host(|host, channel| host.kv_set(channel, key, value))
+    });
+    engine.register_fn("file_read", |name: &str| -> Fallible<ImmutableString> {
+        let text = with_context(|c| match c {
+            Some(c) => c.host.file_read(&c.channel, name),
+            None => Err("not available outside a run".into()),
+        });
+        text.map(Into::into).or_else(fail)
+    });
+    engine.register_fn("file_write", |name: &str, text: &str| -> Fallible<()> {
+        let done = with_context(|c| match c {
+            Some(c) => c.host.file_write(&c.channel, name, text),
+            None => Err("not available outside a run".into()),
+        });
+        done.or_else(fail)
+    });
+
     // Rhai's own sleep(INT) and sleep(FLOAT) are overridden: the engine's global
     // namespace is searched before its packages.
     engine.register_fn("sleep", |_: INT| -> Fallible<()> { no_sleep() });

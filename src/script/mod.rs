@@ -92,6 +92,28 @@ pub trait Host: Send + Sync {
         name: &str,
         data: serde_json::Value,
     ) -> Result<String, String>;
+    /// Creates a send job for channel `code`; returns its id once committed.
+    fn channel_send(&self, code: &str, data: serde_json::Value) -> Result<String, String>;
+    /// Calls the channel's external system; `budget` is what is left of the run's time.
+    fn webquery(
+        &self,
+        channel: &Channel,
+        request: serde_json::Value,
+        budget: Duration,
+    ) -> Result<serde_json::Value, String>;
+    /// The channel's value for `key`, if any.
+    fn kv_get(&self, channel: &str, key: &str) -> Result<Option<serde_json::Value>, String>;
+    /// Stores (or with `None` removes) the channel's value for `key`.
+    fn kv_set(
+        &self,
+        channel: &str,
+        key: &str,
+        value: Option<serde_json::Value>,
+    ) -> Result<(), String>;
+    /// Reads a file of the channel's files API.
+    fn file_read(&self, channel: &Channel, name: &str) -> Result<String, String>;
+    /// Writes a file of the channel's files API.
+    fn file_write(&self, channel: &Channel, name: &str, text: &str) -> Result<(), String>;
 }
 
 /// A host with nothing behind it (unit tests): every call fails with a message.
@@ -99,14 +121,41 @@ pub struct NoHost;
 
 impl Host for NoHost {
     fn channel_send_ws(&self, _: &str, _: serde_json::Value) -> Result<(), String> {
-        Err("channel_send_ws is not available here".into())
+        Err(Self::NO.into())
     }
     fn ws_send(&self, _: &str, _: Option<&str>, _: serde_json::Value) -> Result<usize, String> {
-        Err("ws_send is not available here".into())
+        Err(Self::NO.into())
     }
     fn emit_event(&self, _: &str, _: &str, _: serde_json::Value) -> Result<String, String> {
-        Err("emit_event is not available here".into())
+        Err(Self::NO.into())
     }
+    fn channel_send(&self, _: &str, _: serde_json::Value) -> Result<String, String> {
+        Err(Self::NO.into())
+    }
+    fn webquery(
+        &self,
+        _: &Channel,
+        _: serde_json::Value,
+        _: Duration,
+    ) -> Result<serde_json::Value, String> {
+        Err(Self::NO.into())
+    }
+    fn kv_get(&self, _: &str, _: &str) -> Result<Option<serde_json::Value>, String> {
+        Err(Self::NO.into())
+    }
+    fn kv_set(&self, _: &str, _: &str, _: Option<serde_json::Value>) -> Result<(), String> {
+        Err(Self::NO.into())
+    }
+    fn file_read(&self, _: &Channel, _: &str) -> Result<String, String> {
+        Err(Self::NO.into())
+    }
+    fn file_write(&self, _: &Channel, _: &str, _: &str) -> Result<(), String> {
+        Err(Self::NO.into())
+    }
+}
+
+impl NoHost {
+    const NO: &'static str = "not available outside the server";
 }
 
 /// Everything a run knows about why it runs: shown to scripts through the API.
@@ -121,8 +170,10 @@ pub struct RunContext {
     pub params: Vec<ImmutableString>,
     /// The script table of this run, for `import`.
     pub scripts: Arc<ScriptTable>,
-    /// Pushes and events.
+    /// Pushes, events, jobs, the store.
     pub host: Arc<dyn Host>,
+    /// The job this run belongs to (send, inbox and schedule runs).
+    pub job: Option<Arc<crate::jobs::JobRun>>,
 }
 
 /// Why a run did not finish normally.
@@ -140,6 +191,15 @@ thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
     static CONTEXT: RefCell<Option<Arc<RunContext>>> = const { RefCell::new(None) };
     static IMPORTING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What is left of the current run's time (a long time outside a run).
+pub(crate) fn remaining() -> Duration {
+    DEADLINE.with(|d| {
+        d.get().map_or(Duration::from_secs(3600), |t| {
+            t.saturating_duration_since(Instant::now())
+        })
+    })
 }
 
 /// Calls `f` with the current run's context, if a run is under way on this thread.
@@ -406,6 +466,7 @@ mod tests {
             params: vec!["POST".into(), "/x".into()],
             scripts: scripts.clone(),
             host: Arc::new(NoHost),
+            job: None,
         };
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         run_here(

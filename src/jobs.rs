@@ -1,0 +1,965 @@
+//! Jobs: send jobs (retries, backoff, waiting for a callback), the durable
+//! inbox (`recv` jobs of `issync = false` channels) and schedule runs.
+//!
+//! Every job is a row of `jobs` in the store; every run adds a row to
+//! `attempts`. A job is claimed (`queued` → `running`) in one write, so it
+//! runs once; after a crash, jobs left `running` are queued again at start-up
+//! (at-least-once: a run cut by the crash runs again).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use dashmap::DashMap;
+use rhai::Dynamic;
+use rusqlite::{params, OptionalExtension, Row};
+use serde_json::{json, Value};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::auth::Identity;
+use crate::channel::{Channel, ScriptField};
+use crate::script::{convert, RunContext, RunError};
+use crate::store::StoreError;
+use crate::AppState;
+
+/// Send jobs running at once.
+const SEND_CONCURRENCY: usize = 64;
+/// Longest backoff between send attempts.
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// The scheduler looks at the clock this often.
+const SCHEDULER_TICK: Duration = Duration::from_millis(100);
+
+/// A job's state.
+pub const STATES: [&str; 6] = [
+    "queued",
+    "running",
+    "waiting",
+    "succeeded",
+    "failed",
+    "timed_out",
+];
+/// A job's kind.
+pub const KINDS: [&str; 3] = ["recv", "send", "schedule"];
+
+/// The job a script runs for: lets `job_wait` mark it waiting.
+#[derive(Debug, Default)]
+pub struct JobRun {
+    /// The job id.
+    pub id: String,
+    /// Seconds to wait for the external system's answer, once `job_wait` was called.
+    pub wait_secs: Mutex<Option<u64>>,
+    /// `true` for send jobs (only they may wait).
+    pub can_wait: bool,
+}
+
+/// Wake-ups for the job runners.
+#[derive(Default)]
+pub struct Jobs {
+    send_wake: Notify,
+    inbox: DashMap<String, Arc<Notify>>,
+    schedules: Mutex<HashMap<(String, usize), Entry>>,
+}
+
+struct Entry {
+    spec: String,
+    next: DateTime<Utc>,
+    running: Arc<AtomicBool>,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// Exponential backoff after `attempt` failed attempts: 1 s, 2 s, 4 s … capped at 5 min, ± 20 %.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << attempt.saturating_sub(1).min(16)).min(BACKOFF_CAP);
+    let jitter = 0.8 + 0.4 * (rand_unit());
+    base.mul_f64(jitter)
+}
+
+fn rand_unit() -> f64 {
+    // A UUID v4 is 122 random bits; 53 of them make a uniform float.
+    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
+fn count(channel: &str, kind: &str, state: &str) {
+    metrics::counter!("switchyard_job_transitions_total", "channel" => channel.to_owned(),
+        "kind" => kind.to_owned(), "state" => state.to_owned())
+    .increment(1);
+}
+
+/// A job as the API shows it.
+fn job_json(row: &Row<'_>) -> rusqlite::Result<Value> {
+    let next: Option<i64> = row.get("next_attempt_at")?;
+    let result: Option<String> = row.get("result")?;
+    Ok(json!({
+        "id": row.get::<_, String>("id")?,
+        "channel": row.get::<_, String>("channel")?,
+        "kind": row.get::<_, String>("kind")?,
+        "state": row.get::<_, String>("state")?,
+        "attempt": row.get::<_, i64>("attempt")?,
+        "max_attempts": row.get::<_, i64>("max_attempts")?,
+        "created": rfc3339_ms(row.get("created")?),
+        "updated": rfc3339_ms(row.get("updated")?),
+        "next_attempt_at": next.map(rfc3339_ms),
+        "last_error": row.get::<_, Option<String>>("last_error")?,
+        "result": result.and_then(|r| serde_json::from_str::<Value>(&r).ok()),
+    }))
+}
+
+fn max_attempts(channel: &Channel) -> i64 {
+    1 + i64::from(channel.doc.opts.send_retries)
+}
+
+/// Why a job could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The channel is unknown.
+    #[error("unknown channel {0:?}")]
+    UnknownChannel(String),
+    /// The channel has no send script.
+    #[error("channel {0:?} has no send_svcscriptcode")]
+    NoScript(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Creates a send job for channel `code` with `data`; returns its id once committed.
+pub async fn create_send(app: &AppState, code: &str, data: &Value) -> Result<String, CreateError> {
+    let (id, insert) = send_insert(app, code, data)?;
+    app.store.write(insert).await?;
+    count(code, "send", "queued");
+    app.jobs.send_wake.notify_one();
+    Ok(id)
+}
+
+/// [`create_send`] for blocking threads (scripts).
+pub fn create_send_blocking(
+    app: &AppState,
+    code: &str,
+    data: &Value,
+) -> Result<String, CreateError> {
+    let (id, insert) = send_insert(app, code, data)?;
+    app.store.write_blocking(insert)?;
+    count(code, "send", "queued");
+    app.jobs.send_wake.notify_one();
+    Ok(id)
+}
+
+type Insert = Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<()> + Send>;
+
+fn send_insert(app: &AppState, code: &str, data: &Value) -> Result<(String, Insert), CreateError> {
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot
+        .channel(code)
+        .ok_or_else(|| CreateError::UnknownChannel(code.to_owned()))?;
+    if channel.script_for(ScriptField::Send).is_none() {
+        return Err(CreateError::NoScript(code.to_owned()));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let (job, channel_code, max) = (id.clone(), code.to_owned(), max_attempts(channel));
+    let input = json!({ "data": data }).to_string();
+    let insert: Insert = Box::new(move |c| {
+        let now = now_ms();
+        c.execute(
+            "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, next_attempt_at, input) \
+             VALUES (?1, ?2, 'send', 'queued', 0, ?3, ?4, ?4, ?4, ?5)",
+            params![job, channel_code, max, now, input],
+        )?;
+        Ok(())
+    });
+    Ok((id, insert))
+}
+
+/// Stores an inbound request for the channel's inbox; returns once it is committed.
+pub async fn create_recv(
+    app: &AppState,
+    code: &str,
+    request_id: &str,
+    params: &[String],
+    identity: &Identity,
+) -> Result<(), StoreError> {
+    let input =
+        json!({ "params": params, "user": identity.user_id, "roles": identity.roles }).to_string();
+    let (id, channel) = (request_id.to_owned(), code.to_owned());
+    app.store
+        .write(move |c| {
+            let now = now_ms();
+            c.execute(
+                "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, input) \
+                 VALUES (?1, ?2, 'recv', 'queued', 0, 1, ?3, ?3, ?4)",
+                params![id, channel, now, input],
+            )
+        })
+        .await?;
+    count(code, "recv", "queued");
+    wake_inbox(app, code);
+    Ok(())
+}
+
+fn wake_inbox(app: &AppState, code: &str) {
+    if let Some(n) = app.jobs.inbox.get(code) {
+        n.notify_one();
+        return;
+    }
+    let notify = app.jobs.inbox.entry(code.to_owned()).or_insert_with(|| {
+        let notify = Arc::new(Notify::new());
+        if let Some(app) = app.me.upgrade() {
+            tokio::spawn(inbox_worker(app, code.to_owned(), notify.clone()));
+        }
+        notify
+    });
+    notify.notify_one();
+}
+
+/// Re-queues jobs a crash left running, then starts the runners.
+pub async fn start(app: &Arc<AppState>) -> Result<(), StoreError> {
+    let recovered: Vec<String> = app
+        .store
+        .write(|c| {
+            c.execute(
+                "UPDATE jobs SET state = 'queued', next_attempt_at = ?1, updated = ?1 WHERE state = 'running' AND kind != 'schedule'",
+                [now_ms()],
+            )?;
+            c.execute(
+                "UPDATE jobs SET state = 'failed', last_error = 'interrupted by a restart', updated = ?1 \
+                 WHERE state = 'running' AND kind = 'schedule'",
+                [now_ms()],
+            )?;
+            let mut stmt = c.prepare("SELECT DISTINCT channel FROM jobs WHERE kind = 'recv' AND state = 'queued'")?;
+            let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(rows)
+        })
+        .await?;
+    for code in recovered {
+        wake_inbox(app, &code);
+    }
+    tokio::spawn(send_dispatcher(app.clone()));
+    tokio::spawn(scheduler(app.clone()));
+    Ok(())
+}
+
+/// Runs due send jobs and times out waiting ones.
+async fn send_dispatcher(app: Arc<AppState>) {
+    let permits = Arc::new(Semaphore::new(SEND_CONCURRENCY));
+    loop {
+        if let Err(e) = time_out_waiting(&app).await {
+            tracing::error!("jobs: {e}");
+        }
+        let free = permits.available_permits();
+        let claimed = if free > 0 {
+            claim_sends(&app, free).await
+        } else {
+            Ok(Vec::new())
+        };
+        match claimed {
+            Ok(jobs) => {
+                for (id, channel, attempt, input) in jobs {
+                    let permit = permits.clone().acquire_owned().await.expect("never closed");
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        run_send(&app, id, channel, attempt, input).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(e) => tracing::error!("jobs: {e}"),
+        }
+        let next_due: Option<i64> = app
+            .store
+            .read(|c| {
+                c.query_row(
+                    "SELECT min(next_attempt_at) FROM jobs WHERE kind = 'send' AND state IN ('queued', 'waiting')",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap_or(None);
+        let wait = next_due
+            .map(|t| Duration::from_millis((t - now_ms()).clamp(0, 1000) as u64))
+            .unwrap_or(Duration::from_secs(1));
+        tokio::select! {
+            _ = app.jobs.send_wake.notified() => {}
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+        }
+    }
+}
+
+async fn claim_sends(
+    app: &AppState,
+    limit: usize,
+) -> Result<Vec<(String, String, i64, String)>, StoreError> {
+    app.store
+        .write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE jobs SET state = 'running', attempt = attempt + 1, updated = ?1 \
+                 WHERE seq IN (SELECT seq FROM jobs WHERE kind = 'send' AND state = 'queued' \
+                               AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2) \
+                 RETURNING id, channel, attempt, input",
+            )?;
+            let rows = stmt
+                .query_map(params![now_ms(), limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+}
+
+async fn time_out_waiting(app: &AppState) -> Result<(), StoreError> {
+    let timed_out: Vec<(String, String, String)> = app
+        .store
+        .write(|c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE jobs SET state = 'timed_out', updated = ?1, last_error = 'no result in time' \
+                 WHERE state = 'waiting' AND next_attempt_at <= ?1 RETURNING id, channel, kind",
+            )?;
+            let rows = stmt
+                .query_map([now_ms()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await?;
+    for (id, channel, kind) in timed_out {
+        finished(app, &id, &channel, &kind, "timed_out").await;
+    }
+    Ok(())
+}
+
+/// Counts the final state and publishes `job.finished`.
+async fn finished(app: &AppState, id: &str, channel: &str, kind: &str, state: &str) {
+    count(channel, kind, state);
+    tracing::info!(target: "switchyard::jobs", channel, job = id, kind, state, "job finished");
+    let data = json!({ "id": id, "channel": channel, "kind": kind, "state": state });
+    if let Ok(event) = crate::events::Event::new("system", "job.finished", data) {
+        if let Err(e) = app.events.publish(event).await {
+            tracing::error!("publishing job.finished: {e}");
+        }
+    }
+}
+
+/// What one run of a job's script came to.
+struct Outcome {
+    result: Option<String>,
+    error: Option<String>,
+    wait_secs: Option<u64>,
+}
+
+async fn run_script(
+    app: &Arc<AppState>,
+    channel: &Arc<Channel>,
+    script_code: Option<&str>,
+    params: Vec<String>,
+    identity: Identity,
+    job: Arc<JobRun>,
+) -> Outcome {
+    let snapshot = app.registry.snapshot();
+    let Some(script) = script_code.and_then(|c| snapshot.scripts.get(c).cloned()) else {
+        return Outcome {
+            result: None,
+            error: Some("the channel has no script for this job".into()),
+            wait_secs: None,
+        };
+    };
+    let ctx = RunContext {
+        channel: channel.clone(),
+        request_id: job.id.clone(),
+        identity,
+        params: params.into_iter().map(Into::into).collect(),
+        scripts: snapshot.scripts.clone(),
+        host: app.clone(),
+        job: Some(job.clone()),
+    };
+    match app
+        .engine
+        .run(script, ctx, channel.timeout, &["result"])
+        .await
+    {
+        Ok(outputs) => {
+            let result = result_text(&outputs[0]);
+            let wait_secs = *job.wait_secs.lock().unwrap_or_else(|p| p.into_inner());
+            Outcome {
+                result,
+                error: None,
+                wait_secs,
+            }
+        }
+        Err(RunError::Timeout) => Outcome {
+            result: None,
+            error: Some(format!("timed out after {} s", channel.timeout.as_secs())),
+            wait_secs: None,
+        },
+        Err(RunError::Failed(message)) => Outcome {
+            result: None,
+            error: Some(message),
+            wait_secs: None,
+        },
+    }
+}
+
+fn result_text(value: &Dynamic) -> Option<String> {
+    if value.is_unit() {
+        return None;
+    }
+    convert::to_json(value).ok().map(|v| v.to_string())
+}
+
+async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, input: String) {
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot.channel(&code).cloned();
+    let data = serde_json::from_str::<Value>(&input)
+        .ok()
+        .map(|v| v["data"].clone())
+        .unwrap_or(Value::Null);
+    let job = Arc::new(JobRun {
+        id: id.clone(),
+        can_wait: true,
+        ..JobRun::default()
+    });
+    let outcome = match &channel {
+        None => Outcome {
+            result: None,
+            error: Some(format!("channel {code:?} no longer exists")),
+            wait_secs: None,
+        },
+        Some(ch) => {
+            let params = vec![
+                data.to_string(),
+                code.clone(),
+                id.clone(),
+                attempt.to_string(),
+            ];
+            let identity = crate::auth::channel_identity(ch, &app.config);
+            run_script(
+                app,
+                ch,
+                ch.script_for(ScriptField::Send),
+                params,
+                identity,
+                job,
+            )
+            .await
+        }
+    };
+    let duration_ms = started.elapsed().as_millis() as i64;
+    // send_retries is read now, so a changed setting applies to running jobs.
+    let max = channel.as_ref().map_or(attempt, |c| max_attempts(c));
+    let now = now_ms();
+    let (state, next_at, outcome_label) = match (&outcome.error, outcome.wait_secs) {
+        (None, Some(secs)) => ("waiting", Some(now + secs as i64 * 1000), "waiting"),
+        (None, None) => ("succeeded", None, "succeeded"),
+        (Some(_), _) if attempt < max && channel.is_some() => (
+            "queued",
+            Some(now + backoff(attempt as u32).as_millis() as i64),
+            "failed",
+        ),
+        (Some(_), _) => ("failed", None, "failed"),
+    };
+    let (job_id, err, result) = (id.clone(), outcome.error.clone(), outcome.result.clone());
+    let write = app
+        .store
+        .write(move |c| {
+            c.execute(
+                "UPDATE jobs SET state = ?2, updated = ?3, next_attempt_at = ?4, last_error = coalesce(?5, last_error), \
+                 result = coalesce(?6, result), max_attempts = ?7 WHERE id = ?1",
+                params![job_id, state, now, next_at, err, result, max],
+            )?;
+            c.execute(
+                "INSERT OR REPLACE INTO attempts (job, n, started, duration_ms, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![job_id, attempt, started_ms, duration_ms, outcome_label, err],
+            )
+        })
+        .await;
+    if let Err(e) = write {
+        tracing::error!(job = %id, "jobs: {e}");
+        return;
+    }
+    metrics::histogram!("switchyard_job_attempt_duration_seconds", "channel" => code.clone(), "kind" => "send")
+        .record(duration_ms as f64 / 1000.0);
+    if let Some(e) = &outcome.error {
+        tracing::warn!(target: "switchyard::jobs", channel = %code, job = %id, attempt, "send attempt failed: {e}");
+    }
+    match state {
+        "queued" => {
+            count(&code, "send", "queued");
+            app.jobs.send_wake.notify_one();
+        }
+        "waiting" => count(&code, "send", "waiting"),
+        _ => finished(app, &id, &code, "send", state).await,
+    }
+}
+
+/// Runs a channel's stored requests one at a time, in arrival order.
+async fn inbox_worker(app: Arc<AppState>, code: String, wake: Arc<Notify>) {
+    loop {
+        let snapshot = app.registry.snapshot();
+        let channel = snapshot.channel(&code).cloned();
+        let paused = channel.as_ref().is_none_or(|c| c.doc.opts.disabled);
+        let claimed = if paused {
+            Ok(None)
+        } else {
+            claim_recv(&app, &code).await
+        };
+        let (id, attempt, input) = match claimed {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(channel = %code, "inbox: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let channel = channel.expect("claimed only for a loaded channel");
+        let input: Value = serde_json::from_str(&input).unwrap_or(Value::Null);
+        let params: Vec<String> = input["params"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let identity = Identity {
+            user_id: input["user"].as_str().unwrap_or("").to_owned(),
+            roles: input["roles"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let job = Arc::new(JobRun {
+            id: id.clone(),
+            ..JobRun::default()
+        });
+        let started = Instant::now();
+        let started_ms = now_ms();
+        let outcome = run_script(
+            &app,
+            &channel,
+            channel.script_for(ScriptField::Recv),
+            params,
+            identity,
+            job,
+        )
+        .await;
+        let duration_ms = started.elapsed().as_millis() as i64;
+        let state = if outcome.error.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        if let Err(e) =
+            finish_run(&app, &id, attempt, started_ms, duration_ms, state, &outcome).await
+        {
+            tracing::error!(channel = %code, job = %id, "inbox: {e}");
+        }
+        metrics::histogram!("switchyard_job_attempt_duration_seconds", "channel" => code.clone(), "kind" => "recv")
+            .record(duration_ms as f64 / 1000.0);
+        if let Some(e) = &outcome.error {
+            tracing::warn!(target: "switchyard::jobs", channel = %code, job = %id, "inbox run failed: {e}");
+        }
+        finished(&app, &id, &code, "recv", state).await;
+    }
+}
+
+async fn finish_run(
+    app: &AppState,
+    id: &str,
+    attempt: i64,
+    started_ms: i64,
+    duration_ms: i64,
+    state: &'static str,
+    outcome: &Outcome,
+) -> Result<(), StoreError> {
+    let (job, err, result) = (id.to_owned(), outcome.error.clone(), outcome.result.clone());
+    app.store
+        .write(move |c| {
+            c.execute(
+                "UPDATE jobs SET state = ?2, updated = ?3, last_error = ?4, result = ?5, next_attempt_at = NULL WHERE id = ?1",
+                params![job, state, now_ms(), err, result],
+            )?;
+            c.execute(
+                "INSERT OR REPLACE INTO attempts (job, n, started, duration_ms, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![job, attempt, started_ms, duration_ms, state, err],
+            )?;
+            Ok(())
+        })
+        .await
+}
+
+async fn claim_recv(
+    app: &AppState,
+    code: &str,
+) -> Result<Option<(String, i64, String)>, StoreError> {
+    let channel = code.to_owned();
+    app.store
+        .write(move |c| {
+            c.prepare_cached(
+                "UPDATE jobs SET state = 'running', attempt = attempt + 1, updated = ?2 \
+                 WHERE seq = (SELECT seq FROM jobs WHERE channel = ?1 AND kind = 'recv' AND state = 'queued' ORDER BY seq LIMIT 1) \
+                 RETURNING id, attempt, input",
+            )?
+            .query_row(params![channel, now_ms()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+        })
+        .await
+}
+
+/// Runs `opts.schedule` entries on time; a tick that finds the previous run still going is skipped.
+async fn scheduler(app: Arc<AppState>) {
+    let mut tick = tokio::time::interval(SCHEDULER_TICK);
+    loop {
+        tick.tick().await;
+        let snapshot = app.registry.snapshot();
+        let now = Utc::now();
+        let mut due = Vec::new();
+        {
+            let mut entries = app.jobs.schedules.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = std::collections::HashSet::new();
+            for channel in snapshot.channels.values() {
+                if !channel.is_general() || channel.doc.opts.disabled {
+                    continue;
+                }
+                for (i, e) in channel.doc.opts.schedule.iter().enumerate() {
+                    let key = (channel.code().to_owned(), i);
+                    let spec = format!("{:?}|{:?}|{}", e.every, e.cron, e.script);
+                    live.insert(key.clone());
+                    let entry = entries.entry(key).or_insert_with(|| Entry {
+                        spec: String::new(),
+                        next: now,
+                        running: Arc::default(),
+                    });
+                    if entry.spec != spec {
+                        entry.spec = spec;
+                        entry.next = match next_after(e, now) {
+                            Some(t) => t,
+                            None => continue,
+                        };
+                    }
+                    if entry.next > now {
+                        continue;
+                    }
+                    let scheduled = entry.next;
+                    entry.next = next_after(e, scheduled.max(now))
+                        .unwrap_or(now + chrono::Duration::days(365));
+                    if entry.running.swap(true, Ordering::AcqRel) {
+                        metrics::counter!("switchyard_schedule_skipped_total", "channel" => channel.code().to_owned())
+                            .increment(1);
+                        tracing::warn!(channel = %channel.code(), script = %e.script, "schedule tick skipped: the previous run is still going");
+                        continue;
+                    }
+                    due.push((
+                        channel.clone(),
+                        e.script.clone(),
+                        scheduled,
+                        entry.running.clone(),
+                    ));
+                }
+            }
+            entries.retain(|k, _| live.contains(k));
+        }
+        for (channel, script, scheduled, running) in due {
+            let app = app.clone();
+            tokio::spawn(async move {
+                run_schedule(&app, &channel, &script, scheduled).await;
+                running.store(false, Ordering::Release);
+            });
+        }
+    }
+}
+
+fn next_after(
+    entry: &crate::channel::ScheduleEntry,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if let Some(every) = &entry.every {
+        let d = humantime::parse_duration(every).ok()?;
+        return Some(after + chrono::Duration::from_std(d).ok()?);
+    }
+    let cron = cron::Schedule::from_str(entry.cron.as_deref()?).ok()?;
+    cron.after(&after).next()
+}
+
+async fn run_schedule(
+    app: &Arc<AppState>,
+    channel: &Arc<Channel>,
+    script: &str,
+    scheduled: DateTime<Utc>,
+) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let code = channel.code().to_owned();
+    let at = scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let input = json!({ "script": script, "scheduled": at }).to_string();
+    let (job, ch) = (id.clone(), code.clone());
+    let created = app
+        .store
+        .write(move |c| {
+            let now = now_ms();
+            c.execute(
+                "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, input) \
+                 VALUES (?1, ?2, 'schedule', 'running', 1, 1, ?3, ?3, ?4)",
+                params![job, ch, now, input],
+            )
+        })
+        .await;
+    if let Err(e) = created {
+        tracing::error!(channel = %code, "schedule: {e}");
+        return;
+    }
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let job = Arc::new(JobRun {
+        id: id.clone(),
+        ..JobRun::default()
+    });
+    let identity = crate::auth::channel_identity(channel, &app.config);
+    let outcome = run_script(
+        app,
+        channel,
+        Some(script),
+        vec![at, code.clone()],
+        identity,
+        job,
+    )
+    .await;
+    let duration_ms = started.elapsed().as_millis() as i64;
+    let state = if outcome.error.is_some() {
+        "failed"
+    } else {
+        "succeeded"
+    };
+    if let Err(e) = finish_run(app, &id, 1, started_ms, duration_ms, state, &outcome).await {
+        tracing::error!(channel = %code, "schedule: {e}");
+    }
+    if let Some(e) = &outcome.error {
+        tracing::warn!(target: "switchyard::jobs", channel = %code, job = %id, "schedule run failed: {e}");
+    }
+    metrics::histogram!("switchyard_job_attempt_duration_seconds", "channel" => code.clone(), "kind" => "schedule")
+        .record(duration_ms as f64 / 1000.0);
+    finished(app, &id, &code, "schedule", state).await;
+}
+
+/// The answer to `POST /channels/{code}/jobs/{id}/result`.
+pub enum Callback {
+    /// The job moved to this state.
+    Done(&'static str),
+    /// No such job on this channel.
+    Unknown,
+    /// The job is not waiting.
+    NotWaiting(String),
+}
+
+/// Applies an external system's answer to a waiting job.
+pub async fn callback(
+    app: &AppState,
+    code: &str,
+    id: &str,
+    success: bool,
+    reason: Option<String>,
+    data: Value,
+) -> Result<Callback, StoreError> {
+    let (job, channel) = (id.to_owned(), code.to_owned());
+    let state: &'static str = if success { "succeeded" } else { "failed" };
+    let result = (!data.is_null()).then(|| data.to_string());
+    let outcome = app
+        .store
+        .write(move |c| {
+            let current: Option<(String, String)> = c
+                .query_row(
+                    "SELECT state, kind FROM jobs WHERE id = ?1 AND channel = ?2",
+                    params![job, channel],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match current {
+                None => Ok(Callback::Unknown),
+                Some((s, _)) if s != "waiting" => Ok(Callback::NotWaiting(s)),
+                Some(_) => {
+                    c.execute(
+                        "UPDATE jobs SET state = ?2, updated = ?3, next_attempt_at = NULL, \
+                         last_error = ?4, result = coalesce(?5, result) WHERE id = ?1",
+                        params![job, state, now_ms(), reason, result],
+                    )?;
+                    Ok(Callback::Done(state))
+                }
+            }
+        })
+        .await?;
+    if let Callback::Done(state) = &outcome {
+        finished(app, id, code, "send", state).await;
+    }
+    Ok(outcome)
+}
+
+/// `POST /admin/jobs/{id}/retry`: a failed or timed-out job runs again now.
+pub async fn retry(app: &AppState, id: &str) -> Result<Result<Value, String>, StoreError> {
+    let job = id.to_owned();
+    let outcome = app
+        .store
+        .write(move |c| {
+            let row: Option<(String, String, String)> = c
+                .query_row(
+                    "SELECT state, kind, channel FROM jobs WHERE id = ?1",
+                    [&job],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            match row {
+                None => Ok(Err("unknown".to_string())),
+                Some((state, _, _)) if state != "failed" && state != "timed_out" => Ok(Err(state)),
+                Some((_, kind, _)) if kind == "schedule" => Ok(Err("schedule".to_string())),
+                Some((_, kind, channel)) => {
+                    // The retry is one more attempt beyond the limit it already reached.
+                    c.execute(
+                        "UPDATE jobs SET state = 'queued', next_attempt_at = ?2, updated = ?2, \
+                         max_attempts = max(max_attempts, attempt + 1) WHERE id = ?1",
+                        params![job, now_ms()],
+                    )?;
+                    Ok(Ok((kind, channel)))
+                }
+            }
+        })
+        .await?;
+    match outcome {
+        Err(why) => Ok(Err(why)),
+        Ok((kind, channel)) => {
+            count(&channel, &kind, "queued");
+            if kind == "recv" {
+                wake_inbox(app, &channel);
+            } else {
+                app.jobs.send_wake.notify_one();
+            }
+            Ok(Ok(get(app, id)?.unwrap_or(Value::Null)))
+        }
+    }
+}
+
+/// One job with its attempts, or `None`.
+pub fn get(app: &AppState, id: &str) -> Result<Option<Value>, StoreError> {
+    app.store.read(|c| {
+        let job = c
+            .query_row("SELECT * FROM jobs WHERE id = ?1", [id], job_json)
+            .optional()?;
+        let Some(mut job) = job else { return Ok(None) };
+        let mut stmt = c.prepare_cached(
+            "SELECT n, started, duration_ms, outcome, error FROM attempts WHERE job = ?1 ORDER BY n",
+        )?;
+        let attempts = stmt
+            .query_map([id], |r| {
+                Ok(json!({
+                    "attempt": r.get::<_, i64>(0)?,
+                    "started": rfc3339_ms(r.get(1)?),
+                    "duration_ms": r.get::<_, i64>(2)?,
+                    "outcome": r.get::<_, String>(3)?,
+                    "error": r.get::<_, Option<String>>(4)?,
+                }))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        job["attempts"] = Value::Array(attempts);
+        Ok(Some(job))
+    })
+}
+
+/// Jobs filtered by channel, kind and state, newest first.
+pub fn list(
+    app: &AppState,
+    channel: Option<&str>,
+    kind: Option<&str>,
+    state: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Value>, StoreError> {
+    app.store.read(|c| {
+        let mut stmt = c.prepare_cached(
+            "SELECT * FROM jobs WHERE (?1 IS NULL OR channel = ?1) AND (?2 IS NULL OR kind = ?2) \
+             AND (?3 IS NULL OR state = ?3) ORDER BY seq DESC LIMIT ?4",
+        )?;
+        let rows = stmt
+            .query_map(params![channel, kind, state, limit as i64], job_json)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    })
+}
+
+/// Deletes finished jobs older than `job_retention`; returns how many.
+pub async fn prune(app: &AppState) -> Result<usize, StoreError> {
+    let cutoff = now_ms() - app.config.job_retention.as_millis() as i64;
+    app.store
+        .write(move |c| {
+            const DONE: &str = "state IN ('succeeded', 'failed', 'timed_out') AND updated < ?1";
+            c.execute(
+                &format!("DELETE FROM attempts WHERE job IN (SELECT id FROM jobs WHERE {DONE})"),
+                [cutoff],
+            )?;
+            c.execute(&format!("DELETE FROM jobs WHERE {DONE}"), [cutoff])
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        for (attempt, base) in [
+            (1u32, 1.0f64),
+            (2, 2.0),
+            (3, 4.0),
+            (9, 256.0),
+            (10, 300.0),
+            (40, 300.0),
+        ] {
+            for _ in 0..50 {
+                let d = backoff(attempt).as_secs_f64();
+                assert!(
+                    d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9,
+                    "attempt {attempt}: {d}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn schedules_compute_their_next_time() {
+        let e = |every: Option<&str>, cron: Option<&str>| crate::channel::ScheduleEntry {
+            every: every.map(Into::into),
+            cron: cron.map(Into::into),
+            script: "s".into(),
+        };
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap();
+        assert_eq!(
+            next_after(&e(Some("30s"), None), t),
+            Some(t + chrono::Duration::seconds(30))
+        );
+        assert_eq!(
+            next_after(
+                &e(None, Some("0 */5 * * * *")),
+                t + chrono::Duration::seconds(1)
+            ),
+            Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap())
+        );
+    }
+}
