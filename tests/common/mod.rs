@@ -279,3 +279,120 @@ pub fn channel(code: &str, recv: &str) -> Value {
         "opts": { "issync": true }
     })
 }
+
+/// Sends `GET path` over a raw socket (no client-side URL normalisation); returns the status.
+pub async fn raw_get(srv: &Server, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = srv.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A request an [`Upstream`] received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+/// A real HTTP server on 127.0.0.1 standing in for an external system.
+/// `GET|POST /ok` answers 200; `/fail/{n}` answers 500 for its first `n` calls, then 200;
+/// every request is recorded.
+pub struct Upstream {
+    pub base: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        use std::collections::HashMap;
+        type Shared = (Arc<Mutex<Vec<Seen>>>, Arc<Mutex<HashMap<String, u32>>>);
+        async fn record(
+            State((seen, counts)): State<Shared>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: String,
+        ) -> (StatusCode, String) {
+            let path = uri.path().to_owned();
+            seen.lock().unwrap().push(Seen {
+                method: method.to_string(),
+                path: path.clone(),
+                authorization: headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+                body,
+            });
+            let failures = path
+                .rsplit_once("/fail/")
+                .and_then(|(_, n)| n.parse::<u32>().ok());
+            if let Some(n) = failures {
+                let mut counts = counts.lock().unwrap();
+                let c = counts.entry(path.clone()).or_default();
+                *c += 1;
+                if *c <= n {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "not yet".into());
+                }
+            }
+            (StatusCode::OK, "{\"ok\":true}".into())
+        }
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let state: Shared = (seen.clone(), Arc::default());
+        let app = axum::Router::new().fallback(record).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Upstream {
+            base,
+            seen,
+            _task: task,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Polls `GET /admin/jobs/{id}` until its state is one of `states`.
+pub async fn wait_job(
+    srv: &Server,
+    admin: &str,
+    id: &str,
+    states: &[&str],
+    limit: Duration,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let resp = client()
+            .get(srv.url(&format!("/admin/jobs/{id}")))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap();
+        let (status, _, job) = json_of(resp).await;
+        if status == 200 && states.iter().any(|s| job["state"] == *s) {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} still {job} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
