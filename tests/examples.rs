@@ -198,3 +198,88 @@ async fn the_orders_websocket_looks_orders_up() {
         }
     }
 }
+
+#[tokio::test]
+async fn created_orders_are_kept_and_the_poller_publishes_new_ones() {
+    // The shipped folders, copied, so the poller can be pointed at this server's port.
+    let project = common::Project::new();
+    for dir in ["channels", "scripts"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(
+                &path,
+                project.path().join(dir).join(path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+    }
+    let srv = project.config("admin_token = \"adm\"").start();
+    let c = client();
+    let (status, _, created) = json_of(
+        c.post(srv.url("/channels/orders/api/orders"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"customer": "Kept Corp", "items": [{"sku": "K", "qty": 1, "price": 1}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, _, found) = json_of(
+        c.get(srv.url(&format!("/channels/orders/api/orders/{id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, found["customer"].as_str()),
+        (200, Some("Kept Corp"))
+    );
+
+    // Point the poller at this server and make it poll every second.
+    let poller = srv
+        .project
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("channels/order_poller.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&poller).unwrap()).unwrap();
+    doc["url"] = format!("{}/channels/orders/api/", srv.base).into();
+    doc["opts"]["schedule"][0]["every"] = "1s".into();
+    std::fs::write(&poller, doc.to_string()).unwrap();
+
+    let started = std::time::Instant::now();
+    let new_orders = loop {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the poller never succeeded"
+        );
+        let (_, _, list) = json_of(
+            c.get(srv.url("/admin/jobs?channel=order_poller&kind=schedule&state=succeeded"))
+                .bearer_auth("adm")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if let Some(first) = list["jobs"].as_array().unwrap().last() {
+            break first["result"]["new_orders"].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let ids: Vec<&str> = new_orders
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"1001") && ids.contains(&"1003") && ids.contains(&id.as_str()),
+        "{ids:?}"
+    );
+    assert!(!ids.contains(&"1002"), "1002 is shipped, not open");
+}
