@@ -357,6 +357,10 @@ struct Outcome {
     wait_secs: Option<u64>,
 }
 
+/// The variables a job's script may set: `result`, and for inbox runs also the
+/// HTTP answer variables of a recv script (accepted, not sent anywhere).
+const JOB_OUTPUTS: &[&str] = &["result", "status", "body", "content_type", "headers"];
+
 async fn run_script(
     app: &Arc<AppState>,
     channel: &Arc<Channel>,
@@ -384,7 +388,7 @@ async fn run_script(
     };
     match app
         .engine
-        .run(script, ctx, channel.timeout, &["result"])
+        .run(script, ctx, channel.timeout, JOB_OUTPUTS)
         .await
     {
         Ok(outputs) => {
