@@ -49,9 +49,6 @@ pub enum AppError {
     /// 408 `request_timeout`.
     #[error("request body not received in time")]
     RequestTimeout,
-    /// 501 `not_implemented`: a contract feature this build lacks.
-    #[error("{0}")]
-    NotImplemented(&'static str),
     /// 400 `invalid_channel`: the message names the field.
     #[error("{0}")]
     InvalidChannel(String),
@@ -100,7 +97,6 @@ impl AppError {
             Self::UnsupportedBody => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_body"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            Self::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
             Self::InvalidChannel(_) => (StatusCode::BAD_REQUEST, "invalid_channel"),
             Self::Missing(code, _) => (StatusCode::NOT_FOUND, code),
             Self::Invalid(code, _) => (StatusCode::BAD_REQUEST, code),
@@ -116,7 +112,6 @@ impl AppError {
             Self::PayloadTooLarge(_)
             | Self::BadRequest(_)
             | Self::Throttled(_)
-            | Self::NotImplemented(_)
             | Self::InvalidChannel(_)
             | Self::Missing(..)
             | Self::Invalid(..)

@@ -143,7 +143,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
 /// Periodic chores: forget finished throttle windows, keep histograms fresh.
 fn spawn_housekeeping(state: Arc<AppState>) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
             state.auth.throttle.sweep();

@@ -781,3 +781,28 @@ async fn channel_send_from_a_script_and_job_finished_events() {
         }
     }
 }
+
+#[tokio::test]
+async fn finished_jobs_are_pruned_after_job_retention() {
+    let up = Upstream::start().await;
+    let srv = project(&up, 0).config("job_retention = \"1s\"").start();
+    let id = send(&srv, "erp", json!({"path": "ok"})).await;
+    wait_job(&srv, ADMIN, &id, &["succeeded"], Duration::from_secs(10)).await;
+    let started = Instant::now();
+    loop {
+        let resp = client()
+            .get(srv.url(&format!("/admin/jobs/{id}")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 404 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "a finished job outlived job_retention"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
