@@ -4,11 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{Authenticator, Iam, Throttle};
 use crate::config::Config;
@@ -128,16 +130,126 @@ pub async fn serve(config: Config) -> Result<(), String> {
         let _ = out.flush();
     }
     tracing::info!(%addr, "serving");
-    let state_for_shutdown = state.clone();
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal(state_for_shutdown))
-    .await
-    .map_err(|e| format!("server error: {e}"))?;
+    let router = app(state.clone());
+    accept_loop(listener, router, state.clone()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Holds one of the `max_connections` slots; a websocket keeps it for its whole session.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+/// Accepts connections until SIGINT/SIGTERM, at most `max_connections` at once
+/// (the next ones wait in the accept backlog), with the header read timeout;
+/// then lets every connection finish its request and returns.
+async fn accept_loop(listener: TcpListener, router: Router, state: Arc<AppState>) {
+    let max = state.config.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal = shutdown_signal(state.clone());
+    tokio::pin!(signal);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            _ = &mut signal => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let slot = ConnectionSlot(Arc::new(slot));
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            router.clone(),
+            slot,
+            state.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection (and websocket) gives its slot back when it is done.
+    let longest_script = Duration::from_secs(crate::channel::MAX_RECV_TIMEOUT + 5);
+    let _ = tokio::time::timeout(longest_script, slots.acquire_many(max as u32)).await;
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    slot: ConnectionSlot,
+    state: Arc<AppState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    // A second handle on the socket, to answer 408 when hyper gives up on the headers.
+    let answer = stream
+        .into_std()
+        .and_then(|s| Ok((s.try_clone()?, s)))
+        .and_then(|(copy, s)| {
+            Ok((
+                tokio::net::TcpStream::from_std(copy)?,
+                tokio::net::TcpStream::from_std(s)?,
+            ))
+        });
+    let (mut answer, stream) = match answer {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::warn!("connection from {peer}: {e}");
+            return;
+        }
+    };
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(slot.clone());
+            let mut router = router.clone();
+            async move { tower::Service::call(&mut router, req.map(axum::body::Body::new)).await }
+        });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(state.config.header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            // Keep driving the connection until its request is answered.
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            use tokio::io::AsyncWriteExt;
+            let body =
+                r#"{"error":"request_timeout","message":"request headers not received in time"}"#;
+            let response = format!(
+                "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                answer.write_all(response.as_bytes()),
+            )
+            .await;
+            let _ = answer.shutdown().await;
+            tracing::info!(target: "switchyard::http", peer = %peer, status = 408, "request headers not received in time");
+        } else {
+            tracing::debug!(peer = %peer, "connection ended: {e}");
+        }
+    }
 }
 
 /// Periodic chores: forget finished throttle windows, keep histograms fresh.

@@ -51,6 +51,7 @@ pub async fn upgrade(
     Path(code): Path<String>,
     headers: HeaderMap,
     uri: Uri,
+    slot: Option<axum::Extension<crate::server::ConnectionSlot>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let response = match admit(&app, &code, peer, &headers, uri.query()) {
@@ -66,7 +67,11 @@ pub async fn upgrade(
                     .max_frame_size(max)
                     .read_buffer_size(READ_BUFFER)
                     .write_buffer_size(WRITE_BUFFER)
-                    .on_upgrade(move |socket| session(app, caller, socket))
+                    .on_upgrade(move |socket| async move {
+                        // The websocket holds its max_connections slot until it closes.
+                        let _slot = slot;
+                        session(app, caller, socket).await
+                    })
             }
         },
     };
