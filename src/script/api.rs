@@ -49,9 +49,22 @@ pub(super) fn register(engine: &mut Engine) {
             .collect()
     });
 
-    engine.register_fn("log_info", |msg: Dynamic| log(tracing::Level::INFO, &msg));
-    engine.register_fn("log_warn", |msg: Dynamic| log(tracing::Level::WARN, &msg));
-    engine.register_fn("log_error", |msg: Dynamic| log(tracing::Level::ERROR, &msg));
+    // A log line is a side effect: an inline attempt would write it twice.
+    engine.register_fn("log_info", |msg: Dynamic| -> Fallible<()> {
+        super::no_side_effects_inline()?;
+        log(tracing::Level::INFO, &msg);
+        Ok(())
+    });
+    engine.register_fn("log_warn", |msg: Dynamic| -> Fallible<()> {
+        super::no_side_effects_inline()?;
+        log(tracing::Level::WARN, &msg);
+        Ok(())
+    });
+    engine.register_fn("log_error", |msg: Dynamic| -> Fallible<()> {
+        super::no_side_effects_inline()?;
+        log(tracing::Level::ERROR, &msg);
+        Ok(())
+    });
     engine.on_print(|text| log(tracing::Level::INFO, &Dynamic::from(text.to_owned())));
     engine.on_debug(|text, _, pos| {
         log(
@@ -152,6 +165,7 @@ pub(super) fn register(engine: &mut Engine) {
         },
     );
     engine.register_fn("webquery", |request: Map| -> Fallible<Dynamic> {
+        super::no_side_effects_inline()?;
         let request = json_value(&Dynamic::from_map(request))?;
         let budget = super::remaining();
         let answer = with_context(|c| match c {
@@ -187,6 +201,7 @@ pub(super) fn register(engine: &mut Engine) {
         with_host(|host, channel| host.kv_set(channel, key, value))
     });
     engine.register_fn("file_read", |name: &str| -> Fallible<ImmutableString> {
+        super::no_side_effects_inline()?;
         let text = with_context(|c| match c {
             Some(c) => c.host.file_read(&c.channel, name),
             None => Err("not available outside a run".into()),
@@ -194,6 +209,7 @@ pub(super) fn register(engine: &mut Engine) {
         text.map(Into::into).or_else(fail)
     });
     engine.register_fn("file_write", |name: &str, text: &str| -> Fallible<()> {
+        super::no_side_effects_inline()?;
         let done = with_context(|c| match c {
             Some(c) => c.host.file_write(&c.channel, name, text),
             None => Err("not available outside a run".into()),
@@ -214,6 +230,7 @@ fn json_value(value: &Dynamic) -> Fallible<serde_json::Value> {
 
 /// Calls `f` with the run's host and channel code; a failure becomes a script error.
 fn with_host<T>(f: impl FnOnce(&dyn super::Host, &str) -> Result<T, String>) -> Fallible<T> {
+    super::no_side_effects_inline()?;
     let result = with_context(|c| match c {
         Some(c) => f(c.host.as_ref(), c.channel.code()),
         None => Err("not available outside a run".into()),

@@ -191,6 +191,7 @@ thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
     static CONTEXT: RefCell<Option<Arc<RunContext>>> = const { RefCell::new(None) };
     static IMPORTING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    static INLINE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// What is left of the current run's time (a long time outside a run).
@@ -290,6 +291,13 @@ impl ScriptEngine {
 
     /// Runs `script` on a blocking thread and returns the values of `outputs`
     /// (top-level variables, `()` when the script did not set them).
+    ///
+    /// The run is first tried inline, on the calling (async) thread, for at most
+    /// [`INLINE_BUDGET`] and without side effects: most scripts finish there and
+    /// skip the hop to a blocking thread. A run that needs more time or calls a
+    /// function with a side effect (kv, webquery, events, pushes, logs…) is
+    /// abandoned, uncatchably, and run again from the start on a blocking thread
+    /// under the full timeout. Nothing of the abandoned attempt is kept.
     pub async fn run(
         &self,
         script: Arc<Script>,
@@ -297,20 +305,61 @@ impl ScriptEngine {
         timeout: Duration,
         outputs: &'static [&'static str],
     ) -> Result<Vec<Dynamic>, RunError> {
-        let engine = self.engine.clone();
         let started = Instant::now();
         let channel = ctx.channel.doc.code.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            run_here(&engine, &script, ctx, started + timeout, outputs)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(%channel, "script run panicked: {e}");
-            Err(RunError::Failed("the script run panicked".into()))
-        });
+        let ctx = Arc::new(ctx);
+        let result =
+            match self.run_inline(&script, &ctx, started + timeout.min(INLINE_BUDGET), outputs) {
+                Some(done) => done,
+                None => {
+                    let engine = self.engine.clone();
+                    tokio::task::spawn_blocking(move || {
+                        run_here(&engine, &script, ctx, started + timeout, outputs)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(%channel, "script run panicked: {e}");
+                        Err(RunError::Failed("the script run panicked".into()))
+                    })
+                }
+            };
         metrics::histogram!("switchyard_script_duration_seconds", "channel" => channel)
             .record(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// The inline attempt; `None` when the run must move to a blocking thread.
+    fn run_inline(
+        &self,
+        script: &Script,
+        ctx: &Arc<RunContext>,
+        deadline: Instant,
+        outputs: &[&str],
+    ) -> Option<Result<Vec<Dynamic>, RunError>> {
+        INLINE.with(|i| i.set(true));
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_here(&self.engine, script, ctx.clone(), deadline, outputs)
+        }));
+        INLINE.with(|i| i.set(false));
+        match attempt {
+            Err(_) => Some(Err(RunError::Failed("the script run panicked".into()))),
+            // Out of inline time, or a side effect ahead: start over on a blocking thread.
+            Ok(Err(RunError::Timeout)) => None,
+            Ok(done) => Some(done),
+        }
+    }
+}
+
+/// The longest a script runs on an async thread before it moves to a blocking one.
+pub const INLINE_BUDGET: Duration = Duration::from_millis(1);
+
+/// In an inline attempt, a function with a side effect ends the attempt (the run
+/// starts over on a blocking thread); `ErrorTerminated` cannot be caught by the script.
+pub(crate) fn no_side_effects_inline() -> Result<(), Box<EvalAltResult>> {
+    if INLINE.with(Cell::get) {
+        Err(EvalAltResult::ErrorTerminated("inline".into(), Position::NONE).into())
+    } else {
+        Ok(())
     }
 }
 
@@ -318,7 +367,7 @@ impl ScriptEngine {
 fn run_here(
     engine: &Engine,
     script: &Script,
-    ctx: RunContext,
+    ctx: Arc<RunContext>,
     deadline: Instant,
     outputs: &[&str],
 ) -> Result<Vec<Dynamic>, RunError> {
@@ -331,7 +380,7 @@ fn run_here(
             )))
         }
     };
-    let _guard = RunGuard::enter(Arc::new(ctx), deadline);
+    let _guard = RunGuard::enter(ctx, deadline);
     let mut scope = Scope::new();
     for name in outputs {
         scope.push_dynamic(*name, Dynamic::UNIT);
@@ -472,10 +521,86 @@ mod tests {
         run_here(
             &engine.engine,
             &scripts["main"],
-            ctx,
+            Arc::new(ctx),
             deadline,
             &["status", "body"],
         )
+    }
+
+    fn context(scripts: Arc<ScriptTable>) -> Arc<RunContext> {
+        let channel = crate::channel::ChannelDoc::parse(r#"{"code":"t"}"#)
+            .unwrap()
+            .validate(
+                None,
+                &crate::channel::ValidationContext {
+                    solution_types: &[],
+                    scripts: &Default::default(),
+                },
+            )
+            .unwrap();
+        Arc::new(RunContext {
+            channel: Arc::new(channel),
+            request_id: "r".into(),
+            identity: Identity::default(),
+            params: Vec::new(),
+            scripts,
+            host: Arc::new(NoHost),
+            job: None,
+        })
+    }
+
+    #[test]
+    fn side_effects_move_the_run_off_the_async_thread() {
+        let e = ScriptEngine::new();
+        let deadline = || Instant::now() + Duration::from_secs(1);
+        for src in [
+            "kv_set(\"a\", 1);",
+            "kv_get(\"a\");",
+            "log_info(\"x\");",
+            "log_warn(\"x\");",
+            "log_error(\"x\");",
+            "emit_event(\"a.b\", 1);",
+            "webquery(#{});",
+            "channel_send(\"c\", 1);",
+            "channel_send_ws(\"c\", 1);",
+            "ws_send(1);",
+            "ws_send_to(\"x\", 1);",
+            "file_read(\"f\");",
+            "file_write(\"f\", \"t\");",
+            // A script cannot catch its way past the move.
+            "try { kv_set(\"a\", 1); } catch { } body = 1;",
+            "loop { }",
+        ] {
+            let scripts = table(&e, &[("main", src)]);
+            let ctx = context(scripts.clone());
+            assert!(
+                e.run_inline(&scripts["main"], &ctx, deadline(), &["body"])
+                    .is_none(),
+                "{src} ran inline"
+            );
+        }
+        let scripts = table(
+            &e,
+            &[(
+                "main",
+                "body = parse_json(\"[1]\")[0] + md5_hex(\"a\").len();",
+            )],
+        );
+        let done = e.run_inline(
+            &scripts["main"],
+            &context(scripts.clone()),
+            deadline(),
+            &["body"],
+        );
+        assert_eq!(done.unwrap().unwrap()[0].as_int().unwrap(), 33);
+        let scripts = table(&e, &[("main", "throw \"no\";")]);
+        let done = e.run_inline(
+            &scripts["main"],
+            &context(scripts.clone()),
+            deadline(),
+            &["body"],
+        );
+        assert!(matches!(done, Some(Err(RunError::Failed(_)))));
     }
 
     #[test]
