@@ -9,6 +9,11 @@ use switchyard::config::Config;
 use switchyard::registry;
 use switchyard::script::ScriptEngine;
 
+// Many small allocations per request (headers, JSON, script values): mimalloc
+// measured faster than the system allocator here.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
