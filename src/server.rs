@@ -89,8 +89,22 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             admin::guard,
         ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn(telemetry::request_layer))
         .with_state(state)
+}
+
+/// A panic inside a handler: logged (with the request id, by the request layer's
+/// line), counted, and answered as `500 {"error":"internal"}`; the server keeps serving.
+fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    tracing::error!("handler panicked: {what}");
+    metrics::counter!("switchyard_panics_total").increment(1);
+    AppError::Internal.into_response()
 }
 
 async fn metrics(

@@ -4,7 +4,7 @@
 //! `message` frame, at most `ws_max_inflight` at once: past that it stops
 //! reading the socket (backpressure) instead of dropping frames. The writer
 //! drains the connection's send queue, pings every 30 s and closes a
-//! connection that has sent nothing for 90 s.
+//! connection that has sent nothing for 90 s (see [`ping_every`]).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -28,10 +28,24 @@ use crate::http::{admit, Caller};
 use crate::script::{convert, RunContext, RunError};
 use crate::AppState;
 
-/// The server pings this often.
-pub const PING_EVERY: Duration = Duration::from_secs(30);
-/// A connection that sent nothing (not even a pong) for this long is closed.
-pub const IDLE_LIMIT: Duration = Duration::from_secs(90);
+/// The server pings every 30 s, or every `SWITCHYARD_WS_PING_SECS` seconds when that
+/// environment variable is set (for load balancers with short idle timeouts, and tests).
+pub fn ping_every() -> Duration {
+    static EVERY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *EVERY.get_or_init(|| {
+        let secs = std::env::var("SWITCHYARD_WS_PING_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .unwrap_or(30);
+        Duration::from_secs(secs)
+    })
+}
+
+/// A connection that sent nothing (not even a pong) for three ping intervals (90 s) is closed.
+pub fn idle_limit() -> Duration {
+    ping_every() * 3
+}
 /// Rate limiting that goes on this long closes the connection with 1008.
 pub const RATE_LIMIT_CLOSE_AFTER: Duration = Duration::from_secs(10);
 /// Initial read buffer of a connection.
@@ -135,7 +149,8 @@ async fn write_loop(
     conn: Arc<Connection>,
     clock: Clock,
 ) {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let every = ping_every();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             biased;
@@ -158,8 +173,8 @@ async fn write_loop(
                 }
             }
             _ = ping.tick() => {
-                if clock.silent_for() >= IDLE_LIMIT {
-                    conn.close(CLOSE_GOING_AWAY, "no answer for 90 s");
+                if clock.silent_for() >= idle_limit() {
+                    conn.close(CLOSE_GOING_AWAY, "no answer for three ping intervals");
                 } else if sink.send(Message::Ping(Default::default())).await.is_err() {
                     break;
                 }

@@ -576,3 +576,56 @@ async fn events_reach_each_subscriber_channel_once() {
         assert_eq!(&v[1]["id"], id, "sub2 got its own copy, in order");
     }
 }
+
+#[tokio::test]
+async fn the_server_pings_and_closes_a_silent_connection() {
+    let srv = project().start_with_env(&[("SWITCHYARD_WS_PING_SECS", "1")]);
+    // A client that reads answers pings (tungstenite replies pong) and stays open.
+    let mut alive = connect(&srv, "/channels/live/ws?token=live-token").await;
+    let started = Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_millis(4500) {
+        if let Ok(Some(Ok(Message::Ping(_)))) =
+            tokio::time::timeout(Duration::from_millis(500), alive.next()).await
+        {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 3, "{pings} pings in 4.5 s");
+    send(&mut alive, json!(["message", {"qid": 1, "data": {}}])).await;
+    assert_eq!(recv(&mut alive).await[1]["success"], true);
+
+    // A client that never reads never answers: the server closes it after three ping
+    // intervals, while the connection that reads stays open.
+    let silent = connect(&srv, "/channels/live/ws?token=live-token").await;
+    let open = || async {
+        let (_, _, body) = json_of(
+            client()
+                .get(srv.url("/admin/connections"))
+                .bearer_auth("adm")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        body["connections"]["live"]
+            .as_array()
+            .map_or(0, |a| a.len())
+    };
+    assert_eq!(open().await, 2);
+    let started = Instant::now();
+    while open().await > 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the silent connection was never closed"
+        );
+        // Keep the reading connection reading (and answering pings) meanwhile.
+        let _ = tokio::time::timeout(Duration::from_millis(200), alive.next()).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
