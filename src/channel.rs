@@ -499,6 +499,21 @@ pub fn locate(text: &str, field: &str) -> Option<(usize, usize)> {
     Some((line, col))
 }
 
+/// A channel from JSON text with no scripts and no solution types (unit tests).
+#[cfg(test)]
+pub(crate) fn test_channel(text: &str) -> Channel {
+    ChannelDoc::parse(text)
+        .unwrap()
+        .validate(
+            None,
+            &ValidationContext {
+                solution_types: &[],
+                scripts: &HashSet::new(),
+            },
+        )
+        .unwrap()
+}
+
 /// Reads and validates one channel file.
 pub fn load_file(path: &Path, ctx: &ValidationContext<'_>) -> Result<Channel, FieldError> {
     let text = std::fs::read_to_string(path)

@@ -558,34 +558,11 @@ async fn inbox_worker(app: Arc<AppState>, code: String, wake: Arc<Notify>) {
             id: id.clone(),
             ..JobRun::default()
         });
-        let started = Instant::now();
-        let started_ms = now_ms();
-        let outcome = run_script(
-            &app,
-            &channel,
-            channel.script_for(ScriptField::Recv),
-            params,
-            identity,
-            job,
+        let script = channel.script_for(ScriptField::Recv);
+        run_once(
+            &app, &channel, script, params, identity, job, attempt, "recv",
         )
         .await;
-        let duration_ms = started.elapsed().as_millis() as i64;
-        let state = if outcome.error.is_some() {
-            "failed"
-        } else {
-            "succeeded"
-        };
-        if let Err(e) =
-            finish_run(&app, &id, attempt, started_ms, duration_ms, state, &outcome).await
-        {
-            tracing::error!(channel = %code, job = %id, "inbox: {e}");
-        }
-        metrics::histogram!("switchyard_job_attempt_duration_seconds", "channel" => code.clone(), "kind" => "recv")
-            .record(duration_ms as f64 / 1000.0);
-        if let Some(e) = &outcome.error {
-            tracing::warn!(target: "switchyard::jobs", channel = %code, job = %id, "inbox run failed: {e}");
-        }
-        finished(&app, &id, &code, "recv", state).await;
     }
 }
 
@@ -733,37 +710,57 @@ async fn run_schedule(
         tracing::error!(channel = %code, "schedule: {e}");
         return;
     }
-    let started = Instant::now();
-    let started_ms = now_ms();
     let job = Arc::new(JobRun {
         id: id.clone(),
         ..JobRun::default()
     });
     let identity = crate::auth::channel_identity(channel, &app.config);
-    let outcome = run_script(
+    let params = vec![at, code];
+    run_once(
         app,
         channel,
         Some(script),
-        vec![at, code.clone()],
+        params,
         identity,
         job,
+        1,
+        "schedule",
     )
     .await;
+}
+
+/// Runs a job that is not retried (an inbox request, a schedule tick), records the
+/// attempt and the final state, and publishes `job.finished`.
+#[allow(clippy::too_many_arguments)]
+async fn run_once(
+    app: &Arc<AppState>,
+    channel: &Arc<Channel>,
+    script: Option<&str>,
+    params: Vec<String>,
+    identity: Identity,
+    job: Arc<JobRun>,
+    attempt: i64,
+    kind: &'static str,
+) {
+    let (id, code) = (job.id.clone(), channel.code().to_owned());
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let outcome = run_script(app, channel, script, params, identity, job).await;
     let duration_ms = started.elapsed().as_millis() as i64;
     let state = if outcome.error.is_some() {
         "failed"
     } else {
         "succeeded"
     };
-    if let Err(e) = finish_run(app, &id, 1, started_ms, duration_ms, state, &outcome).await {
-        tracing::error!(channel = %code, "schedule: {e}");
+    if let Err(e) = finish_run(app, &id, attempt, started_ms, duration_ms, state, &outcome).await {
+        tracing::error!(channel = %code, job = %id, "{kind} job: {e}");
     }
     if let Some(e) = &outcome.error {
-        tracing::warn!(target: "switchyard::jobs", channel = %code, job = %id, "schedule run failed: {e}");
+        tracing::warn!(target: "switchyard::jobs", channel = %code, job = %id, kind, "run failed: {e}");
     }
-    metrics::histogram!("switchyard_job_attempt_duration_seconds", "channel" => code.clone(), "kind" => "schedule")
+    metrics::histogram!("switchyard_job_attempt_duration_seconds", "channel" => code.clone(), "kind" => kind)
         .record(duration_ms as f64 / 1000.0);
-    finished(app, &id, &code, "schedule", state).await;
+    finished(app, &id, &code, kind, state).await;
 }
 
 /// The answer to `POST /channels/{code}/jobs/{id}/result`.

@@ -141,16 +141,7 @@ mod tests {
     use super::*;
 
     fn channel(url: &str) -> Channel {
-        crate::channel::ChannelDoc::parse(&format!(r#"{{"code":"c","url":"{url}"}}"#))
-            .unwrap()
-            .validate(
-                None,
-                &crate::channel::ValidationContext {
-                    solution_types: &[],
-                    scripts: &Default::default(),
-                },
-            )
-            .unwrap()
+        crate::channel::test_channel(&format!(r#"{{"code":"c","url":"{url}"}}"#))
     }
 
     #[test]

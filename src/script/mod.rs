@@ -495,16 +495,7 @@ mod tests {
         timeout_ms: u64,
     ) -> Result<Vec<Dynamic>, RunError> {
         let scripts = table(engine, scripts);
-        let channel = crate::channel::ChannelDoc::parse(r#"{"code":"t","token_remote":"rt"}"#)
-            .unwrap()
-            .validate(
-                None,
-                &crate::channel::ValidationContext {
-                    solution_types: &[],
-                    scripts: &Default::default(),
-                },
-            )
-            .unwrap();
+        let channel = crate::channel::test_channel(r#"{"code":"t","token_remote":"rt"}"#);
         let ctx = RunContext {
             channel: Arc::new(channel),
             request_id: "r1".into(),
@@ -528,16 +519,7 @@ mod tests {
     }
 
     fn context(scripts: Arc<ScriptTable>) -> Arc<RunContext> {
-        let channel = crate::channel::ChannelDoc::parse(r#"{"code":"t"}"#)
-            .unwrap()
-            .validate(
-                None,
-                &crate::channel::ValidationContext {
-                    solution_types: &[],
-                    scripts: &Default::default(),
-                },
-            )
-            .unwrap();
+        let channel = crate::channel::test_channel(r#"{"code":"t"}"#);
         Arc::new(RunContext {
             channel: Arc::new(channel),
             request_id: "r".into(),
