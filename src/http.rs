@@ -15,7 +15,7 @@ use crate::auth::{self, Identity};
 use crate::channel::{Channel, ScriptField};
 use crate::error::AppError;
 use crate::registry::Snapshot;
-use crate::script::{convert, RunContext, RunError};
+use crate::script::{convert, LazyParam, RunContext, RunError};
 use crate::telemetry::{ChannelTag, RequestId};
 use crate::AppState;
 
@@ -122,14 +122,16 @@ async fn serve_api(
         sub_path(parts.uri.path()).into(),
         auth::strip_token(parts.uri.query().unwrap_or("")).into(),
         body.into(),
-        headers_json(&parts.headers).into(),
+        // Built only when needed: by the inbox below, or by the script's startparam(5).
+        rhai::ImmutableString::new(),
         caller.sender.to_string().into(),
         channel.code().into(),
         request_id.as_str().into(),
     ];
     if !channel.doc.opts.issync {
         // The durable inbox: committed before the 202; the channel's queue runs it.
-        let texts: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+        let mut texts: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+        texts[4] = headers_json(&parts.headers);
         crate::jobs::create_recv(app, channel.code(), &request_id, &texts, &caller.identity)
             .await
             .map_err(|e| {
@@ -147,6 +149,7 @@ async fn serve_api(
         scripts: caller.snapshot.scripts.clone(),
         host: app.clone(),
         job: None,
+        lazy: Some(LazyParam::new(5, move || headers_json(&parts.headers))),
     };
     let outputs = app
         .engine

@@ -385,6 +385,7 @@ async fn run_script(
         scripts: snapshot.scripts.clone(),
         host: app.clone(),
         job: Some(job.clone()),
+        lazy: None,
     };
     match app
         .engine

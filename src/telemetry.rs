@@ -59,6 +59,54 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The per-request metric handles, cached by channel so the hot path neither
+/// allocates labels nor looks the metric up in the registry.
+struct ChannelMetrics {
+    requests: Vec<(u16, metrics::Counter)>,
+    script_duration: metrics::Histogram,
+}
+
+fn channel_metrics() -> &'static dashmap::DashMap<String, ChannelMetrics> {
+    static CACHE: OnceLock<dashmap::DashMap<String, ChannelMetrics>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn with_channel_metrics<T>(channel: &str, f: impl FnOnce(&mut ChannelMetrics) -> T) -> T {
+    if let Some(mut m) = channel_metrics().get_mut(channel) {
+        return f(&mut m);
+    }
+    let mut entry = channel_metrics()
+        .entry(channel.to_owned())
+        .or_insert_with(|| ChannelMetrics {
+            requests: Vec::new(),
+            script_duration: metrics::histogram!(
+                "switchyard_script_duration_seconds",
+                "channel" => channel.to_owned()
+            ),
+        });
+    f(&mut entry)
+}
+
+fn request_counter(channel: &str, status: u16) -> metrics::Counter {
+    with_channel_metrics(channel, |m| {
+        if let Some((_, c)) = m.requests.iter().find(|(s, _)| *s == status) {
+            return c.clone();
+        }
+        let counter = metrics::counter!(
+            "switchyard_http_requests_total",
+            "channel" => channel.to_owned(),
+            "status" => status.to_string()
+        );
+        m.requests.push((status, counter.clone()));
+        counter
+    })
+}
+
+/// Records one script run's duration for `channel`.
+pub fn script_duration(channel: &str, seconds: f64) {
+    with_channel_metrics(channel, |m| m.script_duration.record(seconds));
+}
+
 /// Gives every request an id, renders error bodies with it, sets
 /// `X-Request-Id`, writes one log line and counts the request.
 pub async fn request_layer(mut req: Request, next: Next) -> Response {
@@ -105,11 +153,6 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
         duration_ms = format_args!("{duration_ms:.3}"),
         "request"
     );
-    metrics::counter!(
-        "switchyard_http_requests_total",
-        "channel" => channel,
-        "status" => status.to_string()
-    )
-    .increment(1);
+    request_counter(&channel, status).increment(1);
     response
 }

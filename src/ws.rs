@@ -518,6 +518,7 @@ impl MessageRun {
             scripts: snapshot.scripts.clone(),
             host: self.app.clone(),
             job: None,
+            lazy: None,
         };
         let run = self
             .app
@@ -624,6 +625,7 @@ pub fn run_send_ws(app: &Arc<AppState>, code: &str, data: Value) -> Result<(), S
         scripts: snapshot.scripts.clone(),
         host: app.clone(),
         job: None,
+        lazy: None,
     };
     let app = app.clone();
     runtime.spawn(async move {

@@ -21,6 +21,11 @@ fn fail<T>(message: impl Into<String>) -> Fallible<T> {
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("startparam", |n: INT| -> ImmutableString {
         with_context(|c| {
+            if let Some(lazy) = c.and_then(|c| c.lazy.as_ref()) {
+                if usize::try_from(n).ok() == Some(lazy.n) {
+                    return lazy.get();
+                }
+            }
             c.and_then(|c| {
                 usize::try_from(n)
                     .ok()

@@ -174,6 +174,33 @@ pub struct RunContext {
     pub host: Arc<dyn Host>,
     /// The job this run belongs to (send, inbox and schedule runs).
     pub job: Option<Arc<crate::jobs::JobRun>>,
+    /// A `startparam` computed only if the script asks for it.
+    pub lazy: Option<LazyParam>,
+}
+
+/// A `startparam(n)` value that is costly to build (the request headers as JSON)
+/// and often unused: made on first use, once.
+pub struct LazyParam {
+    /// The 1-based `n` it answers.
+    pub n: usize,
+    make: Box<dyn Fn() -> String + Send + Sync>,
+    value: OnceLock<ImmutableString>,
+}
+
+impl LazyParam {
+    /// A lazy `startparam(n)` made by `make`.
+    pub fn new(n: usize, make: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self {
+            n,
+            make: Box::new(make),
+            value: OnceLock::new(),
+        }
+    }
+
+    /// The value, made now if it was not yet.
+    pub fn get(&self) -> ImmutableString {
+        self.value.get_or_init(|| (self.make)().into()).clone()
+    }
 }
 
 /// Why a run did not finish normally.
@@ -323,8 +350,7 @@ impl ScriptEngine {
                     })
                 }
             };
-        metrics::histogram!("switchyard_script_duration_seconds", "channel" => channel)
-            .record(started.elapsed().as_secs_f64());
+        crate::telemetry::script_duration(&channel, started.elapsed().as_secs_f64());
         result
     }
 
@@ -507,6 +533,7 @@ mod tests {
             scripts: scripts.clone(),
             host: Arc::new(NoHost),
             job: None,
+            lazy: None,
         };
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         run_here(
@@ -528,6 +555,7 @@ mod tests {
             scripts,
             host: Arc::new(NoHost),
             job: None,
+            lazy: None,
         })
     }
 
