@@ -245,19 +245,20 @@ fn close_for(err: axum::Error) -> Option<(u16, String)> {
 }
 
 /// A parsed request frame `[kind, {qid, data, …}]`.
-struct Frame {
+pub struct Frame {
     kind: String,
     qid: Value,
     payload: Map<String, Value>,
 }
 
 /// A frame that is not `[string, object]` with a qid: its qid if any, and why.
-struct BadFrame {
+pub struct BadFrame {
     qid: Value,
     message: String,
 }
 
-fn parse_frame(text: &str) -> Result<Frame, BadFrame> {
+/// Parses a text frame (public for the fuzz targets).
+pub fn parse_frame(text: &str) -> Result<Frame, BadFrame> {
     let bad = |qid: Value, message: &str| BadFrame {
         qid,
         message: message.to_owned(),
