@@ -206,10 +206,8 @@ fn write_loop(conn: Connection, ops: mpsc::Receiver<Op>) {
                 conn.execute_batch("COMMIT").map_err(StoreError::from)
             }
             Err(e) => {
-                for op in group {
-                    // Not run: answer with the failure to begin.
-                    drop(op);
-                }
+                // Not run: dropping them answers their callers with an error.
+                drop(group);
                 Err(e)
             }
         };
