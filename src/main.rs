@@ -94,6 +94,7 @@ fn main() -> ExitCode {
                 config.data = dir;
             }
             switchyard::telemetry::init_logs(config.log_format);
+            switchyard::telemetry::init_panic_hook();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 // Rhai recurses on the native stack; deep (but bounded) scripts need room.

@@ -63,7 +63,19 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
 
 /// The router with every route of the contract.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if telemetry::fault_injection() {
+        router = router.route(
+            "/admin/fault/panic",
+            get(|| async {
+                if telemetry::fault_injection() {
+                    panic!("injected fault: handler panic");
+                }
+                AppError::NotFound
+            }),
+        );
+    }
+    router
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -94,17 +106,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// A panic inside a handler: logged (with the request id, by the request layer's
-/// line), counted, and answered as `500 {"error":"internal"}`; the server keeps serving.
+/// A panic inside a handler: counted, answered as `500 {"error":"internal"}` and
+/// logged with the request id by the request layer; the server keeps serving.
 fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    let what = err
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| err.downcast_ref::<&str>().copied())
-        .unwrap_or("a panic");
-    tracing::error!("handler panicked: {what}");
     metrics::counter!("switchyard_panics_total").increment(1);
-    AppError::Internal.into_response()
+    let mut response = AppError::Internal.into_response();
+    let what = telemetry::panic_text(err.as_ref()).to_owned();
+    response.extensions_mut().insert(telemetry::Panicked(what));
+    response
 }
 
 async fn metrics(
@@ -260,6 +269,8 @@ async fn serve_connection(
             .await;
             let _ = answer.shutdown().await;
             tracing::info!(target: "switchyard::http", peer = %peer, status = 408, "request headers not received in time");
+            // Counted like any answered request, with no channel (none was named yet).
+            telemetry::count_request("", 408);
         } else {
             tracing::debug!(peer = %peer, "connection ended: {e}");
         }

@@ -23,6 +23,47 @@ pub struct RequestId(pub Uuid);
 #[derive(Debug, Clone)]
 pub struct ChannelTag(pub String);
 
+/// Whether fault injection is on (`SWITCHYARD_FAULT_INJECTION=1`): a test-only
+/// switch that adds the script function `fault_panic(message)` and the admin
+/// route `GET /admin/fault/panic`, both of which panic on purpose so the tests
+/// can prove panics are caught. Off in production.
+pub fn fault_injection() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SWITCHYARD_FAULT_INJECTION").is_some_and(|v| v == "1"))
+}
+
+/// The message of a caught panic.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic")
+}
+
+/// Put on a response by the panic catcher: the request layer logs it with the request id.
+#[derive(Debug, Clone)]
+pub struct Panicked(pub String);
+
+/// Sends panic reports through `tracing` (one structured line with the place),
+/// instead of the default hook's plain stderr text.
+pub fn init_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let what = panic_text(info.payload());
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            target: "switchyard::panic",
+            thread = thread.name().unwrap_or("?"),
+            place,
+            "panic: {what}"
+        );
+    }));
+}
+
 /// Starts `tracing` on stderr; `RUST_LOG` sets the level (default `info`).
 pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -102,6 +143,11 @@ fn request_counter(channel: &str, status: u16) -> metrics::Counter {
     })
 }
 
+/// Counts one answered request in `switchyard_http_requests_total`.
+pub fn count_request(channel: &str, status: u16) {
+    request_counter(channel, status).increment(1);
+}
+
 /// Records one script run's duration for `channel`.
 pub fn script_duration(channel: &str, seconds: f64) {
     with_channel_metrics(channel, |m| m.script_duration.record(seconds));
@@ -143,6 +189,15 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
         .map(|c| c.0.clone())
         .unwrap_or_default();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(Panicked(what)) = response.extensions_mut().remove::<Panicked>() {
+        tracing::error!(
+            target: "switchyard::http",
+            channel = %channel,
+            request_id = %id_text,
+            path = %path,
+            "handler panicked: {what}"
+        );
+    }
     tracing::info!(
         target: "switchyard::http",
         channel = %channel,
@@ -153,6 +208,6 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
         duration_ms = format_args!("{duration_ms:.3}"),
         "request"
     );
-    request_counter(&channel, status).increment(1);
+    count_request(&channel, status);
     response
 }

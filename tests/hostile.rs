@@ -56,6 +56,15 @@ async fn slow_headers_get_408_and_others_are_served_meanwhile() {
     }
     assert!(started.elapsed() < Duration::from_secs(4));
     assert_eq!(
+        counter(
+            &srv,
+            r#"switchyard_http_requests_total{channel="",status="408"}"#
+        )
+        .await,
+        100,
+        "each header timeout is counted"
+    );
+    assert_eq!(
         client()
             .get(srv.url("/healthz"))
             .send()
@@ -125,4 +134,191 @@ async fn connections_past_max_connections_wait_until_one_closes() {
         .unwrap();
     assert_eq!(status, 200);
     assert!(waited >= Duration::from_millis(600), "{waited:?}");
+}
+
+/// The value of a counter on `/metrics`, named with its labels (0 when it is not there yet).
+async fn counter(srv: &Server, name: &str) -> u64 {
+    let text = client()
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}
+
+/// Panics are provoked with the test-only fault injection switch: `fault_panic()`
+/// in a script, and a handler that panics at `/admin/fault/panic`.
+#[tokio::test]
+async fn panics_are_caught_answered_logged_with_the_request_id_and_counted() {
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio_tungstenite::tungstenite::Message;
+
+    const ADMIN: &str = "adm";
+    // "panic" panics in the inline attempt; "late" first calls a side-effecting
+    // function, so the run moves to a blocking thread and panics there.
+    let boom = r#"
+        let input = startparam(4);
+        if input == "panic" { fault_panic("in a request"); }
+        if input == "late" { log_info("about to panic"); fault_panic("on a blocking thread"); }
+        body = "fine";
+    "#;
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(json!({"code": "p", "token_local": "p-token", "recv_svcscriptcode": "boom",
+            "recv_svcscriptcode_ws": "boom_ws", "send_svcscriptcode": "boom_send",
+            "opts": {"issync": true, "send_retries": 0}}))
+        .channel(json!({"code": "q", "token_local": "q-token", "recv_svcscriptcode": "boom_inbox",
+            "opts": {"issync": false}}))
+        .script("boom", boom)
+        .script(
+            "boom_ws",
+            r#"if parse_json(startparam(1)) == "panic" { fault_panic("in a frame"); } data = "fine";"#,
+        )
+        .script("boom_send", r#"fault_panic("in a send job");"#)
+        .script(
+            "boom_inbox",
+            r#"if startparam(4) == "panic" { fault_panic("in an inbox job"); } result = "fine";"#,
+        )
+        .start_with_env(&[("SWITCHYARD_FAULT_INJECTION", "1")]);
+    assert_eq!(counter(&srv, "switchyard_panics_total").await, 0);
+
+    // A request: 500 with the request id, which the log line names.
+    for (body, place) in [("panic", "in a request"), ("late", "on a blocking thread")] {
+        let resp = client()
+            .post(srv.url("/channels/p/api?token=p-token"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500);
+        let answer: Value = resp.json().await.unwrap();
+        let id = answer["request_id"].as_str().unwrap().to_owned();
+        assert_eq!(answer["error"], "script_error", "{answer}");
+        assert!(
+            srv.wait_for_log(&id, Duration::from_secs(5)),
+            "no log line names {id}"
+        );
+        let logs = srv.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&id) && l.contains("panicked"))
+            .unwrap_or_else(|| panic!("no panic line with {id}:\n{logs}"));
+        assert!(line.contains(place), "{line}");
+        // The next request to the same channel is served.
+        let resp = client()
+            .post(srv.url("/channels/p/api?token=p-token"))
+            .body("calm")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "fine");
+    }
+
+    // A handler panic: 500 internal, logged with the request id.
+    let resp = client()
+        .get(srv.url("/admin/fault/panic"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["error"], "internal");
+    let id = answer["request_id"].as_str().unwrap().to_owned();
+    assert!(srv.wait_for_log("handler panicked", Duration::from_secs(5)));
+    assert!(srv
+        .logs()
+        .lines()
+        .any(|l| l.contains("handler panicked") && l.contains(&id)));
+
+    // A websocket frame: success false, and the connection carries on.
+    let url = srv
+        .url("/channels/p/ws?token=p-token")
+        .replacen("http://", "ws://", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    for (qid, data) in [(1, "panic"), (2, "calm")] {
+        let frame = json!(["message", {"qid": qid, "data": data}]).to_string();
+        ws.send(Message::Text(frame.into())).await.unwrap();
+        let answer = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => break serde_json::from_str::<Value>(&t).unwrap(),
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no answer: {other:?}"),
+            }
+        };
+        assert_eq!(answer[1]["qid"], qid);
+        assert_eq!(answer[1]["success"], qid == 2, "{answer}");
+    }
+
+    // A send job and an inbox job: failed, with the reason, and the worker carries on.
+    let (status, _, sent) = common::json_of(
+        client()
+            .post(srv.url("/channels/p/send"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"n": 1}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{sent}");
+    let job = common::wait_job(
+        &srv,
+        ADMIN,
+        sent["job_id"].as_str().unwrap(),
+        &["failed"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        job["last_error"].as_str().unwrap().contains("panicked"),
+        "{job}"
+    );
+    let mut inbox = Vec::new();
+    for body in ["panic", "calm"] {
+        let resp = client()
+            .post(srv.url("/channels/q/api?token=q-token"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let answer: Value = resp.json().await.unwrap();
+        inbox.push(answer["request_id"].as_str().unwrap().to_owned());
+    }
+    let failed =
+        common::wait_job(&srv, ADMIN, &inbox[0], &["failed"], Duration::from_secs(10)).await;
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("panicked"),
+        "{failed}"
+    );
+    let ok = common::wait_job(
+        &srv,
+        ADMIN,
+        &inbox[1],
+        &["succeeded"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(ok["result"], "fine");
+
+    // Two requests, the handler, the frame and the two jobs.
+    assert_eq!(counter(&srv, "switchyard_panics_total").await, 6);
+    assert_eq!(
+        client()
+            .get(srv.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

@@ -629,3 +629,108 @@ async fn the_server_pings_and_closes_a_silent_connection() {
     );
     drop(silent);
 }
+
+/// Opens a websocket over a raw socket, so the test can write frames no client library would.
+async fn raw_upgrade(srv: &Server, path: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = srv.base.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Reads the next raw server frame (servers never mask): its opcode and payload.
+async fn raw_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).await.ok()?;
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).await.ok()?;
+                u16::from_be_bytes(l) as usize
+            }
+            127 => return None,
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.ok()?;
+        Some((head[0] & 0x0f, payload))
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Reads raw frames until a close frame; returns its code.
+async fn raw_close_code(s: &mut TcpStream) -> Option<u16> {
+    loop {
+        let (opcode, payload) = raw_frame(s).await?;
+        if opcode == 0x8 {
+            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_errors_close_with_1002() {
+    use tokio::io::AsyncWriteExt;
+    let srv = project().start();
+    let url = "/channels/live/ws?token=live-token";
+    let text = br#"["message",{"qid":1,"data":{}}]"#;
+    let mask = [1u8, 2, 3, 4];
+    let masked: Vec<u8> = text
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i % 4])
+        .collect();
+
+    // An unmasked frame from a client (RFC 6455 §5.1).
+    let mut s = raw_upgrade(&srv, url).await;
+    let mut frame = vec![0x81, text.len() as u8];
+    frame.extend_from_slice(text);
+    s.write_all(&frame).await.unwrap();
+    assert_eq!(raw_close_code(&mut s).await, Some(1002));
+
+    // A reserved bit set without an extension that defines it (§5.2).
+    let mut s = raw_upgrade(&srv, url).await;
+    let mut frame = vec![0x81 | 0x40, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend_from_slice(&masked);
+    s.write_all(&frame).await.unwrap();
+    assert_eq!(raw_close_code(&mut s).await, Some(1002));
+
+    // An unknown opcode (§5.2: 0x3–0x7 are reserved).
+    let mut s = raw_upgrade(&srv, url).await;
+    let mut frame = vec![0x83, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend_from_slice(&masked);
+    s.write_all(&frame).await.unwrap();
+    assert_eq!(raw_close_code(&mut s).await, Some(1002));
+
+    // The same frame, well formed, is answered: the raw client itself is right.
+    let mut s = raw_upgrade(&srv, url).await;
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend_from_slice(&masked);
+    s.write_all(&frame).await.unwrap();
+    let (opcode, payload) = raw_frame(&mut s).await.expect("an answer");
+    assert_eq!(opcode, 0x1);
+    let answer: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(answer[1]["qid"], 1);
+    assert_eq!(answer[1]["success"], true, "{answer}");
+}

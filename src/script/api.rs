@@ -19,6 +19,11 @@ fn fail<T>(message: impl Into<String>) -> Fallible<T> {
 
 /// Registers the whole script API on `engine`.
 pub(super) fn register(engine: &mut Engine) {
+    if crate::telemetry::fault_injection() {
+        engine.register_fn("fault_panic", |message: &str| {
+            panic!("injected fault: {message}");
+        });
+    }
     engine.register_fn("startparam", |n: INT| -> ImmutableString {
         with_context(|c| {
             if let Some(lazy) = c.and_then(|c| c.lazy.as_ref()) {

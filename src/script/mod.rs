@@ -335,6 +335,7 @@ impl ScriptEngine {
         let started = Instant::now();
         let channel = ctx.channel.doc.code.clone();
         let ctx = Arc::new(ctx);
+        let request_id = ctx.request_id.clone();
         let result =
             match self.run_inline(&script, &ctx, started + timeout.min(INLINE_BUDGET), outputs) {
                 Some(done) => done,
@@ -344,10 +345,7 @@ impl ScriptEngine {
                         run_here(&engine, &script, ctx, started + timeout, outputs)
                     })
                     .await
-                    .unwrap_or_else(|e| {
-                        tracing::error!(%channel, "script run panicked: {e}");
-                        Err(RunError::Failed("the script run panicked".into()))
-                    })
+                    .unwrap_or_else(|e| Err(panicked(&channel, &request_id, e.into_panic())))
                 }
             };
         crate::telemetry::script_duration(&channel, started.elapsed().as_secs_f64());
@@ -368,12 +366,22 @@ impl ScriptEngine {
         }));
         INLINE.with(|i| i.set(false));
         match attempt {
-            Err(_) => Some(Err(RunError::Failed("the script run panicked".into()))),
+            Err(panic) => Some(Err(panicked(&ctx.channel.doc.code, &ctx.request_id, panic))),
             // Out of inline time, or a side effect ahead: start over on a blocking thread.
             Ok(Err(RunError::Timeout)) => None,
             Ok(done) => Some(done),
         }
     }
+}
+
+/// A panic in a script run (in the engine or one of our functions): logged with
+/// the run's request id, counted in `switchyard_panics_total`, and turned into
+/// a failed run; the thread and the process carry on.
+fn panicked(channel: &str, request_id: &str, panic: Box<dyn std::any::Any + Send>) -> RunError {
+    let what = crate::telemetry::panic_text(panic.as_ref());
+    tracing::error!(%channel, request_id, "script run panicked: {what}");
+    metrics::counter!("switchyard_panics_total").increment(1);
+    RunError::Failed("internal error: the script run panicked".into())
 }
 
 /// The longest a script runs on an async thread before it moves to a blocking one.
