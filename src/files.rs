@@ -89,7 +89,7 @@ pub async fn handle(
 ) -> Response {
     let outcome = serve(&app, &code, &name, peer, req).await;
     crate::http::tag_channel(
-        &app,
+        crate::http::known(&outcome),
         code,
         outcome.unwrap_or_else(IntoResponse::into_response),
     )

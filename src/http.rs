@@ -60,7 +60,8 @@ pub fn admit(
     })
 }
 
-/// Handles `ANY /channels/{code}/api` and `ANY /channels/{code}/api/{*path}`.
+/// Handles `ANY /channels/{code}/api` and `ANY /channels/{code}/api/{*path}`
+/// when the request came through the router (see [`api_route`] for the usual way).
 pub async fn api(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -73,9 +74,30 @@ pub async fn api(
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v)
         .unwrap_or_default();
+    serve(app, peer, request_id, code, req).await
+}
+
+/// The channel code of a `/channels/{code}/api[/…]` path, when the code needs no
+/// percent-decoding: such requests skip the router (the server's hot path).
+pub fn api_route(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/channels/")?;
+    let (code, rest) = rest.split_once('/')?;
+    let after = rest.strip_prefix("api")?;
+    let plain = !code.is_empty() && !code.contains('%');
+    (plain && (after.is_empty() || after.starts_with('/'))).then_some(code)
+}
+
+/// Serves a channel API request: the recv script's answer, or the error of the contract.
+pub async fn serve(
+    app: Arc<AppState>,
+    peer: SocketAddr,
+    request_id: uuid::Uuid,
+    code: String,
+    req: Request,
+) -> Response {
     let outcome = serve_api(&app, &code, peer, request_id.to_string(), req).await;
     tag_channel(
-        &app,
+        known(&outcome),
         code,
         outcome.unwrap_or_else(IntoResponse::into_response),
     )
@@ -83,11 +105,16 @@ pub async fn api(
 
 /// Marks a response with its channel for the log line and metrics (known channels only,
 /// so unknown codes cannot blow up the metric labels).
-pub fn tag_channel(app: &AppState, code: String, mut response: Response) -> Response {
-    if app.registry.snapshot().channel(&code).is_some() {
+pub fn tag_channel(known: bool, code: String, mut response: Response) -> Response {
+    if known {
         response.extensions_mut().insert(ChannelTag(code));
     }
     response
+}
+
+/// Whether a handler's outcome still names a known channel.
+pub fn known<T>(outcome: &Result<T, AppError>) -> bool {
+    !matches!(outcome, Err(AppError::UnknownChannel))
 }
 
 async fn serve_api(
@@ -204,7 +231,7 @@ pub async fn job_result(
     }
     .await;
     tag_channel(
-        &app,
+        known(&outcome),
         code,
         outcome.unwrap_or_else(IntoResponse::into_response),
     )
@@ -241,7 +268,7 @@ pub async fn send(
     }
     .await;
     tag_channel(
-        &app,
+        known(&outcome),
         code,
         outcome.unwrap_or_else(IntoResponse::into_response),
     )
@@ -418,6 +445,23 @@ fn response_status(status: &Dynamic) -> Result<StatusCode, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_routes_are_recognised_without_the_router() {
+        assert_eq!(api_route("/channels/orders/api"), Some("orders"));
+        assert_eq!(api_route("/channels/orders/api/"), Some("orders"));
+        assert_eq!(api_route("/channels/orders/api/a/b"), Some("orders"));
+        assert_eq!(api_route("/channels/orders/apis"), None);
+        assert_eq!(api_route("/channels/orders/ws"), None);
+        assert_eq!(api_route("/channels//api"), None);
+        assert_eq!(
+            api_route("/channels/ord%65rs/api"),
+            None,
+            "decoded by the router"
+        );
+        assert_eq!(api_route("/channels/orders/send"), None);
+        assert_eq!(api_route("/admin/channels/api"), None);
+    }
 
     #[test]
     fn sub_path_is_what_follows_api() {

@@ -116,6 +116,25 @@ fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Res
     response
 }
 
+/// A channel API request on the hot path, with panics caught as in the router.
+async fn api_fast(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    code: String,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use futures_util::FutureExt;
+    let request_id = req
+        .extensions()
+        .get::<telemetry::RequestId>()
+        .map(|r| r.0)
+        .unwrap_or_default();
+    std::panic::AssertUnwindSafe(http::serve(state, peer, request_id, code, req))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(panicked)
+}
+
 async fn metrics(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
 ) -> impl IntoResponse {
@@ -232,12 +251,29 @@ async fn serve_connection(
             return;
         }
     };
+    let app_state = state.clone();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            use futures_util::future::Either;
+            // The hot path: channel API calls go straight to their handler, inside the
+            // same request layer and panic catcher as everything else, without the
+            // router's middleware stack (the admin guard does not apply to them).
+            if let Some(code) = http::api_route(req.uri().path()) {
+                let code = code.to_owned();
+                let state = app_state.clone();
+                let req = req.map(axum::body::Body::new);
+                return Either::Left(async move {
+                    Ok::<_, std::convert::Infallible>(
+                        telemetry::observe(req, |req| api_fast(state, peer, code, req)).await,
+                    )
+                });
+            }
             req.extensions_mut().insert(ConnectInfo(peer));
             req.extensions_mut().insert(slot.clone());
             let mut router = router.clone();
-            async move { tower::Service::call(&mut router, req.map(axum::body::Body::new)).await }
+            Either::Right(async move {
+                tower::Service::call(&mut router, req.map(axum::body::Body::new)).await
+            })
         });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())

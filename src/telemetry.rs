@@ -155,13 +155,23 @@ pub fn script_duration(channel: &str, seconds: f64) {
 
 /// Gives every request an id, renders error bodies with it, sets
 /// `X-Request-Id`, writes one log line and counts the request.
-pub async fn request_layer(mut req: Request, next: Next) -> Response {
+pub async fn request_layer(req: Request, next: Next) -> Response {
+    observe(req, |req| next.run(req)).await
+}
+
+/// The work of [`request_layer`] around any handler; the hot channel routes
+/// call it directly, without the router's middleware stack.
+pub async fn observe<F, Fut>(mut req: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let id = Uuid::new_v4();
     req.extensions_mut().insert(RequestId(id));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
-    let mut response = next.run(req).await;
+    let mut response = handler(req).await;
     if let Some(err) = response.extensions_mut().remove::<ErrorBody>() {
         let mut body = serde_json::json!({ "error": err.code, "request_id": id.to_string() });
         if let Some(message) = err.message {

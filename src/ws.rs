@@ -68,7 +68,9 @@ pub async fn upgrade(
     slot: Option<axum::Extension<crate::server::ConnectionSlot>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let response = match admit(&app, &code, peer, &headers, uri.query()) {
+    let admitted = admit(&app, &code, peer, &headers, uri.query());
+    let known = !matches!(admitted, Err(crate::error::AppError::UnknownChannel));
+    let response = match admitted {
         Err(e) => e.into_response(),
         Ok(caller) => match ws {
             Err(rejection) => rejection.into_response(),
@@ -89,7 +91,7 @@ pub async fn upgrade(
             }
         },
     };
-    crate::http::tag_channel(&app, code, response)
+    crate::http::tag_channel(known, code, response)
 }
 
 async fn session(app: Arc<AppState>, caller: Caller, socket: WebSocket) {

@@ -480,3 +480,59 @@ async fn json_logs_have_one_line_per_request_with_its_fields() {
     assert_eq!(line["request_id"], id);
     assert!(line.get("duration_ms").is_some(), "{line}");
 }
+
+/// Plain channel codes take the server's hot path; a percent-encoded code goes
+/// through the router. Both must answer the same, errors included.
+#[tokio::test]
+async fn encoded_and_plain_channel_paths_answer_alike() {
+    let srv = Project::new()
+        .channel(channel("echo", "echo"))
+        .script("echo", ECHO)
+        .start();
+    for path in ["/channels/echo/api/a/b", "/channels/%65cho/api/a/b"] {
+        let (status, headers, body) = json_of(
+            client()
+                .post(srv.url(&format!("{path}?token=echo-token")))
+                .body("x")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["channel"], "echo");
+        assert_eq!(body["path"], "/a/b");
+        assert_eq!(
+            body["request_id"],
+            headers["x-request-id"].to_str().unwrap()
+        );
+
+        let (status, headers, body) =
+            json_of(client().post(srv.url(path)).send().await.unwrap()).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(body["error"], "unauthorized");
+        assert_eq!(
+            body["request_id"],
+            headers["x-request-id"].to_str().unwrap()
+        );
+    }
+    for path in ["/channels/nope/api", "/channels/n%6fpe/api"] {
+        let (status, _, body) = json_of(client().get(srv.url(path)).send().await.unwrap()).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"], "unknown_channel");
+    }
+    // Both kinds are counted under their channel.
+    let metrics = client()
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"switchyard_http_requests_total{channel="echo",status="200"}"#))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.ends_with(" 2"), "{line}");
+}

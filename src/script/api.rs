@@ -42,10 +42,7 @@ pub(super) fn register(engine: &mut Engine) {
     });
 
     engine.register_fn("parse_json", |text: &str| -> Fallible<Dynamic> {
-        match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(v) => Ok(convert::from_json(&v)),
-            Err(e) => fail(format!("parse_json: {e}")),
-        }
+        convert::parse(text).or_else(|e| fail(format!("parse_json: {e}")))
     });
     engine.register_fn("to_json", json_text);
     // Override the package's map/array `to_json` so every value converts the same way.
@@ -253,8 +250,8 @@ fn no_sleep() -> Fallible<()> {
 }
 
 fn json_text(value: Dynamic) -> Fallible<ImmutableString> {
-    match convert::to_json(&value) {
-        Ok(v) => Ok(v.to_string().into()),
+    match convert::to_json_text(&value) {
+        Ok(text) => Ok(text.into()),
         Err(e) => fail(format!("to_json: {e}")),
     }
 }

@@ -5,7 +5,8 @@
 //! exhaust the stack.
 
 use rhai::{Array, Blob, Dynamic, ImmutableString, Map, FLOAT, INT};
-use serde_json::{Number, Value};
+use serde::{de, ser};
+use serde_json::Value;
 
 /// Deepest nesting of arrays and maps turned into JSON.
 pub const MAX_DEPTH: usize = 128;
@@ -29,59 +30,191 @@ pub fn from_json(value: &Value) -> Dynamic {
     }
 }
 
+/// Parses JSON text straight into a Rhai value, with the mapping of [`from_json`]
+/// (no `serde_json::Value` in between).
+pub fn parse(text: &str) -> Result<Dynamic, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = de::DeserializeSeed::deserialize(Rhai, &mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Builds a [`Dynamic`] from any self-describing input.
+#[derive(Clone, Copy)]
+struct Rhai;
+
+impl<'de> de::DeserializeSeed<'de> for Rhai {
+    type Value = Dynamic;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Dynamic, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for Rhai {
+    type Value = Dynamic;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Dynamic, E> {
+        Ok(Dynamic::UNIT)
+    }
+    fn visit_none<E>(self) -> Result<Dynamic, E> {
+        Ok(Dynamic::UNIT)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Dynamic, E> {
+        Ok(b.into())
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Dynamic, E> {
+        Ok((i as INT).into())
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Dynamic, E> {
+        Ok(match INT::try_from(u) {
+            Ok(i) => i.into(),
+            Err(_) => (u as FLOAT).into(),
+        })
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Dynamic, E> {
+        Ok((f as FLOAT).into())
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Dynamic, E> {
+        Ok(s.into())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Dynamic, A::Error> {
+        let mut list = Array::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element_seed(self)? {
+            list.push(item);
+        }
+        Ok(list.into())
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut entries: A) -> Result<Dynamic, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = entries.next_key_seed(Key)? {
+            let value = entries.next_value_seed(self)?;
+            map.insert(key, value);
+        }
+        Ok(map.into())
+    }
+}
+
+/// The engine's map key type (a small-string type rhai does not export by name).
+type Identifier = <Map as KeyOf>::Key;
+
+trait KeyOf {
+    type Key;
+}
+
+impl<K, V> KeyOf for std::collections::BTreeMap<K, V> {
+    type Key = K;
+}
+
+/// A map key, made straight into the engine's key type.
+struct Key;
+
+impl<'de> de::DeserializeSeed<'de> for Key {
+    type Value = Identifier;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Identifier, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl de::Visitor<'_> for Key {
+    type Value = Identifier;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Identifier, E> {
+        Ok(s.into())
+    }
+}
+
 /// A Rhai value as JSON; `()` is `null`, non-finite floats are `null`,
 /// other values (functions, timestamps…) their text.
 pub fn to_json(value: &Dynamic) -> Result<Value, String> {
-    to_json_at(value, 0)
+    serde_json::to_value(AsJson { value, depth: 0 }).map_err(|e| e.to_string())
 }
 
-fn to_json_at(value: &Dynamic, depth: usize) -> Result<Value, String> {
-    if depth > MAX_DEPTH {
-        return Err(format!("value nested deeper than {MAX_DEPTH} levels"));
-    }
-    if value.is_unit() {
-        return Ok(Value::Null);
-    }
-    if let Ok(b) = value.as_bool() {
-        return Ok(Value::Bool(b));
-    }
-    if let Ok(i) = value.as_int() {
-        return Ok(Value::Number(i.into()));
-    }
-    if let Ok(f) = value.as_float() {
-        return Ok(Number::from_f64(f).map_or(Value::Null, Value::Number));
-    }
-    if let Ok(c) = value.as_char() {
-        return Ok(Value::String(c.to_string()));
-    }
-    if value.is_string() {
-        return Ok(Value::String(
-            value
-                .read_lock::<ImmutableString>()
-                .map_or_else(String::new, |s| s.to_string()),
-        ));
-    }
-    if value.is_array() {
-        let list = value.read_lock::<Array>().ok_or("array is locked")?;
-        return list
-            .iter()
-            .map(|v| to_json_at(v, depth + 1))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array);
-    }
-    if value.is_map() {
-        let map = value.read_lock::<Map>().ok_or("map is locked")?;
-        let mut out = serde_json::Map::with_capacity(map.len());
-        for (k, v) in map.iter() {
-            out.insert(k.to_string(), to_json_at(v, depth + 1)?);
+/// A Rhai value as JSON text, written straight from the value (see [`to_json`]).
+pub fn to_json_text(value: &Dynamic) -> Result<String, String> {
+    serde_json::to_string(&AsJson { value, depth: 0 }).map_err(|e| e.to_string())
+}
+
+/// Serializes a [`Dynamic`] with the JSON mapping, refusing nesting past [`MAX_DEPTH`].
+struct AsJson<'a> {
+    value: &'a Dynamic,
+    depth: usize,
+}
+
+impl ser::Serialize for AsJson<'_> {
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use ser::{Error, SerializeMap, SerializeSeq};
+        let (value, depth) = (self.value, self.depth);
+        if depth > MAX_DEPTH {
+            return Err(S::Error::custom(format!(
+                "value nested deeper than {MAX_DEPTH} levels"
+            )));
         }
-        return Ok(Value::Object(out));
+        if value.is_unit() {
+            return s.serialize_unit();
+        }
+        if let Ok(b) = value.as_bool() {
+            return s.serialize_bool(b);
+        }
+        if let Ok(i) = value.as_int() {
+            return s.serialize_i64(i);
+        }
+        if let Ok(f) = value.as_float() {
+            return if f.is_finite() {
+                s.serialize_f64(f)
+            } else {
+                s.serialize_unit()
+            };
+        }
+        if let Ok(c) = value.as_char() {
+            return s.serialize_char(c);
+        }
+        if value.is_string() {
+            return match value.read_lock::<ImmutableString>() {
+                Some(text) => s.serialize_str(&text),
+                None => s.serialize_str(""),
+            };
+        }
+        if value.is_array() {
+            let list = value
+                .read_lock::<Array>()
+                .ok_or_else(|| S::Error::custom("array is locked"))?;
+            let mut seq = s.serialize_seq(Some(list.len()))?;
+            for item in list.iter() {
+                seq.serialize_element(&AsJson {
+                    value: item,
+                    depth: depth + 1,
+                })?;
+            }
+            return seq.end();
+        }
+        if value.is_map() {
+            let map = value
+                .read_lock::<Map>()
+                .ok_or_else(|| S::Error::custom("map is locked"))?;
+            let mut out = s.serialize_map(Some(map.len()))?;
+            for (k, v) in map.iter() {
+                out.serialize_entry(
+                    k.as_str(),
+                    &AsJson {
+                        value: v,
+                        depth: depth + 1,
+                    },
+                )?;
+            }
+            return out.end();
+        }
+        if value.is_blob() {
+            let blob = value
+                .read_lock::<Blob>()
+                .ok_or_else(|| S::Error::custom("blob is locked"))?;
+            return s.collect_seq(blob.iter());
+        }
+        s.serialize_str(&value.to_string())
     }
-    if value.is_blob() {
-        let blob = value.read_lock::<Blob>().ok_or("blob is locked")?;
-        return Ok(Value::Array(blob.iter().map(|b| Value::from(*b)).collect()));
-    }
-    Ok(Value::String(value.to_string()))
 }
 
 /// The text of a value: a string as is, `()` empty, anything else its JSON.
@@ -93,7 +226,7 @@ pub fn to_text(value: &Dynamic) -> Result<String, String> {
             .read_lock::<ImmutableString>()
             .map_or_else(String::new, |s| s.to_string()))
     } else {
-        to_json(value).map(|v| v.to_string())
+        to_json_text(value)
     }
 }
 
@@ -113,12 +246,40 @@ mod tests {
     }
 
     #[test]
+    fn parses_text_like_values() {
+        for text in [
+            r#"{"a": 1, "b": [true, null, 2.5, "x\u00e9"], "c": {"d": -7}, "big": 1e300}"#,
+            "18446744073709551615",
+            "-9223372036854775808",
+            r#"{"k": 1, "k": 2}"#,
+            "[]",
+            "\"\"",
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            let direct = parse(text).unwrap();
+            assert_eq!(to_json(&direct).unwrap(), to_json(&from_json(&v)).unwrap());
+            assert_eq!(
+                to_json_text(&direct).unwrap(),
+                to_json(&direct).unwrap().to_string()
+            );
+        }
+        assert!(parse("{\"a\": }").is_err());
+        assert!(parse("1 2").is_err(), "trailing input is an error");
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let err = parse(&deep).unwrap_err().to_string();
+        assert!(err.contains("recursion limit"), "nesting is bounded: {err}");
+    }
+
+    #[test]
     fn deep_values_are_refused_not_overflowed() {
         let mut v = Dynamic::from(1 as INT);
         for _ in 0..1_000 {
             v = Dynamic::from(vec![v]);
         }
         assert!(to_json(&v).is_err());
+        assert!(to_json_text(&v)
+            .unwrap_err()
+            .contains("nested deeper than 128"));
     }
 
     #[test]

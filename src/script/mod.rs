@@ -420,9 +420,10 @@ fn run_here(
         scope.push_dynamic(*name, Dynamic::UNIT);
     }
     match engine.run_ast_with_scope(&mut scope, ast) {
+        // Taken out of the scope, not cloned: the scope is dropped next.
         Ok(()) => Ok(outputs
             .iter()
-            .map(|name| scope.get_value::<Dynamic>(name).unwrap_or(Dynamic::UNIT))
+            .map(|name| scope.get_mut(name).map(std::mem::take).unwrap_or_default())
             .collect()),
         Err(e) => Err(classify(&script.code, *e)),
     }
