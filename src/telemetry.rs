@@ -105,6 +105,8 @@ pub fn metrics_handle() -> PrometheusHandle {
 struct ChannelMetrics {
     requests: Vec<(u16, metrics::Counter)>,
     script_duration: metrics::Histogram,
+    /// `switchyard_ws_messages_total` for success false / true, made on first use.
+    ws_messages: [Option<metrics::Counter>; 2],
 }
 
 fn channel_metrics() -> &'static dashmap::DashMap<String, ChannelMetrics> {
@@ -120,6 +122,7 @@ fn with_channel_metrics<T>(channel: &str, f: impl FnOnce(&mut ChannelMetrics) ->
         .entry(channel.to_owned())
         .or_insert_with(|| ChannelMetrics {
             requests: Vec::new(),
+            ws_messages: [None, None],
             script_duration: metrics::histogram!(
                 "switchyard_script_duration_seconds",
                 "channel" => channel.to_owned()
@@ -146,6 +149,21 @@ fn request_counter(channel: &str, status: u16) -> metrics::Counter {
 /// Counts one answered request in `switchyard_http_requests_total`.
 pub fn count_request(channel: &str, status: u16) {
     request_counter(channel, status).increment(1);
+}
+
+/// Counts one answered websocket `message` frame.
+pub fn count_ws_message(channel: &str, success: bool) {
+    with_channel_metrics(channel, |m| {
+        m.ws_messages[usize::from(success)]
+            .get_or_insert_with(|| {
+                metrics::counter!(
+                    "switchyard_ws_messages_total",
+                    "channel" => channel.to_owned(),
+                    "success" => success.to_string()
+                )
+            })
+            .increment(1)
+    });
 }
 
 /// Records one script run's duration for `channel`.

@@ -484,8 +484,7 @@ impl MessageRun {
             duration_ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
             "message"
         );
-        metrics::counter!("switchyard_ws_messages_total", "channel" => self.channel.code().to_owned(), "success" => success.to_string())
-            .increment(1);
+        crate::telemetry::count_ws_message(self.channel.code(), success);
     }
 
     async fn outcome(&self, request_id: &str) -> (bool, Value) {
