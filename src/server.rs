@@ -292,6 +292,9 @@ async fn serve_connection(
     if let Err(e) = result {
         if e.is_timeout() {
             use tokio::io::AsyncWriteExt;
+            // Counted like any answered request, with no channel (none was named yet);
+            // before the answer, so a client that sees the 408 also sees it counted.
+            telemetry::count_request("", 408);
             let body =
                 r#"{"error":"request_timeout","message":"request headers not received in time"}"#;
             let response = format!(
@@ -305,8 +308,6 @@ async fn serve_connection(
             .await;
             let _ = answer.shutdown().await;
             tracing::info!(target: "switchyard::http", peer = %peer, status = 408, "request headers not received in time");
-            // Counted like any answered request, with no channel (none was named yet).
-            telemetry::count_request("", 408);
         } else {
             tracing::debug!(peer = %peer, "connection ended: {e}");
         }

@@ -136,6 +136,23 @@ async fn connections_past_max_connections_wait_until_one_closes() {
     assert!(waited >= Duration::from_millis(600), "{waited:?}");
 }
 
+/// Waits (up to 5 s) for a log line that contains every one of `needles`; the log
+/// is read from the server's stderr by another thread, so it can lag the answers.
+async fn wait_for_line(srv: &Server, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let logs = srv.logs();
+        if let Some(line) = logs.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {needles:?}:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The value of a counter on `/metrics`, named with its labels (0 when it is not there yet).
 async fn counter(srv: &Server, name: &str) -> u64 {
     let text = client()
@@ -201,15 +218,7 @@ async fn panics_are_caught_answered_logged_with_the_request_id_and_counted() {
         let answer: Value = resp.json().await.unwrap();
         let id = answer["request_id"].as_str().unwrap().to_owned();
         assert_eq!(answer["error"], "script_error", "{answer}");
-        assert!(
-            srv.wait_for_log(&id, Duration::from_secs(5)),
-            "no log line names {id}"
-        );
-        let logs = srv.logs();
-        let line = logs
-            .lines()
-            .find(|l| l.contains(&id) && l.contains("panicked"))
-            .unwrap_or_else(|| panic!("no panic line with {id}:\n{logs}"));
+        let line = wait_for_line(&srv, &[&id, "panicked"]).await;
         assert!(line.contains(place), "{line}");
         // The next request to the same channel is served.
         let resp = client()
@@ -233,11 +242,7 @@ async fn panics_are_caught_answered_logged_with_the_request_id_and_counted() {
     let answer: Value = resp.json().await.unwrap();
     assert_eq!(answer["error"], "internal");
     let id = answer["request_id"].as_str().unwrap().to_owned();
-    assert!(srv.wait_for_log("handler panicked", Duration::from_secs(5)));
-    assert!(srv
-        .logs()
-        .lines()
-        .any(|l| l.contains("handler panicked") && l.contains(&id)));
+    wait_for_line(&srv, &[&id, "handler panicked"]).await;
 
     // A websocket frame: success false, and the connection carries on.
     let url = srv

@@ -11,6 +11,7 @@
 
 mod api;
 pub mod convert;
+pub mod priority;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -282,8 +283,12 @@ impl ScriptEngine {
             if ops & (limits::CLOCK_EVERY_OPS - 1) != 0 {
                 return None;
             }
-            let late = DEADLINE.with(|d| d.get().is_some_and(|t| Instant::now() >= t));
-            late.then(|| Dynamic::from("timeout"))
+            let now = Instant::now();
+            if DEADLINE.with(|d| d.get().is_some_and(|t| now >= t)) {
+                return Some(Dynamic::from("timeout"));
+            }
+            priority::check(now);
+            None
         });
         engine.set_module_resolver(SiblingResolver);
         api::register(&mut engine);
@@ -341,11 +346,21 @@ impl ScriptEngine {
                 Some(done) => done,
                 None => {
                     let engine = self.engine.clone();
-                    tokio::task::spawn_blocking(move || {
+                    let run = tokio::task::spawn_blocking(move || {
+                        let _watch = priority::Watch::start();
                         run_here(&engine, &script, ctx, started + timeout, outputs)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(panicked(&channel, &request_id, e.into_panic())))
+                    });
+                    // The answer does not wait for a busy (or low-priority) thread to
+                    // notice its deadline: past it, the run can no longer have a side
+                    // effect (see `no_side_effects_inline`) and stops at its next check.
+                    let answer_by =
+                        tokio::time::Instant::from_std(started + timeout + DEADLINE_GRACE);
+                    match tokio::time::timeout_at(answer_by, run).await {
+                        Ok(joined) => joined.unwrap_or_else(|e| {
+                            Err(panicked(&channel, &request_id, e.into_panic()))
+                        }),
+                        Err(_) => Err(RunError::Timeout),
+                    }
                 }
             };
         crate::telemetry::script_duration(&channel, started.elapsed().as_secs_f64());
@@ -384,17 +399,25 @@ fn panicked(channel: &str, request_id: &str, panic: Box<dyn std::any::Any + Send
     RunError::Failed("internal error: the script run panicked".into())
 }
 
+/// How long past its deadline a run's answer waits for the run to stop by itself.
+pub const DEADLINE_GRACE: Duration = Duration::from_millis(5);
+
 /// The longest a script runs on an async thread before it moves to a blocking one.
 pub const INLINE_BUDGET: Duration = Duration::from_millis(1);
 
-/// In an inline attempt, a function with a side effect ends the attempt (the run
-/// starts over on a blocking thread); `ErrorTerminated` cannot be caught by the script.
+/// Called first by every function with a side effect. In an inline attempt it
+/// ends the attempt (the run starts over on a blocking thread); past the run's
+/// deadline it ends the run as timed out, so a run whose answer has gone out
+/// (see [`DEADLINE_GRACE`]) changes nothing more. `ErrorTerminated` cannot be
+/// caught by the script.
 pub(crate) fn no_side_effects_inline() -> Result<(), Box<EvalAltResult>> {
     if INLINE.with(Cell::get) {
-        Err(EvalAltResult::ErrorTerminated("inline".into(), Position::NONE).into())
-    } else {
-        Ok(())
+        return Err(EvalAltResult::ErrorTerminated("inline".into(), Position::NONE).into());
     }
+    if DEADLINE.with(|d| d.get().is_some_and(|t| Instant::now() >= t)) {
+        return Err(EvalAltResult::ErrorTerminated("timeout".into(), Position::NONE).into());
+    }
+    Ok(())
 }
 
 /// Runs a script on the current thread under `deadline`.
@@ -566,6 +589,19 @@ mod tests {
             job: None,
             lazy: None,
         })
+    }
+
+    #[test]
+    fn side_effects_are_refused_past_the_deadline() {
+        let scripts = table(&ScriptEngine::new(), &[("main", "1")]);
+        let guard = RunGuard::enter(context(scripts), Instant::now() + Duration::from_secs(5));
+        assert!(no_side_effects_inline().is_ok());
+        drop(guard);
+        let scripts = table(&ScriptEngine::new(), &[("main", "1")]);
+        let _guard = RunGuard::enter(context(scripts), Instant::now() - Duration::from_millis(1));
+        let err = no_side_effects_inline().unwrap_err();
+        assert!(matches!(*err, EvalAltResult::ErrorTerminated(..)));
+        assert!(matches!(classify("main", *err), RunError::Timeout));
     }
 
     #[test]
