@@ -69,7 +69,7 @@ impl Event {
 
     /// The websocket frame `["event", {...}]`.
     pub fn frame(&self) -> Utf8Bytes {
-        frame_of(&self.to_json().to_string())
+        frame_of(&serde_json::to_string(&self.to_json()).unwrap_or_default())
     }
 }
 
@@ -180,7 +180,7 @@ fn now_ms() -> i64 {
 
 /// Appends `event` to the queue of each channel, trimming each to `event_queue_max`.
 async fn enqueue(app: &AppState, channels: &[String], event: &Event) -> Result<(), StoreError> {
-    let text = event.to_json().to_string();
+    let text = serde_json::to_string(&event.to_json()).unwrap_or_default();
     let max = app.config.event_queue_max as i64;
     let owned = channels.to_vec();
     let dropped = app

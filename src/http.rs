@@ -151,7 +151,7 @@ async fn serve_api(
         body.into(),
         // Built only when needed: by the inbox below, or by the script's startparam(5).
         rhai::ImmutableString::new(),
-        caller.sender.to_string().into(),
+        auth::ip_text(caller.sender).into(),
         channel.code().into(),
         request_id.as_str().into(),
     ];
