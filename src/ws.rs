@@ -413,9 +413,11 @@ impl Reader<'_> {
             frame,
             key,
             inflight: self.inflight.clone(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            started: Instant::now(),
             _permit: permit,
         };
-        tokio::spawn(task.run());
+        task.start().await;
     }
 
     async fn token_api(&self, frame: &Frame, channel: &Channel) -> String {
@@ -505,15 +507,44 @@ struct MessageRun {
     frame: Frame,
     key: String,
     inflight: Arc<Mutex<HashSet<String>>>,
+    request_id: String,
+    started: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
+/// Whether a run succeeded, and its `data` as JSON text.
+type Outcome = (bool, String);
+
 impl MessageRun {
-    async fn run(self) {
+    /// Runs the frame: answered right here when the script finishes inline (most
+    /// do, within 1 ms and without side effects), otherwise on its own task so the
+    /// reader goes on with the next frames.
+    async fn start(self) {
         self.conn.inflight.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let (success, data) = self.outcome(&request_id).await;
+        let (script, ctx) = match self.prepare() {
+            Ok(ready) => ready,
+            Err(outcome) => return self.finish(outcome).await,
+        };
+        let engine = &self.app.engine;
+        let timeout = self.channel.timeout;
+        if let Some(done) = engine.try_inline(&script, &ctx, self.started, timeout, MESSAGE_OUTPUTS)
+        {
+            let outcome = self.settle(done);
+            return self.finish(outcome).await;
+        }
+        tokio::spawn(async move {
+            let done = self
+                .app
+                .engine
+                .run_off_thread(script, ctx, self.started, timeout, MESSAGE_OUTPUTS)
+                .await;
+            let outcome = self.settle(done);
+            self.finish(outcome).await
+        });
+    }
+
+    /// Frees the qid, answers, logs and counts.
+    async fn finish(self, (success, data): Outcome) {
         // The qid is free again before the client can see the answer.
         self.inflight
             .lock()
@@ -531,25 +562,26 @@ impl MessageRun {
         tracing::info!(
             target: "switchyard::ws",
             channel = %self.channel.code(),
-            request_id = %request_id,
+            request_id = %self.request_id,
             connection = %self.conn.id,
             qid = %self.frame.qid,
             success,
-            duration_ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
+            duration_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0),
             "message"
         );
         crate::telemetry::count_ws_message(self.channel.code(), success);
     }
 
-    /// Whether the run succeeded, and its `data` as JSON text.
-    async fn outcome(&self, request_id: &str) -> (bool, String) {
+    /// The script and the run's inputs, or the answer when there is no script.
+    #[allow(clippy::result_large_err)]
+    fn prepare(&self) -> Result<(Arc<crate::script::Script>, Arc<RunContext>), Outcome> {
         let snapshot = self.app.registry.snapshot();
         let script = self
             .channel
             .script_for(ScriptField::RecvWs)
             .and_then(|code| snapshot.scripts.get(code).cloned());
         let Some(script) = script else {
-            return (false, json!({ "error": "no_script" }).to_string());
+            return Err((false, json!({ "error": "no_script" }).to_string()));
         };
         let data = self
             .frame
@@ -562,7 +594,7 @@ impl MessageRun {
         };
         let ctx = RunContext {
             channel: self.channel.clone(),
-            request_id: request_id.to_owned(),
+            request_id: self.request_id.clone(),
             identity: self.conn.identity.clone(),
             params: vec![
                 data.into(),
@@ -576,13 +608,13 @@ impl MessageRun {
             job: None,
             lazy: None,
         };
-        let run = self
-            .app
-            .engine
-            .run(script, ctx, self.channel.timeout, MESSAGE_OUTPUTS)
-            .await;
+        Ok((script, Arc::new(ctx)))
+    }
+
+    /// The answer for a finished run.
+    fn settle(&self, run: Result<Vec<rhai::Dynamic>, RunError>) -> Outcome {
         let failed = |err: RunError| {
-            let e = crate::http::script_failure(&self.app, &self.channel, request_id, err);
+            let e = crate::http::script_failure(&self.app, &self.channel, &self.request_id, err);
             let (_, code) = e.status_and_code();
             let mut data = json!({ "error": code });
             if let crate::error::AppError::Script(Some(message)) = e {

@@ -338,31 +338,57 @@ impl ScriptEngine {
         outputs: &'static [&'static str],
     ) -> Result<Vec<Dynamic>, RunError> {
         let started = Instant::now();
-        let channel = ctx.channel.doc.code.clone();
         let ctx = Arc::new(ctx);
+        if let Some(done) = self.try_inline(&script, &ctx, started, timeout, outputs) {
+            return done;
+        }
+        self.run_off_thread(script, ctx, started, timeout, outputs)
+            .await
+    }
+
+    /// The first half of [`run`](Self::run), for callers that want to answer
+    /// right where they are when the run finishes inline: the inline attempt,
+    /// or `None` when the run must go to [`run_off_thread`](Self::run_off_thread).
+    pub fn try_inline(
+        &self,
+        script: &Script,
+        ctx: &Arc<RunContext>,
+        started: Instant,
+        timeout: Duration,
+        outputs: &[&str],
+    ) -> Option<Result<Vec<Dynamic>, RunError>> {
+        let done = self.run_inline(script, ctx, started + timeout.min(INLINE_BUDGET), outputs)?;
+        crate::telemetry::script_duration(ctx.channel.code(), started.elapsed().as_secs_f64());
+        Some(done)
+    }
+
+    /// The second half of [`run`](Self::run): the run from its start on a blocking
+    /// thread, under the deadline `started + timeout`.
+    pub async fn run_off_thread(
+        &self,
+        script: Arc<Script>,
+        ctx: Arc<RunContext>,
+        started: Instant,
+        timeout: Duration,
+        outputs: &'static [&'static str],
+    ) -> Result<Vec<Dynamic>, RunError> {
+        let channel = ctx.channel.doc.code.clone();
         let request_id = ctx.request_id.clone();
-        let result =
-            match self.run_inline(&script, &ctx, started + timeout.min(INLINE_BUDGET), outputs) {
-                Some(done) => done,
-                None => {
-                    let engine = self.engine.clone();
-                    let run = tokio::task::spawn_blocking(move || {
-                        let _watch = priority::Watch::start();
-                        run_here(&engine, &script, ctx, started + timeout, outputs)
-                    });
-                    // The answer does not wait for a busy (or low-priority) thread to
-                    // notice its deadline: past it, the run can no longer have a side
-                    // effect (see `no_side_effects_inline`) and stops at its next check.
-                    let answer_by =
-                        tokio::time::Instant::from_std(started + timeout + DEADLINE_GRACE);
-                    match tokio::time::timeout_at(answer_by, run).await {
-                        Ok(joined) => joined.unwrap_or_else(|e| {
-                            Err(panicked(&channel, &request_id, e.into_panic()))
-                        }),
-                        Err(_) => Err(RunError::Timeout),
-                    }
-                }
-            };
+        let engine = self.engine.clone();
+        let run = tokio::task::spawn_blocking(move || {
+            let _watch = priority::Watch::start();
+            run_here(&engine, &script, ctx, started + timeout, outputs)
+        });
+        // The answer does not wait for a busy (or low-priority) thread to
+        // notice its deadline: past it, the run can no longer have a side
+        // effect (see `no_side_effects_inline`) and stops at its next check.
+        let answer_by = tokio::time::Instant::from_std(started + timeout + DEADLINE_GRACE);
+        let result = match tokio::time::timeout_at(answer_by, run).await {
+            Ok(joined) => {
+                joined.unwrap_or_else(|e| Err(panicked(&channel, &request_id, e.into_panic())))
+            }
+            Err(_) => Err(RunError::Timeout),
+        };
         crate::telemetry::script_duration(&channel, started.elapsed().as_secs_f64());
         result
     }
