@@ -270,6 +270,27 @@ mod tests {
         assert!(err.contains("recursion limit"), "nesting is bounded: {err}");
     }
 
+    /// Found by the `json_rhai` fuzz target: without serde_json's `float_roundtrip`
+    /// "70E22" parsed to a float that, written and read again, came back as
+    /// 6.999999999999999e23. Numbers must survive parse → write → parse.
+    #[test]
+    fn floats_survive_a_round_trip() {
+        for text in [
+            "70E22",
+            "7e23",
+            "0.1",
+            "1.7976931348623157e308",
+            "5e-324",
+            "123456789.123456789",
+        ] {
+            let once = parse(text).unwrap();
+            let again = parse(&to_json_text(&once).unwrap()).unwrap();
+            assert_eq!(to_json(&again).unwrap(), to_json(&once).unwrap(), "{text}");
+            let exact: f64 = text.parse().unwrap();
+            assert_eq!(once.as_float().unwrap(), exact, "{text} is read exactly");
+        }
+    }
+
     #[test]
     fn deep_values_are_refused_not_overflowed() {
         let mut v = Dynamic::from(1 as INT);
