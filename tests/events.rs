@@ -124,14 +124,7 @@ async fn the_queue_keeps_the_newest_event_queue_max() {
     assert!(next_event(&mut ws, Duration::from_millis(400))
         .await
         .is_none());
-    let metrics = client()
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&srv).await;
     assert!(
         metrics.contains("switchyard_events_dropped_total{channel=\"erp\"} 3"),
         "{metrics}"

@@ -56,7 +56,7 @@ async fn slow_headers_get_408_and_others_are_served_meanwhile() {
     }
     assert!(started.elapsed() < Duration::from_secs(4));
     assert_eq!(
-        counter(
+        common::counter(
             &srv,
             r#"switchyard_http_requests_total{channel="",status="408"}"#
         )
@@ -136,39 +136,6 @@ async fn connections_past_max_connections_wait_until_one_closes() {
     assert!(waited >= Duration::from_millis(600), "{waited:?}");
 }
 
-/// Waits (up to 5 s) for a log line that contains every one of `needles`; the log
-/// is read from the server's stderr by another thread, so it can lag the answers.
-async fn wait_for_line(srv: &Server, needles: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let logs = srv.logs();
-        if let Some(line) = logs.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
-            return line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no line with {needles:?}:\n{logs}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The value of a counter on `/metrics`, named with its labels (0 when it is not there yet).
-async fn counter(srv: &Server, name: &str) -> u64 {
-    let text = client()
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
-        .unwrap_or(0)
-}
-
 /// Panics are provoked with the test-only fault injection switch: `fault_panic()`
 /// in a script, and a handler that panics at `/admin/fault/panic`.
 #[tokio::test]
@@ -204,29 +171,25 @@ async fn panics_are_caught_answered_logged_with_the_request_id_and_counted() {
             r#"if startparam(4) == "panic" { fault_panic("in an inbox job"); } result = "fine";"#,
         )
         .start_with_env(&[("SWITCHYARD_FAULT_INJECTION", "1")]);
-    assert_eq!(counter(&srv, "switchyard_panics_total").await, 0);
+    assert_eq!(common::counter(&srv, "switchyard_panics_total").await, 0);
 
     // A request: 500 with the request id, which the log line names.
-    for (body, place) in [("panic", "in a request"), ("late", "on a blocking thread")] {
-        let resp = client()
+    let call = |body: &'static str| {
+        client()
             .post(srv.url("/channels/p/api?token=p-token"))
             .body(body)
             .send()
-            .await
-            .unwrap();
+    };
+    for (body, place) in [("panic", "in a request"), ("late", "on a blocking thread")] {
+        let resp = call(body).await.unwrap();
         assert_eq!(resp.status(), 500);
         let answer: Value = resp.json().await.unwrap();
         let id = answer["request_id"].as_str().unwrap().to_owned();
         assert_eq!(answer["error"], "script_error", "{answer}");
-        let line = wait_for_line(&srv, &[&id, "panicked"]).await;
+        let line = srv.wait_for_line(&[&id, "panicked"]).await;
         assert!(line.contains(place), "{line}");
         // The next request to the same channel is served.
-        let resp = client()
-            .post(srv.url("/channels/p/api?token=p-token"))
-            .body("calm")
-            .send()
-            .await
-            .unwrap();
+        let resp = call("calm").await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.text().await.unwrap(), "fine");
     }
@@ -242,7 +205,7 @@ async fn panics_are_caught_answered_logged_with_the_request_id_and_counted() {
     let answer: Value = resp.json().await.unwrap();
     assert_eq!(answer["error"], "internal");
     let id = answer["request_id"].as_str().unwrap().to_owned();
-    wait_for_line(&srv, &[&id, "handler panicked"]).await;
+    srv.wait_for_line(&[&id, "handler panicked"]).await;
 
     // A websocket frame: success false, and the connection carries on.
     let url = srv
@@ -316,7 +279,7 @@ async fn panics_are_caught_answered_logged_with_the_request_id_and_counted() {
     assert_eq!(ok["result"], "fine");
 
     // Two requests, the handler, the frame and the two jobs.
-    assert_eq!(counter(&srv, "switchyard_panics_total").await, 6);
+    assert_eq!(common::counter(&srv, "switchyard_panics_total").await, 6);
     assert_eq!(
         client()
             .get(srv.url("/healthz"))

@@ -434,14 +434,7 @@ async fn healthz_and_metrics_answer() {
         .send()
         .await
         .unwrap();
-    let text = c
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&srv).await;
     assert!(
         text.contains(r#"switchyard_http_requests_total{channel="m",status="200"} 1"#),
         "{text}"
@@ -522,14 +515,7 @@ async fn encoded_and_plain_channel_paths_answer_alike() {
         assert_eq!(body["error"], "unknown_channel");
     }
     // Both kinds are counted under their channel.
-    let metrics = client()
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&srv).await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with(r#"switchyard_http_requests_total{channel="echo",status="200"}"#))

@@ -555,14 +555,7 @@ async fn schedules_run_on_time_and_never_overlap() {
         .filter(|j| j["result"].get("channel").is_none())
         .collect();
     assert!((1..=2).contains(&slow.len()), "{} slow runs", slow.len());
-    let metrics = client()
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&srv).await;
     assert!(
         metrics.contains("switchyard_schedule_skipped_total{channel=\"poller\"}"),
         "{metrics}"

@@ -457,14 +457,7 @@ async fn a_client_that_stops_reading_does_not_delay_the_others() {
         let got = recv(&mut reader).await;
         assert_eq!(got[1]["data"]["n"], n);
     }
-    let text = client()
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&srv).await;
     assert!(
         text.contains("switchyard_ws_push_dropped_total{channel=\"feed\"}"),
         "{text}"

@@ -203,6 +203,23 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits (up to 5 s) for a log line that contains every one of `needles`; the
+    /// log is read from the server's stderr by another thread, so it can lag the answers.
+    pub async fn wait_for_line(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let logs = self.logs();
+            if let Some(line) = logs.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needles:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until the logs contain `needle`, up to `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -395,4 +412,26 @@ pub async fn wait_job(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The text of `GET /metrics`.
+pub async fn metrics_text(srv: &Server) -> String {
+    client()
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of a counter on `/metrics`, named with its labels (0 when it is not there yet).
+pub async fn counter(srv: &Server, name: &str) -> u64 {
+    metrics_text(srv)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
 }
