@@ -125,8 +125,7 @@ impl script::Host for AppState {
         let id = event.id.to_string();
         // Scripts run on blocking threads: wait here until queued copies are committed.
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
-        runtime
-            .block_on(self.events.publish(event))
+        crate::script::priority::while_waiting(|| runtime.block_on(self.events.publish(event)))
             .map_err(|e| e.to_string())?;
         Ok(id)
     }

@@ -100,8 +100,9 @@ pub fn webquery(
         }
     };
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
-    let (status, headers, body) = runtime
-        .block_on(async move {
+    // Waiting on the network does not hold a computing slot (see `priority::slots`).
+    let (status, headers, body) = crate::script::priority::while_waiting(|| {
+        runtime.block_on(async move {
             let response = call.send().await?;
             let status = response.status().as_u16();
             let mut headers = Map::new();
@@ -120,19 +121,20 @@ pub fn webquery(
             let body = response.text().await?;
             Ok::<_, reqwest::Error>((status, headers, body))
         })
-        .map_err(|e| {
-            let why = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "failed"
-            };
-            format!(
-                "webquery: {} {why}: {e}",
-                url.origin().ascii_serialization()
-            )
-        })?;
+    })
+    .map_err(|e| {
+        let why = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else {
+            "failed"
+        };
+        format!(
+            "webquery: {} {why}: {e}",
+            url.origin().ascii_serialization()
+        )
+    })?;
     Ok(json!({ "status": status, "headers": headers, "body": body }))
 }
 

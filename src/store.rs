@@ -153,8 +153,9 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.submit(f)?
-            .blocking_recv()
+        let done = self.submit(f)?;
+        // Waiting for the commit does not hold a script's computing slot.
+        crate::script::priority::while_waiting(|| done.blocking_recv())
             .map_err(|_| StoreError("the writer has stopped".into()))?
     }
 

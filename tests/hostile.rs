@@ -290,3 +290,47 @@ async fn panics_are_caught_answered_logged_with_the_request_id_and_counted() {
         200
     );
 }
+
+/// Runs on blocking threads share a bounded number of computing slots; runaway
+/// scripts give theirs up once they turn out long, so they cannot keep other
+/// channels' blocking runs (here: a script that reads kv) waiting.
+#[tokio::test]
+async fn runaway_scripts_do_not_hold_up_other_channels() {
+    use serde_json::json;
+    let srv = Project::new()
+        .channel(
+            json!({"code": "spin", "token_local": "spin-token", "recv_svcscriptcode": "spin",
+            "opts": {"issync": true, "recv_timeout": 3}}),
+        )
+        .channel(channel("kv", "kv"))
+        .script("spin", "let n = 0; loop { n += 1; }")
+        .script("kv", r#"kv_set("k", 1); body = `${kv_get("k")}`;"#)
+        .start();
+    // More runaways than there are slots (4 per core).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut spinning = Vec::new();
+    for _ in 0..cores * 4 + 2 {
+        spinning.push(tokio::spawn(
+            client()
+                .get(srv.url("/channels/spin/api?token=spin-token"))
+                .send(),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let resp = client()
+        .get(srv.url("/channels/kv/api?token=kv-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "1");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the kv channel waited {:?} behind the runaways",
+        started.elapsed()
+    );
+    for call in spinning {
+        assert_eq!(call.await.unwrap().unwrap().status(), 504);
+    }
+}

@@ -375,14 +375,19 @@ impl ScriptEngine {
         let channel = ctx.channel.doc.code.clone();
         let request_id = ctx.request_id.clone();
         let engine = self.engine.clone();
-        let run = tokio::task::spawn_blocking(move || {
-            let _watch = priority::Watch::start();
-            run_here(&engine, &script, ctx, started + timeout, outputs)
-        });
         // The answer does not wait for a busy (or low-priority) thread to
         // notice its deadline: past it, the run can no longer have a side
         // effect (see `no_side_effects_inline`) and stops at its next check.
         let answer_by = tokio::time::Instant::from_std(started + timeout + DEADLINE_GRACE);
+        let slot = priority::slots().clone().acquire_owned();
+        let Ok(Ok(slot)) = tokio::time::timeout_at(answer_by, slot).await else {
+            crate::telemetry::script_duration(&channel, started.elapsed().as_secs_f64());
+            return Err(RunError::Timeout);
+        };
+        let run = tokio::task::spawn_blocking(move || {
+            let _watch = priority::Watch::start(Some(slot));
+            run_here(&engine, &script, ctx, started + timeout, outputs)
+        });
         let result = match tokio::time::timeout_at(answer_by, run).await {
             Ok(joined) => {
                 joined.unwrap_or_else(|e| Err(panicked(&channel, &request_id, e.into_panic())))

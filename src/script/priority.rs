@@ -8,12 +8,19 @@
 //! left over and other channels keep their speed. Limits are unchanged: the run
 //! is still stopped at its deadline. Without contention it runs as fast as before.
 //!
+//! Runs on blocking threads also take one of a bounded number of computing
+//! slots ([`slots`]), given up while they wait on the network or a commit and
+//! for good once they turn out long.
+//!
 //! Raising the priority back at the end of the run needs `CAP_SYS_NICE` (or an
 //! `RLIMIT_NICE` of 20); without it the thread stays low until the runtime
 //! retires it (after 10 s idle), which is logged once.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// CPU time a blocking-thread run may use at normal priority.
 pub const FAIR_SHARE: Duration = Duration::from_millis(1);
@@ -21,7 +28,36 @@ pub const FAIR_SHARE: Duration = Duration::from_millis(1);
 /// The `nice` value of a thread running a long script.
 pub const LOW: i32 = 19;
 
+/// How many script runs may compute on blocking threads at once: 4 per core
+/// (at least 4). A run gives its slot up while it waits on the network or a
+/// commit ([`while_waiting`]), so slow outbound calls do not hold others up.
+/// Without the bound, 32 concurrent runs on one core leave the thread that
+/// reads and answers the sockets a 33rd of it, and latency has a long tail.
+pub fn slots() -> &'static Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Arc::new(Semaphore::new((cores * 4).max(4)))
+    })
+}
+
+/// Gives this run's slot up while `wait` waits (an outbound call, a commit),
+/// then takes one again; outside a run on a blocking thread it just calls `wait`.
+pub fn while_waiting<T>(wait: impl FnOnce() -> T) -> T {
+    let held = SLOT.with(|s| s.borrow_mut().take()).is_some();
+    let out = wait();
+    if held {
+        let again = tokio::runtime::Handle::try_current()
+            .ok()
+            .and_then(|rt| rt.block_on(slots().clone().acquire_owned()).ok());
+        SLOT.with(|s| *s.borrow_mut() = again);
+    }
+    out
+}
+
 thread_local! {
+    /// The computing slot of the run on this thread.
+    static SLOT: RefCell<Option<OwnedSemaphorePermit>> = const { RefCell::new(None) };
     /// The next wall-clock moment at which to look at the run's CPU time.
     static CHECK_AT: Cell<Option<Instant>> = const { Cell::new(None) };
     /// This thread's CPU time when the run started.
@@ -35,8 +71,9 @@ thread_local! {
 pub struct Watch(());
 
 impl Watch {
-    /// Starts watching the run about to start on this thread.
-    pub fn start() -> Self {
+    /// Starts watching the run about to start on this thread, which holds `slot`.
+    pub fn start(slot: Option<OwnedSemaphorePermit>) -> Self {
+        SLOT.with(|s| *s.borrow_mut() = slot);
         CPU_AT_START.with(|c| c.set(thread_cpu()));
         CHECK_AT.with(|c| c.set(Some(Instant::now() + FAIR_SHARE)));
         Watch(())
@@ -69,6 +106,10 @@ pub fn check(now: Instant) {
         return;
     }
     CHECK_AT.with(|c| c.set(None));
+    // A long run is background work from now on: it gives its computing slot
+    // to the short runs (so runaways cannot hold all the slots) …
+    SLOT.with(|s| s.borrow_mut().take());
+    // … and takes the CPU only when nothing else wants it.
     if set_nice(LOW) {
         LOWERED.with(|l| l.set(true));
         metrics::counter!("switchyard_script_runs_lowered_total").increment(1);
@@ -77,6 +118,7 @@ pub fn check(now: Instant) {
 
 /// Ends the watch; gives the thread its normal priority back if it was lowered.
 fn end() {
+    SLOT.with(|s| s.borrow_mut().take());
     CHECK_AT.with(|c| c.set(None));
     if LOWERED.with(|l| l.replace(false)) && !set_nice(0) {
         static WARNED: std::sync::Once = std::sync::Once::new();
@@ -145,7 +187,7 @@ mod tests {
         std::thread::spawn(move || {
             let start_nice = nice();
             // Waiting (sleeping) past the fair share uses no CPU: not lowered.
-            let watch = Watch::start();
+            let watch = Watch::start(None);
             std::thread::sleep(FAIR_SHARE * 2);
             check(Instant::now());
             assert_eq!(nice(), start_nice);
@@ -153,7 +195,7 @@ mod tests {
 
             // Computing past the fair share: lowered, then restored at the end
             // when the process may (without CAP_SYS_NICE the thread stays low).
-            let watch = Watch::start();
+            let watch = Watch::start(None);
             let begun = Instant::now();
             while begun.elapsed() < FAIR_SHARE * 3 {
                 std::hint::black_box(0u64.wrapping_add(1));
