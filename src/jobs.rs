@@ -139,9 +139,7 @@ pub enum CreateError {
 pub async fn create_send(app: &AppState, code: &str, data: &Value) -> Result<String, CreateError> {
     let (id, insert) = send_insert(app, code, data)?;
     app.store.write(insert).await?;
-    count(code, "send", "queued");
-    app.jobs.send_wake.notify_one();
-    Ok(id)
+    Ok(queued(app, code, id))
 }
 
 /// [`create_send`] for blocking threads (scripts).
@@ -152,9 +150,14 @@ pub fn create_send_blocking(
 ) -> Result<String, CreateError> {
     let (id, insert) = send_insert(app, code, data)?;
     app.store.write_blocking(insert)?;
+    Ok(queued(app, code, id))
+}
+
+/// A committed send job: counted, and the dispatcher woken.
+fn queued(app: &AppState, code: &str, id: String) -> String {
     count(code, "send", "queued");
     app.jobs.send_wake.notify_one();
-    Ok(id)
+    id
 }
 
 type Insert = Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<()> + Send>;
@@ -483,10 +486,7 @@ async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, i
                  result = coalesce(?6, result), max_attempts = ?7 WHERE id = ?1",
                 params![job_id, state, now, next_at, err, result, max],
             )?;
-            c.execute(
-                "INSERT OR REPLACE INTO attempts (job, n, started, duration_ms, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![job_id, attempt, started_ms, duration_ms, outcome_label, err],
-            )
+            record_attempt(c, &job_id, attempt, started_ms, duration_ms, outcome_label, err)
         })
         .await;
     if let Err(e) = write {
@@ -583,13 +583,26 @@ async fn finish_run(
                 "UPDATE jobs SET state = ?2, updated = ?3, last_error = ?4, result = ?5, next_attempt_at = NULL WHERE id = ?1",
                 params![job, state, now_ms(), err, result],
             )?;
-            c.execute(
-                "INSERT OR REPLACE INTO attempts (job, n, started, duration_ms, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![job, attempt, started_ms, duration_ms, state, err],
-            )?;
-            Ok(())
+            record_attempt(c, &job, attempt, started_ms, duration_ms, state, err)
         })
         .await
+}
+
+/// Writes (or rewrites) the row of one attempt of a job, in the caller's transaction.
+fn record_attempt(
+    c: &rusqlite::Connection,
+    job: &str,
+    attempt: i64,
+    started_ms: i64,
+    duration_ms: i64,
+    outcome: &str,
+    error: Option<String>,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (job, n, started, duration_ms, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![job, attempt, started_ms, duration_ms, outcome, error])?;
+    Ok(())
 }
 
 async fn claim_recv(
