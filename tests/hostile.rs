@@ -64,15 +64,7 @@ async fn slow_headers_get_408_and_others_are_served_meanwhile() {
         100,
         "each header timeout is counted"
     );
-    assert_eq!(
-        client()
-            .get(srv.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    common::assert_serving(&srv).await;
 }
 
 #[tokio::test]
@@ -280,15 +272,7 @@ async fn panics_are_caught_answered_logged_with_the_request_id_and_counted() {
 
     // Two requests, the handler, the frame and the two jobs.
     assert_eq!(common::counter(&srv, "switchyard_panics_total").await, 6);
-    assert_eq!(
-        client()
-            .get(srv.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    common::assert_serving(&srv).await;
 }
 
 /// Runs on blocking threads share a bounded number of computing slots; runaway

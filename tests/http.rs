@@ -345,15 +345,7 @@ async fn hostile_scripts_end_in_errors_and_the_channel_keeps_serving() {
             started.elapsed()
         );
     }
-    assert_eq!(
-        client()
-            .get(srv.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    common::assert_serving(&srv).await;
 }
 
 #[tokio::test]

@@ -685,12 +685,14 @@ async fn protocol_errors_close_with_1002() {
     let srv = project().start();
     let url = "/channels/live/ws?token=live-token";
     let text = br#"["message",{"qid":1,"data":{}}]"#;
-    let mask = [1u8, 2, 3, 4];
-    let masked: Vec<u8> = text
-        .iter()
-        .enumerate()
-        .map(|(i, b)| b ^ mask[i % 4])
-        .collect();
+    // A client frame with the first byte `head` (FIN, RSV bits, opcode), masked.
+    let masked = |head: u8| {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![head, 0x80 | text.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    };
 
     // An unmasked frame from a client (RFC 6455 §5.1).
     let mut s = raw_upgrade(&srv, url).await;
@@ -699,28 +701,17 @@ async fn protocol_errors_close_with_1002() {
     s.write_all(&frame).await.unwrap();
     assert_eq!(raw_close_code(&mut s).await, Some(1002));
 
-    // A reserved bit set without an extension that defines it (§5.2).
-    let mut s = raw_upgrade(&srv, url).await;
-    let mut frame = vec![0x81 | 0x40, 0x80 | text.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend_from_slice(&masked);
-    s.write_all(&frame).await.unwrap();
-    assert_eq!(raw_close_code(&mut s).await, Some(1002));
-
-    // An unknown opcode (§5.2: 0x3–0x7 are reserved).
-    let mut s = raw_upgrade(&srv, url).await;
-    let mut frame = vec![0x83, 0x80 | text.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend_from_slice(&masked);
-    s.write_all(&frame).await.unwrap();
-    assert_eq!(raw_close_code(&mut s).await, Some(1002));
+    // A reserved bit set without an extension that defines it (§5.2), and an
+    // unknown opcode (§5.2: 0x3–0x7 are reserved).
+    for head in [0x81 | 0x40, 0x83] {
+        let mut s = raw_upgrade(&srv, url).await;
+        s.write_all(&masked(head)).await.unwrap();
+        assert_eq!(raw_close_code(&mut s).await, Some(1002), "{head:#x}");
+    }
 
     // The same frame, well formed, is answered: the raw client itself is right.
     let mut s = raw_upgrade(&srv, url).await;
-    let mut frame = vec![0x81, 0x80 | text.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend_from_slice(&masked);
-    s.write_all(&frame).await.unwrap();
+    s.write_all(&masked(0x81)).await.unwrap();
     let (opcode, payload) = raw_frame(&mut s).await.expect("an answer");
     assert_eq!(opcode, 0x1);
     let answer: Value = serde_json::from_slice(&payload).unwrap();

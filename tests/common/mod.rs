@@ -435,3 +435,9 @@ pub async fn counter(srv: &Server, name: &str) -> u64 {
         .map(|v| v.trim().parse::<f64>().unwrap() as u64)
         .unwrap_or(0)
 }
+
+/// Asserts the server still answers `GET /healthz` with 200 (after hostile input).
+pub async fn assert_serving(srv: &Server) {
+    let resp = client().get(srv.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the server no longer serves");
+}
