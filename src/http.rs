@@ -74,7 +74,7 @@ pub async fn api(
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v)
         .unwrap_or_default();
-    serve(app, peer, request_id, code, req).await
+    serve(app, peer, &request_id, code, req).await
 }
 
 /// The channel code of a `/channels/{code}/api[/…]` path, when the code needs no
@@ -91,11 +91,11 @@ pub fn api_route(path: &str) -> Option<&str> {
 pub async fn serve(
     app: Arc<AppState>,
     peer: SocketAddr,
-    request_id: uuid::Uuid,
+    request_id: &str,
     code: String,
     req: Request,
 ) -> Response {
-    let outcome = serve_api(&app, &code, peer, request_id.to_string(), req).await;
+    let outcome = serve_api(&app, &code, peer, request_id.to_owned(), req).await;
     tag_channel(
         known(&outcome),
         code,

@@ -127,9 +127,9 @@ async fn api_fast(
     let request_id = req
         .extensions()
         .get::<telemetry::RequestId>()
-        .map(|r| r.0)
+        .map(|r| r.0.clone())
         .unwrap_or_default();
-    std::panic::AssertUnwindSafe(http::serve(state, peer, request_id, code, req))
+    std::panic::AssertUnwindSafe(http::serve(state, peer, &request_id, code, req))
         .catch_unwind()
         .await
         .unwrap_or_else(panicked)

@@ -1,6 +1,6 @@
 //! Logs, metrics and the per-request layer (request id, error bodies, one log line).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -16,8 +16,10 @@ use crate::config::LogFormat;
 use crate::error::ErrorBody;
 
 /// The id of one HTTP request, set by [`request_layer`].
-#[derive(Debug, Clone, Copy)]
-pub struct RequestId(pub Uuid);
+/// Its text is made once: the header, the log line, error bodies and the
+/// script's `startparam(8)` all use it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
 
 /// Put on a response by a handler that knows which channel it served.
 #[derive(Debug, Clone)]
@@ -184,14 +186,14 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
-    let id = Uuid::new_v4();
-    req.extensions_mut().insert(RequestId(id));
+    let id_text: Arc<str> = Uuid::new_v4().to_string().into();
+    req.extensions_mut().insert(RequestId(id_text.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
     let mut response = handler(req).await;
     if let Some(err) = response.extensions_mut().remove::<ErrorBody>() {
-        let mut body = serde_json::json!({ "error": err.code, "request_id": id.to_string() });
+        let mut body = serde_json::json!({ "error": err.code, "request_id": &*id_text });
         if let Some(message) = err.message {
             body["message"] = message.into();
         }
@@ -205,7 +207,6 @@ where
         );
         response.headers_mut().remove(header::CONTENT_LENGTH);
     }
-    let id_text = id.to_string();
     response.headers_mut().insert(
         "x-request-id",
         HeaderValue::from_str(&id_text).expect("a UUID is a valid header value"),

@@ -70,7 +70,7 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let admitted = admit(&app, &code, peer, &headers, uri.query());
-    let known = !matches!(admitted, Err(crate::error::AppError::UnknownChannel));
+    let known = crate::http::known(&admitted);
     let response = match admitted {
         Err(e) => e.into_response(),
         Ok(caller) => match ws {

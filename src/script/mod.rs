@@ -222,6 +222,11 @@ thread_local! {
     static INLINE: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether the run on this thread (if any) is past its deadline at `now`.
+fn past_deadline(now: Instant) -> bool {
+    DEADLINE.with(|d| d.get().is_some_and(|t| now >= t))
+}
+
 /// What is left of the current run's time (a long time outside a run).
 pub(crate) fn remaining() -> Duration {
     DEADLINE.with(|d| {
@@ -284,7 +289,7 @@ impl ScriptEngine {
                 return None;
             }
             let now = Instant::now();
-            if DEADLINE.with(|d| d.get().is_some_and(|t| now >= t)) {
+            if past_deadline(now) {
                 return Some(Dynamic::from("timeout"));
             }
             priority::check(now);
@@ -379,15 +384,19 @@ impl ScriptEngine {
         // notice its deadline: past it, the run can no longer have a side
         // effect (see `no_side_effects_inline`) and stops at its next check.
         let answer_by = tokio::time::Instant::from_std(started + timeout + DEADLINE_GRACE);
-        let slot = priority::slots().clone().acquire_owned();
-        let Ok(Ok(slot)) = tokio::time::timeout_at(answer_by, slot).await else {
-            crate::telemetry::script_duration(&channel, started.elapsed().as_secs_f64());
-            return Err(RunError::Timeout);
+        // Waiting for a computing slot counts against the deadline too.
+        let run = async move {
+            let slots = priority::slots().clone();
+            let slot = slots
+                .acquire_owned()
+                .await
+                .expect("the slots are never closed");
+            tokio::task::spawn_blocking(move || {
+                let _watch = priority::Watch::start(Some(slot));
+                run_here(&engine, &script, ctx, started + timeout, outputs)
+            })
+            .await
         };
-        let run = tokio::task::spawn_blocking(move || {
-            let _watch = priority::Watch::start(Some(slot));
-            run_here(&engine, &script, ctx, started + timeout, outputs)
-        });
         let result = match tokio::time::timeout_at(answer_by, run).await {
             Ok(joined) => {
                 joined.unwrap_or_else(|e| Err(panicked(&channel, &request_id, e.into_panic())))
@@ -445,7 +454,7 @@ pub(crate) fn no_side_effects_inline() -> Result<(), Box<EvalAltResult>> {
     if INLINE.with(Cell::get) {
         return Err(EvalAltResult::ErrorTerminated("inline".into(), Position::NONE).into());
     }
-    if DEADLINE.with(|d| d.get().is_some_and(|t| Instant::now() >= t)) {
+    if past_deadline(Instant::now()) {
         return Err(EvalAltResult::ErrorTerminated("timeout".into(), Position::NONE).into());
     }
     Ok(())
