@@ -67,9 +67,9 @@ impl Event {
         json!({"id": self.id, "name": self.name, "ts": self.ts, "source": self.source, "data": self.data})
     }
 
-    /// The websocket frame `["event", {...}]`.
-    pub fn frame(&self) -> Utf8Bytes {
-        frame_of(&serde_json::to_string(&self.to_json()).unwrap_or_default())
+    /// The event as JSON text (what the queues store and the frames carry).
+    pub fn json_text(&self) -> String {
+        serde_json::to_string(&self.to_json()).unwrap_or_default()
     }
 }
 
@@ -120,7 +120,9 @@ impl EventBus for LocalBus {
             return Box::pin(async { Err(StoreError("the server is stopping".into())) });
         };
         let snapshot = app.registry.snapshot();
-        let frame = event.frame();
+        // Made once: the frame for live connections and the queued copies share it.
+        let text = event.json_text();
+        let frame = frame_of(&text);
         let mut reached = 0;
         let mut to_queue = Vec::new();
         for channel in snapshot.channels.values() {
@@ -151,7 +153,7 @@ impl EventBus for LocalBus {
         let draining = self.draining.clone();
         Box::pin(async move {
             if !to_queue.is_empty() {
-                enqueue(&app, &to_queue, &event).await?;
+                enqueue(&app, &to_queue, text).await?;
                 // A connection may have opened meanwhile; make sure it gets the queue.
                 for code in &to_queue {
                     if app.connections.with_channel(code, |c| c.is_some()) {
@@ -179,8 +181,8 @@ fn now_ms() -> i64 {
 }
 
 /// Appends `event` to the queue of each channel, trimming each to `event_queue_max`.
-async fn enqueue(app: &AppState, channels: &[String], event: &Event) -> Result<(), StoreError> {
-    let text = serde_json::to_string(&event.to_json()).unwrap_or_default();
+/// `text` is the event's [`Event::json_text`].
+async fn enqueue(app: &AppState, channels: &[String], text: String) -> Result<(), StoreError> {
     let max = app.config.event_queue_max as i64;
     let owned = channels.to_vec();
     let dropped = app
