@@ -65,15 +65,7 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
 pub fn app(state: Arc<AppState>) -> Router {
     let mut router = Router::new();
     if telemetry::fault_injection() {
-        router = router.route(
-            "/admin/fault/panic",
-            get(|| async {
-                if telemetry::fault_injection() {
-                    panic!("injected fault: handler panic");
-                }
-                AppError::NotFound
-            }),
-        );
+        router = router.route("/admin/fault/panic", get(fault_panic));
     }
     router
         .route(
@@ -104,6 +96,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn(telemetry::request_layer))
         .with_state(state)
+}
+
+/// `GET /admin/fault/panic`, routed only with fault injection on (tests).
+async fn fault_panic() -> AppError {
+    panic!("injected fault: handler panic")
 }
 
 /// A panic inside a handler: counted, answered as `500 {"error":"internal"}` and
