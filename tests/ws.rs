@@ -701,9 +701,10 @@ async fn protocol_errors_close_with_1002() {
     s.write_all(&frame).await.unwrap();
     assert_eq!(raw_close_code(&mut s).await, Some(1002));
 
-    // A reserved bit set without an extension that defines it (§5.2), and an
-    // unknown opcode (§5.2: 0x3–0x7 are reserved).
-    for head in [0x81 | 0x40, 0x83] {
+    // A reserved bit set without an extension that defines it (§5.2), an
+    // unknown opcode (§5.2: 0x3–0x7 are reserved), and a bad control frame: a
+    // ping without FIN (§5.5: control frames must not be fragmented).
+    for head in [0x81 | 0x40, 0x83, 0x09] {
         let mut s = raw_upgrade(&srv, url).await;
         s.write_all(&masked(head)).await.unwrap();
         assert_eq!(raw_close_code(&mut s).await, Some(1002), "{head:#x}");
