@@ -139,8 +139,21 @@ fn validate(app: &AppState, doc: ChannelDoc, snapshot: &Snapshot) -> Result<Chan
         solution_types: &app.config.solution_types,
         scripts: &names,
     };
-    doc.validate(None, &ctx)
-        .map_err(|e| AppError::InvalidChannel(e.to_string()))
+    let channel = doc
+        .validate(None, &ctx)
+        .map_err(|e| AppError::InvalidChannel(e.to_string()))?;
+    let taken = snapshot
+        .channels
+        .values()
+        .find(|other| other.id == channel.id && other.code() != channel.code());
+    if let Some(other) = taken {
+        return Err(AppError::InvalidChannel(format!(
+            "id: {} is already the id of channel {:?}",
+            channel.id,
+            other.code()
+        )));
+    }
+    Ok(channel)
 }
 
 fn now() -> String {

@@ -14,7 +14,6 @@ use ipnet::IpNet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
-use uuid::Uuid;
 
 use crate::channel::Channel;
 use crate::config::Config;
@@ -24,9 +23,6 @@ use crate::error::AppError;
 pub const THROTTLE_LIMIT: u32 = 20;
 /// The throttle's window.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
-
-/// The throttle's key for `/admin` (channels are keyed by their id).
-const ADMIN_REALM: Uuid = Uuid::nil();
 
 /// Parses a CIDR, or a bare address as a single-host network.
 pub fn parse_net(text: &str) -> Result<IpNet, String> {
@@ -47,6 +43,10 @@ pub fn in_nets(nets: &[IpNet], ip: IpAddr) -> bool {
 
 /// The sender address: the peer, or behind trusted proxies the right-most
 /// `X-Forwarded-For` hop that is not a trusted proxy.
+///
+/// Fails closed: a hop that is not an address (garbage from a proxy, or an
+/// attempt to make one) gives the unspecified address `::`, which is inside
+/// no `ipmask` but `::/0`, never the proxy's own (often trusted) address.
 pub fn sender_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !in_nets(trusted, peer) {
@@ -55,15 +55,14 @@ pub fn sender_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
     let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
     let mut sender = peer;
     for hop in hops.iter().rev() {
-        let Ok(ip) = parse_hop(hop) else {
-            // Garbage cannot be trusted further; the last trusted hop is the sender.
-            break;
+        let Some(ip) = parse_hop(hop) else {
+            return IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
         };
         sender = ip.to_canonical();
         if !in_nets(trusted, sender) {
@@ -73,13 +72,16 @@ pub fn sender_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
     sender
 }
 
-fn parse_hop(hop: &str) -> Result<IpAddr, std::net::AddrParseError> {
-    let hop = hop.trim_matches(|c| c == '[' || c == ']');
-    hop.parse::<IpAddr>().or_else(|e| {
-        hop.parse::<std::net::SocketAddr>()
-            .map(|s| s.ip())
-            .map_err(|_| e)
-    })
+/// One `X-Forwarded-For` hop: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:5678`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip());
+    }
+    let inner = hop.strip_prefix('[')?.strip_suffix(']')?;
+    inner.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
 /// The credential a request presents.
@@ -106,13 +108,10 @@ pub fn credential(headers: &HeaderMap, query: Option<&str>) -> Credential {
         }
     };
     for value in headers.get_all(header::AUTHORIZATION) {
-        let text = value.to_str().unwrap_or("");
-        let token = text
-            .strip_prefix("Bearer ")
-            .or_else(|| text.strip_prefix("bearer "))
-            .unwrap_or("")
-            .trim();
-        // A malformed Authorization header is a wrong credential, not a missing one.
+        // Another scheme (Basic…) is not a credential (SPEC §3).
+        let Some(token) = bearer(value.to_str().unwrap_or("")) else {
+            continue;
+        };
         if !offer(token.to_owned()) {
             return Credential::Conflicting;
         }
@@ -126,6 +125,12 @@ pub fn credential(headers: &HeaderMap, query: Option<&str>) -> Credential {
         Some(token) => Credential::Given(token),
         None => Credential::Missing,
     }
+}
+
+/// The credential of an `Authorization: Bearer …` value (the scheme word in any case).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 /// Decoded `key=value` pairs of a query string (`+` is a space).
@@ -237,6 +242,7 @@ impl Iam {
         let (alg, key) = self.keys.iter().find(|(alg, _)| *alg == header.alg)?;
         let mut validation = Validation::new(*alg);
         validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         let claims = jsonwebtoken::decode::<Value>(token, key, &validation)
             .ok()?
@@ -272,10 +278,20 @@ impl Iam {
     }
 }
 
-/// Counts failed authentications per address and channel in fixed 60 s windows.
+/// What a failed authentication was for: the admin API, or one channel (by code).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Realm {
+    /// `/admin`, `POST /events`, `POST /channels/{code}/send`.
+    Admin,
+    /// A channel's own routes.
+    Channel(String),
+}
+
+/// Counts failed authentications per address and realm in fixed 60 s windows.
+/// IPv6 senders are counted by their /64 (one host usually holds a whole /64).
 #[derive(Default)]
 pub struct Throttle {
-    windows: DashMap<(IpAddr, Uuid), Window>,
+    windows: DashMap<(IpAddr, Realm), Window>,
 }
 
 struct Window {
@@ -283,10 +299,21 @@ struct Window {
     failures: u32,
 }
 
+/// The address a sender is counted as: itself, or for IPv6 its /64.
+fn throttle_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
 impl Throttle {
-    /// Seconds to wait when `ip` is throttled on `channel`, else `None`.
-    pub fn blocked(&self, ip: IpAddr, channel: Uuid) -> Option<u64> {
-        let w = self.windows.get(&(ip, channel))?;
+    /// Seconds to wait when `ip` is throttled in `realm`, else `None`.
+    pub fn blocked(&self, ip: IpAddr, realm: &Realm) -> Option<u64> {
+        let w = self.windows.get(&(throttle_key(ip), realm.clone()))?;
         let age = w.start.elapsed();
         if w.failures >= THROTTLE_LIMIT && age < THROTTLE_WINDOW {
             Some((THROTTLE_WINDOW - age).as_secs_f64().ceil().max(1.0) as u64)
@@ -296,12 +323,15 @@ impl Throttle {
     }
 
     /// Records one failed authentication.
-    pub fn fail(&self, ip: IpAddr, channel: Uuid) {
+    pub fn fail(&self, ip: IpAddr, realm: &Realm) {
         let now = Instant::now();
-        let mut w = self.windows.entry((ip, channel)).or_insert(Window {
-            start: now,
-            failures: 0,
-        });
+        let mut w = self
+            .windows
+            .entry((throttle_key(ip), realm.clone()))
+            .or_insert(Window {
+                start: now,
+                failures: 0,
+            });
         if now.duration_since(w.start) >= THROTTLE_WINDOW {
             w.start = now;
             w.failures = 0;
@@ -335,7 +365,10 @@ impl Authenticator {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Identity, AppError> {
-        if let Some(secs) = self.throttle.blocked(sender, channel.id) {
+        if let Some(secs) = self
+            .throttle
+            .blocked(sender, &Realm::Channel(channel.code().to_owned()))
+        {
             return Err(AppError::Throttled(secs));
         }
         let token = match credential(headers, query) {
@@ -364,17 +397,20 @@ impl Authenticator {
     }
 
     /// Authenticates an operator of `/admin`: config `admin_token`, or an IAM
-    /// JWT with role `admin` (its `aud`, when present, must be `admin`).
+    /// JWT with role `admin` (its `aud`, when present, must be `admin`), only
+    /// in the `Authorization` header: a request with a `token` query parameter
+    /// is refused, since query strings end up in proxies' logs.
     pub fn admin_caller(
         &self,
         sender: IpAddr,
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Identity, AppError> {
-        if let Some(secs) = self.throttle.blocked(sender, ADMIN_REALM) {
+        if let Some(secs) = self.throttle.blocked(sender, &Realm::Admin) {
             return Err(AppError::Throttled(secs));
         }
-        if let Credential::Given(token) = credential(headers, query) {
+        let in_query = query_pairs(query.unwrap_or("")).any(|(k, _)| k == "token");
+        if let (false, Credential::Given(token)) = (in_query, credential(headers, None)) {
             let admin_token = &self.config.admin_token;
             if !admin_token.is_empty() && secret_eq(&token, admin_token) {
                 return Ok(Identity {
@@ -390,12 +426,13 @@ impl Authenticator {
                 }
             }
         }
-        self.throttle.fail(sender, ADMIN_REALM);
+        self.throttle.fail(sender, &Realm::Admin);
         Err(AppError::Unauthorized)
     }
 
     fn failed(&self, sender: IpAddr, channel: &Channel) -> AppError {
-        self.throttle.fail(sender, channel.id);
+        self.throttle
+            .fail(sender, &Realm::Channel(channel.code().to_owned()));
         AppError::Unauthorized
     }
 }
@@ -474,7 +511,20 @@ mod tests {
             "x-forwarded-for",
             HeaderValue::from_static("1.1.1.1, garbage"),
         );
-        assert_eq!(sender_addr(ip("127.0.0.1"), &h, &trusted), ip("127.0.0.1"));
+        assert_eq!(sender_addr(ip("127.0.0.1"), &h, &trusted), ip("::"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("[2001:db8::7]:443, 10.9.0.5:80"),
+        );
+        assert_eq!(
+            sender_addr(ip("127.0.0.1"), &h, &trusted),
+            ip("2001:db8::7")
+        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("[2001:db8::8]"));
+        assert_eq!(
+            sender_addr(ip("127.0.0.1"), &h, &trusted),
+            ip("2001:db8::8")
+        );
     }
 
     #[test]
@@ -499,6 +549,22 @@ mod tests {
             HeaderValue::from_static("Bearer other"),
         );
         assert_eq!(credential(&h, None), Credential::Conflicting);
+        for scheme in ["BEARER abc", "bEaReR abc", "Bearer  abc"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(scheme));
+            assert_eq!(
+                credential(&h, None),
+                Credential::Given("abc".into()),
+                "{scheme}"
+            );
+        }
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(credential(&basic, None), Credential::Missing);
+        assert_eq!(
+            credential(&basic, Some("token=t")),
+            Credential::Given("t".into())
+        );
         assert_eq!(strip_token("a=1&token=x&b=2&tok%65n=y"), "a=1&b=2");
         assert_eq!(strip_token("token=x"), "");
     }
@@ -525,6 +591,10 @@ mod tests {
         assert_eq!(iam.verify(&expired, "orders"), None);
         let no_exp = tok(serde_json::json!({"sub":"u1"}));
         assert_eq!(iam.verify(&no_exp, "orders"), None);
+        let early = tok(serde_json::json!({"sub":"u1","nbf": now + 3600,"exp": now + 7200}));
+        assert_eq!(iam.verify(&early, "orders"), None, "nbf in the future");
+        let begun = tok(serde_json::json!({"sub":"u1","nbf": now - 10,"exp": now + 60}));
+        assert!(iam.verify(&begun, "orders").is_some());
         let aud = tok(serde_json::json!({"sub":"u1","aud":"orders","exp": now + 60}));
         assert!(iam.verify(&aud, "orders").is_some());
         assert_eq!(iam.verify(&aud, "other"), None);
@@ -557,16 +627,23 @@ mod tests {
     fn throttle_blocks_after_twenty_failures_per_address_and_channel() {
         let t = Throttle::default();
         let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
-        let ch = Uuid::new_v4();
+        let ch = Realm::Channel("orders".into());
         for _ in 0..THROTTLE_LIMIT - 1 {
-            t.fail(a, ch);
+            t.fail(a, &ch);
         }
-        assert_eq!(t.blocked(a, ch), None);
-        t.fail(a, ch);
-        let secs = t.blocked(a, ch).unwrap();
+        assert_eq!(t.blocked(a, &ch), None);
+        t.fail(a, &ch);
+        let secs = t.blocked(a, &ch).unwrap();
         assert!((1..=60).contains(&secs));
-        assert_eq!(t.blocked(b, ch), None);
-        assert_eq!(t.blocked(a, Uuid::new_v4()), None);
+        assert_eq!(t.blocked(b, &ch), None);
+        assert_eq!(t.blocked(a, &Realm::Channel("other".into())), None);
+        assert_eq!(t.blocked(a, &Realm::Admin), None);
+        // IPv6 senders count by their /64.
+        for _ in 0..THROTTLE_LIMIT {
+            t.fail(ip("2001:db8:1:2::1"), &ch);
+        }
+        assert!(t.blocked(ip("2001:db8:1:2::ffff"), &ch).is_some());
+        assert_eq!(t.blocked(ip("2001:db8:1:3::1"), &ch), None);
     }
 
     #[test]

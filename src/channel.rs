@@ -212,6 +212,14 @@ impl Channel {
         field.as_deref().filter(|s| !s.is_empty())
     }
 
+    /// `true` when both versions admit callers alike: the same `token_local`,
+    /// `ipmask` and `roles` (a change of any closes the websockets they admitted).
+    pub fn same_admission(&self, other: &Channel) -> bool {
+        self.doc.token_local == other.doc.token_local
+            && self.ipmask == other.ipmask
+            && self.doc.opts.roles == other.doc.opts.roles
+    }
+
     /// `token_local`, when set.
     pub fn token_local(&self) -> Option<&str> {
         self.doc.token_local.as_deref().filter(|s| !s.is_empty())
@@ -284,9 +292,11 @@ pub struct ValidationContext<'a> {
     pub scripts: &'a HashSet<String>,
 }
 
-/// `true` when `code` is a valid channel or script code.
+/// `true` when `code` is a valid channel or script code (`^[A-Za-z0-9_.-]{1,64}$`,
+/// not starting with a dot: such files are hidden and never loaded).
 pub fn valid_code(code: &str) -> bool {
     (1..=64).contains(&code.len())
+        && !code.starts_with('.')
         && code
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))

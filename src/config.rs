@@ -57,6 +57,14 @@ pub struct Config {
     /// Age after which finished jobs are pruned.
     #[serde(deserialize_with = "de_duration")]
     pub job_retention: Duration,
+    /// Requests waiting in one channel's inbox (`issync = false`); more: 429 `inbox_full`.
+    pub inbox_max: usize,
+    /// Keys in one channel's kv map; a `kv_set` of a new key past it is a script error.
+    pub kv_max_keys: usize,
+    /// Files of one channel's files API; more: 507 `insufficient_storage`.
+    pub files_max_count: usize,
+    /// Bytes of all files of one channel; more: 507 `insufficient_storage`.
+    pub files_max_bytes: u64,
     /// Let `webquery` reach any host, not only the channel's `url` origin.
     pub outbound_any_host: bool,
     /// `text` or `json`.
@@ -123,6 +131,10 @@ impl Default for Config {
             event_queue_max: 10_000,
             event_ttl: Duration::from_secs(24 * 3600),
             job_retention: Duration::from_secs(7 * 24 * 3600),
+            inbox_max: 10_000,
+            kv_max_keys: 100_000,
+            files_max_count: 1_000,
+            files_max_bytes: 100 * 1024 * 1024,
             outbound_any_host: false,
             log_format: LogFormat::Text,
             iam: IamConfig::default(),

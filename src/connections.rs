@@ -1,9 +1,11 @@
 //! Open websocket connections, by channel: pushes, subscriptions, closing.
 //!
-//! Each [`Connection`] has a bounded send queue drained by its writer task.
-//! Answers to the client's own requests wait for room (they are bounded by
-//! the in-flight cap); pushes and events never wait: when the queue is full
-//! or holds more than [`PUSH_QUEUE_BYTES`], the push is dropped and counted.
+//! Each [`Connection`] has a bounded send queue drained by its writer task,
+//! bounded both in frames and in bytes ([`QUEUE_BYTES`] for everything queued
+//! to it: answers, pushes, events). Answers to the client's own requests wait
+//! for room, so a client that does not read its answers stops being read
+//! (backpressure); pushes and events never wait: when the queue has no room,
+//! the push is dropped and counted.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::ws::{Message, Utf8Bytes};
 use dashmap::DashMap;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::auth::Identity;
@@ -20,11 +22,18 @@ use crate::events::Pattern;
 
 /// Frames a connection's send queue holds at most, beyond its in-flight answers.
 pub const QUEUE_FRAMES: usize = 256;
-/// Bytes of pushes a connection's send queue may hold before pushes are dropped.
-pub const PUSH_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes a connection's send queue may hold (answers, pushes and events together):
+/// past it answers wait and pushes are dropped.
+pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Event patterns one connection may hold (its channel's `opts.events` included).
+pub const MAX_PATTERNS: usize = 256;
+/// Patterns one `subscribe` or `unsubscribe` frame may name.
+pub const MAX_PATTERNS_PER_FRAME: usize = 64;
 
 /// Close code: the server or the channel is going away.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: a policy no longer admits the connection (credentials changed, rate).
+pub const CLOSE_POLICY: u16 = 1008;
 
 /// One open websocket.
 pub struct Connection {
@@ -42,16 +51,17 @@ pub struct Connection {
     pub inflight: AtomicUsize,
     /// Event patterns: the channel's `opts.events` plus subscriptions.
     pub patterns: Mutex<Vec<Pattern>>,
-    queued_bytes: AtomicUsize,
+    /// One permit per byte that may still be queued.
+    room: Arc<Semaphore>,
     out: mpsc::Sender<Outgoing>,
     close: watch::Sender<Option<(u16, String)>>,
 }
 
-/// A frame waiting in a send queue, with the push bytes it was charged.
+/// A frame waiting in a send queue, with the bytes of room it holds.
 pub struct Outgoing {
     /// The frame.
     pub message: Message,
-    charged: usize,
+    _room: OwnedSemaphorePermit,
 }
 
 /// The receiving ends a session's writer task drains.
@@ -81,7 +91,7 @@ impl Connection {
             identity,
             inflight: AtomicUsize::new(0),
             patterns: Mutex::new(patterns),
-            queued_bytes: AtomicUsize::new(0),
+            room: Arc::new(Semaphore::new(QUEUE_BYTES)),
             out,
             close,
         });
@@ -94,40 +104,68 @@ impl Connection {
         )
     }
 
+    /// The room a frame of `len` bytes takes (a frame larger than the whole
+    /// budget takes all of it, so it still goes, alone).
+    fn room_for(len: usize) -> u32 {
+        len.clamp(1, QUEUE_BYTES) as u32
+    }
+
     /// Queues an answer, waiting for room; `false` when the connection is gone.
     pub async fn answer(&self, text: String) -> bool {
+        let Ok(room) = self
+            .room
+            .clone()
+            .acquire_many_owned(Self::room_for(text.len()))
+            .await
+        else {
+            return false;
+        };
         let message = Message::Text(text.into());
         self.out
             .send(Outgoing {
                 message,
-                charged: 0,
+                _room: room,
             })
             .await
             .is_ok()
     }
 
-    /// Queues a push without waiting; `false` (and counted) when the queue is full.
+    /// Queues a push without waiting; `false` (and counted) when the queue has no room.
     pub fn push(&self, frame: &Utf8Bytes) -> bool {
-        let len = frame.len();
-        let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let outgoing = Outgoing {
-            message: Message::Text(frame.clone()),
-            charged: len,
+        let sent = match self
+            .room
+            .clone()
+            .try_acquire_many_owned(Self::room_for(frame.len()))
+        {
+            Ok(room) => self
+                .out
+                .try_send(Outgoing {
+                    message: Message::Text(frame.clone()),
+                    _room: room,
+                })
+                .is_ok(),
+            Err(_) => false,
         };
-        let sent = queued + len <= PUSH_QUEUE_BYTES && self.out.try_send(outgoing).is_ok();
         if !sent {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             metrics::counter!("switchyard_ws_push_dropped_total", "channel" => self.channel.clone())
                 .increment(1);
         }
         sent
     }
 
-    /// Called by the writer when a frame leaves the queue; returns the frame.
+    /// Called by the writer when a frame leaves the queue: its room is free again.
     pub fn dequeued(&self, outgoing: Outgoing) -> Message {
-        self.queued_bytes
-            .fetch_sub(outgoing.charged, Ordering::Relaxed);
         outgoing.message
+    }
+
+    /// Bytes queued to this connection now.
+    pub fn queued_bytes(&self) -> usize {
+        QUEUE_BYTES - self.room.available_permits()
+    }
+
+    /// The session has ended: answers still waiting for room give up.
+    pub fn ended(&self) {
+        self.room.close();
     }
 
     /// Asks the writer to send a close frame and end the session.
@@ -169,6 +207,7 @@ impl Connection {
             "address": self.address.to_string(),
             "opened": self.opened,
             "inflight": self.inflight.load(Ordering::Relaxed),
+            "queued_bytes": self.queued_bytes(),
             "patterns": patterns,
         })
     }

@@ -64,6 +64,12 @@ pub enum AppError {
     /// 422 `compile_error`, with `line` and `col` in the body.
     #[error("{0}")]
     Compile(crate::script::CompileError),
+    /// 429 with a specific code (`inbox_full`): a bound of the channel is reached.
+    #[error("{1}")]
+    Full(&'static str, String),
+    /// 507 `insufficient_storage`: a storage quota (or the disk) has no room.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// 500 `internal`; details are logged, never sent.
     #[error("internal error")]
     Internal,
@@ -102,6 +108,10 @@ impl AppError {
             Self::Invalid(code, _) => (StatusCode::BAD_REQUEST, code),
             Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
             Self::Compile(_) => (StatusCode::UNPROCESSABLE_ENTITY, "compile_error"),
+            Self::Full(code, _) => (StatusCode::TOO_MANY_REQUESTS, code),
+            Self::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -115,7 +125,9 @@ impl AppError {
             | Self::InvalidChannel(_)
             | Self::Missing(..)
             | Self::Invalid(..)
-            | Self::Conflict(..) => Some(self.to_string()),
+            | Self::Conflict(..)
+            | Self::Full(..)
+            | Self::InsufficientStorage(_) => Some(self.to_string()),
             Self::Compile(e) => Some(e.message.clone()),
             _ => None,
         }

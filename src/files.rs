@@ -70,6 +70,7 @@ pub fn write_text(app: &AppState, channel: &Channel, name: &str, text: &str) -> 
             app.config.max_file_bytes
         ));
     }
+    check_quota(app, &path, text.len() as u64).map_err(|e| format!("file_write: {e}"))?;
     store(&path, text.as_bytes()).map_err(|e| format!("file_write: {e}"))
 }
 
@@ -78,6 +79,40 @@ fn store(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     crate::admin::write_atomic(path, bytes)
+}
+
+/// Refuses a write of `size` bytes to `path` that would take the channel's
+/// folder past `files_max_count` files or `files_max_bytes` bytes.
+fn check_quota(app: &AppState, path: &std::path::Path, size: u64) -> Result<(), String> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let (mut count, mut bytes, mut replaced) = (0usize, 0u64, None);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() || entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            count += 1;
+            bytes += meta.len();
+            if entry.path() == path {
+                replaced = Some(meta.len());
+            }
+        }
+    }
+    let (max_count, max_bytes) = (app.config.files_max_count, app.config.files_max_bytes);
+    if replaced.is_none() && count >= max_count {
+        return Err(format!(
+            "the channel has {max_count} files already (files_max_count)"
+        ));
+    }
+    if bytes - replaced.unwrap_or(0) + size > max_bytes {
+        return Err(format!(
+            "the channel's files would take more than {max_bytes} bytes (files_max_bytes)"
+        ));
+    }
+    Ok(())
 }
 
 /// `PUT|GET|DELETE /channels/{code}/files/{name}` with channel credentials.
@@ -132,13 +167,17 @@ async fn serve(
                     .await?;
             let existed = path.exists();
             let size = bytes.len();
-            tokio::task::spawn_blocking(move || store(&path, &bytes))
-                .await
-                .map_err(|_| AppError::Internal)?
-                .map_err(|e| {
+            let quota_app = app.clone();
+            tokio::task::spawn_blocking(move || {
+                check_quota(&quota_app, &path, size as u64)
+                    .map_err(AppError::InsufficientStorage)?;
+                store(&path, &bytes).map_err(|e| {
                     tracing::error!("files: {e}");
                     AppError::Internal
-                })?;
+                })
+            })
+            .await
+            .map_err(|_| AppError::Internal)??;
             let status = if existed {
                 StatusCode::OK
             } else {

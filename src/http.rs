@@ -159,12 +159,22 @@ async fn serve_api(
         // The durable inbox: committed before the 202; the channel's queue runs it.
         let mut texts: Vec<String> = params.iter().map(|p| p.to_string()).collect();
         texts[4] = headers_json(&parts.headers);
-        crate::jobs::create_recv(app, channel.code(), &request_id, &texts, &caller.identity)
-            .await
-            .map_err(|e| {
-                tracing::error!(channel = %channel.code(), request_id, "inbox: {e}");
-                AppError::Internal
-            })?;
+        let stored =
+            crate::jobs::create_recv(app, channel.code(), &request_id, &texts, &caller.identity)
+                .await
+                .map_err(|e| {
+                    tracing::error!(channel = %channel.code(), request_id, "inbox: {e}");
+                    AppError::Internal
+                })?;
+        if stored == crate::jobs::Inbox::Full {
+            return Err(AppError::Full(
+                "inbox_full",
+                format!(
+                    "the channel's inbox holds {} requests waiting to run (inbox_max); try again later",
+                    app.config.inbox_max
+                ),
+            ));
+        }
         let body = serde_json::json!({ "request_id": request_id });
         return Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response());
     }

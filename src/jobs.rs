@@ -55,6 +55,9 @@ pub struct JobRun {
     pub can_wait: bool,
 }
 
+/// The longest a send job may wait for the external system's answer (`job_wait`).
+pub const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Wake-ups for the job runners.
 #[derive(Default)]
 pub struct Jobs {
@@ -192,23 +195,46 @@ pub async fn create_recv(
     request_id: &str,
     params: &[String],
     identity: &Identity,
-) -> Result<(), StoreError> {
+) -> Result<Inbox, StoreError> {
     let input =
         json!({ "params": params, "user": identity.user_id, "roles": identity.roles }).to_string();
     let (id, channel) = (request_id.to_owned(), code.to_owned());
-    app.store
+    let max = app.config.inbox_max as i64;
+    let stored = app
+        .store
         .write(move |c| {
+            let waiting: i64 = c
+                .prepare_cached(
+                    "SELECT count(*) FROM jobs WHERE channel = ?1 AND kind = 'recv' AND state IN ('queued', 'running')",
+                )?
+                .query_row(params![channel], |r| r.get(0))?;
+            if waiting >= max {
+                return Ok(false);
+            }
             let now = now_ms();
             c.execute(
                 "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, input) \
                  VALUES (?1, ?2, 'recv', 'queued', 0, 1, ?3, ?3, ?4)",
                 params![id, channel, now, input],
-            )
+            )?;
+            Ok(true)
         })
         .await?;
+    if !stored {
+        return Ok(Inbox::Full);
+    }
     count(code, "recv", "queued");
     wake_inbox(app, code);
-    Ok(())
+    Ok(Inbox::Stored)
+}
+
+/// What became of a request for the inbox.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inbox {
+    /// Committed; the channel's queue will run it.
+    Stored,
+    /// The channel's inbox holds `inbox_max` requests already; nothing was stored.
+    Full,
 }
 
 fn wake_inbox(app: &AppState, code: &str) {
@@ -468,7 +494,11 @@ async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, i
     let max = channel.as_ref().map_or(attempt, |c| max_attempts(c));
     let now = now_ms();
     let (state, next_at, outcome_label) = match (&outcome.error, outcome.wait_secs) {
-        (None, Some(secs)) => ("waiting", Some(now + secs as i64 * 1000), "waiting"),
+        (None, Some(secs)) => (
+            "waiting",
+            Some(now.saturating_add(secs.min(MAX_WAIT.as_secs()) as i64 * 1000)),
+            "waiting",
+        ),
         (None, None) => ("succeeded", None, "succeeded"),
         (Some(_), _) if attempt < max && channel.is_some() => (
             "queued",
@@ -483,7 +513,8 @@ async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, i
         .write(move |c| {
             c.execute(
                 "UPDATE jobs SET state = ?2, updated = ?3, next_attempt_at = ?4, last_error = coalesce(?5, last_error), \
-                 result = coalesce(?6, result), max_attempts = ?7 WHERE id = ?1",
+                 result = coalesce(?6, result), max_attempts = ?7, input = CASE ?2 WHEN 'succeeded' THEN '' ELSE input END \
+                 WHERE id = ?1",
                 params![job_id, state, now, next_at, err, result, max],
             )?;
             record_attempt(c, &job_id, attempt, started_ms, duration_ms, outcome_label, err)
@@ -580,7 +611,8 @@ async fn finish_run(
     app.store
         .write(move |c| {
             c.execute(
-                "UPDATE jobs SET state = ?2, updated = ?3, last_error = ?4, result = ?5, next_attempt_at = NULL WHERE id = ?1",
+                "UPDATE jobs SET state = ?2, updated = ?3, last_error = ?4, result = ?5, next_attempt_at = NULL, \
+                 input = CASE ?2 WHEN 'succeeded' THEN '' ELSE input END WHERE id = ?1",
                 params![job, state, now_ms(), err, result],
             )?;
             record_attempt(c, &job, attempt, started_ms, duration_ms, state, err)

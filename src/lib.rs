@@ -153,7 +153,8 @@ impl script::Host for AppState {
         key: &str,
         value: Option<serde_json::Value>,
     ) -> Result<(), String> {
-        kv::set_blocking(&self.store, channel, key, value).map_err(|e| format!("kv_set: {e}"))
+        kv::set_blocking(&self.store, channel, key, value, self.config.kv_max_keys)
+            .map_err(|e| format!("kv_set: {e}"))
     }
 
     fn file_read(&self, channel: &channel::Channel, name: &str) -> Result<String, String> {

@@ -17,16 +17,36 @@ use crate::AppState;
 /// `timeout_ms` when the script gives none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Redirects followed within the origin of the first request, at most.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// The keys of a `webquery` request map.
+pub const REQUEST_KEYS: &[&str] = &["method", "path", "query", "body", "headers", "timeout_ms"];
+
 /// The HTTP client for outbound calls (no proxy: calls go straight to the system).
+///
+/// A redirect is followed only while it stays on the origin of the request
+/// (so never with the script's headers to another host, SPEC §7); one that
+/// leaves it, or the eleventh, is handed to the script as the 3xx answer.
 pub fn client() -> reqwest::Client {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(Url::origin);
+        if attempt.previous().len() > MAX_REDIRECTS || first != Some(attempt.url().origin()) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    });
     reqwest::Client::builder()
         .no_proxy()
+        .redirect(policy)
         .connect_timeout(Duration::from_secs(10))
         .build()
         .expect("a client with rustls builds")
 }
 
 /// `url` joined with `path`, refused when it leaves the url's origin (unless allowed).
+/// Errors name origins and paths only, never a query (it may hold a secret).
 pub fn target(channel: &Channel, path: &str, any_host: bool) -> Result<Url, String> {
     let base = channel
         .doc
@@ -35,11 +55,15 @@ pub fn target(channel: &Channel, path: &str, any_host: bool) -> Result<Url, Stri
         .filter(|u| !u.is_empty())
         .ok_or("webquery: the channel has no url")?;
     let base = Url::parse(base).map_err(|e| format!("webquery: the channel's url: {e}"))?;
+    let shown = path.split(['?', '#']).next().unwrap_or("");
     let target = base
         .join(path)
-        .map_err(|e| format!("webquery: path {path:?}: {e}"))?;
+        .map_err(|e| format!("webquery: path {shown:?}: {e}"))?;
     if !matches!(target.scheme(), "http" | "https") {
-        return Err(format!("webquery: {target} is not http(s)"));
+        return Err(format!(
+            "webquery: path {shown:?} leads to {}:, not http(s)",
+            target.scheme()
+        ));
     }
     if !any_host && target.origin() != base.origin() {
         return Err(format!(
@@ -51,45 +75,99 @@ pub fn target(channel: &Channel, path: &str, any_host: bool) -> Result<Url, Stri
     Ok(target)
 }
 
-/// Performs `#{method, path, body, headers, timeout_ms}`; returns `#{status, headers, body}`.
+/// A `webquery` request map, checked: every key known, every value of its type.
+struct Request<'a> {
+    method: Method,
+    path: &'a str,
+    query: Option<&'a Map<String, Value>>,
+    headers: Option<&'a Map<String, Value>>,
+    body: &'a Value,
+    timeout: Option<Duration>,
+}
+
+fn parse_request(request: &Value) -> Result<Request<'_>, String> {
+    let fields = request
+        .as_object()
+        .ok_or("webquery: the request is a map")?;
+    let allowed = || REQUEST_KEYS.join(", ");
+    if let Some(key) = fields.keys().find(|k| !REQUEST_KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "webquery: unknown key {key:?}; the keys are {}",
+            allowed()
+        ));
+    }
+    let wrong = |key: &str, what: &str| format!("webquery: {key} must be {what}");
+    let text = |key: &str| match fields.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(wrong(key, "a string")),
+    };
+    let map = |key: &str| match fields.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(wrong(key, "a map")),
+    };
+    let method = text("method")?.unwrap_or("GET").to_ascii_uppercase();
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("webquery: {method:?} is not an HTTP method"))?;
+    let timeout = match fields.get("timeout_ms") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            Some(Duration::from_millis(v.as_u64().ok_or_else(|| {
+                wrong("timeout_ms", "a whole number of milliseconds")
+            })?))
+        }
+    };
+    Ok(Request {
+        method,
+        path: text("path")?.unwrap_or(""),
+        query: map("query")?,
+        headers: map("headers")?,
+        body: fields.get("body").unwrap_or(&Value::Null),
+        timeout,
+    })
+}
+
+/// The text of a query or header value: a string as is, anything else its JSON.
+fn value_text(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
+}
+
+/// Performs `#{method, path, query, body, headers, timeout_ms}`; returns `#{status, headers, body}`.
+/// An answer longer than the script string limit is an error, found while it
+/// arrives (the rest is never read).
 pub fn webquery(
     app: &AppState,
     channel: &Channel,
     request: Value,
     budget: Duration,
 ) -> Result<Value, String> {
-    let path = request["path"].as_str().unwrap_or("");
-    let url = target(channel, path, app.config.outbound_any_host)?;
-    let method = request["method"]
-        .as_str()
-        .unwrap_or("GET")
-        .to_ascii_uppercase();
-    let method = Method::from_bytes(method.as_bytes())
-        .map_err(|_| format!("webquery: {method:?} is not an HTTP method"))?;
-    let timeout = request["timeout_ms"]
-        .as_u64()
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_TIMEOUT)
-        .min(budget);
+    let request = parse_request(&request)?;
+    let mut url = target(channel, request.path, app.config.outbound_any_host)?;
+    if let Some(query) = request.query {
+        let mut pairs = url.query_pairs_mut();
+        for (key, value) in query {
+            pairs.append_pair(key, &value_text(value));
+        }
+    }
+    let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT).min(budget);
     if timeout.is_zero() {
         return Err("webquery: no time left in this run".into());
     }
-    let mut call = app.http.request(method, url.clone()).timeout(timeout);
+    let origin = url.origin().ascii_serialization();
+    let mut call = app.http.request(request.method, url).timeout(timeout);
     let mut has_type = false;
-    if let Some(headers) = request["headers"].as_object() {
-        for (name, value) in headers {
-            let text = value
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_owned);
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("webquery: {name:?} is not a header name"))?;
-            let value = HeaderValue::from_str(&text)
-                .map_err(|_| format!("webquery: header {name}: not a valid value"))?;
-            has_type |= name == CONTENT_TYPE;
-            call = call.header(name, value);
-        }
+    for (name, value) in request.headers.into_iter().flatten() {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("webquery: {name:?} is not a header name"))?;
+        let value = HeaderValue::from_str(&value_text(value))
+            .map_err(|_| format!("webquery: header {name}: not a valid value"))?;
+        has_type |= header == CONTENT_TYPE;
+        call = call.header(header, value);
     }
-    call = match &request["body"] {
+    call = match request.body {
         Value::Null => call,
         Value::String(s) => call.body(s.clone()),
         other => {
@@ -99,11 +177,12 @@ pub fn webquery(
             call.body(other.to_string())
         }
     };
+    let limit = crate::script::limits::STRING_BYTES;
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
     // Waiting on the network does not hold a computing slot (see `priority::slots`).
-    let (status, headers, body) = crate::script::priority::while_waiting(|| {
+    let answer = crate::script::priority::while_waiting(|| {
         runtime.block_on(async move {
-            let response = call.send().await?;
+            let mut response = call.send().await.map_err(Failure::Http)?;
             let status = response.status().as_u16();
             let mut headers = Map::new();
             for (name, value) in response.headers() {
@@ -118,24 +197,43 @@ pub fn webquery(
                     }
                 }
             }
-            let body = response.text().await?;
-            Ok::<_, reqwest::Error>((status, headers, body))
+            if response.content_length().is_some_and(|n| n > limit as u64) {
+                return Err(Failure::TooLarge);
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(Failure::Http)? {
+                if body.len() + chunk.len() > limit {
+                    return Err(Failure::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let body = String::from_utf8_lossy(&body).into_owned();
+            Ok((status, headers, body))
         })
-    })
-    .map_err(|e| {
-        let why = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "connection failed"
-        } else {
-            "failed"
-        };
-        format!(
-            "webquery: {} {why}: {e}",
-            url.origin().ascii_serialization()
-        )
+    });
+    let (status, headers, body) = answer.map_err(|failure| match failure {
+        Failure::TooLarge => {
+            format!("webquery: {origin} answered with a body over the {limit}-byte string limit")
+        }
+        Failure::Http(e) => {
+            let why = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "connection failed"
+            } else {
+                "failed"
+            };
+            // `without_url`: the URL may carry secrets in its query.
+            format!("webquery: {origin} {why}: {}", e.without_url())
+        }
     })?;
     Ok(json!({ "status": status, "headers": headers, "body": body }))
+}
+
+/// Why a call gave no answer.
+enum Failure {
+    Http(reqwest::Error),
+    TooLarge,
 }
 
 #[cfg(test)]
@@ -144,6 +242,24 @@ mod tests {
 
     fn channel(url: &str) -> Channel {
         crate::channel::test_channel(&format!(r#"{{"code":"c","url":"{url}"}}"#))
+    }
+
+    #[test]
+    fn requests_name_unknown_keys_and_wrong_types() {
+        let err = parse_request(&json!({"path": "/x", "header": {}}))
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("\"header\"") && err.contains("headers"),
+            "{err}"
+        );
+        let err = parse_request(&json!({"timeout_ms": "5000"})).err().unwrap();
+        assert!(err.contains("timeout_ms"), "{err}");
+        let err = parse_request(&json!({"query": "a=1"})).err().unwrap();
+        assert!(err.contains("query must be a map"), "{err}");
+        let good = json!({"method": "post", "query": {"sku": "BOLT M8"}});
+        let ok = parse_request(&good).ok().unwrap();
+        assert_eq!(ok.method, Method::POST);
     }
 
     #[test]
@@ -169,6 +285,8 @@ mod tests {
         ] {
             assert!(target(&ch, escape, false).is_err(), "{escape}");
         }
+        let err = target(&ch, "ftp://x/?key=secret", true).unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
         assert!(target(&ch, "https://other.example.com/", true).is_ok());
         assert!(target(&ch, "file:///etc/passwd", true).is_err());
     }

@@ -291,6 +291,35 @@ pub fn load(config: &Config, engine: &ScriptEngine, prev: Option<&Snapshot>) -> 
         }
     }
 
+    // Channel ids are unique: the first code (in name order) keeps an id, a
+    // later channel with the same id is reported and not served.
+    let mut codes: Vec<String> = channels.keys().cloned().collect();
+    codes.sort();
+    let mut owners: HashMap<uuid::Uuid, String> = HashMap::new();
+    for code in codes {
+        let id = channels[&code].id;
+        if let Some(owner) = owners.get(&id) {
+            let path = channel::file_path(&config.channels, &code);
+            let at = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| channel::locate(&text, "id"))
+                .unwrap_or((1, 1));
+            fail(
+                FileKind::Channel,
+                &code,
+                problem(
+                    &path,
+                    at.0,
+                    at.1,
+                    format!("id {id} is already the id of channel {owner:?}"),
+                ),
+            );
+            channels.remove(&code);
+        } else {
+            owners.insert(id, code);
+        }
+    }
+
     let changes = prev.map(|p| diff(p, &channels)).unwrap_or_default();
     Loaded {
         snapshot: Arc::new(Snapshot {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::connections::CLOSE_GOING_AWAY;
+use crate::connections::{CLOSE_GOING_AWAY, CLOSE_POLICY};
 use crate::registry::{Change, Loaded};
 use crate::AppState;
 
@@ -51,13 +51,19 @@ pub fn reload_now(app: &AppState) -> Loaded {
             Change::Created(code) => tracing::info!(channel = %code, "channel created"),
             Change::Updated(code) => {
                 tracing::info!(channel = %code, "channel updated");
-                if loaded
-                    .snapshot
-                    .channel(code)
-                    .is_some_and(|c| c.doc.opts.disabled)
-                {
+                let now = loaded.snapshot.channel(code);
+                if now.is_some_and(|c| c.doc.opts.disabled) {
                     app.connections
                         .close_channel(code, CLOSE_GOING_AWAY, "channel disabled");
+                } else if let (Some(before), Some(now)) = (prev.channel(code), now) {
+                    // What admitted the open websockets no longer holds as it did.
+                    if !before.same_admission(now) {
+                        app.connections.close_channel(
+                            code,
+                            CLOSE_POLICY,
+                            "the channel's credentials changed",
+                        );
+                    }
                 }
             }
             Change::Deleted(code) => {

@@ -83,6 +83,12 @@ CREATE TABLE IF NOT EXISTS kv (
     value   TEXT NOT NULL,
     PRIMARY KEY (channel, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv_counts (
+    channel TEXT PRIMARY KEY,
+    n       INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO kv_counts (channel, n)
+    SELECT channel, count(*) FROM kv WHERE NOT EXISTS (SELECT 1 FROM kv_counts) GROUP BY channel;
 ";
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {

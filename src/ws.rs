@@ -22,7 +22,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::channel::{Channel, ScriptField};
-use crate::connections::{Connection, Outbox, CLOSE_GOING_AWAY};
+use crate::connections::{
+    Connection, Outbox, CLOSE_GOING_AWAY, CLOSE_POLICY, MAX_PATTERNS, MAX_PATTERNS_PER_FRAME,
+};
 use crate::events::{Event, Pattern};
 use crate::http::{admit, Caller};
 use crate::script::{convert, RunContext, RunError};
@@ -53,6 +55,11 @@ pub const RATE_LIMIT_CLOSE_AFTER: Duration = Duration::from_secs(10);
 const READ_BUFFER: usize = 2 * 1024;
 /// Bytes written before a flush is forced.
 const WRITE_BUFFER: usize = 8 * 1024;
+/// Most bytes waiting in the library's write buffer (frames and the pongs it
+/// queues by itself for a client's pings); past it the connection is closed.
+/// The send queue ([`crate::connections::QUEUE_BYTES`]) bounds our own frames
+/// before they get here.
+const MAX_WRITE_BUFFER: usize = 2 * crate::connections::QUEUE_BYTES;
 /// How long a close frame may take to leave.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -84,6 +91,7 @@ pub async fn upgrade(
                     .max_frame_size(max)
                     .read_buffer_size(READ_BUFFER)
                     .write_buffer_size(WRITE_BUFFER)
+                    .max_write_buffer_size(MAX_WRITE_BUFFER)
                     .on_upgrade(move |socket| async move {
                         // The websocket holds its max_connections slot until it closes.
                         let _slot = slot;
@@ -116,6 +124,7 @@ async fn session(app: Arc<AppState>, caller: Caller, socket: WebSocket) {
     let (code, reason) = end.clone().unwrap_or((1000, String::new()));
     conn.close(code, &reason);
     let _ = writer.await;
+    conn.ended();
     app.connections.remove(&conn);
     tracing::info!(channel = %channel.code(), connection = %conn.id, close_code = code, reason = %reason, "websocket closed");
 }
@@ -253,7 +262,13 @@ async fn read_loop(
             }
             Message::Binary(_) => return Some((1003, "binary frames are not accepted".into())),
             Message::Close(_) => return None,
-            Message::Ping(_) | Message::Pong(_) => {}
+            // Control frames count toward ws_max_rate too (a ping flood is a flood);
+            // the pongs the library queues are bounded by the write buffer's limit.
+            Message::Ping(_) | Message::Pong(_) => {
+                if let Rate::Sustained = reader.rate.check(Instant::now()) {
+                    return Some((CLOSE_POLICY, "rate limit exceeded for 10 s".into()));
+                }
+            }
         }
     }
 }
@@ -343,6 +358,15 @@ fn result_frame_text(kind: &str, qid: &Value, success: bool, data: &str) -> Stri
     out
 }
 
+fn too_many(kind: &str, qid: &Value, message: String) -> String {
+    result_frame(
+        kind,
+        qid,
+        false,
+        json!({"error": "too_many_patterns", "message": message}),
+    )
+}
+
 fn failure(kind: &str, qid: &Value, error: &str) -> String {
     result_frame(kind, qid, false, json!({ "error": error }))
 }
@@ -366,7 +390,7 @@ impl Reader<'_> {
                     .await;
                 return None;
             }
-            Rate::Sustained => return Some((1008, "rate limit exceeded for 10 s".into())),
+            Rate::Sustained => return Some((CLOSE_POLICY, "rate limit exceeded for 10 s".into())),
         }
         let snapshot = self.app.registry.snapshot();
         let Some(channel) = snapshot.channel(&self.conn.channel).cloned() else {
@@ -481,13 +505,29 @@ impl Reader<'_> {
                         )
                     }
                 };
+                if wanted.len() > MAX_PATTERNS_PER_FRAME {
+                    return too_many(
+                        kind,
+                        qid,
+                        format!("at most {MAX_PATTERNS_PER_FRAME} patterns in one frame"),
+                    );
+                }
                 let mut patterns = self.conn.patterns.lock().unwrap_or_else(|p| p.into_inner());
                 if kind == "subscribe" {
+                    let mut fresh: Vec<Pattern> = Vec::new();
                     for p in wanted {
-                        if !patterns.contains(&p) {
-                            patterns.push(p);
+                        if !patterns.contains(&p) && !fresh.contains(&p) {
+                            fresh.push(p);
                         }
                     }
+                    if patterns.len() + fresh.len() > MAX_PATTERNS {
+                        return too_many(
+                            kind,
+                            qid,
+                            format!("a connection holds at most {MAX_PATTERNS} patterns"),
+                        );
+                    }
+                    patterns.extend(fresh);
                 } else {
                     patterns.retain(|p| !wanted.contains(p));
                 }
@@ -715,13 +755,52 @@ pub fn run_send_ws(app: &Arc<AppState>, code: &str, data: Value) -> Result<(), S
         job: None,
         lazy: None,
     };
+    let Some(running) = SendWsRun::start(code) else {
+        return Err(format!(
+            "channel_send_ws: {MAX_SEND_WS_RUNS} runs for channel {code:?} are under way already"
+        ));
+    };
     let app = app.clone();
     runtime.spawn(async move {
+        let _running = running;
         if let Err(err) = app.engine.run(script, ctx, channel.timeout, &[]).await {
             crate::http::script_failure(&app, &channel, &request_id, err);
         }
     });
     Ok(())
+}
+
+/// `channel_send_ws` runs one channel may have under way at once; past it the
+/// call is a script error (each run is a task and maybe a thread).
+pub const MAX_SEND_WS_RUNS: usize = 64;
+
+/// One `channel_send_ws` run under way, counted per channel until dropped.
+struct SendWsRun(String);
+
+impl SendWsRun {
+    fn counts() -> &'static dashmap::DashMap<String, usize> {
+        static COUNTS: std::sync::OnceLock<dashmap::DashMap<String, usize>> =
+            std::sync::OnceLock::new();
+        COUNTS.get_or_init(Default::default)
+    }
+
+    fn start(code: &str) -> Option<Self> {
+        let mut n = Self::counts().entry(code.to_owned()).or_insert(0);
+        if *n >= MAX_SEND_WS_RUNS {
+            return None;
+        }
+        *n += 1;
+        Some(Self(code.to_owned()))
+    }
+}
+
+impl Drop for SendWsRun {
+    fn drop(&mut self) {
+        Self::counts().remove_if_mut(&self.0, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
 }
 
 /// `["push", {"data": data}]`.

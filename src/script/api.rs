@@ -42,6 +42,7 @@ pub(super) fn register(engine: &mut Engine) {
     });
 
     engine.register_fn("parse_json", |text: &str| -> Fallible<Dynamic> {
+        super::heavy(text.len())?;
         convert::parse(text).or_else(|e| fail(format!("parse_json: {e}")))
     });
     engine.register_fn("to_json", json_text);
@@ -50,10 +51,11 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("to_json", |a: rhai::Array| {
         json_text(Dynamic::from_array(a))
     });
-    engine.register_fn("parse_query", |query: &str| -> Map {
-        crate::auth::query_pairs(query.trim_start_matches('?'))
+    engine.register_fn("parse_query", |query: &str| -> Fallible<Map> {
+        super::heavy(query.len())?;
+        Ok(crate::auth::query_pairs(query.trim_start_matches('?'))
             .map(|(k, v)| (k.into(), v.into()))
-            .collect()
+            .collect())
     });
 
     // A log line is a side effect: an inline attempt would write it twice.
@@ -110,27 +112,32 @@ pub(super) fn register(engine: &mut Engine) {
         })
     });
 
-    engine.register_fn("md5_hex", |s: &str| -> ImmutableString {
-        hex::encode(Md5::digest(s.as_bytes())).into()
+    engine.register_fn("md5_hex", |s: &str| -> Fallible<ImmutableString> {
+        super::heavy(s.len())?;
+        Ok(hex::encode(Md5::digest(s.as_bytes())).into())
     });
-    engine.register_fn("sha256_hex", |s: &str| -> ImmutableString {
-        hex::encode(Sha256::digest(s.as_bytes())).into()
+    engine.register_fn("sha256_hex", |s: &str| -> Fallible<ImmutableString> {
+        super::heavy(s.len())?;
+        Ok(hex::encode(Sha256::digest(s.as_bytes())).into())
     });
     engine.register_fn(
         "hmac_sha256_hex",
-        |key: &str, msg: &str| -> ImmutableString {
+        |key: &str, msg: &str| -> Fallible<ImmutableString> {
+            super::heavy(key.len() + msg.len())?;
             let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
                 .expect("HMAC takes a key of any size");
             mac.update(msg.as_bytes());
-            hex::encode(mac.finalize().into_bytes()).into()
+            Ok(hex::encode(mac.finalize().into_bytes()).into())
         },
     );
-    engine.register_fn("base64_encode", |s: &str| -> ImmutableString {
-        base64::engine::general_purpose::STANDARD
+    engine.register_fn("base64_encode", |s: &str| -> Fallible<ImmutableString> {
+        super::heavy(s.len())?;
+        Ok(base64::engine::general_purpose::STANDARD
             .encode(s.as_bytes())
-            .into()
+            .into())
     });
     engine.register_fn("base64_decode", |s: &str| -> Fallible<ImmutableString> {
+        super::heavy(s.len())?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(s.trim())
             .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim()))
@@ -185,9 +192,14 @@ pub(super) fn register(engine: &mut Engine) {
         let job = with_context(|c| c.and_then(|c| c.job.clone()));
         match job {
             Some(job) if job.can_wait => {
-                let secs = u64::try_from(seconds).ok().filter(|s| *s > 0);
+                let max = crate::jobs::MAX_WAIT.as_secs();
+                let secs = u64::try_from(seconds)
+                    .ok()
+                    .filter(|s| (1..=max).contains(s));
                 let Some(secs) = secs else {
-                    return fail("job_wait: seconds must be a positive integer");
+                    return fail(format!(
+                        "job_wait: seconds must be a whole number from 1 to {max} (30 days)"
+                    ));
                 };
                 *job.wait_secs.lock().unwrap_or_else(|p| p.into_inner()) = Some(secs);
                 Ok(())
@@ -250,6 +262,7 @@ fn no_sleep() -> Fallible<()> {
 }
 
 fn json_text(value: Dynamic) -> Fallible<ImmutableString> {
+    super::heavy_value(&value)?;
     match convert::to_json_text(&value) {
         Ok(text) => Ok(text.into()),
         Err(e) => fail(format!("to_json: {e}")),

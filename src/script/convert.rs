@@ -217,6 +217,43 @@ impl ser::Serialize for AsJson<'_> {
     }
 }
 
+/// A rough size of a value (bytes of text plus one per value inside), counted
+/// only up to `limit`: cheap for small values, bounded for large ones.
+pub fn rough_size(value: &Dynamic, limit: usize) -> usize {
+    let mut left = limit;
+    count_down(value, &mut left, 0);
+    limit - left
+}
+
+fn count_down(value: &Dynamic, left: &mut usize, depth: usize) {
+    let take = |left: &mut usize, n: usize| *left = left.saturating_sub(n);
+    take(left, 1);
+    // Script values nest at most 128 deep (the engine checks); this bound is for any other.
+    if *left == 0 || depth > MAX_DEPTH {
+        return;
+    }
+    if let Some(text) = value.read_lock::<ImmutableString>() {
+        take(left, text.len());
+    } else if let Some(list) = value.read_lock::<Array>() {
+        for item in list.iter() {
+            count_down(item, left, depth + 1);
+            if *left == 0 {
+                return;
+            }
+        }
+    } else if let Some(map) = value.read_lock::<Map>() {
+        for (k, item) in map.iter() {
+            take(left, k.len());
+            count_down(item, left, depth + 1);
+            if *left == 0 {
+                return;
+            }
+        }
+    } else if let Some(blob) = value.read_lock::<Blob>() {
+        take(left, blob.len());
+    }
+}
+
 /// The text of a value: a string as is, `()` empty, anything else its JSON.
 pub fn to_text(value: &Dynamic) -> Result<String, String> {
     if value.is_unit() {
@@ -301,6 +338,16 @@ mod tests {
         assert!(to_json_text(&v)
             .unwrap_err()
             .contains("nested deeper than 128"));
+    }
+
+    #[test]
+    fn rough_size_counts_up_to_its_limit() {
+        let v = parse(r#"{"ab": ["xyz", 1], "c": "d"}"#).unwrap();
+        // map 1 + keys 3 + array 1 + "xyz" 1+3 + 1 + "d" 1+1
+        assert_eq!(rough_size(&v, 1000), 12);
+        assert_eq!(rough_size(&v, 5), 5);
+        let big = Dynamic::from(vec![Dynamic::from("x".repeat(100)); 10_000]);
+        assert_eq!(rough_size(&big, 4096), 4096);
     }
 
     #[test]

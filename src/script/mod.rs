@@ -11,7 +11,9 @@
 
 mod api;
 pub mod convert;
+pub mod memory;
 pub mod priority;
+mod watchdog;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -39,6 +41,11 @@ pub mod limits {
     pub const MAP_LEN: usize = 100_000;
     /// Modules one run may import.
     pub const MODULES: usize = 64;
+    /// Modules importing modules, this deep at most.
+    pub const IMPORT_DEPTH: usize = 16;
+    /// Inputs larger than this (bytes, or values in a data structure) are not
+    /// handled on an async thread: a function given one leaves the inline attempt.
+    pub const INLINE_INPUT: usize = 16 * 1024;
     /// `on_progress` checks the wall clock every this many operations (a power of two).
     pub const CLOCK_EVERY_OPS: u64 = 1024;
 }
@@ -57,8 +64,6 @@ pub struct Script {
     pub source: String,
     /// The compiled form, or why it does not compile.
     pub compiled: Result<Arc<AST>, CompileError>,
-    /// The script evaluated as a module, the first time another script imports it.
-    module: OnceLock<rhai::Shared<Module>>,
 }
 
 /// A script that does not compile: the position and the parser's message.
@@ -218,6 +223,9 @@ pub enum RunError {
 thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
     static CONTEXT: RefCell<Option<Arc<RunContext>>> = const { RefCell::new(None) };
+    /// Modules this run has imported, by script code: a module is evaluated once
+    /// per run that imports it, so nothing of one run reaches another.
+    static MODULES: RefCell<HashMap<String, rhai::Shared<Module>>> = RefCell::new(HashMap::new());
     static IMPORTING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     static INLINE: Cell<bool> = const { Cell::new(false) };
 }
@@ -248,14 +256,19 @@ impl RunGuard {
     fn enter(ctx: Arc<RunContext>, deadline: Instant) -> Self {
         DEADLINE.with(|d| d.set(Some(deadline)));
         CONTEXT.with(|c| *c.borrow_mut() = Some(ctx));
+        watchdog::arm(deadline);
+        memory::start();
         Self
     }
 }
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
+        memory::end();
+        watchdog::disarm();
         DEADLINE.with(|d| d.set(None));
         CONTEXT.with(|c| *c.borrow_mut() = None);
+        MODULES.with(|m| m.borrow_mut().clear());
         IMPORTING.with(|i| i.borrow_mut().clear());
     }
 }
@@ -285,12 +298,20 @@ impl ScriptEngine {
             .set_max_modules(limits::MODULES);
         engine.disable_symbol("eval");
         engine.on_progress(|ops| {
+            // Before every operation: a slow operation cannot carry a run far past its
+            // deadline, nor a growing container past the run's memory.
+            if watchdog::expired() {
+                return Some(Dynamic::from(TIMEOUT));
+            }
+            if memory::over() {
+                return Some(Dynamic::from(OUT_OF_MEMORY));
+            }
             if ops & (limits::CLOCK_EVERY_OPS - 1) != 0 {
                 return None;
             }
             let now = Instant::now();
             if past_deadline(now) {
-                return Some(Dynamic::from("timeout"));
+                return Some(Dynamic::from(TIMEOUT));
             }
             priority::check(now);
             None
@@ -322,7 +343,6 @@ impl ScriptEngine {
             path,
             source,
             compiled,
-            module: OnceLock::new(),
         }
     }
 
@@ -439,6 +459,11 @@ fn panicked(channel: &str, request_id: &str, panic: Box<dyn std::any::Any + Send
     RunError::Failed("internal error: the script run panicked".into())
 }
 
+/// The token of a run stopped at its deadline.
+const TIMEOUT: &str = "timeout";
+/// The token of a run stopped for holding more than [`memory::RUN_MEMORY`].
+const OUT_OF_MEMORY: &str = "memory";
+
 /// How long past its deadline a run's answer waits for the run to stop by itself.
 pub const DEADLINE_GRACE: Duration = Duration::from_millis(5);
 
@@ -456,6 +481,25 @@ pub(crate) fn no_side_effects_inline() -> Result<(), Box<EvalAltResult>> {
     }
     if past_deadline(Instant::now()) {
         return Err(EvalAltResult::ErrorTerminated("timeout".into(), Position::NONE).into());
+    }
+    Ok(())
+}
+
+/// Called first by functions whose cost grows with their input (`parse_json`,
+/// `to_json`, hashing…): in an inline attempt, an input over
+/// [`limits::INLINE_INPUT`] ends the attempt, so that the work is done on a
+/// blocking thread and never holds an async one.
+pub(crate) fn heavy(size: usize) -> Result<(), Box<EvalAltResult>> {
+    if size > limits::INLINE_INPUT && INLINE.with(Cell::get) {
+        return Err(EvalAltResult::ErrorTerminated("inline".into(), Position::NONE).into());
+    }
+    Ok(())
+}
+
+/// [`heavy`] for a value: its rough size, counted only in an inline attempt.
+pub(crate) fn heavy_value(value: &Dynamic) -> Result<(), Box<EvalAltResult>> {
+    if INLINE.with(Cell::get) {
+        heavy(convert::rough_size(value, limits::INLINE_INPUT + 1))?;
     }
     Ok(())
 }
@@ -497,6 +541,15 @@ fn classify(code: &str, err: EvalAltResult) -> RunError {
     let mut inner = &err;
     loop {
         match inner {
+            EvalAltResult::ErrorTerminated(token, _)
+                if token.read_lock::<ImmutableString>().as_deref()
+                    == Some(&OUT_OF_MEMORY.into()) =>
+            {
+                return RunError::Failed(format!(
+                    "the run held more than {} MiB of memory ({code}.rhai)",
+                    memory::RUN_MEMORY >> 20
+                ));
+            }
             EvalAltResult::ErrorTerminated(..) => return RunError::Timeout,
             EvalAltResult::ErrorInFunctionCall(_, _, e, _)
             | EvalAltResult::ErrorInModule(_, e, _) => inner = e,
@@ -532,8 +585,8 @@ impl ModuleResolver for SiblingResolver {
         let code = code.strip_suffix(".rhai").unwrap_or(code);
         let script = with_context(|c| c.and_then(|c| c.scripts.get(code).cloned()))
             .ok_or_else(|| EvalAltResult::ErrorModuleNotFound(path.to_owned(), pos))?;
-        if let Some(module) = script.module.get() {
-            return Ok(module.clone());
+        if let Some(module) = MODULES.with(|m| m.borrow().get(code).cloned()) {
+            return Ok(module);
         }
         let in_module = |msg: String| {
             Box::new(EvalAltResult::ErrorInModule(
@@ -546,21 +599,32 @@ impl ModuleResolver for SiblingResolver {
             .compiled
             .as_ref()
             .map_err(|e| in_module(format!("does not compile: {e}")))?;
-        let cyclic = IMPORTING.with(|i| {
+        let refused = IMPORTING.with(|i| {
             let mut stack = i.borrow_mut();
-            let cyclic = stack.iter().any(|c| c == code);
+            if stack.iter().any(|c| c == code) {
+                return Some("import cycle".to_string());
+            }
+            if stack.len() >= limits::IMPORT_DEPTH {
+                return Some(format!(
+                    "modules import modules more than {} deep",
+                    limits::IMPORT_DEPTH
+                ));
+            }
             stack.push(code.to_owned());
-            cyclic
+            None
         });
-        if cyclic {
-            return Err(in_module("import cycle".into()));
+        if let Some(why) = refused {
+            return Err(in_module(why));
         }
+        // Evaluated for this run only: a module's values (closures' captured
+        // variables included) and what its top level read (`token_remote()`…)
+        // must never reach another run or another channel.
         let result = Module::eval_ast_as_new(Scope::new(), ast, engine);
         IMPORTING.with(|i| i.borrow_mut().pop());
         let module = rhai::Shared::new(
             result.map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.to_owned(), e, pos)))?,
         );
-        let _ = script.module.set(module.clone());
+        MODULES.with(|m| m.borrow_mut().insert(code.to_owned(), module.clone()));
         Ok(module)
     }
 }

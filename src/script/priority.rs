@@ -17,6 +17,7 @@
 //! retires it (after 10 s idle), which is logged once.
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,15 @@ pub const FAIR_SHARE: Duration = Duration::from_millis(1);
 
 /// The `nice` value of a thread running a long script.
 pub const LOW: i32 = 19;
+
+/// Long runs that may have given their computing slot up at once. Past it, a
+/// run that turns long keeps its slot (and competes for the CPU with short
+/// runs only at low priority): so runaways never take more than this many
+/// threads plus the slots, however many are started.
+pub const MAX_LONG_RUNS: usize = 32;
+
+/// Long runs that gave their slot up, now.
+static LONG_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// How many script runs may compute on blocking threads at once: 4 per core
 /// (at least 4). A run gives its slot up while it waits on the network or a
@@ -64,6 +74,8 @@ thread_local! {
     static CPU_AT_START: Cell<Duration> = const { Cell::new(Duration::ZERO) };
     /// Whether this thread's priority was lowered by the current run.
     static LOWERED: Cell<bool> = const { Cell::new(false) };
+    /// Whether the current run counts among the [`MAX_LONG_RUNS`].
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Watches a run on a blocking thread, from its start to its end (when dropped,
@@ -107,8 +119,17 @@ pub fn check(now: Instant) {
     }
     CHECK_AT.with(|c| c.set(None));
     // A long run is background work from now on: it gives its computing slot
-    // to the short runs (so runaways cannot hold all the slots) …
-    SLOT.with(|s| s.borrow_mut().take());
+    // to the short runs (so runaways cannot hold all the slots), while fewer
+    // than MAX_LONG_RUNS have …
+    let counted = LONG_RUNS
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_LONG_RUNS).then_some(n + 1)
+        })
+        .is_ok();
+    if counted {
+        COUNTED.with(|c| c.set(true));
+        SLOT.with(|s| s.borrow_mut().take());
+    }
     // … and takes the CPU only when nothing else wants it.
     if set_nice(LOW) {
         LOWERED.with(|l| l.set(true));
@@ -119,6 +140,9 @@ pub fn check(now: Instant) {
 /// Ends the watch; gives the thread its normal priority back if it was lowered.
 fn end() {
     SLOT.with(|s| s.borrow_mut().take());
+    if COUNTED.with(|c| c.replace(false)) {
+        LONG_RUNS.fetch_sub(1, Ordering::AcqRel);
+    }
     CHECK_AT.with(|c| c.set(None));
     if LOWERED.with(|l| l.replace(false)) && !set_nice(0) {
         static WARNED: std::sync::Once = std::sync::Once::new();
