@@ -766,3 +766,39 @@ async fn disk_use_per_channel_is_bounded() {
         .unwrap();
     assert_eq!(input, "");
 }
+
+#[tokio::test]
+async fn long_runs_that_gave_up_their_slot_are_bounded() {
+    let srv = Project::new()
+        .channel(
+            json!({"code": "spin", "token_local": "spin-token", "recv_svcscriptcode": "spin",
+            "opts": {"issync": true, "recv_timeout": 3}}),
+        )
+        .script("spin", "let n = 0; loop { n += 1; }")
+        .start();
+    let runs: Vec<_> = (0..40)
+        .map(|_| {
+            tokio::spawn(
+                client()
+                    .get(srv.url("/channels/spin/api?token=spin-token"))
+                    .send(),
+            )
+        })
+        .collect();
+    let mut most = 0.0f64;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = common::metrics_text(&srv).await;
+        let now = text
+            .lines()
+            .find_map(|l| l.strip_prefix("switchyard_script_long_runs "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+        most = most.max(now);
+    }
+    assert!(most >= 1.0, "no run was counted as long");
+    assert!(most <= 32.0, "{most} long runs at once");
+    for run in runs {
+        assert_eq!(run.await.unwrap().unwrap().status(), 504);
+    }
+    assert_serving(&srv).await;
+}

@@ -129,6 +129,7 @@ pub fn check(now: Instant) {
     if counted {
         COUNTED.with(|c| c.set(true));
         SLOT.with(|s| s.borrow_mut().take());
+        metrics::gauge!("switchyard_script_long_runs").increment(1.0);
     }
     // … and takes the CPU only when nothing else wants it.
     if set_nice(LOW) {
@@ -142,6 +143,7 @@ fn end() {
     SLOT.with(|s| s.borrow_mut().take());
     if COUNTED.with(|c| c.replace(false)) {
         LONG_RUNS.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("switchyard_script_long_runs").decrement(1.0);
     }
     CHECK_AT.with(|c| c.set(None));
     if LOWERED.with(|l| l.replace(false)) && !set_nice(0) {
