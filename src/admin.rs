@@ -418,7 +418,19 @@ async fn get_script(
     if !channel::valid_code(&code) {
         return Err(unknown());
     }
-    let source = tokio::fs::read_to_string(script_file(&app, &code))
+    let path = script_file(&app, &code);
+    // Never through a link out of the scripts folder (it is not loaded either).
+    let inside = match (
+        tokio::fs::canonicalize(&path).await,
+        tokio::fs::canonicalize(&app.config.scripts).await,
+    ) {
+        (Ok(real), Ok(root)) => real.starts_with(root),
+        _ => false,
+    };
+    if !inside {
+        return Err(unknown());
+    }
+    let source = tokio::fs::read_to_string(path)
         .await
         .map_err(|_| unknown())?;
     Ok((
@@ -438,9 +450,16 @@ async fn put_script(
             "{code:?} is not a valid script code (1 to 64 of A-Z a-z 0-9 _ . -)"
         )));
     }
-    let bytes = body_of(&app, req).await?;
+    let (parts, body) = req.into_parts();
+    let max = app.config.max_script_bytes as u64;
+    let bytes = crate::http::read_body_max(&app, &parts.headers, body, max).await?;
     let source = String::from_utf8(bytes.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
-    app.engine.compile(&source).map_err(AppError::Compile)?;
+    // Compiling takes time in proportion to the script: not on an async thread.
+    let engine = app.engine.clone();
+    let source = tokio::task::spawn_blocking(move || engine.compile(&source).map(|_| source))
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map_err(AppError::Compile)?;
     let _serial = app.admin_lock.lock().await;
     let path = script_file(&app, &code);
     let existed = path.exists();

@@ -43,6 +43,26 @@ pub struct Config {
     pub ws_max_rate: u32,
     /// Open connections at most.
     pub max_connections: usize,
+    /// Open connections from one sender address at most.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to take an answer or a frame before it is disconnected.
+    #[serde(deserialize_with = "de_duration")]
+    pub write_timeout: Duration,
+    /// Bytes of the request line and headers; more: 431.
+    pub max_header_bytes: usize,
+    /// Largest script file; bigger: 413 through the API, not loaded when written by hand.
+    pub max_script_bytes: usize,
+    /// Age after which finished schedule runs are pruned.
+    #[serde(deserialize_with = "de_duration")]
+    pub schedule_run_retention: Duration,
+    /// TLS certificate (PEM); with `tls_key`: HTTPS (SPEC §17, not built yet).
+    pub tls_cert: String,
+    /// TLS private key (PEM).
+    pub tls_key: String,
+    /// OpenTelemetry OTLP/HTTP endpoint (SPEC §11, not built yet); empty: off.
+    pub otlp_endpoint: String,
+    /// Cluster mode (SPEC §13, not built yet); empty `nats_url`: embedded mode.
+    pub cluster: ClusterConfig,
     /// Time to receive complete request headers.
     #[serde(deserialize_with = "de_duration")]
     pub header_timeout: Duration,
@@ -126,6 +146,15 @@ impl Default for Config {
             ws_max_frame_bytes: 1024 * 1024,
             ws_max_rate: 0,
             max_connections: 10_000,
+            max_connections_per_ip: 256,
+            write_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_script_bytes: 1024 * 1024,
+            schedule_run_retention: Duration::from_secs(24 * 3600),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            otlp_endpoint: String::new(),
+            cluster: ClusterConfig::default(),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             event_queue_max: 10_000,
@@ -139,6 +168,37 @@ impl Default for Config {
             log_format: LogFormat::Text,
             iam: IamConfig::default(),
             users: Vec::new(),
+        }
+    }
+}
+
+/// `[cluster]` (SPEC §13).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URL(s); empty: embedded mode.
+    pub nats_url: String,
+    /// This node's name; empty: `<hostname>:<listen port>`.
+    pub node: String,
+    /// Prefix of every stream, bucket and subject.
+    pub prefix: String,
+    /// JetStream replicas of streams and buckets.
+    pub replicas: usize,
+    /// NATS credentials file.
+    pub creds_file: String,
+    /// NATS token.
+    pub token: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            nats_url: String::new(),
+            node: String::new(),
+            prefix: "switchyard".into(),
+            replicas: 1,
+            creds_file: String::new(),
+            token: String::new(),
         }
     }
 }
@@ -198,6 +258,33 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err("max_connections: must be at least 1".into());
+        }
+        if self.max_connections_per_ip == 0 {
+            return Err("max_connections_per_ip: must be at least 1".into());
+        }
+        if self.max_header_bytes < 8192 {
+            return Err("max_header_bytes: must be at least 8192".into());
+        }
+        // Known keys of features still to come: refused rather than silently ignored,
+        // so nobody believes they serve HTTPS or run a cluster when they do not.
+        let not_yet = [
+            ("tls_cert", !self.tls_cert.is_empty(), "TLS (SPEC §17)"),
+            ("tls_key", !self.tls_key.is_empty(), "TLS (SPEC §17)"),
+            (
+                "otlp_endpoint",
+                !self.otlp_endpoint.is_empty(),
+                "trace export (SPEC §11)",
+            ),
+            (
+                "cluster.nats_url",
+                !self.cluster.nats_url.is_empty(),
+                "cluster mode (SPEC §13)",
+            ),
+        ];
+        if let Some((key, _, what)) = not_yet.iter().find(|(_, set, _)| *set) {
+            return Err(format!(
+                "{key}: {what} is not built into this version yet; leave it empty"
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for user in &self.users {

@@ -70,6 +70,9 @@ pub enum AppError {
     /// 507 `insufficient_storage`: a storage quota (or the disk) has no room.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// 501 with a specific code (`unsupported_transfer_coding`).
+    #[error("{1}")]
+    Unsupported(&'static str, String),
     /// 500 `internal`; details are logged, never sent.
     #[error("internal error")]
     Internal,
@@ -112,6 +115,7 @@ impl AppError {
             Self::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
+            Self::Unsupported(code, _) => (StatusCode::NOT_IMPLEMENTED, code),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -127,6 +131,7 @@ impl AppError {
             | Self::Invalid(..)
             | Self::Conflict(..)
             | Self::Full(..)
+            | Self::Unsupported(..)
             | Self::InsufficientStorage(_) => Some(self.to_string()),
             Self::Compile(e) => Some(e.message.clone()),
             _ => None,

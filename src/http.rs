@@ -34,6 +34,56 @@ pub struct Caller {
     pub sender: std::net::IpAddr,
 }
 
+/// A request whose framing the server does not take (SPEC §14): an HTTP/1.1
+/// request without exactly one `Host`, or a transfer coding other than
+/// `chunked` (hyper would decode the chunks and pass `gzip` bytes on as the body).
+pub fn framing_error(req: &Request) -> Option<AppError> {
+    let headers = req.headers();
+    if req.version() == axum::http::Version::HTTP_11 {
+        let mut hosts = headers.get_all(header::HOST).iter();
+        let valid = match (hosts.next(), hosts.next()) {
+            (Some(host), None) => host
+                .to_str()
+                .ok()
+                .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+                .is_some(),
+            _ => false,
+        };
+        if !valid {
+            return Some(AppError::BadRequest(
+                "an HTTP/1.1 request needs exactly one valid Host header".into(),
+            ));
+        }
+    }
+    let codings: Vec<String> = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
+    if !codings.is_empty() && codings != ["chunked"] {
+        return Some(AppError::Unsupported(
+            "unsupported_transfer_coding",
+            format!(
+                "transfer coding {:?} is not supported; only chunked",
+                codings.join(", ")
+            ),
+        ));
+    }
+    None
+}
+
+/// [`framing_error`] as middleware of the router.
+pub async fn framing_guard(req: Request, next: axum::middleware::Next) -> Response {
+    match framing_error(&req) {
+        Some(e) => {
+            discard(req.into_body());
+            e.into_response()
+        }
+        None => next.run(req).await,
+    }
+}
+
 /// Finds the channel and authenticates the caller, in the order of the contract's table.
 pub fn admit(
     app: &AppState,
@@ -328,9 +378,13 @@ pub(crate) async fn read_body_max(
         discard(body);
         return Err(AppError::PayloadTooLarge(max));
     }
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    // Room for what arrives, not for what was declared (a declared megabyte
+    // followed by one byte holds one byte).
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(16 * 1024) as usize);
+    // body_timeout bounds the whole body, not each read.
+    let deadline = tokio::time::Instant::now() + app.config.body_timeout;
     loop {
-        match tokio::time::timeout(app.config.body_timeout, body.frame()).await {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(AppError::RequestTimeout),
             Ok(None) => return Ok(Bytes::from(buf)),
             Ok(Some(Err(e))) => {

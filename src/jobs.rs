@@ -64,6 +64,64 @@ pub struct Jobs {
     send_wake: Notify,
     inbox: DashMap<String, Arc<Notify>>,
     schedules: Mutex<HashMap<(String, usize), Entry>>,
+    /// Set on SIGTERM: no job is claimed or started any more.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Job scripts running now, and a wake-up for when the last one ends.
+    running: std::sync::atomic::AtomicUsize,
+    idle: Notify,
+}
+
+/// A claim or a job script under way, counted until dropped (see
+/// [`wait_running`]). Taken *before* a runner looks at `stopping` and claims,
+/// so a stop never misses a job that was claimed just as it began.
+struct Running(Arc<AppState>);
+
+impl Running {
+    fn start(app: &Arc<AppState>) -> Self {
+        app.jobs.running.fetch_add(1, Ordering::SeqCst);
+        Self(app.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.jobs.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.jobs.idle.notify_waiters();
+        }
+    }
+}
+
+impl Jobs {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// The server is stopping: claim no more jobs and start no schedule run.
+pub fn stop_claiming(app: &AppState) {
+    app.jobs.stopping.store(true, Ordering::SeqCst);
+    app.jobs.send_wake.notify_waiters();
+    for notify in app.jobs.inbox.iter() {
+        notify.notify_waiters();
+    }
+}
+
+/// Waits (up to `limit`) until every job script already running has ended
+/// and its outcome is recorded; returns how many were still running then.
+pub async fn wait_running(app: &AppState, limit: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let idle = app.jobs.idle.notified();
+        tokio::pin!(idle);
+        // Registered before the count is read, so the last job's wake-up is not missed.
+        idle.as_mut().enable();
+        if app.jobs.running.load(Ordering::SeqCst) == 0 {
+            return 0;
+        }
+        if tokio::time::timeout_at(deadline, idle).await.is_err() {
+            return app.jobs.running.load(Ordering::SeqCst);
+        }
+    }
 }
 
 struct Entry {
@@ -283,6 +341,10 @@ pub async fn start(app: &Arc<AppState>) -> Result<(), StoreError> {
 async fn send_dispatcher(app: Arc<AppState>) {
     let permits = Arc::new(Semaphore::new(SEND_CONCURRENCY));
     loop {
+        let claiming = Running::start(&app);
+        if app.jobs.stopping() {
+            return;
+        }
         if let Err(e) = time_out_waiting(&app).await {
             tracing::error!("jobs: {e}");
         }
@@ -296,15 +358,17 @@ async fn send_dispatcher(app: Arc<AppState>) {
             Ok(jobs) => {
                 for (id, channel, attempt, input) in jobs {
                     let permit = permits.clone().acquire_owned().await.expect("never closed");
+                    let running = Running::start(&app);
                     let app = app.clone();
                     tokio::spawn(async move {
                         run_send(&app, id, channel, attempt, input).await;
-                        drop(permit);
+                        drop((permit, running));
                     });
                 }
             }
             Err(e) => tracing::error!("jobs: {e}"),
         }
+        drop(claiming);
         let next_due: Option<i64> = app
             .store
             .read(|c| {
@@ -542,6 +606,10 @@ async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, i
 /// Runs a channel's stored requests one at a time, in arrival order.
 async fn inbox_worker(app: Arc<AppState>, code: String, wake: Arc<Notify>) {
     loop {
+        let running = Running::start(&app);
+        if app.jobs.stopping() {
+            return;
+        }
         let snapshot = app.registry.snapshot();
         let channel = snapshot.channel(&code).cloned();
         let paused = channel.as_ref().is_none_or(|c| c.doc.opts.disabled);
@@ -553,6 +621,7 @@ async fn inbox_worker(app: Arc<AppState>, code: String, wake: Arc<Notify>) {
         let (id, attempt, input) = match claimed {
             Ok(Some(job)) => job,
             Ok(None) => {
+                drop(running);
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -560,6 +629,7 @@ async fn inbox_worker(app: Arc<AppState>, code: String, wake: Arc<Notify>) {
                 continue;
             }
             Err(e) => {
+                drop(running);
                 tracing::error!(channel = %code, "inbox: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -660,6 +730,10 @@ async fn scheduler(app: Arc<AppState>) {
     let mut tick = tokio::time::interval(SCHEDULER_TICK);
     loop {
         tick.tick().await;
+        let _ticking = Running::start(&app);
+        if app.jobs.stopping() {
+            return;
+        }
         let snapshot = app.registry.snapshot();
         let now = Utc::now();
         let mut due = Vec::new();
@@ -709,10 +783,12 @@ async fn scheduler(app: Arc<AppState>) {
             entries.retain(|k, _| live.contains(k));
         }
         for (channel, script, scheduled, running) in due {
+            let counted = Running::start(&app);
             let app = app.clone();
             tokio::spawn(async move {
                 run_schedule(&app, &channel, &script, scheduled).await;
                 running.store(false, Ordering::Release);
+                drop(counted);
             });
         }
     }
@@ -788,6 +864,7 @@ async fn run_once(
     attempt: i64,
     kind: &'static str,
 ) {
+    let _running = Running::start(app);
     let (id, code) = (job.id.clone(), channel.code().to_owned());
     let started = Instant::now();
     let started_ms = now_ms();

@@ -157,6 +157,29 @@ impl script::Host for AppState {
             .map_err(|e| format!("kv_set: {e}"))
     }
 
+    fn kv_incr(&self, channel: &str, key: &str, n: i64) -> Result<i64, String> {
+        kv::incr_blocking(&self.store, channel, key, n, self.config.kv_max_keys)
+            .map_err(|e| format!("kv_incr: {e}"))
+    }
+
+    fn kv_cas(
+        &self,
+        channel: &str,
+        key: &str,
+        expected: Option<serde_json::Value>,
+        new: Option<serde_json::Value>,
+    ) -> Result<bool, String> {
+        kv::cas_blocking(
+            &self.store,
+            channel,
+            key,
+            expected,
+            new,
+            self.config.kv_max_keys,
+        )
+        .map_err(|e| format!("kv_cas: {e}"))
+    }
+
     fn file_read(&self, channel: &channel::Channel, name: &str) -> Result<String, String> {
         files::read_text(self, channel, name)
     }

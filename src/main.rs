@@ -1,4 +1,4 @@
-//! The `switchyard` command: `serve` and `check`.
+//! The `switchyard` command: `serve`, `check` and `backup`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +39,17 @@ enum Command {
         /// Folder of the embedded store.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// NATS URL(s) of a cluster (SPEC §13; not built into this version yet).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Write a consistent copy of the embedded store to FILE (the server may be running).
+    Backup {
+        /// Folder of the embedded store.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// Where to write the copy (a SQLite file; restore it as DATA/switchyard.db).
+        file: PathBuf,
     },
     /// Validate every channel document and compile every script.
     Check {
@@ -80,11 +91,28 @@ impl Common {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Backup { data, file } => match switchyard::store::backup(&data, &file) {
+            Ok(()) => {
+                println!(
+                    "backed up {} to {}",
+                    data.join("switchyard.db").display(),
+                    file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.0),
+        },
         Command::Serve {
             common,
             listen,
             data,
+            cluster,
         } => {
+            if cluster.is_some_and(|c| !c.is_empty()) {
+                return fail(
+                    "--cluster: cluster mode (SPEC §13) is not built into this version yet",
+                );
+            }
             let mut config = match common.load() {
                 Ok(c) => c,
                 Err(e) => return fail(&e),

@@ -152,18 +152,29 @@ impl Registry {
 }
 
 /// Files in `dir` ending in `.ext`, with their code (stem), sorted by code.
+/// The `<stem>.<ext>` files of `dir`, sorted. Hidden files are left out, and
+/// so are symlinks that lead outside the folder (logged): a link must not
+/// serve `/etc/passwd` as a script.
 fn files_with_ext(dir: &Path, ext: &str) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let root = std::fs::canonicalize(dir)?;
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.extension().and_then(|e| e.to_str()) != Some(ext) || !path.is_file() {
             continue;
         }
-        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-            if !stem.starts_with('.') {
-                out.push((stem.to_owned(), path));
-            }
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if stem.starts_with('.') {
+            continue;
         }
+        let inside = std::fs::canonicalize(&path).is_ok_and(|real| real.starts_with(&root));
+        if !inside {
+            tracing::warn!(file = %path.display(), "skipped: a link that leads outside {}", dir.display());
+            continue;
+        }
+        out.push((stem.to_owned(), path));
     }
     out.sort();
     Ok(out)
@@ -207,6 +218,26 @@ pub fn load(config: &Config, engine: &ScriptEngine, prev: Option<&Snapshot>) -> 
                     continue;
                 }
                 let old = prev.and_then(|s| s.scripts.get(&code));
+                let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+                if size > config.max_script_bytes as u64 {
+                    fail(
+                        FileKind::Script,
+                        &code,
+                        problem(
+                            &path,
+                            1,
+                            1,
+                            format!(
+                                "{size} bytes, more than max_script_bytes ({}): not loaded",
+                                config.max_script_bytes
+                            ),
+                        ),
+                    );
+                    if let Some(old) = old {
+                        scripts.insert(code, old.clone());
+                    }
+                    continue;
+                }
                 let source = match std::fs::read_to_string(&path) {
                     Ok(s) => s,
                     Err(e) => {

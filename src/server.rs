@@ -93,6 +93,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             admin::guard,
         ))
+        .layer(axum::middleware::from_fn(http::framing_guard))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn(telemetry::request_layer))
         .with_state(state)
@@ -121,6 +122,10 @@ async fn api_fast(
     req: axum::extract::Request,
 ) -> axum::response::Response {
     use futures_util::FutureExt;
+    if let Some(e) = http::framing_error(&req) {
+        http::discard(req.into_body());
+        return e.into_response();
+    }
     let request_id = req
         .extensions()
         .get::<telemetry::RequestId>()
@@ -157,6 +162,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // The handlers exist before anyone is told where to connect.
+    let signals = Signals::new().map_err(|e| format!("cannot handle signals: {e}"))?;
     crate::jobs::start(&state)
         .await
         .map_err(|e| e.to_string())?;
@@ -170,9 +177,43 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     tracing::info!(%addr, "serving");
     let router = app(state.clone());
-    accept_loop(listener, router, state.clone()).await;
+    accept_loop(listener, router, state.clone(), signals).await;
+    // Every connection is done; jobs stopped claiming at the signal. Let the
+    // job scripts already running finish and record their outcome.
+    let longest_script = Duration::from_secs(crate::channel::MAX_RECV_TIMEOUT + 5);
+    let left = crate::jobs::wait_running(&state, longest_script).await;
+    if left > 0 {
+        tracing::warn!(jobs = left, "stopping with job runs still under way");
+    }
+    match state.store.checkpoint().await {
+        Ok(()) => tracing::info!(store = %state.store.path().display(), "store checkpointed"),
+        Err(e) => tracing::error!("checkpoint on stop: {e}"),
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGINT and SIGTERM, registered when made.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
 }
 
 /// Holds one of the `max_connections` slots; a websocket keeps it for its whole session.
@@ -182,11 +223,16 @@ pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 /// Accepts connections until SIGINT/SIGTERM, at most `max_connections` at once
 /// (the next ones wait in the accept backlog), with the header read timeout;
 /// then lets every connection finish its request and returns.
-async fn accept_loop(listener: TcpListener, router: Router, state: Arc<AppState>) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    state: Arc<AppState>,
+    signals: Signals,
+) {
     let max = state.config.max_connections;
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let signal = shutdown_signal(state.clone());
+    let signal = shutdown_signal(state.clone(), signals);
     tokio::pin!(signal);
     loop {
         let slot = tokio::select! {
@@ -275,6 +321,7 @@ async fn serve_connection(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(state.config.header_timeout)
+        .max_buf_size(state.config.max_header_bytes)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -331,14 +378,16 @@ fn spawn_housekeeping(state: Arc<AppState>) {
 
 /// Waits for SIGINT or SIGTERM, then closes every websocket with 1001 (they are
 /// not HTTP connections the server's graceful shutdown waits for).
-async fn shutdown_signal(state: Arc<AppState>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
+async fn shutdown_signal(state: Arc<AppState>, mut signals: Signals) {
+    signals.next().await;
     tracing::info!(websockets = state.connections.len(), "shutting down");
+    crate::jobs::stop_claiming(&state);
+    // A second signal stops at once.
+    tokio::spawn(async move {
+        signals.next().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
     state
         .connections
         .close_all(CLOSE_GOING_AWAY, "server shutting down");

@@ -41,6 +41,7 @@ pub struct Store {
     ops: Mutex<mpsc::Sender<Op>>,
     reader: Mutex<Connection>,
     path: PathBuf,
+    _lock: FolderLock,
 }
 
 const SCHEMA: &str = "
@@ -91,7 +92,7 @@ INSERT INTO kv_counts (channel, n)
     SELECT channel, count(*) FROM kv WHERE NOT EXISTS (SELECT 1 FROM kv_counts) GROUP BY channel;
 ";
 
-fn connect(path: &Path) -> Result<Connection, StoreError> {
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -100,14 +101,87 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// What to do about a store that cannot be used, after the reason.
+const RESTORE: &str =
+    "restore it from a backup (switchyard backup), or move it away to start with an empty store";
+
+/// SQLite's quick check of a store: `Ok` or what is wrong.
+pub fn check(conn: &Connection) -> Result<(), String> {
+    let mut found = Vec::new();
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check(5)")
+        .map_err(|e| e.to_string())?;
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| e.to_string())?;
+    for row in rows {
+        found.push(row.map_err(|e| e.to_string())?);
+    }
+    if found == ["ok"] {
+        Ok(())
+    } else {
+        Err(found.join("; "))
+    }
+}
+
+/// Holds an exclusive lock on `<data>/switchyard.lock` while the store is open,
+/// so a second server on the same folder is refused with a clear message.
+struct FolderLock(#[allow(dead_code)] std::fs::File);
+
+impl FolderLock {
+    fn take(dir: &Path, db: &Path) -> Result<Self, StoreError> {
+        use std::os::fd::AsRawFd;
+        let path = dir.join("switchyard.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+        // SAFETY: flock on a descriptor this function owns.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !locked {
+            return Err(StoreError(format!(
+                "{} is in use by another switchyard process (it holds {}); stop it first",
+                db.display(),
+                path.display()
+            )));
+        }
+        Ok(Self(file))
+    }
+}
+
 impl Store {
     /// Opens (creating) `<dir>/switchyard.db` and starts the writer thread.
+    ///
+    /// The store is checked first: a damaged file (or an empty one, which is a
+    /// truncated store) is refused with a message naming it and what to do,
+    /// never served and never replaced; a missing one is created, and the log
+    /// says so.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
         let path = dir.join("switchyard.db");
-        let writer = connect(&path)?;
-        writer.execute_batch(SCHEMA)?;
-        let reader = connect(&path)?;
+        let named = |e: rusqlite::Error| StoreError(format!("{}: {e}", path.display()));
+        let lock = FolderLock::take(dir, &path)?;
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 => {
+                return Err(StoreError(format!(
+                    "{} is empty (0 bytes): it is not a store, or a truncated one; {RESTORE}",
+                    path.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "no store yet: creating an empty one");
+            }
+            Err(e) => return Err(StoreError(format!("{}: {e}", path.display()))),
+        }
+        let writer = connect(&path).map_err(named)?;
+        check(&writer).map_err(|what| {
+            StoreError(format!("{} is damaged ({what}); {RESTORE}", path.display()))
+        })?;
+        writer.execute_batch(SCHEMA).map_err(named)?;
+        let reader = connect(&path).map_err(named)?;
         let (tx, rx) = mpsc::channel::<Op>();
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -117,7 +191,17 @@ impl Store {
             ops: Mutex::new(tx),
             reader: Mutex::new(reader),
             path,
+            _lock: lock,
         })
+    }
+
+    /// Moves everything in the write-ahead log into the database file and
+    /// empties the log, so that `switchyard.db` alone is a complete copy.
+    /// Waits for the writes submitted before it.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        // An empty write: when it is answered, every earlier write is committed.
+        self.write(|_| Ok(())).await?;
+        self.read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
     }
 
     /// The database file.
@@ -226,6 +310,32 @@ fn write_loop(conn: Connection, ops: mpsc::Receiver<Op>) {
             done(commit.clone());
         }
     }
+}
+
+/// `switchyard backup`: a consistent copy of the store in `dir` to `file`, made
+/// with SQLite's online backup in one read transaction (a server may be
+/// writing meanwhile), then checked.
+pub fn backup(dir: &Path, file: &Path) -> Result<(), StoreError> {
+    let source = dir.join("switchyard.db");
+    if !source.is_file() {
+        return Err(StoreError(format!("{}: no store there", source.display())));
+    }
+    let named = |p: &Path, e: rusqlite::Error| StoreError(format!("{}: {e}", p.display()));
+    let from = Connection::open_with_flags(&source, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| named(&source, e))?;
+    from.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| named(&source, e))?;
+    let partial = file.with_extension("partial");
+    let _ = std::fs::remove_file(&partial);
+    let mut to = Connection::open(&partial).map_err(|e| named(file, e))?;
+    {
+        let copy = rusqlite::backup::Backup::new(&from, &mut to).map_err(|e| named(file, e))?;
+        // All pages in one step: one read transaction, so the copy is one moment.
+        copy.step(-1).map_err(|e| named(&source, e))?;
+    }
+    check(&to).map_err(|what| StoreError(format!("the copy is damaged: {what}")))?;
+    drop(to);
+    std::fs::rename(&partial, file).map_err(|e| StoreError(format!("{}: {e}", file.display())))
 }
 
 #[cfg(test)]

@@ -76,7 +76,8 @@ pub async fn upgrade(
     slot: Option<axum::Extension<crate::server::ConnectionSlot>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let admitted = admit(&app, &code, peer, &headers, uri.query());
+    let admitted = admit(&app, &code, peer, &headers, uri.query())
+        .and_then(|caller| valid_upgrade(&headers).map(|()| caller));
     let known = crate::http::known(&admitted);
     let response = match admitted {
         Err(e) => e.into_response(),
@@ -101,6 +102,28 @@ pub async fn upgrade(
         },
     };
     crate::http::tag_channel(known, code, response)
+}
+
+/// An upgrade request the server takes: a `Sec-WebSocket-Key` of 16 bytes in
+/// base64 (RFC 6455 §4.1), and no body (its bytes would be read as frames).
+fn valid_upgrade(headers: &HeaderMap) -> Result<(), crate::error::AppError> {
+    use base64::Engine as _;
+    let bad = |m: &str| Err(crate::error::AppError::BadRequest(m.into()));
+    let key = headers
+        .get("sec-websocket-key")
+        .and_then(|k| k.to_str().ok())
+        .map(|k| base64::engine::general_purpose::STANDARD.decode(k.trim()));
+    if !matches!(key, Some(Ok(bytes)) if bytes.len() == 16) {
+        return bad("Sec-WebSocket-Key must be 16 bytes in base64");
+    }
+    let has_body = headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return bad("an upgrade request has no body");
+    }
+    Ok(())
 }
 
 async fn session(app: Arc<AppState>, caller: Caller, socket: WebSocket) {

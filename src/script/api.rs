@@ -219,6 +219,23 @@ pub(super) fn register(engine: &mut Engine) {
         };
         with_host(|host, channel| host.kv_set(channel, key, value))
     });
+    engine.register_fn("kv_incr", |key: &str, n: INT| -> Fallible<INT> {
+        with_host(|host, channel| host.kv_incr(channel, key, n))
+    });
+    engine.register_fn(
+        "kv_cas",
+        |key: &str, expected: Dynamic, new: Dynamic| -> Fallible<bool> {
+            let optional = |v: &Dynamic| -> Fallible<Option<serde_json::Value>> {
+                if v.is_unit() {
+                    Ok(None)
+                } else {
+                    json_value(v).map(Some)
+                }
+            };
+            let (expected, new) = (optional(&expected)?, optional(&new)?);
+            with_host(|host, channel| host.kv_cas(channel, key, expected, new))
+        },
+    );
     engine.register_fn("file_read", |name: &str| -> Fallible<ImmutableString> {
         super::no_side_effects_inline()?;
         let text = with_context(|c| match c {

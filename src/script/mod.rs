@@ -116,6 +116,16 @@ pub trait Host: Send + Sync {
         key: &str,
         value: Option<serde_json::Value>,
     ) -> Result<(), String>;
+    /// Adds `n` to the integer under `key` (missing: 0), atomically; returns the new value.
+    fn kv_incr(&self, channel: &str, key: &str, n: i64) -> Result<i64, String>;
+    /// Sets `key` to `new` only if it now holds `expected` (`None`: absent), atomically.
+    fn kv_cas(
+        &self,
+        channel: &str,
+        key: &str,
+        expected: Option<serde_json::Value>,
+        new: Option<serde_json::Value>,
+    ) -> Result<bool, String>;
     /// Reads a file of the channel's files API.
     fn file_read(&self, channel: &Channel, name: &str) -> Result<String, String>;
     /// Writes a file of the channel's files API.
@@ -150,6 +160,18 @@ impl Host for NoHost {
         Err(Self::NO.into())
     }
     fn kv_set(&self, _: &str, _: &str, _: Option<serde_json::Value>) -> Result<(), String> {
+        Err(Self::NO.into())
+    }
+    fn kv_incr(&self, _: &str, _: &str, _: i64) -> Result<i64, String> {
+        Err(Self::NO.into())
+    }
+    fn kv_cas(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<serde_json::Value>,
+        _: Option<serde_json::Value>,
+    ) -> Result<bool, String> {
         Err(Self::NO.into())
     }
     fn file_read(&self, _: &Channel, _: &str) -> Result<String, String> {
@@ -725,6 +747,8 @@ mod tests {
             "ws_send(1);",
             "ws_send_to(\"x\", 1);",
             "file_read(\"f\");",
+            "kv_incr(\"n\", 1);",
+            "kv_cas(\"n\", (), 1);",
             "file_write(\"f\", \"t\");",
             // A script cannot catch its way past the move.
             "try { kv_set(\"a\", 1); } catch { } body = 1;",

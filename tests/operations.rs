@@ -1,0 +1,522 @@
+//! Hardening III (SPEC §1, §10, §12, §14): bounded per connection, clean stops,
+//! a store that is checked and copied, atomic kv, strict HTTP/1.1. Each test
+//! runs the real binary.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{assert_serving, channel, client, json_of, Project, Server};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const ADMIN: &str = "adm";
+
+fn addr(srv: &Server) -> String {
+    srv.base.trim_start_matches("http://").to_owned()
+}
+
+/// Resident memory of the server, in bytes.
+fn rss(srv: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.child.id())).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Sends `request` on a fresh connection and reads the answer (up to `limit`).
+async fn raw(srv: &Server, request: &[u8], limit: Duration) -> String {
+    let mut s = TcpStream::connect(addr(srv)).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn http11_framing_is_strict() {
+    let srv = Project::new()
+        .config("max_header_bytes = 16384")
+        .channel(channel("c", "ok"))
+        .channel(json!({"code": "w", "token_local": "w-token", "recv_svcscriptcode_ws": "one"}))
+        .script("ok", "body = \"fine\";")
+        .script("one", "data = 1;")
+        .start();
+    let limit = Duration::from_secs(5);
+    let get = |extra: &str| {
+        format!("GET /channels/c/api?token=c-token HTTP/1.1\r\n{extra}Connection: close\r\n\r\n")
+    };
+    assert_eq!(
+        status_of(&raw(&srv, get("Host: a\r\n").as_bytes(), limit).await),
+        200
+    );
+    assert_eq!(status_of(&raw(&srv, get("").as_bytes(), limit).await), 400);
+    let two = get("Host: a.example\r\nHost: b.example\r\n");
+    assert_eq!(status_of(&raw(&srv, two.as_bytes(), limit).await), 400);
+    // Same for routed paths.
+    let healthz = "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(status_of(&raw(&srv, healthz.as_bytes(), limit).await), 400);
+    // A transfer coding other than chunked is not silently passed on.
+    let gz = "POST /channels/c/api?token=c-token HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+    let answer = raw(&srv, gz.as_bytes(), limit).await;
+    assert_eq!(status_of(&answer), 501, "{answer}");
+    // Headers over max_header_bytes: 431.
+    let big = get(&format!("Host: a\r\nX-Big: {}\r\n", "y".repeat(20_000)));
+    assert_eq!(status_of(&raw(&srv, big.as_bytes(), limit).await), 431);
+    // Websocket upgrades need a real key and no body.
+    let upgrade = |key: &str, extra: &str| {
+        format!(
+            "GET /channels/w/ws?token=w-token HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n{extra}\r\n"
+        )
+    };
+    let good = upgrade("dGhlIHNhbXBsZSBub25jZQ==", "");
+    let answer = raw(&srv, good.as_bytes(), Duration::from_millis(500)).await;
+    assert_eq!(status_of(&answer), 101, "{answer}");
+    for key in ["", "abc", &"A".repeat(4000)] {
+        let answer = raw(&srv, upgrade(key, "").as_bytes(), limit).await;
+        assert_eq!(status_of(&answer), 400, "key {key:?}: {answer}");
+    }
+    let chunked = upgrade("dGhlIHNhbXBsZSBub25jZQ==", "Transfer-Encoding: chunked\r\n");
+    assert_eq!(status_of(&raw(&srv, chunked.as_bytes(), limit).await), 400);
+    assert_serving(&srv).await;
+}
+
+#[tokio::test]
+async fn bodies_hold_what_arrived_and_body_timeout_bounds_the_whole_body() {
+    let srv = Project::new()
+        .config("body_timeout = \"2s\"")
+        .channel(channel("c", "ok"))
+        .script("ok", "body = startparam(4).len();")
+        .start();
+    // 200 requests that declare a megabyte and send one byte.
+    let before = rss(&srv);
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(addr(&srv)).await.unwrap();
+        s.write_all(b"POST /channels/c/api?token=c-token HTTP/1.1\r\nHost: a\r\nContent-Length: 1048576\r\n\r\nx")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss(&srv).saturating_sub(before);
+    assert!(grown < 60 * 1024 * 1024, "RSS grew by {} MB", grown >> 20);
+    drop(held);
+    // One byte every 500 ms never finishes a 100-byte body: 408 at body_timeout.
+    let mut s = TcpStream::connect(addr(&srv)).await.unwrap();
+    s.write_all(
+        b"POST /channels/c/api?token=c-token HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    for _ in 0..20 {
+        if s.write_all(b"x").await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_ping_flood_from_a_client_that_never_reads_stays_bounded() {
+    let srv = Project::new()
+        .channel(json!({"code": "w", "token_local": "w-token", "recv_svcscriptcode_ws": "ok"}))
+        .script("ok", "data = 1;")
+        .start();
+    let url = srv
+        .url("/channels/w/ws?token=w-token")
+        .replacen("http://", "ws://", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let before = rss(&srv);
+    let started = Instant::now();
+    let payload = vec![b'p'; 125];
+    let mut sent = 0u32;
+    while started.elapsed() < Duration::from_secs(4) {
+        if ws
+            .feed(Message::Ping(payload.clone().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+        if sent % 1000 == 0 && ws.flush().await.is_err() {
+            break;
+        }
+    }
+    let grown = rss(&srv).saturating_sub(before);
+    assert!(sent > 1000, "only {sent} pings went out");
+    assert!(
+        grown < 100 * 1024 * 1024,
+        "RSS grew by {} MB after {sent} pings",
+        grown >> 20
+    );
+    drop(ws);
+    assert_serving(&srv).await;
+}
+
+#[tokio::test]
+async fn kv_incr_and_kv_cas_are_atomic() {
+    let srv = Project::new()
+        .channel(channel("n", "count"))
+        .channel(channel("cas", "cas"))
+        .script("count", r#"body = kv_incr("hits", 1);"#)
+        .script(
+            "cas",
+            r#"let out = [];
+               out.push(kv_cas("k", (), "a"));
+               out.push(kv_cas("k", (), "b"));
+               out.push(kv_cas("k", "a", #{ v: 2 }));
+               out.push(kv_get("k"));
+               out.push(kv_cas("k", #{ v: 2 }, ()));
+               out.push(kv_get("k"));
+               kv_set("t", "text");
+               try { kv_incr("t", 1); out.push("no error"); } catch (e) { out.push("error"); }
+               body = out;"#,
+        )
+        .start();
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let url = srv.url("/channels/n/api?token=n-token");
+        calls.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let resp = client().get(&url).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+            }
+        }));
+    }
+    for c in calls {
+        c.await.unwrap();
+    }
+    let resp = client()
+        .get(srv.url("/channels/n/api?token=n-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "201", "no increment is lost");
+    let resp = client()
+        .get(srv.url("/channels/cas/api?token=cas-token"))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!([true, false, true, {"v": 2}, true, null, "error"])
+    );
+}
+
+async fn inbox_call(srv: &Server, code: &str) -> u16 {
+    client()
+        .post(srv.url(&format!("/channels/{code}/api?token={code}-token")))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn db_count(db: &Path, sql: &str) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_lets_running_jobs_finish_claims_no_more_and_checkpoints() {
+    let slow = r#"
+        let t = timestamp();
+        while t.elapsed < 1.5 { }
+        kv_incr("runs", 1);
+        result = "done";
+    "#;
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(
+            json!({"code": "slow", "token_local": "slow-token", "recv_svcscriptcode": "slow",
+            "opts": {"issync": false, "recv_timeout": 10}}),
+        )
+        .script("slow", slow)
+        .start();
+    assert_eq!(inbox_call(&srv, "slow").await, 202);
+    assert_eq!(inbox_call(&srv, "slow").await, 202);
+    // The first run is under way: stop now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut srv = srv;
+    srv.signal("TERM");
+    let status = srv.wait_exit(Duration::from_secs(15)).expect("exits");
+    assert!(status.success(), "{status:?}");
+    let project = srv.kill9();
+    // The running job finished and was recorded; the queued one was not started.
+    // The store file alone holds it all (no -wal needed): copy just that file.
+    let copy = tempfile::tempdir().unwrap();
+    let db = copy.path().join("switchyard.db");
+    std::fs::copy(project.path().join("data/switchyard.db"), &db).unwrap();
+    assert_eq!(
+        db_count(&db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'"),
+        1
+    );
+    assert_eq!(
+        db_count(&db, "SELECT count(*) FROM jobs WHERE state = 'queued'"),
+        1
+    );
+    assert_eq!(
+        db_count(&db, "SELECT count(*) FROM jobs WHERE state = 'running'"),
+        0
+    );
+    assert_eq!(
+        db_count(
+            &db,
+            "SELECT CAST(value AS INTEGER) FROM kv WHERE key = 'runs'"
+        ),
+        1
+    );
+    // After a restart the queued one runs, once; the first is not run again.
+    let srv = project.start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = client()
+            .get(srv.url("/admin/jobs?state=succeeded"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let (_, _, body) = json_of(resp).await;
+        if body["jobs"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let project = srv.kill9();
+    let db = project.path().join("data/switchyard.db");
+    assert_eq!(
+        db_count(
+            &db,
+            "SELECT CAST(value AS INTEGER) FROM kv WHERE key = 'runs'"
+        ),
+        2
+    );
+}
+
+#[tokio::test]
+async fn backup_copies_the_store_while_serving() {
+    let srv = Project::new()
+        .channel(channel("k", "put"))
+        .script("put", r#"kv_set(`k${uuid()}`, 1); body = 1;"#)
+        .start();
+    for _ in 0..50 {
+        let resp = client()
+            .get(srv.url("/channels/k/api?token=k-token"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("copy.db");
+    let data = srv.project.as_ref().unwrap().path().join("data");
+    let run = std::process::Command::new(common::binary())
+        .arg("backup")
+        .arg("--data")
+        .arg(&data)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(db_count(&file, "SELECT count(*) FROM kv"), 50);
+    // A store copied back is served.
+    drop(srv);
+    let project = Project::new()
+        .channel(channel("k", "count"))
+        .script("count", r#"body = kv_get("missing") == ();"#);
+    std::fs::copy(&file, project.path().join("data/switchyard.db")).unwrap();
+    let srv = project.start();
+    assert_serving(&srv).await;
+}
+
+/// Runs `serve` on `project` and expects it to refuse to start; returns stderr.
+fn refused(project: &Project) -> String {
+    let out = std::process::Command::new(common::binary())
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--channels")
+        .arg(project.path().join("channels"))
+        .arg("--scripts")
+        .arg(project.path().join("scripts"))
+        .arg("--data")
+        .arg(project.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_damaged_empty_or_busy_store_is_refused_with_its_path() {
+    // Make a real store with data, then damage it.
+    let srv = Project::new()
+        .channel(channel("k", "put"))
+        .script(
+            "put",
+            r#"kv_set(`k${uuid()}`, "x".pad(2000, "y")); body = 1;"#,
+        )
+        .start();
+    for _ in 0..100 {
+        client()
+            .get(srv.url("/channels/k/api?token=k-token"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut srv = srv;
+    srv.signal("TERM");
+    srv.wait_exit(Duration::from_secs(15)).expect("exits");
+    let project = srv.kill9();
+    let db = project.path().join("data/switchyard.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 40_000, "{}", bytes.len());
+    for page in 2..8 {
+        for b in &mut bytes[page * 4096..page * 4096 + 4096] {
+            *b = 0xA5;
+        }
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let err = refused(&project);
+    assert!(err.contains(&db.display().to_string()), "{err}");
+    assert!(err.contains("damaged"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        bytes,
+        "the damaged file is left as it was"
+    );
+    // An empty file is a truncated store, not a new one.
+    std::fs::write(&db, b"").unwrap();
+    let err = refused(&project);
+    assert!(
+        err.contains("empty") && err.contains(&db.display().to_string()),
+        "{err}"
+    );
+    // A store in use by another server.
+    std::fs::remove_file(&db).unwrap();
+    let first = project.start();
+    let again = Project::new();
+    std::fs::remove_dir_all(again.path().join("data")).unwrap();
+    std::os::unix::fs::symlink(
+        first.project.as_ref().unwrap().path().join("data"),
+        again.path().join("data"),
+    )
+    .unwrap();
+    let err = refused(&again);
+    assert!(
+        err.contains("in use by another switchyard process"),
+        "{err}"
+    );
+    assert_serving(&first).await;
+}
+
+#[tokio::test]
+async fn scripts_outside_the_folder_or_too_big_are_not_loaded() {
+    let project = Project::new()
+        .config(&format!(
+            "admin_token = \"{ADMIN}\"\nmax_script_bytes = 10000"
+        ))
+        .channel(channel("c", "ok"))
+        .script("ok", "body = 1;")
+        .script("huge", &format!("let x = 1;{}", " ".repeat(20_000)));
+    std::os::unix::fs::symlink("/etc/passwd", project.path().join("scripts/passwd.rhai")).unwrap();
+    let srv = project.start();
+    srv.wait_for_line(&["passwd.rhai", "leads outside"]).await;
+    srv.wait_for_line(&["huge.rhai", "max_script_bytes"]).await;
+    let get = |path: &str| client().get(srv.url(path)).bearer_auth(ADMIN).send();
+    assert_eq!(get("/admin/scripts/passwd").await.unwrap().status(), 404);
+    let resp = get("/admin/scripts").await.unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("root:"), "{text}");
+    let resp = client()
+        .put(srv.url("/admin/scripts/big"))
+        .bearer_auth(ADMIN)
+        .body(format!("let x = 1;{}", " ".repeat(20_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+}
+
+#[tokio::test]
+async fn config_keys_of_the_contract_are_known_and_unbuilt_ones_say_so() {
+    let project = Project::new()
+        .config(
+            "max_connections_per_ip = 64\nwrite_timeout = \"20s\"\nmax_header_bytes = 32768\n\
+             max_script_bytes = 500000\nschedule_run_retention = \"12h\"\ntls_cert = \"\"\ntls_key = \"\"\n\
+             otlp_endpoint = \"\"\n[cluster]\nnats_url = \"\"\nprefix = \"sy\"\nreplicas = 1",
+        )
+        .channel(channel("c", "ok"))
+        .script("ok", "body = 1;");
+    let srv = project.start();
+    assert_serving(&srv).await;
+    let project = Project::new().config("tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"");
+    let (code, _, err) = {
+        let out = std::process::Command::new(common::binary())
+            .arg("serve")
+            .arg("--config")
+            .arg({
+                let p = project.path().join("switchyard.toml");
+                std::fs::write(&p, "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n").unwrap();
+                p
+            })
+            .arg("--data")
+            .arg(project.path().join("data"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(1));
+    assert!(err.contains("tls_cert"), "{err}");
+}
