@@ -12,6 +12,6 @@ HARNESS="$ROOT/../shared/bench/run.sh"
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin switchyard
 export PROJECT_HTTP_PATH=/channels/bench/api
 export PROJECT_WS_PATH=/channels/bench/ws
-export PROJECT_CMD="ulimit -n \$(ulimit -Hn); RUST_LOG=warn exec $ROOT/target/release/switchyard serve \
+export PROJECT_CMD="ulimit -n \$(ulimit -Hn); RUST_LOG=warn exec $ROOT/target/release/switchyard serve --config $ROOT/bench/switchyard.toml \
 --listen 127.0.0.1:{port} --channels $ROOT/bench/channels --scripts $ROOT/bench/scripts --data \$(mktemp -d)"
 exec "$HARNESS" "$@"

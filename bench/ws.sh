@@ -23,7 +23,7 @@ OUT="$(mktemp)"
 cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; rm -rf "$DATA" "$OUT"; }
 trap cleanup EXIT
 
-RUST_LOG=warn taskset -c 1 target/release/switchyard serve --listen 127.0.0.1:0 \
+RUST_LOG=warn taskset -c 1 target/release/switchyard serve --config bench/switchyard.toml --listen 127.0.0.1:0 \
     --channels bench/channels --scripts bench/scripts --data "$DATA" >"$OUT" &
 PID=$!
 for _ in $(seq 1 100); do grep -q "listening on" "$OUT" && break; sleep 0.1; done

@@ -24,12 +24,14 @@
 //! - `files`: the files API and `file_read` / `file_write`.
 //! - `store`: the embedded SQLite store, group commit (event queues, kv…).
 //! - `telemetry`: logs, metrics, the per-request layer.
-//! - `server`: binding, the router, graceful shutdown.
+//! - `server`: binding, the router, connection limits, graceful shutdown.
+//! - `conn_io`: one accepted socket shared by hyper and the server, with a write timeout.
 
 pub mod admin;
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod conn_io;
 pub mod connections;
 pub mod error;
 pub mod events;

@@ -14,6 +14,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{Authenticator, Iam, Throttle};
 use crate::config::Config;
+use crate::conn_io::ConnIo;
 use crate::connections::{ConnectionTable, CLOSE_GOING_AWAY};
 use crate::error::AppError;
 use crate::events::LocalBus;
@@ -216,9 +217,39 @@ impl Signals {
     }
 }
 
-/// Holds one of the `max_connections` slots; a websocket keeps it for its whole session.
+/// Holds one of the `max_connections` slots and one of its address's
+/// `max_connections_per_ip`; a websocket keeps them for its whole session.
 #[derive(Clone)]
-pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<(OwnedSemaphorePermit, IpSlot)>);
+
+/// Open connections per sender address (the socket peer).
+#[derive(Default)]
+struct PerIp(dashmap::DashMap<std::net::IpAddr, usize>);
+
+/// One open connection of an address, counted until dropped.
+struct IpSlot(Arc<PerIp>, std::net::IpAddr);
+
+impl PerIp {
+    /// A slot for `ip`, unless it has `max` connections open already.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        let ip = ip.to_canonical();
+        let mut n = self.0.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        self.0 .0.remove_if_mut(&self.1, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
 
 /// Accepts connections until SIGINT/SIGTERM, at most `max_connections` at once
 /// (the next ones wait in the accept backlog), with the header read timeout;
@@ -231,6 +262,7 @@ async fn accept_loop(
 ) {
     let max = state.config.max_connections;
     let slots = Arc::new(Semaphore::new(max));
+    let per_ip = Arc::new(PerIp::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let signal = shutdown_signal(state.clone(), signals);
     tokio::pin!(signal);
@@ -251,7 +283,15 @@ async fn accept_loop(
             },
             _ = &mut signal => break,
         };
-        let slot = ConnectionSlot(Arc::new(slot));
+        // One address may not hold every slot: past its share it is refused
+        // (closed at once), so other addresses are always served.
+        let Some(ip_slot) = per_ip.take(peer.ip(), state.config.max_connections_per_ip) else {
+            metrics::counter!("switchyard_connections_refused_total", "reason" => "per_ip")
+                .increment(1);
+            drop(stream);
+            continue;
+        };
+        let slot = ConnectionSlot(Arc::new((slot, ip_slot)));
         tokio::spawn(serve_connection(
             stream,
             peer,
@@ -277,23 +317,7 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    // A second handle on the socket, to answer 408 when hyper gives up on the headers.
-    let answer = stream
-        .into_std()
-        .and_then(|s| Ok((s.try_clone()?, s)))
-        .and_then(|(copy, s)| {
-            Ok((
-                tokio::net::TcpStream::from_std(copy)?,
-                tokio::net::TcpStream::from_std(s)?,
-            ))
-        });
-    let (mut answer, stream) = match answer {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::warn!("connection from {peer}: {e}");
-            return;
-        }
-    };
+    let (io, shared) = ConnIo::new(stream, state.config.write_timeout);
     let app_state = state.clone();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -322,7 +346,7 @@ async fn serve_connection(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(state.config.header_timeout)
         .max_buf_size(state.config.max_header_bytes)
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -334,8 +358,7 @@ async fn serve_connection(
         }
     };
     if let Err(e) = result {
-        if e.is_timeout() {
-            use tokio::io::AsyncWriteExt;
+        if e.is_timeout() && shared.request_begun() {
             // Counted like any answered request, with no channel (none was named yet);
             // before the answer, so a client that sees the 408 also sees it counted.
             telemetry::count_request("", 408);
@@ -345,13 +368,14 @@ async fn serve_connection(
                 "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                answer.write_all(response.as_bytes()),
-            )
-            .await;
-            let _ = answer.shutdown().await;
+            shared
+                .last_word(response.as_bytes(), Duration::from_secs(1))
+                .await;
             tracing::info!(target: "switchyard::http", peer = %peer, status = 408, "request headers not received in time");
+        } else if e.is_timeout() {
+            // An idle keep-alive connection: closed without a word, so that no
+            // unsolicited 408 races a client that is reusing it.
+            tracing::debug!(peer = %peer, "idle connection closed");
         } else {
             tracing::debug!(peer = %peer, "connection ended: {e}");
         }

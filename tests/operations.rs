@@ -520,3 +520,102 @@ async fn config_keys_of_the_contract_are_known_and_unbuilt_ones_say_so() {
     assert_eq!(code, Some(1));
     assert!(err.contains("tls_cert"), "{err}");
 }
+
+fn open_fds(srv: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", srv.child.id()))
+        .unwrap()
+        .count()
+}
+
+/// A connection to the server from `local` (any 127.x.y.z address is this machine).
+async fn connect_from(srv: &Server, local: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    socket.connect(addr(srv).parse().unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_descriptor_per_connection_and_idle_keep_alives_close_silently() {
+    let srv = Project::new()
+        .config("header_timeout = \"1s\"")
+        .channel(channel("c", "ok"))
+        .script("ok", "body = 1;")
+        .start();
+    let before = open_fds(&srv);
+    let mut conns = Vec::new();
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(addr(&srv)).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        conns.push(s);
+    }
+    let held = open_fds(&srv) - before;
+    assert!(
+        (100..=110).contains(&held),
+        "100 connections hold {held} descriptors"
+    );
+    // Idle keep-alive connections are closed at header_timeout without a 408.
+    for s in conns.iter_mut() {
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    }
+}
+
+#[tokio::test]
+async fn slow_readers_are_cut_off_and_other_addresses_are_always_served() {
+    let srv = Project::new()
+        .config(&format!(
+            "admin_token = \"{ADMIN}\"\nwrite_timeout = \"1s\"\nmax_connections_per_ip = 20"
+        ))
+        .channel(channel("big", "big"))
+        .script(
+            "big",
+            r#"let s = "x"; while s.len() < 100000 { s += s; } body = s;"#,
+        )
+        .start();
+    // Twenty clients from one address pipeline requests for big answers and never read.
+    let before = open_fds(&srv);
+    let mut readers = Vec::new();
+    for _ in 0..20 {
+        let mut s = connect_from(&srv, "127.0.0.1").await;
+        let one = "GET /channels/big/api?token=big-token HTTP/1.1\r\nHost: a\r\n\r\n";
+        s.write_all(one.repeat(100).as_bytes()).await.unwrap();
+        readers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // That address has no slot left: a 21st connection from it is refused …
+    let mut extra = connect_from(&srv, "127.0.0.1").await;
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), extra.read_to_end(&mut got)).await;
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    // … while another address is served at once, the admin API included.
+    let mut other = connect_from(&srv, "127.0.0.2").await;
+    other
+        .write_all(format!("GET /admin/channels HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ADMIN}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), other.read_to_end(&mut answer))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    // Readers that take nothing for write_timeout are disconnected.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(&srv) > before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors still open",
+            open_fds(&srv) - before
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

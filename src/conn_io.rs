@@ -1,0 +1,195 @@
+//! The IO of one accepted connection: one socket (one file descriptor) shared
+//! by hyper and by the server's own last word, with a write timeout.
+//!
+//! hyper owns the IO it serves, and on a header timeout it drops it without
+//! answering; the server then writes `408` itself. Sharing the socket through
+//! an `Arc` (instead of a second, `dup`ed descriptor) keeps one descriptor per
+//! connection. The IO also remembers whether request bytes arrived since the
+//! last answer, so an idle keep-alive connection is closed silently rather
+//! than sent an unsolicited `408` that would race a client reusing it.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// What the server keeps of a connection while hyper serves it.
+#[derive(Clone)]
+pub struct Shared {
+    /// The socket.
+    pub socket: Arc<TcpStream>,
+    /// Request bytes arrived since the last answer was written.
+    pending: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// `true` when a request had begun to arrive (so a timeout deserves a `408`).
+    pub fn request_begun(&self) -> bool {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Writes `bytes` (best effort, within `limit`) and shuts the writing side.
+    pub async fn last_word(&self, bytes: &[u8], limit: Duration) {
+        let write = async {
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                self.socket.writable().await?;
+                match self.socket.try_write(rest) {
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok::<_, io::Error>(())
+        };
+        let _ = tokio::time::timeout(limit, write).await;
+        shutdown_write(&self.socket);
+    }
+}
+
+fn shutdown_write(socket: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown(2) on a descriptor the socket owns and keeps open.
+    unsafe {
+        libc::shutdown(socket.as_raw_fd(), libc::SHUT_WR);
+    }
+}
+
+/// The IO hyper serves: reads and writes on the shared socket; a write that
+/// cannot proceed for `write_timeout` fails with `TimedOut` (the client is not
+/// taking its answer, or its websocket frames), which ends the connection.
+pub struct ConnIo {
+    shared: Shared,
+    write_timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ConnIo {
+    /// Wraps an accepted socket; returns the IO for hyper and the server's handle.
+    pub fn new(socket: TcpStream, write_timeout: Duration) -> (Self, Shared) {
+        let shared = Shared {
+            socket: Arc::new(socket),
+            pending: Arc::default(),
+        };
+        let io = Self {
+            shared: shared.clone(),
+            write_timeout,
+            stalled: None,
+        };
+        (io, shared)
+    }
+
+    /// Waits until the socket takes bytes, or fails once it has not for `write_timeout`.
+    fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.shared.socket.poll_write_ready(cx) {
+            Poll::Ready(ready) => {
+                self.stalled = None;
+                Poll::Ready(ready)
+            }
+            Poll::Pending => {
+                let timeout = self.write_timeout;
+                let stalled = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match stalled.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client took nothing for write_timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn wrote(&self, n: usize) {
+        if n > 0 {
+            self.shared.pending.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+use std::future::Future as _;
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.shared.socket.poll_read_ready(cx))?;
+            match this.shared.socket.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    if n > 0 {
+                        this.shared.pending.store(true, Ordering::Relaxed);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                // Readiness was cleared by `try_read`: poll again to register.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.poll_writable(cx))?;
+            match this.shared.socket.try_write(buf) {
+                Ok(n) => {
+                    this.wrote(n);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.poll_writable(cx))?;
+            match this.shared.socket.try_write_vectored(bufs) {
+                Ok(n) => {
+                    this.wrote(n);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        shutdown_write(&self.shared.socket);
+        Poll::Ready(Ok(()))
+    }
+}
