@@ -69,6 +69,131 @@ pub struct Jobs {
     /// Job scripts running now, and a wake-up for when the last one ends.
     running: std::sync::atomic::AtomicUsize,
     idle: Notify,
+    /// Ids of the jobs this process is running now: a job the store says is
+    /// `running` but that is not here has lost its worker (see [`take_up_orphans`]).
+    live: DashMap<String, ()>,
+}
+
+/// A job this process runs, listed in [`Jobs::live`] until dropped (a panic included).
+struct Live(Arc<AppState>, String);
+
+impl Live {
+    fn start(app: &Arc<AppState>, id: &str) -> Self {
+        app.jobs.live.insert(id.to_owned(), ());
+        Self(app.clone(), id.to_owned())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.jobs.live.remove(&self.1);
+    }
+}
+
+/// Writes a job's outcome, trying again (100 ms, doubling to 5 s) until the
+/// store takes it: a job is never left `running` because one write failed
+/// (a full disk, a busy file). Logged once.
+async fn write_outcome<T: Send + 'static>(
+    app: &AppState,
+    id: &str,
+    op: impl Fn(&rusqlite::Connection) -> rusqlite::Result<T> + Clone + Send + 'static,
+) -> T {
+    let mut wait = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        let once = op.clone();
+        match app.store.write(once).await {
+            Ok(v) => {
+                if logged {
+                    tracing::info!(job = %id, "job outcome written after all");
+                }
+                return v;
+            }
+            Err(e) => {
+                if !logged {
+                    tracing::error!(job = %id, "cannot write the job's outcome yet, trying again: {e}");
+                    logged = true;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// How long a job may stay `running` without a worker before it is taken up again.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+
+/// Takes up `running` jobs whose worker is gone (not running in this process)
+/// once their channel's timeout + [`ORPHAN_GRACE`] has passed since they were
+/// claimed: the attempt is recorded as interrupted, send and inbox jobs are
+/// queued again (an inbox job keeps its place), a schedule run fails.
+pub async fn take_up_orphans(app: &AppState) -> Result<usize, StoreError> {
+    let rows: Vec<(String, String, i64)> = app.store.read(|c| {
+        c.prepare_cached("SELECT id, channel, updated FROM jobs WHERE state = 'running'")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect()
+    })?;
+    let snapshot = app.registry.snapshot();
+    let now = now_ms();
+    let orphans: Vec<String> = rows
+        .into_iter()
+        .filter(|(id, channel, updated)| {
+            let timeout = snapshot
+                .channel(channel)
+                .map_or(Duration::from_secs(crate::channel::MAX_RECV_TIMEOUT), |c| {
+                    c.timeout
+                });
+            let limit = (timeout + ORPHAN_GRACE).as_millis() as i64;
+            !app.jobs.live.contains_key(id) && now - updated > limit
+        })
+        .map(|(id, ..)| id)
+        .collect();
+    if orphans.is_empty() {
+        return Ok(0);
+    }
+    let ids = orphans.clone();
+    let channels: Vec<String> = app
+        .store
+        .write(move |c| {
+            let mut woken = Vec::new();
+            for id in &ids {
+                interrupt(c, id, "its worker is gone", now)?;
+                let channel: Option<String> = c
+                    .prepare_cached("SELECT channel FROM jobs WHERE id = ?1 AND kind = 'recv'")?
+                    .query_row(params![id], |r| r.get(0))
+                    .optional()?;
+                woken.extend(channel);
+            }
+            Ok(woken)
+        })
+        .await?;
+    for id in &orphans {
+        tracing::warn!(job = %id, "job taken up again: its worker is gone");
+    }
+    for code in channels {
+        wake_inbox(app, &code);
+    }
+    app.jobs.send_wake.notify_one();
+    Ok(orphans.len())
+}
+
+/// Records the current attempt of a `running` job as interrupted (`why`) and
+/// queues it again (a schedule run fails instead), in the caller's transaction.
+fn interrupt(c: &rusqlite::Connection, id: &str, why: &str, now: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO attempts (job, n, started, duration_ms, outcome, error) \
+         SELECT id, attempt, updated, max(0, ?2 - updated), 'interrupted', ?3 FROM jobs \
+         WHERE id = ?1 AND state = 'running'",
+    )?
+    .execute(params![id, now, format!("interrupted: {why}")])?;
+    c.prepare_cached(
+        "UPDATE jobs SET state = CASE kind WHEN 'schedule' THEN 'failed' ELSE 'queued' END, \
+         next_attempt_at = CASE kind WHEN 'send' THEN ?2 ELSE NULL END, updated = ?2, \
+         last_error = 'interrupted: ' || ?3 WHERE id = ?1 AND state = 'running'",
+    )?
+    .execute(params![id, now, why])?;
+    Ok(())
 }
 
 /// A claim or a job script under way, counted until dropped (see
@@ -315,17 +440,22 @@ pub async fn start(app: &Arc<AppState>) -> Result<(), StoreError> {
     let recovered: Vec<String> = app
         .store
         .write(|c| {
-            c.execute(
-                "UPDATE jobs SET state = 'queued', next_attempt_at = ?1, updated = ?1 WHERE state = 'running' AND kind != 'schedule'",
-                [now_ms()],
+            // A job found running at start was cut by the stop: that attempt is
+            // recorded as interrupted, and the job queued again (a schedule run fails).
+            let running: Vec<String> = c
+                .prepare("SELECT id FROM jobs WHERE state = 'running'")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let now = now_ms();
+            for id in &running {
+                interrupt(c, id, "a restart", now)?;
+            }
+            let mut stmt = c.prepare(
+                "SELECT DISTINCT channel FROM jobs WHERE kind = 'recv' AND state = 'queued'",
             )?;
-            c.execute(
-                "UPDATE jobs SET state = 'failed', last_error = 'interrupted by a restart', updated = ?1 \
-                 WHERE state = 'running' AND kind = 'schedule'",
-                [now_ms()],
-            )?;
-            let mut stmt = c.prepare("SELECT DISTINCT channel FROM jobs WHERE kind = 'recv' AND state = 'queued'")?;
-            let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
             Ok(rows)
         })
         .await?;
@@ -515,6 +645,7 @@ fn result_text(value: &Dynamic) -> Option<String> {
 }
 
 async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, input: String) {
+    let _live = Live::start(app, &id);
     let started = Instant::now();
     let started_ms = now_ms();
     let snapshot = app.registry.snapshot();
@@ -572,22 +703,16 @@ async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, i
         (Some(_), _) => ("failed", None, "failed"),
     };
     let (job_id, err, result) = (id.clone(), outcome.error.clone(), outcome.result.clone());
-    let write = app
-        .store
-        .write(move |c| {
-            c.execute(
-                "UPDATE jobs SET state = ?2, updated = ?3, next_attempt_at = ?4, last_error = coalesce(?5, last_error), \
-                 result = coalesce(?6, result), max_attempts = ?7, input = CASE ?2 WHEN 'succeeded' THEN '' ELSE input END \
-                 WHERE id = ?1",
-                params![job_id, state, now, next_at, err, result, max],
-            )?;
-            record_attempt(c, &job_id, attempt, started_ms, duration_ms, outcome_label, err)
-        })
-        .await;
-    if let Err(e) = write {
-        tracing::error!(job = %id, "jobs: {e}");
-        return;
-    }
+    write_outcome(app, &id, move |c| {
+        c.execute(
+            "UPDATE jobs SET state = ?2, updated = ?3, next_attempt_at = ?4, last_error = coalesce(?5, last_error), \
+             result = coalesce(?6, result), max_attempts = ?7, input = CASE ?2 WHEN 'succeeded' THEN '' ELSE input END \
+             WHERE id = ?1",
+            params![job_id, state, now, next_at, err, result, max],
+        )?;
+        record_attempt(c, &job_id, attempt, started_ms, duration_ms, outcome_label, err.clone())
+    })
+    .await;
     metrics::histogram!("switchyard_job_attempt_duration_seconds", "channel" => code.clone(), "kind" => "send")
         .record(duration_ms as f64 / 1000.0);
     if let Some(e) = &outcome.error {
@@ -676,18 +801,17 @@ async fn finish_run(
     duration_ms: i64,
     state: &'static str,
     outcome: &Outcome,
-) -> Result<(), StoreError> {
+) {
     let (job, err, result) = (id.to_owned(), outcome.error.clone(), outcome.result.clone());
-    app.store
-        .write(move |c| {
-            c.execute(
-                "UPDATE jobs SET state = ?2, updated = ?3, last_error = ?4, result = ?5, next_attempt_at = NULL, \
-                 input = CASE ?2 WHEN 'succeeded' THEN '' ELSE input END WHERE id = ?1",
-                params![job, state, now_ms(), err, result],
-            )?;
-            record_attempt(c, &job, attempt, started_ms, duration_ms, state, err)
-        })
-        .await
+    write_outcome(app, id, move |c| {
+        c.execute(
+            "UPDATE jobs SET state = ?2, updated = ?3, last_error = ?4, result = ?5, next_attempt_at = NULL, \
+             input = CASE ?2 WHEN 'succeeded' THEN '' ELSE input END WHERE id = ?1",
+            params![job, state, now_ms(), err, result],
+        )?;
+        record_attempt(c, &job, attempt, started_ms, duration_ms, state, err.clone())
+    })
+    .await
 }
 
 /// Writes (or rewrites) the row of one attempt of a job, in the caller's transaction.
@@ -865,6 +989,7 @@ async fn run_once(
     kind: &'static str,
 ) {
     let _running = Running::start(app);
+    let _live = Live::start(app, &job.id);
     let (id, code) = (job.id.clone(), channel.code().to_owned());
     let started = Instant::now();
     let started_ms = now_ms();
@@ -875,9 +1000,7 @@ async fn run_once(
     } else {
         "succeeded"
     };
-    if let Err(e) = finish_run(app, &id, attempt, started_ms, duration_ms, state, &outcome).await {
-        tracing::error!(channel = %code, job = %id, "{kind} job: {e}");
-    }
+    finish_run(app, &id, attempt, started_ms, duration_ms, state, &outcome).await;
     if let Some(e) = &outcome.error {
         tracing::warn!(target: "switchyard::jobs", channel = %code, job = %id, kind, "run failed: {e}");
     }
@@ -1029,15 +1152,22 @@ pub fn list(
 
 /// Deletes finished jobs older than `job_retention`; returns how many.
 pub async fn prune(app: &AppState) -> Result<usize, StoreError> {
-    let cutoff = now_ms() - app.config.job_retention.as_millis() as i64;
+    let now = now_ms();
+    let cutoff = now - app.config.job_retention.as_millis() as i64;
+    // Schedule runs come every tick of every entry: they have their own, shorter retention.
+    let schedule_cutoff = now - app.config.schedule_run_retention.as_millis() as i64;
     app.store
         .write(move |c| {
-            const DONE: &str = "state IN ('succeeded', 'failed', 'timed_out') AND updated < ?1";
+            const DONE: &str = "state IN ('succeeded', 'failed', 'timed_out') \
+                AND updated < CASE kind WHEN 'schedule' THEN ?2 ELSE ?1 END";
             c.execute(
                 &format!("DELETE FROM attempts WHERE job IN (SELECT id FROM jobs WHERE {DONE})"),
-                [cutoff],
+                [cutoff, schedule_cutoff],
             )?;
-            c.execute(&format!("DELETE FROM jobs WHERE {DONE}"), [cutoff])
+            c.execute(
+                &format!("DELETE FROM jobs WHERE {DONE}"),
+                [cutoff, schedule_cutoff],
+            )
         })
         .await
 }

@@ -396,6 +396,9 @@ fn spawn_housekeeping(state: Arc<AppState>) {
             if let Err(e) = crate::jobs::prune(&state).await {
                 tracing::error!("pruning finished jobs: {e}");
             }
+            if let Err(e) = crate::jobs::take_up_orphans(&state).await {
+                tracing::error!("taking up orphaned jobs: {e}");
+            }
         }
     });
 }

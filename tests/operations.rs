@@ -619,3 +619,85 @@ async fn slow_readers_are_cut_off_and_other_addresses_are_always_served() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_running_job_whose_worker_is_gone_is_taken_up_without_a_restart() {
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(
+            json!({"code": "s", "token_local": "s-token", "send_svcscriptcode": "done",
+            "opts": {"recv_timeout": 1}}),
+        )
+        .script("done", "result = startparam(4);")
+        .start();
+    // A job the store says is running, claimed 60 s ago by a worker that no longer exists.
+    let db = srv
+        .project
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("data/switchyard.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let long_ago = chrono::Utc::now().timestamp_millis() - 60_000;
+    conn.execute(
+        "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, next_attempt_at, input) \
+         VALUES ('orphan-1', 's', 'send', 'running', 1, 4, ?1, ?1, ?1, '{\"data\":{}}')",
+        [long_ago],
+    )
+    .unwrap();
+    drop(conn);
+    let job = common::wait_job(
+        &srv,
+        ADMIN,
+        "orphan-1",
+        &["succeeded"],
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(job["result"], "2", "{job}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["outcome"], "interrupted", "{job}");
+    assert_eq!(attempts[1]["outcome"], "succeeded", "{job}");
+}
+
+#[tokio::test]
+async fn a_job_outcome_that_cannot_be_written_yet_is_written_later() {
+    let slow = r#"let t = timestamp(); while t.elapsed < 1.0 { } result = "ran";"#;
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(
+            json!({"code": "s", "token_local": "s-token", "send_svcscriptcode": "slow",
+            "opts": {"recv_timeout": 5, "send_retries": 0}}),
+        )
+        .script("slow", slow)
+        .start();
+    let resp = client()
+        .post(srv.url("/channels/s/send"))
+        .bearer_auth(ADMIN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let (_, _, body) = json_of(resp).await;
+    let id = body["job_id"].as_str().unwrap().to_owned();
+    common::wait_job(&srv, ADMIN, &id, &["running"], Duration::from_secs(5)).await;
+    // Another process holds the store's write lock past the run's end, and past
+    // two of SQLite's 10 s busy waits: the outcome's first write surely fails.
+    let db = srv
+        .project
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("data/switchyard.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    srv.wait_for_line(&["cannot write the job's outcome yet"])
+        .await;
+    conn.execute_batch("COMMIT").unwrap();
+    drop(conn);
+    let job = common::wait_job(&srv, ADMIN, &id, &["succeeded"], Duration::from_secs(15)).await;
+    assert_eq!(job["result"], "ran", "{job}");
+}
