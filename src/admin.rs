@@ -351,10 +351,7 @@ async fn retry_job(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
     match crate::jobs::retry(&app, &id).await {
-        Err(e) => {
-            tracing::error!("jobs: {e}");
-            Err(AppError::Internal)
-        }
+        Err(e) => Err(AppError::store("job retry", &e)),
         Ok(Ok(job)) => Ok(Json(job)),
         Ok(Err(why)) if why == "unknown" => {
             Err(AppError::Missing("unknown_job", format!("no job {id:?}")))
@@ -386,10 +383,10 @@ pub async fn post_event(
     let data = body.get("data").cloned().unwrap_or(Value::Null);
     let event = crate::events::Event::new("system", name, data).map_err(AppError::BadRequest)?;
     let id = event.id;
-    app.events.publish(event).await.map_err(|e| {
-        tracing::error!("publishing: {e}");
-        AppError::Internal
-    })?;
+    app.events
+        .publish(event)
+        .await
+        .map_err(|e| AppError::store("publishing", &e))?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
 }
 

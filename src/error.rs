@@ -78,6 +78,29 @@ pub enum AppError {
     Internal,
 }
 
+impl AppError {
+    /// A store failure while serving `what`: `507 insufficient_storage` when
+    /// the disk is full, else `500 internal` (logged either way).
+    pub fn store(what: &str, e: &crate::store::StoreError) -> Self {
+        tracing::error!("{what}: {e}");
+        if e.is_full() {
+            Self::InsufficientStorage("no space left for the store; try again later".into())
+        } else {
+            Self::Internal
+        }
+    }
+
+    /// A file-system failure while serving `what`: `507` when the disk is full.
+    pub fn io(what: &str, e: &std::io::Error) -> Self {
+        tracing::error!("{what}: {e}");
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            Self::InsufficientStorage("no space left on the disk; try again later".into())
+        } else {
+            Self::Internal
+        }
+    }
+}
+
 /// The error part of a response, turned into JSON by the request layer.
 #[derive(Debug, Clone)]
 pub struct ErrorBody {

@@ -71,7 +71,12 @@ pub fn write_text(app: &AppState, channel: &Channel, name: &str, text: &str) -> 
         ));
     }
     check_quota(app, &path, text.len() as u64).map_err(|e| format!("file_write: {e}"))?;
-    store(&path, text.as_bytes()).map_err(|e| format!("file_write: {e}"))
+    store(&path, text.as_bytes()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            crate::script::note_store_full();
+        }
+        format!("file_write: {e}")
+    })
 }
 
 fn store(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -171,10 +176,7 @@ async fn serve(
             tokio::task::spawn_blocking(move || {
                 check_quota(&quota_app, &path, size as u64)
                     .map_err(AppError::InsufficientStorage)?;
-                store(&path, &bytes).map_err(|e| {
-                    tracing::error!("files: {e}");
-                    AppError::Internal
-                })
+                store(&path, &bytes).map_err(|e| AppError::io("files", &e))
             })
             .await
             .map_err(|_| AppError::Internal)??;

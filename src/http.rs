@@ -212,10 +212,7 @@ async fn serve_api(
         let stored =
             crate::jobs::create_recv(app, channel.code(), &request_id, &texts, &caller.identity)
                 .await
-                .map_err(|e| {
-                    tracing::error!(channel = %channel.code(), request_id, "inbox: {e}");
-                    AppError::Internal
-                })?;
+                .map_err(|e| AppError::store(&format!("inbox of {}", channel.code()), &e))?;
         if stored == crate::jobs::Inbox::Full {
             return Err(AppError::Full(
                 "inbox_full",
@@ -271,10 +268,7 @@ pub async fn job_result(
         let data = answer.get("data").cloned().unwrap_or_default();
         let done = crate::jobs::callback(&app, &code, &id, success, reason, data)
             .await
-            .map_err(|e| {
-                tracing::error!("jobs: {e}");
-                AppError::Internal
-            })?;
+            .map_err(|e| AppError::store("job result", &e))?;
         match done {
             crate::jobs::Callback::Done(state) => {
                 Ok(axum::Json(serde_json::json!({ "id": id, "state": state })).into_response())
@@ -320,10 +314,7 @@ pub async fn send(
                 .into_response()),
             Err(crate::jobs::CreateError::UnknownChannel(_)) => Err(AppError::UnknownChannel),
             Err(crate::jobs::CreateError::NoScript(_)) => Err(AppError::NoScript),
-            Err(crate::jobs::CreateError::Store(e)) => {
-                tracing::error!("jobs: {e}");
-                Err(AppError::Internal)
-            }
+            Err(crate::jobs::CreateError::Store(e)) => Err(AppError::store("send job", &e)),
         }
     }
     .await;
@@ -349,6 +340,10 @@ pub fn script_failure(
         RunError::Failed(message) => {
             tracing::error!(channel = %channel.code(), request_id, "script error: {message}");
             AppError::Script(app.config.expose_script_errors.then_some(message))
+        }
+        RunError::StoreFull(message) => {
+            tracing::error!(channel = %channel.code(), request_id, "the store is full: {message}");
+            AppError::InsufficientStorage("no space left for the store; try again later".into())
         }
     }
 }

@@ -629,7 +629,7 @@ async fn run_script(
             error: Some(format!("timed out after {} s", channel.timeout.as_secs())),
             wait_secs: None,
         },
-        Err(RunError::Failed(message)) => Outcome {
+        Err(RunError::Failed(message) | RunError::StoreFull(message)) => Outcome {
             result: None,
             error: Some(message),
             wait_secs: None,

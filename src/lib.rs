@@ -96,6 +96,15 @@ impl AppState {
     }
 }
 
+/// The message of a store failure in a script function; a full disk is also
+/// noted for the run, so its caller is answered `507`, not `500`.
+fn store_failure(function: &str, e: &store::StoreError) -> String {
+    if e.is_full() {
+        script::note_store_full();
+    }
+    format!("{function}: {e}")
+}
+
 impl script::Host for AppState {
     fn channel_send_ws(&self, code: &str, data: serde_json::Value) -> Result<(), String> {
         ws::run_send_ws(&self.arc()?, code, data)
@@ -128,12 +137,15 @@ impl script::Host for AppState {
         // Scripts run on blocking threads: wait here until queued copies are committed.
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
         crate::script::priority::while_waiting(|| runtime.block_on(self.events.publish(event)))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| store_failure("emit_event", &e))?;
         Ok(id)
     }
 
     fn channel_send(&self, code: &str, data: serde_json::Value) -> Result<String, String> {
-        jobs::create_send_blocking(self, code, &data).map_err(|e| e.to_string())
+        jobs::create_send_blocking(self, code, &data).map_err(|e| match e {
+            jobs::CreateError::Store(e) => store_failure("channel_send", &e),
+            other => other.to_string(),
+        })
     }
 
     fn webquery(
@@ -156,12 +168,12 @@ impl script::Host for AppState {
         value: Option<serde_json::Value>,
     ) -> Result<(), String> {
         kv::set_blocking(&self.store, channel, key, value, self.config.kv_max_keys)
-            .map_err(|e| format!("kv_set: {e}"))
+            .map_err(|e| store_failure("kv_set", &e))
     }
 
     fn kv_incr(&self, channel: &str, key: &str, n: i64) -> Result<i64, String> {
         kv::incr_blocking(&self.store, channel, key, n, self.config.kv_max_keys)
-            .map_err(|e| format!("kv_incr: {e}"))
+            .map_err(|e| store_failure("kv_incr", &e))
     }
 
     fn kv_cas(

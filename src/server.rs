@@ -69,10 +69,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         router = router.route("/admin/fault/panic", get(fault_panic));
     }
     router
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/channels/{code}/api", any(http::api))
         .route("/channels/{code}/api/", any(http::api))
@@ -98,6 +95,18 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn(telemetry::request_layer))
         .with_state(state)
+}
+
+/// `GET /healthz`: `200 {"status":"ok"}`, or `503 {"status":"degraded","store":"full"}`
+/// while store writes fail for lack of space (reads are still served).
+async fn healthz(
+    axum::extract::State(app): axum::extract::State<Arc<AppState>>,
+) -> axum::response::Response {
+    if app.store.is_full() {
+        let body = serde_json::json!({"status": "degraded", "store": "full"});
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
 /// `GET /admin/fault/panic`, routed only with fault injection on (tests).
@@ -399,6 +408,7 @@ fn spawn_housekeeping(state: Arc<AppState>) {
             if let Err(e) = crate::jobs::take_up_orphans(&state).await {
                 tracing::error!("taking up orphaned jobs: {e}");
             }
+            state.store.recover().await;
         }
     });
 }

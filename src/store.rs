@@ -26,11 +26,28 @@ const GROUP_MAX: usize = 512;
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
+/// The message of a write refused for lack of space (see [`StoreError::is_full`]).
+const FULL: &str = "no space left on the store's disk";
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return Self(FULL.into());
+        }
         Self(e.to_string())
     }
 }
+
+impl StoreError {
+    /// `true` when the write failed for lack of space (answered `507`).
+    pub fn is_full(&self) -> bool {
+        self.0 == FULL
+    }
+}
+
+/// Bytes kept in `<data>/switchyard.reserve` and given up when the disk fills,
+/// so that the store can still checkpoint, and start, on a full disk.
+pub const RESERVE_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Runs inside the group's transaction; returns what to do once the commit is known.
 type Op = Box<dyn FnOnce(&Connection) -> Completion + Send>;
@@ -41,6 +58,8 @@ pub struct Store {
     ops: Mutex<mpsc::Sender<Op>>,
     reader: Mutex<Connection>,
     path: PathBuf,
+    /// Set while writes fail for lack of space; cleared by the next write that lands.
+    full: std::sync::Arc<std::sync::atomic::AtomicBool>,
     _lock: FolderLock,
 }
 
@@ -83,6 +102,10 @@ CREATE TABLE IF NOT EXISTS kv (
     key     TEXT NOT NULL,
     value   TEXT NOT NULL,
     PRIMARY KEY (channel, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    k TEXT PRIMARY KEY,
+    v TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv_counts (
     channel TEXT PRIMARY KEY,
@@ -163,6 +186,10 @@ impl Store {
         let path = dir.join("switchyard.db");
         let named = |e: rusqlite::Error| StoreError(format!("{}: {e}", path.display()));
         let lock = FolderLock::take(dir, &path)?;
+        // Give the reserve up first: opening may need room (the -shm and -wal
+        // files) on a full disk. It is made again once there is room.
+        let reserve = dir.join("switchyard.reserve");
+        let _ = std::fs::remove_file(&reserve);
         match std::fs::metadata(&path) {
             Ok(meta) if meta.len() == 0 => {
                 return Err(StoreError(format!(
@@ -183,16 +210,71 @@ impl Store {
         writer.execute_batch(SCHEMA).map_err(named)?;
         let reader = connect(&path).map_err(named)?;
         let (tx, rx) = mpsc::channel::<Op>();
+        let full = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer_full = full.clone();
+        let writer_reserve = reserve.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(writer, rx))
+            .spawn(move || write_loop(writer, rx, &writer_full, &writer_reserve))
             .map_err(|e| StoreError(format!("cannot start the writer: {e}")))?;
-        Ok(Self {
+        let store = Self {
             ops: Mutex::new(tx),
             reader: Mutex::new(reader),
             path,
+            full,
             _lock: lock,
-        })
+        };
+        store.keep_reserve();
+        Ok(store)
+    }
+
+    /// `true` while writes fail for lack of space.
+    pub fn is_full(&self) -> bool {
+        self.full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// While full: tries a small real write, which clears the state once space
+    /// was freed. Otherwise: makes the reserve again if it was given up and
+    /// there is ample room. Called periodically.
+    pub async fn recover(&self) {
+        if self.is_full() {
+            let now = chrono::Utc::now().to_rfc3339();
+            let probe = self
+                .write(move |c| {
+                    c.execute(
+                        "INSERT OR REPLACE INTO meta (k, v) VALUES ('space_probe', ?1)",
+                        [now],
+                    )
+                })
+                .await;
+            if probe.is_ok() {
+                tracing::info!(store = %self.path.display(), "the store has room again");
+                let _ = self.checkpoint().await;
+            }
+        } else {
+            self.keep_reserve();
+        }
+    }
+
+    /// Makes `switchyard.reserve` when it is missing and the disk has room for it four times over.
+    fn keep_reserve(&self) {
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let reserve = dir.join("switchyard.reserve");
+        if reserve.exists() || free_bytes(dir).is_some_and(|free| free < 4 * RESERVE_BYTES) {
+            return;
+        }
+        let made = std::fs::File::create(&reserve).and_then(|f| {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(f);
+            f.write_all(&vec![0u8; RESERVE_BYTES as usize])?;
+            f.into_inner()?.sync_all()
+        });
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&reserve);
+            tracing::warn!(file = %reserve.display(), "cannot make the store's space reserve: {e}");
+        }
     }
 
     /// Moves everything in the write-ahead log into the database file and
@@ -214,8 +296,12 @@ impl Store {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
         let (tx, rx) = oneshot::channel();
+        let full = self.full.clone();
         let op: Op = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
+            if matches!(&result, Err(e) if e.is_full()) {
+                full.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             Box::new(move |commit: Result<(), StoreError>| {
                 let _ = tx.send(commit.and(result));
             })
@@ -276,7 +362,26 @@ fn in_savepoint<T>(
     }
 }
 
-fn write_loop(conn: Connection, ops: mpsc::Receiver<Op>) {
+/// Free bytes on the file system of `dir` (for the caller, not root).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct for a NUL-terminated path; zeroed is a valid start.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `st` is writable for the call.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn write_loop(
+    conn: Connection,
+    ops: mpsc::Receiver<Op>,
+    full: &std::sync::atomic::AtomicBool,
+    reserve: &Path,
+) {
+    use std::sync::atomic::Ordering;
     while let Ok(first) = ops.recv() {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
@@ -285,6 +390,7 @@ fn write_loop(conn: Connection, ops: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
+        let changes_before = conn.total_changes();
         let begun = conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(StoreError::from);
@@ -305,6 +411,19 @@ fn write_loop(conn: Connection, ops: mpsc::Receiver<Op>) {
         if let Err(e) = &commit {
             tracing::error!("{e}");
             let _ = conn.execute_batch("ROLLBACK");
+        }
+        if matches!(&commit, Err(e) if e.is_full()) {
+            full.store(true, Ordering::Relaxed);
+        }
+        if commit.is_ok() && conn.total_changes() > changes_before {
+            // A write landed: there is room again.
+            full.store(false, Ordering::Relaxed);
+        }
+        if full.load(Ordering::Relaxed) && reserve.exists() {
+            // Room for a checkpoint, and for a restart: the reserve goes now.
+            let _ = std::fs::remove_file(reserve);
+            let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+            tracing::error!("the store's disk is full: writes answer 507 until space is freed");
         }
         for done in completions {
             done(commit.clone());

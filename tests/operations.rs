@@ -701,3 +701,117 @@ async fn a_job_outcome_that_cannot_be_written_yet_is_written_later() {
     let job = common::wait_job(&srv, ADMIN, &id, &["succeeded"], Duration::from_secs(15)).await;
     assert_eq!(job["result"], "ran", "{job}");
 }
+
+/// A small tmpfs (root only, as on CI) for the store: a disk that fills up.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "this test needs root to mount a small tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_507_keeps_serving_reads_and_recovers_by_itself() {
+    let disk = SmallDisk::mount("8m");
+    let filler = disk.0.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 2 * 1024 * 1024]).unwrap();
+    let data = disk.0.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let fill =
+        r#"let s = "x"; while s.len() < 200000 { s += s; } kv_set(uuid(), s); body = "stored";"#;
+    let project = Project::new()
+        .channel(channel("fill", "fill"))
+        .channel(channel("read", "read"))
+        .channel(
+            json!({"code": "box", "token_local": "box-token", "recv_svcscriptcode": "read",
+            "opts": {"issync": false}}),
+        )
+        .script("fill", fill)
+        .script("read", r#"body = `${kv_get("nothing")}`;"#);
+    std::fs::remove_dir_all(project.path().join("data")).unwrap();
+    std::os::unix::fs::symlink(&data, project.path().join("data")).unwrap();
+    let srv = project.start();
+    let call = |code: &str| {
+        client()
+            .post(srv.url(&format!("/channels/{code}/api?token={code}-token")))
+            .send()
+    };
+    let mut full = None;
+    for i in 0..200 {
+        let (status, _, body) = json_of(call("fill").await.unwrap()).await;
+        if status != 200 {
+            full = Some((i, status, body));
+            break;
+        }
+    }
+    let (stored, status, body) = full.expect("the disk never filled");
+    assert!(stored > 3, "only {stored} writes fit");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (507, Some("insufficient_storage")),
+        "{body}"
+    );
+    let resp = client().get(srv.url("/healthz")).send().await.unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!(status, 503);
+    assert_eq!(body, json!({"status": "degraded", "store": "full"}));
+    // Reads still work; a request for the inbox is not acknowledged.
+    assert_eq!(call("read").await.unwrap().status(), 200);
+    let (status, _, body) = json_of(call("box").await.unwrap()).await;
+    assert_eq!(status, 507, "{body}");
+    // Space comes back: so does the store, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = client().get(srv.url("/healthz")).send().await.unwrap();
+        if resp.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(call("fill").await.unwrap().status(), 200);
+    assert_eq!(call("box").await.unwrap().status(), 202);
+    // Fill it again and restart on the full disk: it starts and serves reads.
+    for _ in 0..200 {
+        if call("fill").await.unwrap().status() != 200 {
+            break;
+        }
+    }
+    let mut srv = srv;
+    srv.signal("TERM");
+    assert!(srv
+        .wait_exit(Duration::from_secs(15))
+        .expect("exits")
+        .success());
+    let srv = srv.kill9().start();
+    let resp = client()
+        .post(srv.url("/channels/read/api?token=read-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(srv);
+    drop(disk);
+}

@@ -240,6 +240,9 @@ pub enum RunError {
     /// It threw, failed or does not compile; message with position.
     #[error("{0}")]
     Failed(String),
+    /// It failed because a store write found no space (answered `507`).
+    #[error("no space left for the store: {0}")]
+    StoreFull(String),
 }
 
 thread_local! {
@@ -250,6 +253,14 @@ thread_local! {
     static MODULES: RefCell<HashMap<String, rhai::Shared<Module>>> = RefCell::new(HashMap::new());
     static IMPORTING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     static INLINE: Cell<bool> = const { Cell::new(false) };
+    /// A store write of this run failed for lack of space.
+    static STORE_FULL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes that a store write of the run on this thread failed for lack of space:
+/// a run that then fails is [`RunError::StoreFull`] (`507`), not a script error.
+pub fn note_store_full() {
+    STORE_FULL.with(|f| f.set(true));
 }
 
 /// Whether the run on this thread (if any) is past its deadline at `now`.
@@ -277,6 +288,7 @@ struct RunGuard;
 impl RunGuard {
     fn enter(ctx: Arc<RunContext>, deadline: Instant) -> Self {
         DEADLINE.with(|d| d.set(Some(deadline)));
+        STORE_FULL.with(|f| f.set(false));
         CONTEXT.with(|c| *c.borrow_mut() = Some(ctx));
         watchdog::arm(deadline);
         memory::start();
@@ -554,7 +566,12 @@ fn run_here(
             .iter()
             .map(|name| scope.get_mut(name).map(std::mem::take).unwrap_or_default())
             .collect()),
-        Err(e) => Err(classify(&script.code, *e)),
+        Err(e) => match classify(&script.code, *e) {
+            RunError::Failed(message) if STORE_FULL.with(Cell::get) => {
+                Err(RunError::StoreFull(message))
+            }
+            other => Err(other),
+        },
     }
 }
 
