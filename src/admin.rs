@@ -451,11 +451,11 @@ async fn put_script(
     let max = app.config.max_script_bytes as u64;
     let bytes = crate::http::read_body_max(&app, &parts.headers, body, max).await?;
     let source = String::from_utf8(bytes.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
-    // Compiling takes time in proportion to the script: not on an async thread.
-    let engine = app.engine.clone();
-    let source = tokio::task::spawn_blocking(move || engine.compile(&source).map(|_| source))
+    // Compiled on a thread of its own (a large script takes seconds), outside
+    // every lock; the reload below takes the result instead of compiling again.
+    app.engine
+        .compile_detached(source.clone())
         .await
-        .map_err(|_| AppError::Internal)?
         .map_err(AppError::Compile)?;
     let _serial = app.admin_lock.lock().await;
     let path = script_file(&app, &code);

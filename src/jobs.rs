@@ -63,7 +63,6 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
 pub struct Jobs {
     send_wake: Notify,
     inbox: DashMap<String, Arc<Notify>>,
-    schedules: Mutex<HashMap<(String, usize), Entry>>,
     /// Set on SIGTERM: no job is claimed or started any more.
     stopping: std::sync::atomic::AtomicBool,
     /// Job scripts running now, and a wake-up for when the last one ends.
@@ -849,9 +848,98 @@ async fn claim_recv(
         .await
 }
 
+/// A schedule entry: its channel's code and its index in `opts.schedule`.
+type EntryKey = (String, usize);
+
+/// An entry that is due: its key, the time it was due and its running flag.
+type DueEntry = (EntryKey, DateTime<Utc>, Arc<AtomicBool>);
+
+/// The schedule entries of every channel, with the next run of each in a
+/// time-ordered heap: a tick costs nothing unless an entry is due, and the
+/// table is rebuilt only when the channels change (a reload), so idle entries
+/// cost nothing however many there are.
+#[derive(Default)]
+struct ScheduleTable {
+    /// The snapshot the table was built from.
+    built_from: Option<Arc<crate::registry::Snapshot>>,
+    entries: HashMap<EntryKey, Entry>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(DateTime<Utc>, EntryKey)>>,
+}
+
+impl ScheduleTable {
+    /// Rebuilds from `snapshot` when it is not the one the table was built from;
+    /// an entry whose spec did not change keeps its next time.
+    fn follow(&mut self, snapshot: &Arc<crate::registry::Snapshot>, now: DateTime<Utc>) {
+        if self
+            .built_from
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(b, snapshot))
+        {
+            return;
+        }
+        self.built_from = Some(snapshot.clone());
+        let mut entries = HashMap::new();
+        for channel in snapshot.channels.values() {
+            if !channel.is_general() || channel.doc.opts.schedule.is_empty() {
+                continue;
+            }
+            for (i, e) in channel.doc.opts.schedule.iter().enumerate() {
+                let key = (channel.code().to_owned(), i);
+                let spec = format!("{:?}|{:?}|{}", e.every, e.cron, e.script);
+                let entry = match self.entries.remove(&key) {
+                    Some(old) if old.spec == spec => old,
+                    _ => match next_after(e, now) {
+                        Some(next) => Entry {
+                            spec,
+                            next,
+                            running: Arc::default(),
+                        },
+                        None => continue,
+                    },
+                };
+                entries.insert(key, entry);
+            }
+        }
+        self.entries = entries;
+        self.heap = self
+            .entries
+            .iter()
+            .map(|(k, e)| std::cmp::Reverse((e.next, k.clone())))
+            .collect();
+    }
+
+    /// The entries due at `now`, each moved on to its next time.
+    fn due(&mut self, now: DateTime<Utc>) -> Vec<DueEntry> {
+        let mut due = Vec::new();
+        while let Some(std::cmp::Reverse((at, _))) = self.heap.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(std::cmp::Reverse((at, key))) = self.heap.pop() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            if entry.next != at {
+                continue;
+            }
+            let channel = self.built_from.as_ref().and_then(|s| s.channel(&key.0));
+            let Some(spec) = channel.and_then(|c| c.doc.opts.schedule.get(key.1)) else {
+                continue;
+            };
+            entry.next = next_after(spec, at.max(now)).unwrap_or(now + chrono::Duration::days(365));
+            self.heap.push(std::cmp::Reverse((entry.next, key.clone())));
+            due.push((key, at, entry.running.clone()));
+        }
+        due
+    }
+}
+
 /// Runs `opts.schedule` entries on time; a tick that finds the previous run still going is skipped.
 async fn scheduler(app: Arc<AppState>) {
     let mut tick = tokio::time::interval(SCHEDULER_TICK);
+    let mut table = ScheduleTable::default();
     loop {
         tick.tick().await;
         let _ticking = Running::start(&app);
@@ -860,53 +948,22 @@ async fn scheduler(app: Arc<AppState>) {
         }
         let snapshot = app.registry.snapshot();
         let now = Utc::now();
-        let mut due = Vec::new();
-        {
-            let mut entries = app.jobs.schedules.lock().unwrap_or_else(|p| p.into_inner());
-            let mut live = std::collections::HashSet::new();
-            for channel in snapshot.channels.values() {
-                if !channel.is_general() || channel.doc.opts.disabled {
-                    continue;
-                }
-                for (i, e) in channel.doc.opts.schedule.iter().enumerate() {
-                    let key = (channel.code().to_owned(), i);
-                    let spec = format!("{:?}|{:?}|{}", e.every, e.cron, e.script);
-                    live.insert(key.clone());
-                    let entry = entries.entry(key).or_insert_with(|| Entry {
-                        spec: String::new(),
-                        next: now,
-                        running: Arc::default(),
-                    });
-                    if entry.spec != spec {
-                        entry.spec = spec;
-                        entry.next = match next_after(e, now) {
-                            Some(t) => t,
-                            None => continue,
-                        };
-                    }
-                    if entry.next > now {
-                        continue;
-                    }
-                    let scheduled = entry.next;
-                    entry.next = next_after(e, scheduled.max(now))
-                        .unwrap_or(now + chrono::Duration::days(365));
-                    if entry.running.swap(true, Ordering::AcqRel) {
-                        metrics::counter!("switchyard_schedule_skipped_total", "channel" => channel.code().to_owned())
-                            .increment(1);
-                        tracing::warn!(channel = %channel.code(), script = %e.script, "schedule tick skipped: the previous run is still going");
-                        continue;
-                    }
-                    due.push((
-                        channel.clone(),
-                        e.script.clone(),
-                        scheduled,
-                        entry.running.clone(),
-                    ));
-                }
+        table.follow(&snapshot, now);
+        for ((code, i), scheduled, running) in table.due(now) {
+            let Some(channel) = snapshot.channel(&code).cloned() else {
+                continue;
+            };
+            // Disabled channels do not run their schedules (their entries keep time).
+            if channel.doc.opts.disabled {
+                continue;
             }
-            entries.retain(|k, _| live.contains(k));
-        }
-        for (channel, script, scheduled, running) in due {
+            let script = channel.doc.opts.schedule[i].script.clone();
+            if running.swap(true, Ordering::AcqRel) {
+                metrics::counter!("switchyard_schedule_skipped_total", "channel" => code.clone())
+                    .increment(1);
+                tracing::warn!(channel = %code, script = %script, "schedule tick skipped: the previous run is still going");
+                continue;
+            }
             let counted = Running::start(&app);
             let app = app.clone();
             tokio::spawn(async move {

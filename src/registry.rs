@@ -268,6 +268,11 @@ pub fn load(config: &Config, engine: &ScriptEngine, prev: Option<&Snapshot>) -> 
                     Ok(_) => {
                         scripts.insert(code, Arc::new(script));
                     }
+                    Err(e) if e.message == crate::script::STILL_COMPILING => {
+                        tracing::info!(script = %code, bytes = script.source.len(), "compiling a large script on its own thread");
+                        let keep = old.filter(|o| o.compiled.is_ok()).cloned();
+                        scripts.insert(code, keep.unwrap_or_else(|| Arc::new(script)));
+                    }
                     Err(e) => {
                         fail(
                             FileKind::Script,

@@ -120,6 +120,7 @@ fn kind_label(kind: crate::registry::FileKind) -> &'static str {
 /// Starts watching both folders; reloads on every relevant change.
 pub fn spawn_watcher(app: Arc<AppState>) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    let tx_for_compiles = tx.clone();
     let handler = move |res: notify::Result<Event>| {
         if let Ok(event) = res {
             if relevant(&event) {
@@ -155,6 +156,11 @@ pub fn spawn_watcher(app: Arc<AppState>) {
             }
         }
     };
+    // A large script compiles on its own thread; when it is done, reload again.
+    let done_tx = tx_for_compiles;
+    app.engine.compile_in_background(move || {
+        let _ = done_tx.try_send(());
+    });
     tokio::spawn(async move {
         let _keep_alive = watcher;
         while rx.recv().await.is_some() {

@@ -815,3 +815,103 @@ async fn a_full_disk_answers_507_keeps_serving_reads_and_recovers_by_itself() {
     drop(srv);
     drop(disk);
 }
+
+fn many_functions(n: usize) -> String {
+    let mut s: String = (0..n)
+        .map(|i| format!("fn f{i}(x) {{ x + {i} }}\n"))
+        .collect();
+    s.push_str("body = f1(1);\n");
+    s
+}
+
+#[tokio::test]
+async fn a_large_compile_holds_up_no_reload_no_admin_write_and_no_shutdown() {
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(channel("mid", "mid"))
+        .script("mid", "body = 0;")
+        .start();
+    let scripts = srv.project.as_ref().unwrap().path().join("scripts");
+    // A script just over the in-place size compiles on its own thread, then serves.
+    std::fs::write(scripts.join("mid.rhai"), many_functions(3_000)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = client()
+            .get(srv.url("/channels/mid/api?token=mid-token"))
+            .send()
+            .await
+            .unwrap();
+        if resp.text().await.unwrap() == "2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the large script never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A very large one (seconds to compile) is dropped in by hand …
+    std::fs::write(scripts.join("huge.rhai"), many_functions(30_000)).unwrap();
+    srv.wait_for_line(&["compiling a large script on its own thread", "huge"])
+        .await;
+    // … meanwhile an admin write and its reload go through at once …
+    let started = Instant::now();
+    let resp = client()
+        .put(srv.url("/admin/scripts/small"))
+        .bearer_auth(ADMIN)
+        .body("body = 1;")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // … and a stop does not wait for the compile.
+    let mut srv = srv;
+    let started = Instant::now();
+    srv.signal("TERM");
+    assert!(srv
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits")
+        .success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// CPU seconds the server has used (user + system).
+fn cpu_seconds(srv: &Server) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", srv.child.id())).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[tokio::test]
+async fn idle_schedule_entries_cost_nothing() {
+    let entries: Vec<_> = (0..100_000)
+        .map(|_| json!({"every": "1h", "script": "tick"}))
+        .collect();
+    let srv = Project::new()
+        .channel(
+            json!({"code": "many", "token_local": "many-token", "opts": {"schedule": entries}}),
+        )
+        .script("tick", "result = 1;")
+        .start();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = cpu_seconds(&srv);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_seconds(&srv) - before;
+    assert!(
+        used < 0.3,
+        "100 000 idle entries used {used:.2} s of CPU in 3 s"
+    );
+    assert_serving(&srv).await;
+}

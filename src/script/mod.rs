@@ -10,6 +10,7 @@
 //! - `convert`: JSON ↔ Rhai values.
 
 mod api;
+mod compiler;
 pub mod convert;
 pub mod memory;
 pub mod priority;
@@ -311,7 +312,12 @@ impl Drop for RunGuard {
 #[derive(Clone)]
 pub struct ScriptEngine {
     engine: Arc<Engine>,
+    compiles: Arc<compiler::Compiles>,
 }
+
+/// The message of a script whose (large) compile is still under way.
+pub const STILL_COMPILING: &str =
+    "still compiling (a large script compiles on its own thread; the last good version serves meanwhile)";
 
 impl Default for ScriptEngine {
     fn default() -> Self {
@@ -354,7 +360,43 @@ impl ScriptEngine {
         api::register(&mut engine);
         Self {
             engine: Arc::new(engine),
+            compiles: Arc::default(),
         }
+    }
+
+    /// From now on, scripts over [`compiler::INLINE_COMPILE_BYTES`] compile on
+    /// threads of their own; `on_done` is called when one ends (to reload).
+    pub fn compile_in_background(&self, on_done: impl Fn() + Send + Sync + 'static) {
+        self.compiles.in_background(on_done);
+    }
+
+    /// Compiles `source` on a detached thread (never one the runtime waits for
+    /// at shutdown) and keeps the result for the next reload; the answer comes
+    /// through the returned future.
+    pub async fn compile_detached(&self, source: String) -> Result<Arc<AST>, CompileError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("compile".into())
+            .spawn(move || {
+                let result = me.compile(&source).map(Arc::new);
+                me.compiles.done(&source, result.clone());
+                let _ = tx.send(result);
+            });
+        if let Err(e) = spawned {
+            return Err(CompileError {
+                line: 1,
+                col: 1,
+                message: format!("cannot start a compile: {e}"),
+            });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(CompileError {
+                line: 1,
+                col: 1,
+                message: "the compile ended without a result".into(),
+            })
+        })
     }
 
     /// Compiles `source`; the error has the position of the problem.
@@ -369,9 +411,34 @@ impl ScriptEngine {
         })
     }
 
-    /// Reads and compiles a script file.
+    /// A script file with its compiled form: compiled here, taken from a compile
+    /// that ended elsewhere, or (a large one, with background compiles on)
+    /// [`STILL_COMPILING`] while its own thread compiles it.
     pub fn load(&self, code: &str, path: PathBuf, source: String) -> Script {
-        let compiled = self.compile(&source).map(Arc::new);
+        let still = || CompileError {
+            line: 1,
+            col: 1,
+            message: STILL_COMPILING.into(),
+        };
+        let compiled = match self.compiles.find(&source) {
+            compiler::Found::Done(result) => result,
+            compiler::Found::Pending => Err(still()),
+            compiler::Found::Unknown(false) => self.compile(&source).map(Arc::new),
+            compiler::Found::Unknown(true) => {
+                let me = self.clone();
+                let text = source.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("compile".into())
+                    .spawn(move || {
+                        let result = me.compile(&text).map(Arc::new);
+                        me.compiles.done(&text, result);
+                    });
+                match spawned {
+                    Ok(_) => Err(still()),
+                    Err(_) => self.compile(&source).map(Arc::new),
+                }
+            }
+        };
         Script {
             code: code.to_owned(),
             path,
