@@ -84,12 +84,25 @@ fn shown(channel: &Channel, snapshot: &Snapshot) -> Value {
 fn status_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {
     match snapshot.error(kind, code) {
         None => json!({ "ok": true }),
-        Some(e) => json!({
-            "ok": false,
-            "error": e.message,
-            "error_at": e.since,
-            "serving": "the last good version",
-        }),
+        Some(e) => {
+            let serving = match kind {
+                FileKind::Script => snapshot
+                    .scripts
+                    .get(code)
+                    .is_some_and(|s| s.compiled.is_ok()),
+                FileKind::Channel => snapshot.channel(code).is_some(),
+            };
+            json!({
+                "ok": false,
+                "error": e.message,
+                "error_at": e.since,
+                "serving": if serving {
+                    "the last good version"
+                } else {
+                    "nothing: it has not loaded since the server started"
+                },
+            })
+        }
     }
 }
 

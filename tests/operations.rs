@@ -915,3 +915,60 @@ async fn idle_schedule_entries_cost_nothing() {
     );
     assert_serving(&srv).await;
 }
+
+#[tokio::test]
+async fn a_script_that_never_compiled_is_not_said_to_serve() {
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(channel("c", "good"))
+        .script("good", "body = 1;")
+        .script("broken", "let x = ;")
+        .start();
+    let scripts = srv.project.as_ref().unwrap().path().join("scripts");
+    std::fs::write(scripts.join("good.rhai"), "let y = ;").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let resp = client()
+            .get(srv.url("/admin/scripts"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let (_, _, body) = json_of(resp).await;
+        let good = body["scripts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["code"] == "good")
+            .cloned();
+        if good.is_some_and(|g| g["status"]["ok"] == false) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let status = |code: &str| {
+        body["scripts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["code"] == code)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("good")["serving"], "the last good version");
+    assert!(
+        status("broken")["serving"]
+            .as_str()
+            .unwrap()
+            .starts_with("nothing"),
+        "{body}"
+    );
+    // And the last good version does serve.
+    let resp = client()
+        .get(srv.url("/channels/c/api?token=c-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "1");
+}
