@@ -6,13 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_serving, channel, client, json_of, Project, Server};
-use futures_util::{SinkExt, StreamExt};
+use common::{
+    assert_serving, channel, client, json_of, ws_close_code as close_code, ws_connect as ws,
+    ws_recv as recv, ws_send as send, Project, Server,
+};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const ADMIN: &str = "adm";
 
@@ -26,47 +24,6 @@ async fn call(srv: &Server, code: &str, body: &str) -> (u16, Value) {
         .unwrap();
     let (status, _, body) = json_of(resp).await;
     (status, body)
-}
-
-async fn ws(srv: &Server, path: &str) -> Ws {
-    let url = srv.url(path).replacen("http://", "ws://", 1);
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade")
-        .0
-}
-
-async fn send(ws: &mut Ws, frame: Value) {
-    ws.send(Message::Text(frame.to_string().into()))
-        .await
-        .unwrap();
-}
-
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame within 10 s")
-            .expect("open")
-            .expect("a valid frame");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => {}
-        }
-    }
-}
-
-async fn close_code(ws: &mut Ws) -> Option<u16> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => continue,
-            _ => return None,
-        }
-    }
-    None
 }
 
 /// Builds a value nested `n` deep, by the path the body names.
@@ -261,17 +218,8 @@ async fn job_wait_refuses_an_absurd_number_of_seconds() {
         )
         .script("wait", "job_wait(9223372036854775807);")
         .start();
-    let resp = client()
-        .post(srv.url("/channels/w/send"))
-        .bearer_auth(ADMIN)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(resp).await;
-    assert_eq!(status, 202);
-    let id = body["job_id"].as_str().unwrap();
-    let job = common::wait_job(&srv, ADMIN, id, &["failed"], Duration::from_secs(10)).await;
+    let id = common::send_job(&srv, ADMIN, "w", &json!({})).await;
+    let job = common::wait_job(&srv, ADMIN, &id, &["failed"], Duration::from_secs(10)).await;
     assert!(
         job["last_error"].as_str().unwrap().contains("30 days"),
         "{job}"
@@ -742,22 +690,9 @@ async fn disk_use_per_channel_is_bounded() {
     assert_eq!(put("one", 60).await.unwrap().status(), 200);
     assert_eq!(put("two", 60).await.unwrap().status(), 507);
     // A send job that succeeded keeps its result, not its input.
-    let resp = client()
-        .post(srv.url("/channels/s/send"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"big": "y".repeat(1000)}))
-        .send()
-        .await
-        .unwrap();
-    let (_, _, body) = json_of(resp).await;
-    let id = body["job_id"].as_str().unwrap().to_owned();
+    let id = common::send_job(&srv, ADMIN, "s", &json!({"big": "y".repeat(1000)})).await;
     common::wait_job(&srv, ADMIN, &id, &["succeeded"], Duration::from_secs(10)).await;
-    let db = srv
-        .project
-        .as_ref()
-        .unwrap()
-        .path()
-        .join("data/switchyard.db");
+    let db = srv.db();
     let conn =
         rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();

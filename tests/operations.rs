@@ -631,12 +631,7 @@ async fn a_running_job_whose_worker_is_gone_is_taken_up_without_a_restart() {
         .script("done", "result = startparam(4);")
         .start();
     // A job the store says is running, claimed 60 s ago by a worker that no longer exists.
-    let db = srv
-        .project
-        .as_ref()
-        .unwrap()
-        .path()
-        .join("data/switchyard.db");
+    let db = srv.db();
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     let long_ago = chrono::Utc::now().timestamp_millis() - 60_000;
@@ -673,24 +668,11 @@ async fn a_job_outcome_that_cannot_be_written_yet_is_written_later() {
         )
         .script("slow", slow)
         .start();
-    let resp = client()
-        .post(srv.url("/channels/s/send"))
-        .bearer_auth(ADMIN)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    let (_, _, body) = json_of(resp).await;
-    let id = body["job_id"].as_str().unwrap().to_owned();
+    let id = common::send_job(&srv, ADMIN, "s", &json!({})).await;
     common::wait_job(&srv, ADMIN, &id, &["running"], Duration::from_secs(5)).await;
     // Another process holds the store's write lock past the run's end, and past
     // two of SQLite's 10 s busy waits: the outcome's first write surely fails.
-    let db = srv
-        .project
-        .as_ref()
-        .unwrap()
-        .path()
-        .join("data/switchyard.db");
+    let db = srv.db();
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
     tokio::time::sleep(Duration::from_secs(22)).await;

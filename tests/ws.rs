@@ -5,16 +5,16 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{client, json_of, Project, Server};
+use common::{
+    client, json_of, ws_close_code as close_code, ws_connect as connect, ws_recv as recv,
+    ws_send as send, ws_url, Project, Server,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const ECHO_WS: &str = r#"
 let input = parse_json(startparam(1));
@@ -27,52 +27,6 @@ if type_of(input) == "map" && "busy_ms" in input {
 data = #{ echo: input, qid: startparam(2), conn: startparam(3), sender: startparam(4), channel: startparam(5) };
 if type_of(input) == "map" && input.refuse == true { success = false; }
 "#;
-
-fn ws_url(srv: &Server, path: &str) -> String {
-    srv.url(path).replacen("http://", "ws://", 1)
-}
-
-async fn connect(srv: &Server, path: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url(srv, path))
-        .await
-        .expect("upgrade");
-    ws
-}
-
-async fn send(ws: &mut Ws, frame: Value) {
-    ws.send(Message::Text(frame.to_string().into()))
-        .await
-        .unwrap();
-}
-
-/// The next text frame as JSON (pings are skipped), within 10 s.
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame within 10 s")
-            .expect("the connection is open")
-            .expect("a valid frame");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => {}
-        }
-    }
-}
-
-/// Reads until the server closes; returns the close code.
-async fn close_code(ws: &mut Ws) -> Option<u16> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => continue,
-            _ => return None,
-        }
-    }
-    None
-}
 
 fn project() -> Project {
     Project::new()

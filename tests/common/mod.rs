@@ -441,3 +441,88 @@ pub async fn assert_serving(srv: &Server) {
     let resp = client().get(srv.url("/healthz")).send().await.unwrap();
     assert_eq!(resp.status(), 200, "the server no longer serves");
 }
+
+/// A websocket client connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// `ws://` + the server's address + `path`.
+pub fn ws_url(srv: &Server, path: &str) -> String {
+    srv.url(path).replacen("http://", "ws://", 1)
+}
+
+/// Opens a websocket on `path` (the upgrade must succeed).
+pub async fn ws_connect(srv: &Server, path: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url(srv, path))
+        .await
+        .expect("upgrade");
+    ws
+}
+
+/// Sends one text frame holding `frame` as JSON.
+pub async fn ws_send(ws: &mut Ws, frame: Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        frame.to_string().into(),
+    ))
+    .await
+    .unwrap();
+}
+
+/// The next text frame as JSON (pings are skipped), within 10 s.
+pub async fn ws_recv(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the connection is open")
+            .expect("a valid frame");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads until the server closes; returns the close code.
+pub async fn ws_close_code(ws: &mut Ws) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// `POST /channels/{code}/send` with `data` (admin credentials); the new job's id.
+pub async fn send_job(srv: &Server, admin: &str, code: &str, data: &Value) -> String {
+    let resp = client()
+        .post(srv.url(&format!("/channels/{code}/send")))
+        .bearer_auth(admin)
+        .json(data)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!(status, 202, "{body}");
+    body["job_id"].as_str().unwrap().to_owned()
+}
+
+impl Server {
+    /// The server's store file.
+    pub fn db(&self) -> PathBuf {
+        self.project
+            .as_ref()
+            .expect("started from a project")
+            .path()
+            .join("data/switchyard.db")
+    }
+}
