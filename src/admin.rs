@@ -57,8 +57,7 @@ pub async fn guard(
     let send =
         path.starts_with("/channels/") && path.ends_with("/send") && path.matches('/').count() == 3;
     if path == "/admin" || path.starts_with("/admin/") || path == "/events" || send {
-        let sender =
-            crate::auth::sender_addr(peer.ip(), req.headers(), &app.config.trusted_proxies);
+        let sender = crate::net::sender_addr(peer.ip(), req.headers(), &app.config.trusted_proxies);
         if let Err(e) = app
             .auth
             .admin_caller(sender, req.headers(), req.uri().query())

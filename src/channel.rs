@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::events::Pattern;
+use crate::pattern::Pattern;
 
 /// Longest `opts.recv_timeout`, in seconds.
 pub const MAX_RECV_TIMEOUT: u64 = 60;
@@ -369,7 +369,7 @@ impl ChannelDoc {
         let ipmask = self
             .ipmask
             .iter()
-            .map(|s| crate::auth::parse_net(s).map_err(|e| FieldError::new("ipmask", e)))
+            .map(|s| crate::net::parse_net(s).map_err(|e| FieldError::new("ipmask", e)))
             .collect::<Result<Vec<_>, _>>()?;
         let opts = &self.opts;
         if opts.recv_timeout > MAX_RECV_TIMEOUT {

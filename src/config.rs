@@ -319,7 +319,7 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 fn de_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
     list.iter()
-        .map(|s| crate::auth::parse_net(s).map_err(serde::de::Error::custom))
+        .map(|s| crate::net::parse_net(s).map_err(serde::de::Error::custom))
         .collect()
 }
 

@@ -18,6 +18,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// Holds one of the `max_connections` slots and one of its address's
+/// `max_connections_per_ip`; a websocket keeps them for its whole session.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] pub Arc<dyn std::any::Any + Send + Sync>);
+
 /// What the server keeps of a connection while hyper serves it.
 #[derive(Clone)]
 pub struct Shared {

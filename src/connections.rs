@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::auth::Identity;
-use crate::events::Pattern;
+use crate::pattern::Pattern;
 
 /// Frames a connection's send queue holds at most, beyond its in-flight answers.
 pub const QUEUE_FRAMES: usize = 256;

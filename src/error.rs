@@ -63,7 +63,7 @@ pub enum AppError {
     Conflict(&'static str, String),
     /// 422 `compile_error`, with `line` and `col` in the body.
     #[error("{0}")]
-    Compile(crate::script::CompileError),
+    Compile(crate::script::error::CompileError),
     /// 429 with a specific code (`inbox_full`): a bound of the channel is reached.
     #[error("{1}")]
     Full(&'static str, String),

@@ -97,7 +97,7 @@ pub fn admit(
         .channel(code)
         .cloned()
         .ok_or(AppError::UnknownChannel)?;
-    let sender = auth::sender_addr(peer.ip(), headers, &app.config.trusted_proxies);
+    let sender = crate::net::sender_addr(peer.ip(), headers, &app.config.trusted_proxies);
     let identity = app.auth.channel_caller(&channel, sender, headers, query)?;
     if channel.doc.opts.disabled {
         return Err(AppError::ChannelDisabled);
@@ -201,7 +201,7 @@ async fn serve_api(
         body.into(),
         // Built only when needed: by the inbox below, or by the script's startparam(5).
         rhai::ImmutableString::new(),
-        auth::ip_text(caller.sender).into(),
+        crate::net::ip_text(caller.sender).into(),
         channel.code().into(),
         request_id.as_str().into(),
     ];

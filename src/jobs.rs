@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -21,7 +21,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::auth::Identity;
 use crate::channel::{Channel, ScriptField};
-use crate::script::{convert, RunContext, RunError};
+use crate::script::{convert, JobRun, RunContext, RunError};
 use crate::store::StoreError;
 use crate::AppState;
 
@@ -43,20 +43,6 @@ pub const STATES: [&str; 6] = [
 ];
 /// A job's kind.
 pub const KINDS: [&str; 3] = ["recv", "send", "schedule"];
-
-/// The job a script runs for: lets `job_wait` mark it waiting.
-#[derive(Debug, Default)]
-pub struct JobRun {
-    /// The job id.
-    pub id: String,
-    /// Seconds to wait for the external system's answer, once `job_wait` was called.
-    pub wait_secs: Mutex<Option<u64>>,
-    /// `true` for send jobs (only they may wait).
-    pub can_wait: bool,
-}
-
-/// The longest a send job may wait for the external system's answer (`job_wait`).
-pub const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Wake-ups for the job runners.
 #[derive(Default)]
@@ -687,20 +673,23 @@ async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, i
     // send_retries is read now, so a changed setting applies to running jobs.
     let max = channel.as_ref().map_or(attempt, |c| max_attempts(c));
     let now = now_ms();
-    let (state, next_at, outcome_label) = match (&outcome.error, outcome.wait_secs) {
-        (None, Some(secs)) => (
-            "waiting",
-            Some(now.saturating_add(secs.min(MAX_WAIT.as_secs()) as i64 * 1000)),
-            "waiting",
-        ),
-        (None, None) => ("succeeded", None, "succeeded"),
-        (Some(_), _) if attempt < max && channel.is_some() => (
-            "queued",
-            Some(now + backoff(attempt as u32).as_millis() as i64),
-            "failed",
-        ),
-        (Some(_), _) => ("failed", None, "failed"),
-    };
+    let (state, next_at, outcome_label) =
+        match (&outcome.error, outcome.wait_secs) {
+            (None, Some(secs)) => (
+                "waiting",
+                Some(now.saturating_add(
+                    secs.min(crate::script::limits::JOB_WAIT.as_secs()) as i64 * 1000,
+                )),
+                "waiting",
+            ),
+            (None, None) => ("succeeded", None, "succeeded"),
+            (Some(_), _) if attempt < max && channel.is_some() => (
+                "queued",
+                Some(now + backoff(attempt as u32).as_millis() as i64),
+                "failed",
+            ),
+            (Some(_), _) => ("failed", None, "failed"),
+        };
     let (job_id, err, result) = (id.clone(), outcome.error.clone(), outcome.result.clone());
     write_outcome(app, &id, move |c| {
         c.execute(

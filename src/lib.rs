@@ -11,13 +11,15 @@
 //! - `channel`: the channel document, its serde types and validation.
 //! - `registry`: channels and compiled scripts in memory, swapped whole.
 //! - `script`: the shared Rhai engine, limits, deadline, the script API.
-//! - `auth`: tokens, IP masks, proxies, IAM JWTs, roles, the throttle.
+//! - `net`: CIDR masks, `X-Forwarded-For`, address text (a leaf).
+//! - `auth`: tokens, IAM JWTs, roles, the throttle.
 //! - `http`: inbound HTTP routes → recv scripts.
 //! - `admin`: `/admin` routes for channels and scripts, atomic file writes.
 //! - `reload`: the folder watcher; reload, swap or keep the last good version.
 //! - `ws`: websocket sessions: frames, the in-flight cap, token APIs, pushes.
 //! - `connections`: open websockets by channel, bounded send queues.
-//! - `events`: event names, patterns, once-per-channel delivery.
+//! - `pattern`: event names and subscription patterns (a leaf).
+//! - `events`: events, once-per-channel delivery, durable queues.
 //! - `jobs`: send jobs, the durable inbox, schedules, the job view.
 //! - `outbound`: `webquery`, a script's call to its external system.
 //! - `kv`: the per-channel key-value map.
@@ -39,7 +41,9 @@ pub mod files;
 pub mod http;
 pub mod jobs;
 pub mod kv;
+pub mod net;
 pub mod outbound;
+pub mod pattern;
 pub mod registry;
 pub mod reload;
 pub mod script;

@@ -10,11 +10,11 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use crate::auth::{Authenticator, Iam, Throttle};
 use crate::config::Config;
-use crate::conn_io::ConnIo;
+use crate::conn_io::{ConnIo, ConnectionSlot};
 use crate::connections::{ConnectionTable, CLOSE_GOING_AWAY};
 use crate::error::AppError;
 use crate::events::LocalBus;
@@ -225,11 +225,6 @@ impl Signals {
         }
     }
 }
-
-/// Holds one of the `max_connections` slots and one of its address's
-/// `max_connections_per_ip`; a websocket keeps them for its whole session.
-#[derive(Clone)]
-pub struct ConnectionSlot(#[allow(dead_code)] Arc<(OwnedSemaphorePermit, IpSlot)>);
 
 /// Open connections per sender address (the socket peer).
 #[derive(Default)]

@@ -25,8 +25,9 @@ use crate::channel::{Channel, ScriptField};
 use crate::connections::{
     Connection, Outbox, CLOSE_GOING_AWAY, CLOSE_POLICY, MAX_PATTERNS, MAX_PATTERNS_PER_FRAME,
 };
-use crate::events::{Event, Pattern};
+use crate::events::Event;
 use crate::http::{admit, Caller};
+use crate::pattern::Pattern;
 use crate::script::{convert, RunContext, RunError};
 use crate::AppState;
 
@@ -73,7 +74,7 @@ pub async fn upgrade(
     Path(code): Path<String>,
     headers: HeaderMap,
     uri: Uri,
-    slot: Option<axum::Extension<crate::server::ConnectionSlot>>,
+    slot: Option<axum::Extension<crate::conn_io::ConnectionSlot>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let admitted = admit(&app, &code, peer, &headers, uri.query())

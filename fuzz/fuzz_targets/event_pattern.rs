@@ -2,7 +2,7 @@
 //! literal pattern matches exactly its own name.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use switchyard::events::{valid_name, Pattern};
+use switchyard::pattern::{valid_name, Pattern};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

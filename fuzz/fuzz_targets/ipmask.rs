@@ -2,7 +2,7 @@
 //! parsed network contains its own network address.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use switchyard::auth::{in_nets, parse_net};
+use switchyard::net::{in_nets, parse_net};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

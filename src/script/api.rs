@@ -192,7 +192,7 @@ pub(super) fn register(engine: &mut Engine) {
         let job = with_context(|c| c.and_then(|c| c.job.clone()));
         match job {
             Some(job) if job.can_wait => {
-                let max = crate::jobs::MAX_WAIT.as_secs();
+                let max = super::limits::JOB_WAIT.as_secs();
                 let secs = u64::try_from(seconds)
                     .ok()
                     .filter(|s| (1..=max).contains(s));

@@ -12,6 +12,7 @@
 mod api;
 mod compiler;
 pub mod convert;
+pub mod error;
 pub mod memory;
 pub mod priority;
 mod watchdog;
@@ -24,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use rhai::module_resolvers::ModuleResolver;
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Module, Position, Scope, AST};
+
+pub use error::{CompileError, RunError};
 
 use crate::auth::Identity;
 use crate::channel::Channel;
@@ -44,6 +47,8 @@ pub mod limits {
     pub const MODULES: usize = 64;
     /// Modules importing modules, this deep at most.
     pub const IMPORT_DEPTH: usize = 16;
+    /// The longest a send job may wait for the external system's answer (`job_wait`).
+    pub const JOB_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
     /// Inputs larger than this (bytes, or values in a data structure) are not
     /// handled on an async thread: a function given one leaves the inline attempt.
     pub const INLINE_INPUT: usize = 16 * 1024;
@@ -65,18 +70,6 @@ pub struct Script {
     pub source: String,
     /// The compiled form, or why it does not compile.
     pub compiled: Result<Arc<AST>, CompileError>,
-}
-
-/// A script that does not compile: the position and the parser's message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{line}:{col}: {message}")]
-pub struct CompileError {
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column.
-    pub col: usize,
-    /// What is wrong.
-    pub message: String,
 }
 
 /// What scripts reach beyond the engine: pushes, events. Implemented by the
@@ -202,9 +195,21 @@ pub struct RunContext {
     /// Pushes, events, jobs, the store.
     pub host: Arc<dyn Host>,
     /// The job this run belongs to (send, inbox and schedule runs).
-    pub job: Option<Arc<crate::jobs::JobRun>>,
+    pub job: Option<Arc<JobRun>>,
     /// A `startparam` computed only if the script asks for it.
     pub lazy: Option<LazyParam>,
+}
+
+/// The job a run belongs to (send, inbox and schedule runs): lets `job_wait`
+/// mark a send job waiting.
+#[derive(Debug, Default)]
+pub struct JobRun {
+    /// The job id.
+    pub id: String,
+    /// Seconds to wait for the external system's answer, once `job_wait` was called.
+    pub wait_secs: std::sync::Mutex<Option<u64>>,
+    /// `true` for send jobs (only they may wait).
+    pub can_wait: bool,
 }
 
 /// A `startparam(n)` value that is costly to build (the request headers as JSON)
@@ -230,20 +235,6 @@ impl LazyParam {
     pub fn get(&self) -> ImmutableString {
         self.value.get_or_init(|| (self.make)().into()).clone()
     }
-}
-
-/// Why a run did not finish normally.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RunError {
-    /// It ran past the channel's timeout and was stopped.
-    #[error("timed out")]
-    Timeout,
-    /// It threw, failed or does not compile; message with position.
-    #[error("{0}")]
-    Failed(String),
-    /// It failed because a store write found no space (answered `507`).
-    #[error("no space left for the store: {0}")]
-    StoreFull(String),
 }
 
 thread_local! {
