@@ -1,8 +1,5 @@
-//! System events: names, subscription patterns, once-per-channel delivery and
-//! the durable queue of offline events channels.
-//!
-//! Patterns match dot-separated names: `*` matches exactly one segment, a
-//! trailing `>` matches one or more.
+//! System events: once-per-channel delivery and the durable queue of offline
+//! events channels (names and patterns are in `pattern`).
 //!
 //! [`LocalBus`] delivers each event to exactly one matching open connection of
 //! every `events` channel, round-robin. An events channel with no connection
