@@ -954,3 +954,56 @@ async fn a_script_that_never_compiled_is_not_said_to_serve() {
         .unwrap();
     assert_eq!(resp.text().await.unwrap(), "1");
 }
+
+#[tokio::test]
+async fn finished_schedule_runs_have_their_own_retention() {
+    let srv = Project::new()
+        .config(&format!(
+            "admin_token = \"{ADMIN}\"\nschedule_run_retention = \"2s\""
+        ))
+        .channel(channel("c", "ok"))
+        .script("ok", "body = 1;")
+        .start();
+    let conn = rusqlite::Connection::open(srv.db()).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let old = chrono::Utc::now().timestamp_millis() - 10_000;
+    for (id, kind) in [("old-schedule", "schedule"), ("old-send", "send")] {
+        conn.execute(
+            "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, input) \
+             VALUES (?1, 'c', ?2, 'succeeded', 1, 1, ?3, ?3, '')",
+            rusqlite::params![id, kind, old],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, _, body) = json_of(
+            client()
+                .get(srv.url("/admin/jobs?channel=c"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let ids: Vec<&str> = body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|j| j["id"].as_str())
+            .collect();
+        if !ids.contains(&"old-schedule") {
+            assert!(
+                ids.contains(&"old-send"),
+                "a send job keeps job_retention: {body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the schedule run was never pruned: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
