@@ -65,6 +65,15 @@ fn shutdown_write(socket: &TcpStream) {
     }
 }
 
+/// Bytes one read takes at most.
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// Where reads land before they are copied into hyper's buffer.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
 /// The IO hyper serves: reads and writes on the shared socket; a write that
 /// cannot proceed for `write_timeout` fails with `TimedOut` (the client is not
 /// taking its answer, or its websocket frames), which ends the connection.
@@ -130,9 +139,19 @@ impl AsyncRead for ConnIo {
         let this = self.get_mut();
         loop {
             ready!(this.shared.socket.poll_read_ready(cx))?;
-            match this.shared.socket.try_read(buf.initialize_unfilled()) {
+            // Read into this thread's scratch buffer and copy what came: safe
+            // Rust would have to zero hyper's spare buffer first, on every read
+            // (a fifth of a request's instructions), and a buffer per
+            // connection would cost every idle websocket its size.
+            let room = buf.remaining().min(READ_CHUNK);
+            let read = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let n = this.shared.socket.try_read(&mut scratch[..room])?;
+                buf.put_slice(&scratch[..n]);
+                Ok::<_, io::Error>(n)
+            });
+            match read {
                 Ok(n) => {
-                    buf.advance(n);
                     if n > 0 {
                         this.shared.pending.store(true, Ordering::Relaxed);
                     }

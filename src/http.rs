@@ -41,12 +41,14 @@ pub fn framing_error(req: &Request) -> Option<AppError> {
     let headers = req.headers();
     if req.version() == axum::http::Version::HTTP_11 {
         let mut hosts = headers.get_all(header::HOST).iter();
+        // host[:port]: visible ASCII, no user info, path, query or fragment.
         let valid = match (hosts.next(), hosts.next()) {
-            (Some(host), None) => host
-                .to_str()
-                .ok()
-                .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
-                .is_some(),
+            (Some(host), None) => {
+                let h = host.as_bytes();
+                !h.is_empty()
+                    && h.iter()
+                        .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'@' | b'?' | b'#'))
+            }
             _ => false,
         };
         if !valid {
@@ -54,6 +56,9 @@ pub fn framing_error(req: &Request) -> Option<AppError> {
                 "an HTTP/1.1 request needs exactly one valid Host header".into(),
             ));
         }
+    }
+    if !headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
     }
     let codings: Vec<String> = headers
         .get_all(header::TRANSFER_ENCODING)

@@ -52,8 +52,11 @@ pub mod limits {
     /// Inputs larger than this (bytes, or values in a data structure) are not
     /// handled on an async thread: a function given one leaves the inline attempt.
     pub const INLINE_INPUT: usize = 16 * 1024;
-    /// `on_progress` checks the wall clock every this many operations (a power of two).
+    /// `on_progress` checks the wall clock every this many operations (a power
+    /// of two) on a blocking thread, where the watchdog also stops a run.
     pub const CLOCK_EVERY_OPS: u64 = 1024;
+    /// … and this often in an inline attempt, which has 1 ms (and no watchdog).
+    pub const INLINE_CLOCK_EVERY_OPS: u64 = 32;
 }
 
 /// All compiled scripts by code, as one immutable table.
@@ -282,7 +285,10 @@ impl RunGuard {
         DEADLINE.with(|d| d.set(Some(deadline)));
         STORE_FULL.with(|f| f.set(false));
         CONTEXT.with(|c| *c.borrow_mut() = Some(ctx));
-        watchdog::arm(deadline);
+        // Inline attempts (1 ms) read the clock themselves, more often.
+        if !INLINE.with(Cell::get) {
+            watchdog::arm(deadline);
+        }
         memory::start();
         Self
     }
@@ -337,7 +343,12 @@ impl ScriptEngine {
             if memory::over() {
                 return Some(Dynamic::from(OUT_OF_MEMORY));
             }
-            if ops & (limits::CLOCK_EVERY_OPS - 1) != 0 {
+            let every = if INLINE.with(Cell::get) {
+                limits::INLINE_CLOCK_EVERY_OPS
+            } else {
+                limits::CLOCK_EVERY_OPS
+            };
+            if ops & (every - 1) != 0 {
                 return None;
             }
             let now = Instant::now();

@@ -1,29 +1,25 @@
-//! Stops a run at its deadline between any two of its operations.
+//! Stops a run on a blocking thread at its deadline, between any two of its
+//! operations.
 //!
 //! The engine's progress hook runs before every operation, but reading the
-//! clock there costs more than many operations do, so it reads the clock only
-//! every [`CLOCK_EVERY_OPS`](super::limits::CLOCK_EVERY_OPS) operations. That
-//! alone lets a script whose operations are each slow (a large `to_json`, a
-//! long string replace) run far past its deadline, and hold an async thread
-//! far past the inline budget. So one watchdog thread looks at the clock for
-//! every run: each thread that runs scripts has a [`Slot`] holding its run's
-//! deadline, and the watchdog, every [`TICK`], marks the slots whose deadline
-//! has passed. The progress hook reads that mark before every operation (one
-//! relaxed atomic load). A run is thus stopped within one operation of
-//! `deadline + TICK`.
+//! clock there costs more than many operations do, so on a blocking thread it
+//! reads the clock only every [`CLOCK_EVERY_OPS`](super::limits::CLOCK_EVERY_OPS)
+//! operations. That alone lets a script whose operations are each slow (a
+//! large `to_json`, a long string replace) run far past its deadline. So one
+//! watchdog thread keeps the deadlines: each thread that runs scripts has a
+//! [`Slot`] holding its run's deadline; the watchdog sleeps until the earliest
+//! one, marks the slots whose deadline has passed, and sleeps again. The
+//! progress hook reads that mark before every operation (one relaxed atomic
+//! load). A run is thus stopped within one operation of its deadline.
 //!
-//! The watchdog sleeps (parks) after [`IDLE_AFTER`] without runs, and the next
-//! run wakes it: a busy server does not pay a wake-up per run.
+//! The watchdog wakes only for deadlines (seconds apart, as timeouts are), or
+//! when a run starts with a deadline earlier than the one it sleeps for: a busy
+//! server does not pay a wake-up per run. Inline attempts (1 ms on an async
+//! thread) are not armed here: they read the clock every few operations instead.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-/// How often the watchdog looks at the deadlines.
-pub const TICK: Duration = Duration::from_micros(500);
-
-/// Without a run for this long, the watchdog parks until the next one.
-pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The deadline of the run on one thread, and the watchdog's mark.
 #[derive(Default)]
@@ -33,8 +29,6 @@ struct Slot {
     /// The deadline the watchdog found passed (compared with `deadline`, so a
     /// mark meant for an earlier run never stops a later one).
     expired: AtomicU64,
-    /// Runs started on this thread, so the watchdog can tell activity.
-    runs: AtomicU64,
 }
 
 /// This thread's slot, registered with the watchdog until the thread ends.
@@ -77,8 +71,8 @@ fn nanos(at: Instant) -> u64 {
     (at.saturating_duration_since(epoch()).as_nanos() as u64).max(1)
 }
 
-/// Whether the watchdog is parked (so the next run must wake it).
-static PARKED: AtomicBool = AtomicBool::new(false);
+/// When the watchdog will wake next (nanoseconds since [`epoch`]; `u64::MAX`: not before a run).
+static NEXT_WAKE: AtomicU64 = AtomicU64::new(u64::MAX);
 
 fn watchdog() -> &'static std::thread::Thread {
     static THREAD: OnceLock<std::thread::Thread> = OnceLock::new();
@@ -95,19 +89,18 @@ fn watchdog() -> &'static std::thread::Thread {
 /// Marks the run on this thread to stop at `deadline` (until [`disarm`]).
 pub fn arm(deadline: Instant) {
     let at = nanos(deadline);
-    MINE.with(|m| {
-        m.0.runs.fetch_add(1, Ordering::Relaxed);
-        m.0.deadline.store(at, Ordering::SeqCst);
-    });
+    MINE.with(|m| m.0.deadline.store(at, Ordering::SeqCst));
     let thread = watchdog();
-    if PARKED.load(Ordering::SeqCst) && PARKED.swap(false, Ordering::SeqCst) {
+    // Wake the watchdog only when it sleeps past this deadline.
+    if at < NEXT_WAKE.load(Ordering::SeqCst) {
+        NEXT_WAKE.fetch_min(at, Ordering::SeqCst);
         thread.unpark();
     }
 }
 
 /// The run on this thread has ended.
 pub fn disarm() {
-    MINE.with(|m| m.0.deadline.store(0, Ordering::SeqCst));
+    MINE.with(|m| m.0.deadline.store(0, Ordering::Relaxed));
 }
 
 /// `true` once the watchdog has found this thread's run past its deadline.
@@ -120,70 +113,61 @@ pub fn expired() -> bool {
 }
 
 fn watch() {
-    let mut last_runs = 0u64;
-    let mut last_active = Instant::now();
     loop {
-        std::thread::sleep(TICK);
-        let now = Instant::now();
-        let at = nanos(now);
-        let (runs, armed) = scan(at);
-        if armed || runs != last_runs {
-            last_runs = runs;
-            last_active = now;
-            continue;
+        let now = nanos(Instant::now());
+        let mut next = scan(now);
+        NEXT_WAKE.store(next, Ordering::SeqCst);
+        // A run armed during the scan saw the old NEXT_WAKE: look once more.
+        let again = scan(nanos(Instant::now()));
+        if again < next {
+            next = again;
+            NEXT_WAKE.store(next, Ordering::SeqCst);
         }
-        if now.duration_since(last_active) < IDLE_AFTER {
-            continue;
-        }
-        // Park, unless a run started meanwhile: `arm` stores its deadline before
-        // it reads PARKED, and this stores PARKED before it scans again.
-        PARKED.store(true, Ordering::SeqCst);
-        let (runs, armed) = scan(at);
-        if armed || runs != last_runs {
-            PARKED.store(false, Ordering::SeqCst);
-            last_runs = runs;
-            last_active = now;
-            continue;
-        }
-        while PARKED.load(Ordering::SeqCst) {
+        if next == u64::MAX {
             std::thread::park();
+        } else {
+            let now = nanos(Instant::now());
+            std::thread::park_timeout(Duration::from_nanos(next.saturating_sub(now)));
         }
-        last_active = Instant::now();
     }
 }
 
-/// Marks the runs past their deadline; returns the total runs started and
-/// whether any run is under way.
-fn scan(now: u64) -> (u64, bool) {
-    let mut runs = 0u64;
-    let mut armed = false;
+/// Marks the runs past their deadline at `now`; returns the earliest deadline
+/// still to come (`u64::MAX`: none).
+fn scan(now: u64) -> u64 {
+    let mut next = u64::MAX;
     for slot in slots().iter() {
-        runs = runs.wrapping_add(slot.runs.load(Ordering::Relaxed));
         let deadline = slot.deadline.load(Ordering::SeqCst);
-        if deadline != 0 {
-            armed = true;
-            if now >= deadline {
-                slot.expired.store(deadline, Ordering::Relaxed);
-            }
+        if deadline == 0 {
+            continue;
+        }
+        if now >= deadline {
+            slot.expired.store(deadline, Ordering::Relaxed);
+        } else {
+            next = next.min(deadline);
         }
     }
-    (runs, armed)
+    next
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn wait_marked(start: Instant) -> Duration {
+        while !expired() {
+            assert!(start.elapsed() < Duration::from_secs(2), "never marked");
+            std::hint::spin_loop();
+        }
+        start.elapsed()
+    }
+
     #[test]
     fn a_run_is_marked_soon_after_its_deadline_and_only_that_run() {
         std::thread::spawn(|| {
             let start = Instant::now();
             arm(start + Duration::from_millis(5));
-            while !expired() {
-                assert!(start.elapsed() < Duration::from_secs(2), "never marked");
-                std::hint::spin_loop();
-            }
-            let took = start.elapsed();
+            let took = wait_marked(start);
             assert!(took >= Duration::from_millis(5), "{took:?}");
             disarm();
             assert!(!expired());
@@ -197,21 +181,22 @@ mod tests {
     }
 
     #[test]
-    fn the_watchdog_wakes_after_parking() {
-        std::thread::spawn(|| {
-            arm(Instant::now());
+    fn an_earlier_deadline_wakes_a_watchdog_sleeping_for_a_later_one() {
+        let far = std::thread::spawn(|| {
+            arm(Instant::now() + Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(300));
             disarm();
-            // Long enough for the watchdog to park.
-            std::thread::sleep(IDLE_AFTER + Duration::from_millis(100));
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        std::thread::spawn(|| {
             let start = Instant::now();
-            arm(start + Duration::from_millis(2));
-            while !expired() {
-                assert!(start.elapsed() < Duration::from_secs(2), "never woke");
-                std::hint::spin_loop();
-            }
+            arm(start + Duration::from_millis(10));
+            let took = wait_marked(start);
+            assert!(took < Duration::from_millis(200), "{took:?}");
             disarm();
         })
         .join()
         .unwrap();
+        far.join().unwrap();
     }
 }
