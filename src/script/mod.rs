@@ -8,6 +8,11 @@
 //!
 //! - `api`: the functions scripts can call (startparam, JSON, crypto, logs…).
 //! - `convert`: JSON ↔ Rhai values.
+//! - `error`: a script that does not compile, a run that did not finish.
+//! - `watchdog`: stops blocking-thread runs at their deadline between operations.
+//! - `memory`: the memory a run may hold, counted by the allocator.
+//! - `priority`: computing slots and the CPU priority of long runs.
+//! - `compiler`: large scripts compile on threads of their own.
 
 mod api;
 mod compiler;
@@ -377,15 +382,9 @@ impl ScriptEngine {
     /// through the returned future.
     pub async fn compile_detached(&self, source: String) -> Result<Arc<AST>, CompileError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let me = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("compile".into())
-            .spawn(move || {
-                let result = me.compile(&source).map(Arc::new);
-                me.compiles.done(&source, result.clone());
-                let _ = tx.send(result);
-            });
-        if let Err(e) = spawned {
+        if let Err(e) = self.compile_apart(source, move |result| {
+            let _ = tx.send(result);
+        }) {
             return Err(CompileError {
                 line: 1,
                 col: 1,
@@ -399,6 +398,24 @@ impl ScriptEngine {
                 message: "the compile ended without a result".into(),
             })
         })
+    }
+
+    /// Compiles `source` on a detached thread of its own, keeps the result for
+    /// the next reload (which it triggers) and hands it to `then`.
+    fn compile_apart(
+        &self,
+        source: String,
+        then: impl FnOnce(Result<Arc<AST>, CompileError>) + Send + 'static,
+    ) -> std::io::Result<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("compile".into())
+            .spawn(move || {
+                let result = me.compile(&source).map(Arc::new);
+                me.compiles.done(&source, result.clone());
+                then(result);
+            })
+            .map(|_| ())
     }
 
     /// Compiles `source`; the error has the position of the problem.
@@ -426,20 +443,10 @@ impl ScriptEngine {
             compiler::Found::Done(result) => result,
             compiler::Found::Pending => Err(still()),
             compiler::Found::Unknown(false) => self.compile(&source).map(Arc::new),
-            compiler::Found::Unknown(true) => {
-                let me = self.clone();
-                let text = source.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("compile".into())
-                    .spawn(move || {
-                        let result = me.compile(&text).map(Arc::new);
-                        me.compiles.done(&text, result);
-                    });
-                match spawned {
-                    Ok(_) => Err(still()),
-                    Err(_) => self.compile(&source).map(Arc::new),
-                }
-            }
+            compiler::Found::Unknown(true) => match self.compile_apart(source.clone(), |_| {}) {
+                Ok(()) => Err(still()),
+                Err(_) => self.compile(&source).map(Arc::new),
+            },
         };
         Script {
             code: code.to_owned(),
