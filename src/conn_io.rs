@@ -121,9 +121,26 @@ impl ConnIo {
         }
     }
 
-    fn wrote(&self, n: usize) {
-        if n > 0 {
-            self.shared.pending.store(false, Ordering::Relaxed);
+    /// Writes with `write` once the socket takes bytes (see [`Self::poll_writable`]).
+    fn poll_try_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.poll_writable(cx))?;
+            match write(&self.shared.socket) {
+                Ok(n) => {
+                    if n > 0 {
+                        // An answer went out: what arrives next is a new request.
+                        self.shared.pending.store(false, Ordering::Relaxed);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                // Readiness was cleared by the failed try: poll again to register.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
     }
 }
@@ -171,18 +188,8 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        loop {
-            ready!(this.poll_writable(cx))?;
-            match this.shared.socket.try_write(buf) {
-                Ok(n) => {
-                    this.wrote(n);
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.get_mut()
+            .poll_try_write(cx, |socket| socket.try_write(buf))
     }
 
     fn poll_write_vectored(
@@ -190,18 +197,8 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        loop {
-            ready!(this.poll_writable(cx))?;
-            match this.shared.socket.try_write_vectored(bufs) {
-                Ok(n) => {
-                    this.wrote(n);
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.get_mut()
+            .poll_try_write(cx, |socket| socket.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
