@@ -25,7 +25,12 @@ use crate::AppState;
 
 /// Shown instead of a secret; sent back in a PUT, it keeps the stored secret.
 pub const MASK: &str = "***";
-const SECRET_FIELDS: [&str; 3] = ["token_local", "token_remote", "token_remote2"];
+const SECRET_FIELDS: [&str; 4] = [
+    "token_local",
+    "token_remote",
+    "token_remote2",
+    "token_remote_test",
+];
 
 /// The `/admin` routes (authentication is [`guard`]).
 pub fn routes() -> Router<Arc<AppState>> {
@@ -34,6 +39,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route(
             "/admin/channels/{code}",
             get(get_channel).put(replace_channel).delete(delete_channel),
+        )
+        .route(
+            "/admin/channels/{code}/stop",
+            axum::routing::post(stop_channel),
+        )
+        .route(
+            "/admin/channels/{code}/start",
+            axum::routing::post(start_channel),
         )
         .route("/admin/scripts", get(list_scripts))
         .route("/admin/connections", get(list_connections))
@@ -68,8 +81,10 @@ pub async fn guard(
     next.run(req).await
 }
 
-/// A channel as the API shows it: secrets masked, plus its load `status`.
-fn shown(channel: &Channel, snapshot: &Snapshot) -> Value {
+/// A channel as the API shows it: secrets masked, plus its load `status`,
+/// its `state` (running, stopped, disabled) and whether its `credential` is
+/// still valid. None of the three is stored; POST and PUT ignore them.
+fn shown(app: &AppState, channel: &Channel, snapshot: &Snapshot) -> Value {
     let mut doc = serde_json::to_value(&channel.doc).unwrap_or_default();
     for field in SECRET_FIELDS {
         if doc[field].as_str().is_some_and(|s| !s.is_empty()) {
@@ -77,7 +92,58 @@ fn shown(channel: &Channel, snapshot: &Snapshot) -> Value {
         }
     }
     doc["status"] = status_of(snapshot, FileKind::Channel, channel.code());
+    doc["state"] = state_of(app, channel).into();
+    doc["credential"] = if channel.credential_expired() {
+        "expired"
+    } else {
+        "valid"
+    }
+    .into();
     doc
+}
+
+fn state_of(app: &AppState, channel: &Channel) -> &'static str {
+    if channel.doc.opts.disabled {
+        "disabled"
+    } else if app.stopped.contains(channel.code()) {
+        "stopped"
+    } else {
+        "running"
+    }
+}
+
+/// `POST /admin/channels/{code}/stop` and `/start`: an operator pauses a
+/// channel (nothing runs, nothing queued is lost) or resumes it. Not stored.
+async fn stop_channel(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
+    app.stopped.insert(code.clone());
+    app.connections.close_channel(
+        &code,
+        crate::connections::CLOSE_GOING_AWAY,
+        "channel stopped",
+    );
+    tracing::info!(channel = %code, "channel stopped");
+    Ok(Json(
+        json!({ "code": code, "state": state_of(&app, channel) }),
+    ))
+}
+
+async fn start_channel(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
+    app.stopped.remove(&code);
+    crate::jobs::resume(&app, &code);
+    tracing::info!(channel = %code, "channel started");
+    Ok(Json(
+        json!({ "code": code, "state": state_of(&app, channel) }),
+    ))
 }
 
 fn status_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {
@@ -111,7 +177,7 @@ async fn list_channels(State(app): State<Arc<AppState>>) -> Json<Value> {
     codes.sort();
     let channels: Vec<Value> = codes
         .into_iter()
-        .map(|c| shown(&snapshot.channels[c], &snapshot))
+        .map(|c| shown(&app, &snapshot.channels[c], &snapshot))
         .collect();
     Json(json!({ "channels": channels }))
 }
@@ -122,7 +188,7 @@ async fn get_channel(
 ) -> Result<Json<Value>, AppError> {
     let snapshot = app.registry.snapshot();
     match snapshot.channel(&code) {
-        Some(ch) => Ok(Json(shown(ch, &snapshot))),
+        Some(ch) => Ok(Json(shown(&app, ch, &snapshot))),
         None => Err(match snapshot.error(FileKind::Channel, &code) {
             Some(e) => {
                 AppError::Missing("unknown_channel", format!("does not load: {}", e.message))
@@ -141,7 +207,10 @@ fn parse_doc(bytes: &[u8]) -> Result<ChannelDoc, AppError> {
             "the body must be a JSON object".into(),
         ));
     };
-    object.remove("status");
+    // What GET adds and the document does not hold.
+    for shown_only in ["status", "state", "credential"] {
+        object.remove(shown_only);
+    }
     ChannelDoc::parse(&value.to_string()).map_err(|e| AppError::InvalidChannel(e.to_string()))
 }
 
@@ -204,7 +273,7 @@ async fn create_channel(
     let code = ch.code().to_owned();
     let snapshot = write_and_reload(&app, channel_file(&app, &code), doc_bytes(&ch.doc)?).await?;
     count_change("channel", "create");
-    let shown = snapshot.channel(&code).map(|c| shown(c, &snapshot));
+    let shown = snapshot.channel(&code).map(|c| shown(&app, c, &snapshot));
     Ok((StatusCode::CREATED, Json(shown.unwrap_or(Value::Null))).into_response())
 }
 
@@ -246,7 +315,7 @@ async fn replace_channel(
     let ch = validate(&app, doc, &snapshot)?;
     let snapshot = write_and_reload(&app, channel_file(&app, &code), doc_bytes(&ch.doc)?).await?;
     count_change("channel", "update");
-    let shown = snapshot.channel(&code).map(|c| shown(c, &snapshot));
+    let shown = snapshot.channel(&code).map(|c| shown(&app, c, &snapshot));
     Ok(Json(shown.unwrap_or(Value::Null)))
 }
 
@@ -273,7 +342,8 @@ fn secret_mut<'a>(doc: &'a mut ChannelDoc, field: &str) -> &'a mut Option<String
     match field {
         "token_local" => &mut doc.token_local,
         "token_remote" => &mut doc.token_remote,
-        _ => &mut doc.token_remote2,
+        "token_remote2" => &mut doc.token_remote2,
+        _ => &mut doc.token_remote_test,
     }
 }
 

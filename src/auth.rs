@@ -316,7 +316,8 @@ impl Authenticator {
             _ => return Err(self.failed(sender, channel)),
         };
         if let Some(local) = channel.token_local() {
-            if secret_eq(&token, local) {
+            // Past `opts.token_valid_until` the local token is a wrong credential.
+            if secret_eq(&token, local) && !channel.credential_expired() {
                 if !channel.ipmask.is_empty() && !in_nets(&channel.ipmask, sender) {
                     return Err(AppError::ForbiddenIp);
                 }

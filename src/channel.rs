@@ -15,6 +15,9 @@ use uuid::Uuid;
 
 use crate::pattern::Pattern;
 
+/// Most recordings a channel keeps (`opts.record`).
+pub const MAX_RECORD: u32 = 1000;
+
 /// Longest `opts.recv_timeout`, in seconds.
 pub const MAX_RECV_TIMEOUT: u64 = 60;
 /// `opts.recv_timeout = 0` means this many seconds.
@@ -53,6 +56,12 @@ pub struct ChannelDoc {
     /// Base URL of the external system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The external system's test endpoint, used in test mode (`opts.mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_test: Option<String>,
+    /// The external system's test secret, used in test mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_remote_test: Option<String>,
     /// Script for inbound HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recv_svcscriptcode: Option<String>,
@@ -102,6 +111,21 @@ pub struct ChannelOpts {
     /// Scripts run on a timer or cron expression.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schedule: Vec<ScheduleEntry>,
+    /// The job-processing queue the channel's jobs are listed under; default: the code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// `false`: the channel is stopped whenever it is loaded, until started. Default `true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autostart: Option<bool>,
+    /// `"production"` (default) or `"test"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// RFC 3339 time after which `token_local` is no longer accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_valid_until: Option<String>,
+    /// Recent inbound requests kept for dry runs and replays (0..1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<u32>,
 }
 
 impl Default for ChannelOpts {
@@ -119,6 +143,11 @@ impl Default for ChannelOpts {
             disabled: false,
             send_retries: 3,
             schedule: Vec::new(),
+            queue: None,
+            autostart: None,
+            mode: None,
+            token_valid_until: None,
+            record: None,
         }
     }
 }
@@ -185,6 +214,8 @@ pub struct Channel {
     pub events: Vec<Pattern>,
     /// How long one script run of this channel may take.
     pub timeout: Duration,
+    /// Parsed `opts.token_valid_until`.
+    pub valid_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Channel {
@@ -218,6 +249,26 @@ impl Channel {
         self.doc.token_local == other.doc.token_local
             && self.ipmask == other.ipmask
             && self.doc.opts.roles == other.doc.opts.roles
+    }
+
+    /// The job-processing queue: `opts.queue`, or the code.
+    pub fn queue(&self) -> &str {
+        self.doc.opts.queue.as_deref().unwrap_or(&self.doc.code)
+    }
+
+    /// `true` in test mode (`opts.mode = "test"`).
+    pub fn test_mode(&self) -> bool {
+        self.doc.opts.mode.as_deref() == Some("test")
+    }
+
+    /// `true` once `token_local` is past `opts.token_valid_until`.
+    pub fn credential_expired(&self) -> bool {
+        self.valid_until.is_some_and(|t| chrono::Utc::now() > t)
+    }
+
+    /// `false` when the channel is stopped whenever it is loaded (`opts.autostart = false`).
+    pub fn autostart(&self) -> bool {
+        self.doc.opts.autostart.unwrap_or(true)
     }
 
     /// `token_local`, when set.
@@ -463,6 +514,49 @@ impl ChannelDoc {
             }
             check_script(&format!("{field}.script"), &entry.script)?;
         }
+        if let Some(queue) = &opts.queue {
+            if !valid_code(queue) {
+                return Err(FieldError::new(
+                    "opts.queue",
+                    format!("{queue:?} is not a queue name (1 to 64 of A-Z a-z 0-9 _ . -)"),
+                ));
+            }
+        }
+        if let Some(mode) = &opts.mode {
+            if mode != "production" && mode != "test" {
+                return Err(FieldError::new(
+                    "opts.mode",
+                    format!("{mode:?} is not \"production\" or \"test\""),
+                ));
+            }
+        }
+        let valid_until = match opts.token_valid_until.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .map_err(|e| {
+                        FieldError::new(
+                            "opts.token_valid_until",
+                            format!("{text:?} is not an RFC 3339 time ({e})"),
+                        )
+                    })?
+                    .with_timezone(&chrono::Utc),
+            ),
+        };
+        if opts.record.is_some_and(|n| n > MAX_RECORD) {
+            return Err(FieldError::new(
+                "opts.record",
+                format!("at most {MAX_RECORD} recordings"),
+            ));
+        }
+        if let Some(url) = self.url_test.as_deref().filter(|u| !u.is_empty()) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(FieldError::new(
+                    "url_test",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
         let timeout = Duration::from_secs(match opts.recv_timeout {
             0 => DEFAULT_RECV_TIMEOUT,
             s => s,
@@ -474,6 +568,7 @@ impl ChannelDoc {
             ipmask,
             events,
             timeout,
+            valid_until,
         })
     }
 

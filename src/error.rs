@@ -25,6 +25,9 @@ pub enum AppError {
     /// 503 `channel_disabled`.
     #[error("channel disabled")]
     ChannelDisabled,
+    /// 503 `channel_stopped`.
+    #[error("channel stopped")]
+    ChannelStopped,
     /// 429 `throttled`, with `Retry-After` seconds.
     #[error("too many failed authentications")]
     Throttled(u64),
@@ -121,6 +124,7 @@ impl AppError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::ForbiddenIp => (StatusCode::FORBIDDEN, "forbidden_ip"),
             Self::ChannelDisabled => (StatusCode::SERVICE_UNAVAILABLE, "channel_disabled"),
+            Self::ChannelStopped => (StatusCode::SERVICE_UNAVAILABLE, "channel_stopped"),
             Self::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
             Self::NoScript => (StatusCode::NOT_IMPLEMENTED, "no_script"),
             Self::Script(_) => (StatusCode::INTERNAL_SERVER_ERROR, "script_error"),

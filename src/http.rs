@@ -107,6 +107,9 @@ pub fn admit(
     if channel.doc.opts.disabled {
         return Err(AppError::ChannelDisabled);
     }
+    if app.stopped.contains(code) {
+        return Err(AppError::ChannelStopped);
+    }
     Ok(Caller {
         snapshot,
         channel,

@@ -207,6 +207,41 @@ impl Jobs {
     }
 }
 
+/// `send_retries` of `code` was lowered to allow `max` attempts: its send jobs
+/// queued for a next attempt that have made `max` or more close as failed now.
+pub async fn apply_lowered_retries(app: &AppState, code: &str, max: i64) {
+    let channel = code.to_owned();
+    let closed = app
+        .store
+        .write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE jobs SET state = 'failed', max_attempts = ?2, updated = ?3, next_attempt_at = NULL, \
+                 last_error = 'send_retries was lowered: ' || attempt || ' attempt(s) made, ' || ?2 || \
+                 ' allowed now; no further attempt' \
+                 WHERE channel = ?1 AND kind = 'send' AND state = 'queued' AND attempt >= ?2 RETURNING id",
+            )?;
+            let ids = stmt
+                .query_map(params![channel, max, now_ms()], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids)
+        })
+        .await;
+    match closed {
+        Ok(ids) => {
+            for id in ids {
+                finished(app, &id, code, "send", "failed").await;
+            }
+        }
+        Err(e) => tracing::error!(channel = %code, "closing jobs past a lowered send_retries: {e}"),
+    }
+}
+
+/// A channel was started again: its inbox and its send jobs go on.
+pub fn resume(app: &AppState, code: &str) {
+    wake_inbox(app, code);
+    app.jobs.send_wake.notify_one();
+}
+
 /// The server is stopping: claim no more jobs and start no schedule run.
 pub fn stop_claiming(app: &AppState) {
     app.jobs.stopping.store(true, Ordering::SeqCst);
@@ -288,7 +323,7 @@ fn job_json(row: &Row<'_>) -> rusqlite::Result<Value> {
     }))
 }
 
-fn max_attempts(channel: &Channel) -> i64 {
+pub fn max_attempts(channel: &Channel) -> i64 {
     1 + i64::from(channel.doc.opts.send_retries)
 }
 
@@ -484,12 +519,14 @@ async fn send_dispatcher(app: Arc<AppState>) {
             Err(e) => tracing::error!("jobs: {e}"),
         }
         drop(claiming);
+        let stopped = stopped_json(&app);
         let next_due: Option<i64> = app
             .store
             .read(|c| {
                 c.query_row(
-                    "SELECT min(next_attempt_at) FROM jobs WHERE kind = 'send' AND state IN ('queued', 'waiting')",
-                    [],
+                    "SELECT min(next_attempt_at) FROM jobs WHERE kind = 'send' AND state IN ('queued', 'waiting') \
+                     AND channel NOT IN (SELECT value FROM json_each(?1))",
+                    [stopped],
                     |r| r.get(0),
                 )
             })
@@ -504,20 +541,29 @@ async fn send_dispatcher(app: Arc<AppState>) {
     }
 }
 
+/// The codes of the stopped channels as a JSON array (their jobs wait).
+fn stopped_json(app: &AppState) -> String {
+    let codes: Vec<String> = app.stopped.iter().map(|c| c.key().clone()).collect();
+    serde_json::to_string(&codes).unwrap_or_else(|_| "[]".into())
+}
+
 async fn claim_sends(
     app: &AppState,
     limit: usize,
 ) -> Result<Vec<(String, String, i64, String)>, StoreError> {
+    let stopped = stopped_json(app);
     app.store
         .write(move |c| {
             let mut stmt = c.prepare_cached(
                 "UPDATE jobs SET state = 'running', attempt = attempt + 1, updated = ?1 \
                  WHERE seq IN (SELECT seq FROM jobs WHERE kind = 'send' AND state = 'queued' \
-                               AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2) \
+                               AND next_attempt_at <= ?1 \
+                               AND channel NOT IN (SELECT value FROM json_each(?3)) \
+                               ORDER BY next_attempt_at LIMIT ?2) \
                  RETURNING id, channel, attempt, input",
             )?;
             let rows = stmt
-                .query_map(params![now_ms(), limit as i64], |r| {
+                .query_map(params![now_ms(), limit as i64, stopped], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -725,7 +771,9 @@ async fn inbox_worker(app: Arc<AppState>, code: String, wake: Arc<Notify>) {
         }
         let snapshot = app.registry.snapshot();
         let channel = snapshot.channel(&code).cloned();
-        let paused = channel.as_ref().is_none_or(|c| c.doc.opts.disabled);
+        // Disabled or stopped: its requests wait, in order, for it to run again.
+        let paused =
+            channel.as_ref().is_none_or(|c| c.doc.opts.disabled) || app.stopped.contains(&code);
         let claimed = if paused {
             Ok(None)
         } else {
@@ -942,8 +990,8 @@ async fn scheduler(app: Arc<AppState>) {
             let Some(channel) = snapshot.channel(&code).cloned() else {
                 continue;
             };
-            // Disabled channels do not run their schedules (their entries keep time).
-            if channel.doc.opts.disabled {
+            // Disabled and stopped channels do not run their schedules (their entries keep time).
+            if channel.doc.opts.disabled || app.stopped.contains(&code) {
                 continue;
             }
             let script = channel.doc.opts.schedule[i].script.clone();

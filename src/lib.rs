@@ -90,6 +90,10 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// This state itself, for work spawned from script calls.
     pub me: std::sync::Weak<AppState>,
+    /// Codes of the channels an operator stopped (or that do not start by
+    /// themselves, `opts.autostart = false`); not stored: a restart returns
+    /// every channel to its `autostart`.
+    pub stopped: dashmap::DashSet<String>,
 }
 
 impl AppState {

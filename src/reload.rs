@@ -48,7 +48,16 @@ pub fn reload_now(app: &AppState) -> Loaded {
     }
     for change in &loaded.changes {
         match change {
-            Change::Created(code) => tracing::info!(channel = %code, "channel created"),
+            Change::Created(code) => {
+                tracing::info!(channel = %code, "channel created");
+                if loaded
+                    .snapshot
+                    .channel(code)
+                    .is_some_and(|c| !c.autostart())
+                {
+                    app.stopped.insert(code.clone());
+                }
+            }
             Change::Updated(code) => {
                 tracing::info!(channel = %code, "channel updated");
                 let now = loaded.snapshot.channel(code);
@@ -65,9 +74,32 @@ pub fn reload_now(app: &AppState) -> Loaded {
                         );
                     }
                 }
+                if let (Some(before), Some(now)) = (prev.channel(code), now) {
+                    // A change of autostart applies as if the channel were loaded anew.
+                    if before.autostart() != now.autostart() {
+                        if now.autostart() {
+                            app.stopped.remove(code);
+                            crate::jobs::resume(app, code);
+                        } else {
+                            app.stopped.insert(code.clone());
+                            app.connections.close_channel(
+                                code,
+                                CLOSE_GOING_AWAY,
+                                "channel stopped",
+                            );
+                        }
+                    }
+                    let max = crate::jobs::max_attempts(now);
+                    if max < crate::jobs::max_attempts(before) {
+                        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                            rt.block_on(crate::jobs::apply_lowered_retries(app, code, max));
+                        }
+                    }
+                }
             }
             Change::Deleted(code) => {
                 tracing::info!(channel = %code, "channel deleted");
+                app.stopped.remove(code);
                 app.connections
                     .close_channel(code, CLOSE_GOING_AWAY, "channel deleted");
             }

@@ -35,6 +35,13 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         tracing::warn!("skipped: {p}");
     }
     let snapshot = loaded.snapshot;
+    // A channel that does not start by itself is stopped when the server starts.
+    let stopped: dashmap::DashSet<String> = snapshot
+        .channels
+        .values()
+        .filter(|c| !c.autostart())
+        .map(|c| c.code().to_owned())
+        .collect();
     tracing::info!(
         channels = snapshot.channels.len(),
         scripts = snapshot.scripts.len(),
@@ -59,6 +66,7 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         jobs: crate::jobs::Jobs::default(),
         http: crate::outbound::client(),
         me: me.clone(),
+        stopped,
     }))
 }
 

@@ -1,0 +1,232 @@
+//! The integration module as the seeds describe it (SPEC §2, §3, §7, §9):
+//! retry changes, credentials that expire, stop and start, automatic start.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client, json_of, send_job, wait_job, ws_close_code, ws_connect, Project, Server};
+use serde_json::{json, Value};
+
+const ADMIN: &str = "adm";
+
+fn sender(retries: u32) -> Value {
+    json!({"code": "s", "token_local": "s-token", "send_svcscriptcode": "fails",
+        "opts": {"send_retries": retries}})
+}
+
+async fn put_channel(srv: &Server, doc: &Value) {
+    let resp = client()
+        .put(srv.url(&format!(
+            "/admin/channels/{}",
+            doc["code"].as_str().unwrap()
+        )))
+        .bearer_auth(ADMIN)
+        .json(doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+fn failing_sender(retries: u32) -> Server {
+    Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(sender(retries))
+        .script("fails", r#"throw "the partner is down";"#)
+        .start()
+}
+
+/// Waits until the job's first attempt has failed and it is queued for its next.
+async fn wait_first_failure(srv: &Server, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let j = job(srv, id).await;
+        if j["state"] == "queued" && j["attempt"] == 1 {
+            return j;
+        }
+        assert!(std::time::Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn job(srv: &Server, id: &str) -> Value {
+    let resp = client()
+        .get(srv.url(&format!("/admin/jobs/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    json_of(resp).await.2
+}
+
+#[tokio::test]
+async fn a_raised_retry_limit_lets_a_waiting_job_go_on() {
+    let srv = failing_sender(1);
+    let id = send_job(&srv, ADMIN, "s", &json!({})).await;
+    // First attempt failed; the job waits about 1 s for its second.
+    wait_first_failure(&srv, &id).await;
+    put_channel(&srv, &sender(3)).await;
+    let done = wait_job(&srv, ADMIN, &id, &["failed"], Duration::from_secs(20)).await;
+    assert_eq!(done["attempt"], 4, "{done}");
+    assert_eq!(done["max_attempts"], 4, "{done}");
+}
+
+#[tokio::test]
+async fn a_lowered_retry_limit_closes_a_waiting_job_at_once() {
+    let srv = failing_sender(3);
+    let id = send_job(&srv, ADMIN, "s", &json!({})).await;
+    wait_first_failure(&srv, &id).await;
+    put_channel(&srv, &sender(0)).await;
+    // At once: well before the next attempt would have been due.
+    let done = wait_job(&srv, ADMIN, &id, &["failed"], Duration::from_millis(700)).await;
+    assert_eq!(done["attempt"], 1, "{done}");
+    assert!(
+        done["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("send_retries was lowered"),
+        "{done}"
+    );
+    assert_eq!(
+        done["attempts"].as_array().unwrap().len(),
+        1,
+        "no further attempt"
+    );
+}
+
+#[tokio::test]
+async fn a_finished_job_is_never_reopened_by_a_raised_limit() {
+    let srv = failing_sender(0);
+    let id = send_job(&srv, ADMIN, "s", &json!({})).await;
+    let failed = wait_job(&srv, ADMIN, &id, &["failed"], Duration::from_secs(5)).await;
+    assert_eq!(failed["attempt"], 1);
+    put_channel(&srv, &sender(5)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let still = job(&srv, &id).await;
+    assert_eq!(still["state"], "failed", "{still}");
+    assert_eq!(still["attempt"], 1, "{still}");
+}
+
+#[tokio::test]
+async fn an_expired_local_token_is_refused_and_shown_expired() {
+    let doc = |until: &str| {
+        json!({"code": "c", "token_local": "c-token", "recv_svcscriptcode": "ok",
+            "opts": {"issync": true, "token_valid_until": until}})
+    };
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(doc("2000-01-01T00:00:00Z"))
+        .script("ok", "body = 1;")
+        .start();
+    let call = || {
+        client()
+            .get(srv.url("/channels/c/api?token=c-token"))
+            .send()
+    };
+    assert_eq!(call().await.unwrap().status(), 401);
+    let shown = |srv: &Server| {
+        client()
+            .get(srv.url("/admin/channels/c"))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    let (_, _, body) = json_of(shown(&srv).await.unwrap()).await;
+    assert_eq!(body["credential"], "expired", "{body}");
+    // Extended: valid again. A document read can be written back as it is.
+    let mut extended = body.clone();
+    extended["token_local"] = json!("c-token");
+    extended["opts"]["token_valid_until"] = json!("2999-01-01T00:00:00Z");
+    put_channel(&srv, &extended).await;
+    assert_eq!(call().await.unwrap().status(), 200);
+    let (_, _, body) = json_of(shown(&srv).await.unwrap()).await;
+    assert_eq!(body["credential"], "valid", "{body}");
+    assert_eq!(body["state"], "running", "{body}");
+}
+
+#[tokio::test]
+async fn a_stopped_channel_answers_503_keeps_its_work_and_resumes_on_start() {
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(
+            json!({"code": "c", "token_local": "c-token", "recv_svcscriptcode": "ok",
+            "recv_svcscriptcode_ws": "ok", "send_svcscriptcode": "sent", "opts": {"issync": true}}),
+        )
+        .script("ok", "body = 1; ")
+        .script("sent", "result = \"sent\";")
+        .start();
+    let admin = |path: &str| client().post(srv.url(path)).bearer_auth(ADMIN).send();
+    let mut socket = ws_connect(&srv, "/channels/c/ws?token=c-token").await;
+    let resp = admin("/admin/channels/c/stop").await.unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("stopped")));
+    assert_eq!(ws_close_code(&mut socket).await, Some(1001));
+    let resp = client()
+        .get(srv.url("/channels/c/api?token=c-token"))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("channel_stopped"))
+    );
+    let upgrade =
+        tokio_tungstenite::connect_async(common::ws_url(&srv, "/channels/c/ws?token=c-token"))
+            .await;
+    assert!(upgrade.is_err(), "the upgrade is refused");
+    // Send jobs still queue, and wait.
+    let id = send_job(&srv, ADMIN, "c", &json!({"n": 1})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = job(&srv, &id).await;
+    assert_eq!(waiting["state"], "queued", "{waiting}");
+    let (_, _, shown) = json_of(
+        client()
+            .get(srv.url("/admin/channels/c"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(shown["state"], "stopped");
+    // Start: everything goes on.
+    let (status, _, body) = json_of(admin("/admin/channels/c/start").await.unwrap()).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("running")));
+    wait_job(&srv, ADMIN, &id, &["succeeded"], Duration::from_secs(5)).await;
+    let resp = client()
+        .get(srv.url("/channels/c/api?token=c-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_channel_without_autostart_is_stopped_whenever_it_is_loaded() {
+    let project = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(
+            json!({"code": "m", "token_local": "m-token", "recv_svcscriptcode": "ok",
+            "opts": {"issync": true, "autostart": false}}),
+        )
+        .script("ok", "body = 1;");
+    let srv = project.start();
+    let call = |srv: &Server| {
+        client()
+            .get(srv.url("/channels/m/api?token=m-token"))
+            .send()
+    };
+    assert_eq!(call(&srv).await.unwrap().status(), 503);
+    let resp = client()
+        .post(srv.url("/admin/channels/m/start"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(call(&srv).await.unwrap().status(), 200);
+    // A restart returns it to its autostart: stopped.
+    let srv = srv.kill9().start();
+    assert_eq!(call(&srv).await.unwrap().status(), 503);
+}
