@@ -51,6 +51,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/scripts", get(list_scripts))
         .route("/admin/connections", get(list_connections))
         .route("/admin/jobs", get(list_jobs))
+        .route("/admin/queues", get(list_queues))
         .route("/admin/jobs/{id}", get(get_job))
         .route("/admin/jobs/{id}/retry", axum::routing::post(retry_job))
         .route(
@@ -367,6 +368,7 @@ struct JobFilter {
     channel: Option<String>,
     kind: Option<String>,
     state: Option<String>,
+    queue: Option<String>,
     limit: Option<usize>,
 }
 
@@ -376,6 +378,7 @@ async fn list_jobs(
 ) -> Result<Json<Value>, AppError> {
     let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let (channel, kind, state) = (nonempty(f.channel), nonempty(f.kind), nonempty(f.state));
+    let queue = nonempty(f.queue);
     if let Some(k) = &kind {
         if !crate::jobs::KINDS.contains(&k.as_str()) {
             return Err(AppError::BadRequest(format!(
@@ -400,6 +403,7 @@ async fn list_jobs(
             channel.as_deref(),
             kind.as_deref(),
             state.as_deref(),
+            queue.as_deref(),
             limit,
         )
     })
@@ -410,6 +414,16 @@ async fn list_jobs(
         AppError::Internal
     })?;
     Ok(Json(json!({ "jobs": jobs })))
+}
+
+/// `GET /admin/queues`: the job-processing queues, their channels and jobs by state.
+async fn list_queues(State(app): State<Arc<AppState>>) -> Result<Json<Value>, AppError> {
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || crate::jobs::queues(&app2))
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map(Json)
+        .map_err(|e| AppError::store("queues", &e))
 }
 
 async fn get_job(

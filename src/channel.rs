@@ -261,6 +261,23 @@ impl Channel {
         self.doc.opts.mode.as_deref() == Some("test")
     }
 
+    /// The external system's URL: `url_test` in test mode when set, else `url`.
+    pub fn outbound_url(&self) -> Option<&str> {
+        let test = self.test_mode().then_some(&self.doc.url_test).into_iter();
+        test.chain(std::iter::once(&self.doc.url))
+            .find_map(|u| u.as_deref().filter(|u| !u.is_empty()))
+    }
+
+    /// `token_remote()`: `token_remote_test` in test mode when set, else `token_remote`.
+    pub fn remote_token(&self) -> Option<&str> {
+        let test = self
+            .test_mode()
+            .then_some(&self.doc.token_remote_test)
+            .into_iter();
+        test.chain(std::iter::once(&self.doc.token_remote))
+            .find_map(|t| t.as_deref().filter(|t| !t.is_empty()))
+    }
+
     /// `true` once `token_local` is past `opts.token_valid_until`.
     pub fn credential_expired(&self) -> bool {
         self.valid_until.is_some_and(|t| chrono::Utc::now() > t)

@@ -1220,28 +1220,96 @@ pub fn get(app: &AppState, id: &str) -> Result<Option<Value>, StoreError> {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         job["attempts"] = Value::Array(attempts);
+        add_queue(&app.registry.snapshot(), &mut job);
         Ok(Some(job))
     })
 }
 
-/// Jobs filtered by channel, kind and state, newest first.
+/// Jobs filtered by channel, kind, state and queue, newest first.
 pub fn list(
     app: &AppState,
     channel: Option<&str>,
     kind: Option<&str>,
     state: Option<&str>,
+    queue: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Value>, StoreError> {
-    app.store.read(|c| {
+    let snapshot = app.registry.snapshot();
+    // A queue is the channels whose `opts.queue` (or code) names it.
+    let members = queue.map(|q| {
+        let codes: Vec<&str> = snapshot
+            .channels
+            .values()
+            .filter(|c| c.queue() == q)
+            .map(|c| c.code())
+            .collect();
+        serde_json::to_string(&codes).unwrap_or_else(|_| "[]".into())
+    });
+    let mut rows = app.store.read(|c| {
         let mut stmt = c.prepare_cached(
             "SELECT * FROM jobs WHERE (?1 IS NULL OR channel = ?1) AND (?2 IS NULL OR kind = ?2) \
-             AND (?3 IS NULL OR state = ?3) ORDER BY seq DESC LIMIT ?4",
+             AND (?3 IS NULL OR state = ?3) \
+             AND (?5 IS NULL OR channel IN (SELECT value FROM json_each(?5))) \
+             ORDER BY seq DESC LIMIT ?4",
         )?;
         let rows = stmt
-            .query_map(params![channel, kind, state, limit as i64], job_json)?
+            .query_map(
+                params![channel, kind, state, limit as i64, members],
+                job_json,
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
-    })
+    })?;
+    for job in &mut rows {
+        add_queue(&snapshot, job);
+    }
+    Ok(rows)
+}
+
+/// Adds `queue` to a job: its channel's queue now (its code if the channel is gone).
+fn add_queue(snapshot: &crate::registry::Snapshot, job: &mut Value) {
+    let code = job["channel"].as_str().unwrap_or("").to_owned();
+    let queue = snapshot
+        .channel(&code)
+        .map_or(code.clone(), |c| c.queue().to_owned());
+    job["queue"] = queue.into();
+}
+
+/// `GET /admin/queues`: every queue with its channels and its jobs by state.
+pub fn queues(app: &AppState) -> Result<Value, StoreError> {
+    let snapshot = app.registry.snapshot();
+    let counts: Vec<(String, String, i64)> = app.store.read(|c| {
+        c.prepare_cached("SELECT channel, state, count(*) FROM jobs GROUP BY channel, state")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect()
+    })?;
+    let mut queues: std::collections::BTreeMap<
+        String,
+        (Vec<String>, serde_json::Map<String, Value>),
+    > = Default::default();
+    for channel in snapshot.channels.values() {
+        queues
+            .entry(channel.queue().to_owned())
+            .or_default()
+            .0
+            .push(channel.code().to_owned());
+    }
+    for (code, state, n) in counts {
+        let queue = snapshot
+            .channel(&code)
+            .map_or(code.clone(), |c| c.queue().to_owned());
+        let jobs = &mut queues.entry(queue).or_default().1;
+        let now = jobs.get(&state).and_then(Value::as_i64).unwrap_or(0);
+        jobs.insert(state, (now + n).into());
+    }
+    let list: Vec<Value> = queues
+        .into_iter()
+        .map(|(name, (mut channels, jobs))| {
+            channels.sort();
+            json!({ "name": name, "channels": channels, "jobs": jobs })
+        })
+        .collect();
+    Ok(json!({ "queues": list }))
 }
 
 /// Deletes finished jobs older than `job_retention`; returns how many.

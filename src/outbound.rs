@@ -49,10 +49,7 @@ pub fn client() -> reqwest::Client {
 /// Errors name origins and paths only, never a query (it may hold a secret).
 pub fn target(channel: &Channel, path: &str, any_host: bool) -> Result<Url, String> {
     let base = channel
-        .doc
-        .url
-        .as_deref()
-        .filter(|u| !u.is_empty())
+        .outbound_url()
         .ok_or("webquery: the channel has no url")?;
     let base = Url::parse(base).map_err(|e| format!("webquery: the channel's url: {e}"))?;
     let shown = path.split(['?', '#']).next().unwrap_or("");

@@ -230,3 +230,94 @@ async fn a_channel_without_autostart_is_stopped_whenever_it_is_loaded() {
     let srv = srv.kill9().start();
     assert_eq!(call(&srv).await.unwrap().status(), 503);
 }
+
+#[tokio::test]
+async fn channels_share_job_queues() {
+    let doc = |code: &str, queue: Option<&str>| {
+        let mut d = json!({"code": code, "token_local": format!("{code}-token"),
+            "send_svcscriptcode": "done", "opts": {}});
+        if let Some(q) = queue {
+            d["opts"]["queue"] = json!(q);
+        }
+        d
+    };
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(doc("a", Some("NagiosQueue")))
+        .channel(doc("b", Some("NagiosQueue")))
+        .channel(doc("c", None))
+        .script("done", "result = 1;")
+        .start();
+    let mut ids = Vec::new();
+    for code in ["a", "b", "c"] {
+        ids.push(send_job(&srv, ADMIN, code, &json!({})).await);
+    }
+    for id in &ids {
+        wait_job(&srv, ADMIN, id, &["succeeded"], Duration::from_secs(5)).await;
+    }
+    let get = |path: &str| client().get(srv.url(path)).bearer_auth(ADMIN).send();
+    let (_, _, body) = json_of(get("/admin/queues").await.unwrap()).await;
+    let queues = body["queues"].as_array().unwrap();
+    let nagios = queues.iter().find(|q| q["name"] == "NagiosQueue").unwrap();
+    assert_eq!(nagios["channels"], json!(["a", "b"]), "{body}");
+    assert_eq!(nagios["jobs"]["succeeded"], 2, "{body}");
+    let own = queues.iter().find(|q| q["name"] == "c").unwrap();
+    assert_eq!(own["channels"], json!(["c"]), "{body}");
+    let (_, _, body) = json_of(get("/admin/jobs?queue=NagiosQueue").await.unwrap()).await;
+    let jobs = body["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{body}");
+    assert!(jobs.iter().all(|j| j["queue"] == "NagiosQueue"), "{body}");
+    assert_eq!(job(&srv, &ids[2]).await["queue"], "c");
+}
+
+#[tokio::test]
+async fn test_mode_calls_the_test_system_with_the_test_secret() {
+    let production = common::Upstream::start().await;
+    let test = common::Upstream::start().await;
+    let doc = |mode: &str| {
+        json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", production.base),
+            "url_test": format!("{}/", test.base), "token_remote": "live-secret",
+            "token_remote_test": "test-secret", "send_svcscriptcode": "call",
+            "opts": {"mode": mode, "send_retries": 0}})
+    };
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\"\noutbound_any_host = false"))
+        .channel(doc("test"))
+        .script(
+            "call",
+            r#"let r = webquery(#{ path: "ok", headers: #{ authorization: `Bearer ${token_remote()}` } });
+               result = channel_mode();"#,
+        )
+        .start();
+    let id = send_job(&srv, ADMIN, "erp", &json!({})).await;
+    let done = wait_job(&srv, ADMIN, &id, &["succeeded"], Duration::from_secs(5)).await;
+    assert_eq!(done["result"], "test");
+    assert!(
+        production.seen().is_empty(),
+        "production was called in test mode"
+    );
+    assert_eq!(
+        test.seen()[0].authorization.as_deref(),
+        Some("Bearer test-secret")
+    );
+    // Shown masked like the other remote tokens.
+    let (_, _, shown) = json_of(
+        client()
+            .get(srv.url("/admin/channels/erp"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(shown["token_remote_test"], "***");
+    // In production: the live system, the live secret.
+    put_channel(&srv, &doc("production")).await;
+    let id = send_job(&srv, ADMIN, "erp", &json!({})).await;
+    let done = wait_job(&srv, ADMIN, &id, &["succeeded"], Duration::from_secs(5)).await;
+    assert_eq!(done["result"], "production");
+    assert_eq!(
+        production.seen()[0].authorization.as_deref(),
+        Some("Bearer live-secret")
+    );
+}

@@ -101,8 +101,17 @@ pub(super) fn register(engine: &mut Engine) {
     });
     engine.register_fn("token_remote", || -> ImmutableString {
         with_context(|c| {
-            c.and_then(|c| c.channel.doc.token_remote.as_deref().map(Into::into))
+            c.and_then(|c| c.channel.remote_token().map(Into::into))
                 .unwrap_or_default()
+        })
+    });
+    engine.register_fn("channel_mode", || -> ImmutableString {
+        with_context(|c| {
+            if c.is_some_and(|c| c.channel.test_mode()) {
+                "test".into()
+            } else {
+                "production".into()
+            }
         })
     });
     engine.register_fn("token_remote2", || -> ImmutableString {
