@@ -52,6 +52,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/connections", get(list_connections))
         .route("/admin/jobs", get(list_jobs))
         .route("/admin/queues", get(list_queues))
+        .route(
+            "/admin/queues/{name}/production",
+            axum::routing::post(queue_to_production),
+        )
         .route("/admin/jobs/{id}", get(get_job))
         .route("/admin/jobs/{id}/retry", axum::routing::post(retry_job))
         .route(
@@ -369,6 +373,7 @@ struct JobFilter {
     kind: Option<String>,
     state: Option<String>,
     queue: Option<String>,
+    test: Option<bool>,
     limit: Option<usize>,
 }
 
@@ -404,6 +409,7 @@ async fn list_jobs(
             kind.as_deref(),
             state.as_deref(),
             queue.as_deref(),
+            f.test,
             limit,
         )
     })
@@ -414,6 +420,45 @@ async fn list_jobs(
         AppError::Internal
     })?;
     Ok(Json(json!({ "jobs": jobs })))
+}
+
+/// `POST /admin/queues/{name}/production`: every channel of the queue in test
+/// mode goes to production, its document written as a PUT would; answers the
+/// codes switched.
+async fn queue_to_production(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let _serial = app.admin_lock.lock().await;
+    let snapshot = app.registry.snapshot();
+    let mut switched = Vec::new();
+    let mut writes = Vec::new();
+    for channel in snapshot.channels.values() {
+        if channel.queue() != name || !channel.test_mode() {
+            continue;
+        }
+        let mut doc = channel.doc.clone();
+        doc.opts.mode = Some("production".into());
+        doc.ext.insert("lwt".into(), now().into());
+        writes.push((channel_file(&app, channel.code()), doc_bytes(&doc)?));
+        switched.push(channel.code().to_owned());
+    }
+    switched.sort();
+    if !writes.is_empty() {
+        let app2 = app.clone();
+        tokio::task::spawn_blocking(move || {
+            for (path, bytes) in &writes {
+                write_atomic(path, bytes)
+                    .map_err(|e| AppError::io("switching to production", &e))?;
+            }
+            crate::reload::reload_now(&app2);
+            Ok::<_, AppError>(())
+        })
+        .await
+        .map_err(|_| AppError::Internal)??;
+        count_change("channel", "update");
+    }
+    Ok(Json(json!({ "queue": name, "switched": switched })))
 }
 
 /// `GET /admin/queues`: the job-processing queues, their channels and jobs by state.

@@ -41,6 +41,8 @@ pub struct Event {
     pub source: String,
     /// Any JSON.
     pub data: Value,
+    /// Published by a channel in test mode (`opts.mode = "test"`).
+    pub test: bool,
 }
 
 impl Event {
@@ -57,12 +59,18 @@ impl Event {
             ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             source: source.to_owned(),
             data,
+            test: false,
         })
     }
 
-    /// The event as JSON: `{id, name, ts, source, data}`.
+    /// The event as JSON: `{id, name, ts, source, data}`, and `"test": true`
+    /// when a channel in test mode published it.
     pub fn to_json(&self) -> Value {
-        json!({"id": self.id, "name": self.name, "ts": self.ts, "source": self.source, "data": self.data})
+        let mut event = json!({"id": self.id, "name": self.name, "ts": self.ts, "source": self.source, "data": self.data});
+        if self.test {
+            event["test"] = true.into();
+        }
+        event
     }
 
     /// The event as JSON text (what the queues store and the frames carry).

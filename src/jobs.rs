@@ -320,6 +320,7 @@ fn job_json(row: &Row<'_>) -> rusqlite::Result<Value> {
         "next_attempt_at": next.map(rfc3339_ms),
         "last_error": row.get::<_, Option<String>>("last_error")?,
         "result": result.and_then(|r| serde_json::from_str::<Value>(&r).ok()),
+        "test": row.get::<_, i64>("test")? != 0,
     }))
 }
 
@@ -378,13 +379,14 @@ fn send_insert(app: &AppState, code: &str, data: &Value) -> Result<(String, Inse
     }
     let id = uuid::Uuid::new_v4().to_string();
     let (job, channel_code, max) = (id.clone(), code.to_owned(), max_attempts(channel));
+    let test = channel.test_mode();
     let input = json!({ "data": data }).to_string();
     let insert: Insert = Box::new(move |c| {
         let now = now_ms();
         c.execute(
-            "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, next_attempt_at, input) \
-             VALUES (?1, ?2, 'send', 'queued', 0, ?3, ?4, ?4, ?4, ?5)",
-            params![job, channel_code, max, now, input],
+            "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, next_attempt_at, input, test) \
+             VALUES (?1, ?2, 'send', 'queued', 0, ?3, ?4, ?4, ?4, ?5, ?6)",
+            params![job, channel_code, max, now, input, test],
         )?;
         Ok(())
     });
@@ -403,6 +405,11 @@ pub async fn create_recv(
         json!({ "params": params, "user": identity.user_id, "roles": identity.roles }).to_string();
     let (id, channel) = (request_id.to_owned(), code.to_owned());
     let max = app.config.inbox_max as i64;
+    let test = app
+        .registry
+        .snapshot()
+        .channel(code)
+        .is_some_and(|c| c.test_mode());
     let stored = app
         .store
         .write(move |c| {
@@ -416,9 +423,9 @@ pub async fn create_recv(
             }
             let now = now_ms();
             c.execute(
-                "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, input) \
-                 VALUES (?1, ?2, 'recv', 'queued', 0, 1, ?3, ?3, ?4)",
-                params![id, channel, now, input],
+                "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, input, test) \
+                 VALUES (?1, ?2, 'recv', 'queued', 0, 1, ?3, ?3, ?4, ?5)",
+                params![id, channel, now, input, test],
             )?;
             Ok(true)
         })
@@ -1034,15 +1041,15 @@ async fn run_schedule(
     let code = channel.code().to_owned();
     let at = scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let input = json!({ "script": script, "scheduled": at }).to_string();
-    let (job, ch) = (id.clone(), code.clone());
+    let (job, ch, test) = (id.clone(), code.clone(), channel.test_mode());
     let created = app
         .store
         .write(move |c| {
             let now = now_ms();
             c.execute(
-                "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, input) \
-                 VALUES (?1, ?2, 'schedule', 'running', 1, 1, ?3, ?3, ?4)",
-                params![job, ch, now, input],
+                "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, input, test) \
+                 VALUES (?1, ?2, 'schedule', 'running', 1, 1, ?3, ?3, ?4, ?5)",
+                params![job, ch, now, input, test],
             )
         })
         .await;
@@ -1232,6 +1239,7 @@ pub fn list(
     kind: Option<&str>,
     state: Option<&str>,
     queue: Option<&str>,
+    test: Option<bool>,
     limit: usize,
 ) -> Result<Vec<Value>, StoreError> {
     let snapshot = app.registry.snapshot();
@@ -1250,11 +1258,12 @@ pub fn list(
             "SELECT * FROM jobs WHERE (?1 IS NULL OR channel = ?1) AND (?2 IS NULL OR kind = ?2) \
              AND (?3 IS NULL OR state = ?3) \
              AND (?5 IS NULL OR channel IN (SELECT value FROM json_each(?5))) \
+             AND (?6 IS NULL OR test = ?6) \
              ORDER BY seq DESC LIMIT ?4",
         )?;
         let rows = stmt
             .query_map(
-                params![channel, kind, state, limit as i64, members],
+                params![channel, kind, state, limit as i64, members, test],
                 job_json,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -140,7 +140,12 @@ impl script::Host for AppState {
         name: &str,
         data: serde_json::Value,
     ) -> Result<String, String> {
-        let event = events::Event::new(source, name, data)?;
+        let mut event = events::Event::new(source, name, data)?;
+        event.test = self
+            .registry
+            .snapshot()
+            .channel(source)
+            .is_some_and(|c| c.test_mode());
         let id = event.id.to_string();
         // Scripts run on blocking threads: wait here until queued copies are committed.
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;

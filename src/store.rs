@@ -208,6 +208,20 @@ impl Store {
             StoreError(format!("{} is damaged ({what}); {RESTORE}", path.display()))
         })?;
         writer.execute_batch(SCHEMA).map_err(named)?;
+        // Columns added after the first release of the schema.
+        let has_test: bool = writer
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'test'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(named)?
+            > 0;
+        if !has_test {
+            writer
+                .execute_batch("ALTER TABLE jobs ADD COLUMN test INTEGER NOT NULL DEFAULT 0")
+                .map_err(named)?;
+        }
         let reader = connect(&path).map_err(named)?;
         let (tx, rx) = mpsc::channel::<Op>();
         let full = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

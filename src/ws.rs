@@ -488,7 +488,8 @@ impl Reader<'_> {
                 let name = data.get("name").and_then(Value::as_str).unwrap_or("");
                 let payload = data.get("data").cloned().unwrap_or(Value::Null);
                 match Event::new(channel.code(), name, payload) {
-                    Ok(event) => {
+                    Ok(mut event) => {
+                        event.test = channel.test_mode();
                         let id = event.id;
                         match self.app.events.publish(event).await {
                             Ok(_) => result_frame(kind, qid, true, json!({ "id": id })),

@@ -321,3 +321,76 @@ async fn test_mode_calls_the_test_system_with_the_test_secret() {
         Some("Bearer live-secret")
     );
 }
+
+#[tokio::test]
+async fn test_mode_marks_jobs_and_events_and_a_queue_goes_to_production_at_once() {
+    let doc = |code: &str, mode: &str| {
+        json!({"code": code, "token_local": format!("{code}-token"), "send_svcscriptcode": "done",
+            "opts": {"mode": mode, "queue": "Shop"}})
+    };
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(doc("t1", "test"))
+        .channel(doc("t2", "test"))
+        .channel(doc("live", "production"))
+        .channel(
+            json!({"code": "watch", "type": "events", "token_local": "watch-token",
+            "opts": {"events": ["order.>"]}}),
+        )
+        .script("done", r#"emit_event("order.tried", #{}); result = 1;"#)
+        .start();
+    let mut events = ws_connect(&srv, "/channels/watch/ws?token=watch-token").await;
+    let test_job = send_job(&srv, ADMIN, "t1", &json!({})).await;
+    let done = wait_job(
+        &srv,
+        ADMIN,
+        &test_job,
+        &["succeeded"],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(done["test"], true, "{done}");
+    let event = common::ws_recv(&mut events).await;
+    assert_eq!(event[1]["test"], true, "{event}");
+    let live_job = send_job(&srv, ADMIN, "live", &json!({})).await;
+    wait_job(
+        &srv,
+        ADMIN,
+        &live_job,
+        &["succeeded"],
+        Duration::from_secs(5),
+    )
+    .await;
+    let event = common::ws_recv(&mut events).await;
+    assert!(event[1].get("test").is_none(), "{event}");
+    let get = |path: &str| client().get(srv.url(path)).bearer_auth(ADMIN).send();
+    let (_, _, body) = json_of(get("/admin/jobs?test=true").await.unwrap()).await;
+    let ids: Vec<&str> = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![test_job.as_str()], "{body}");
+    // The whole queue to production, documents written.
+    let resp = client()
+        .post(srv.url("/admin/queues/Shop/production"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["switched"], json!(["t1", "t2"]));
+    let (_, _, shown) = json_of(get("/admin/channels/t2").await.unwrap()).await;
+    assert_eq!(shown["opts"]["mode"], "production");
+    let file = std::fs::read_to_string(
+        srv.project
+            .as_ref()
+            .unwrap()
+            .path()
+            .join("channels/t1.json"),
+    )
+    .unwrap();
+    assert!(file.contains("\"production\""), "{file}");
+}
