@@ -117,6 +117,20 @@ fn state_of(app: &AppState, channel: &Channel) -> &'static str {
     }
 }
 
+/// A disabled channel is neither stopped nor started: `409 channel_disabled`.
+fn refuse_disabled(channel: &Channel) -> Result<(), AppError> {
+    if channel.doc.opts.disabled {
+        return Err(AppError::Conflict(
+            "channel_disabled",
+            format!(
+                "channel {:?} is disabled (opts.disabled); enable it first",
+                channel.code()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /admin/channels/{code}/stop` and `/start`: an operator pauses a
 /// channel (nothing runs, nothing queued is lost) or resumes it. Not stored.
 async fn stop_channel(
@@ -125,6 +139,7 @@ async fn stop_channel(
 ) -> Result<Json<Value>, AppError> {
     let snapshot = app.registry.snapshot();
     let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
+    refuse_disabled(channel)?;
     app.stopped.insert(code.clone());
     app.connections.close_channel(
         &code,
@@ -143,6 +158,7 @@ async fn start_channel(
 ) -> Result<Json<Value>, AppError> {
     let snapshot = app.registry.snapshot();
     let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
+    refuse_disabled(channel)?;
     app.stopped.remove(&code);
     crate::jobs::resume(&app, &code);
     tracing::info!(channel = %code, "channel started");

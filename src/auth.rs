@@ -316,8 +316,13 @@ impl Authenticator {
             _ => return Err(self.failed(sender, channel)),
         };
         if let Some(local) = channel.token_local() {
-            // Past `opts.token_valid_until` the local token is a wrong credential.
-            if secret_eq(&token, local) && !channel.credential_expired() {
+            // Past `opts.token_valid_until` the local token is a wrong credential
+            // (the log says why; the caller learns nothing more).
+            let matches = secret_eq(&token, local);
+            if matches && channel.credential_expired() {
+                tracing::warn!(channel = %channel.code(), "token_local refused: it expired (opts.token_valid_until)");
+            }
+            if matches && !channel.credential_expired() {
                 if !channel.ipmask.is_empty() && !in_nets(&channel.ipmask, sender) {
                     return Err(AppError::ForbiddenIp);
                 }

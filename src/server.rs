@@ -158,6 +158,16 @@ async fn api_fast(
 async fn metrics(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
 ) -> impl IntoResponse {
+    // Seconds until each channel's token_local expires (negative: expired), so
+    // operators can alert ahead; set when the page is asked for.
+    let now = chrono::Utc::now();
+    for channel in app.registry.snapshot().channels.values() {
+        if let Some(until) = channel.valid_until {
+            let left = (until - now).num_milliseconds() as f64 / 1000.0;
+            metrics::gauge!("switchyard_credential_expiry_seconds", "channel" => channel.code().to_owned())
+                .set(left);
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

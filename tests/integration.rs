@@ -394,3 +394,176 @@ async fn test_mode_marks_jobs_and_events_and_a_queue_goes_to_production_at_once(
     .unwrap();
     assert!(file.contains("\"production\""), "{file}");
 }
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(json!({"code": "off", "token_local": "off-token", "opts": {"disabled": true}}))
+        .channel(json!({"code": "c", "token_local": "c-token",
+            "opts": {"token_valid_until": "2999-01-01T00:00:00Z"}}))
+        .start();
+    let post = |path: &str| client().post(srv.url(path)).bearer_auth(ADMIN).send();
+    for (doc, field) in [
+        (
+            json!({"code": "x", "opts": {"token_valid_until": "next tuesday"}}),
+            "token_valid_until",
+        ),
+        (
+            json!({"code": "x", "opts": {"queue": "no spaces"}}),
+            "queue",
+        ),
+        (json!({"code": "x", "opts": {"mode": "staging"}}), "mode"),
+    ] {
+        let resp = client()
+            .post(srv.url("/admin/channels"))
+            .bearer_auth(ADMIN)
+            .json(&doc)
+            .send()
+            .await
+            .unwrap();
+        let (status, _, body) = json_of(resp).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["message"].as_str().unwrap().contains(field), "{body}");
+    }
+    assert_eq!(
+        post("/admin/channels/nope/start").await.unwrap().status(),
+        404
+    );
+    let (status, _, body) = json_of(post("/admin/channels/off/stop").await.unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("channel_disabled"))
+    );
+    let (_, _, shown) = json_of(
+        client()
+            .get(srv.url("/admin/channels/off"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(shown["state"], "disabled");
+    // Seconds until expiry, for alerts.
+    let metrics = common::metrics_text(&srv).await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("switchyard_credential_expiry_seconds{channel=\"c\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let secs: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(secs > 1e9, "{line}");
+}
+
+#[tokio::test]
+async fn queued_inbox_requests_wait_through_a_stop_a_start_and_a_restart_in_order() {
+    let project = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(
+            json!({"code": "box", "token_local": "box-token", "recv_svcscriptcode": "note",
+            "opts": {"issync": false}}),
+        )
+        .script(
+            "note",
+            r#"let seen = kv_get("seen"); if seen == () { seen = []; }
+               seen.push(startparam(3)); kv_set("seen", seen);"#,
+        );
+    let srv = project.start();
+    let admin = |srv: &Server, path: &str| client().post(srv.url(path)).bearer_auth(ADMIN).send();
+    let send = |srv: &Server, n: u32| {
+        client()
+            .post(srv.url(&format!("/channels/box/api?token=box-token&n={n}")))
+            .send()
+    };
+    // What the box channel's runs saw, in its own kv map.
+    let seen = |srv: &Server| -> Value {
+        let conn = rusqlite::Connection::open(srv.db()).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let text: Option<String> = conn
+            .query_row(
+                "SELECT value FROM kv WHERE channel = 'box' AND key = 'seen'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        text.map_or(json!([]), |t| serde_json::from_str(&t).unwrap())
+    };
+    // Stopped: inbound calls are refused, nothing is stored.
+    assert_eq!(
+        admin(&srv, "/admin/channels/box/stop")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(send(&srv, 0).await.unwrap().status(), 503);
+    assert_eq!(
+        admin(&srv, "/admin/channels/box/start")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Acknowledged, then stopped at once: what had not run yet waits.
+    for n in 1..=5 {
+        assert_eq!(send(&srv, n).await.unwrap().status(), 202);
+    }
+    admin(&srv, "/admin/channels/box/stop").await.unwrap();
+    let before = seen(&srv).as_array().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        seen(&srv).as_array().unwrap().len(),
+        before,
+        "a stopped channel ran"
+    );
+    // A restart: the channel autostarts, and the rest runs, in order.
+    let srv = srv.kill9().start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = seen(&srv);
+        if now.as_array().is_some_and(|s| s.len() == 5) {
+            assert_eq!(now, json!(["n=1", "n=2", "n=3", "n=4", "n=5"]));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_right_after_the_announcement_always_exits_cleanly() {
+    let mut project = Project::new()
+        .channel(
+            json!({"code": "box", "token_local": "box-token", "recv_svcscriptcode": "ok",
+            "opts": {"issync": false}}),
+        )
+        .script("ok", "let x = 1;");
+    for _ in 0..10 {
+        let mut srv = project.start();
+        srv.signal("TERM");
+        let status = srv.wait_exit(Duration::from_secs(15)).expect("exits");
+        assert!(status.success(), "{status:?}");
+        project = srv.kill9();
+    }
+    // With a request acknowledged just before the signal: it is not lost.
+    let mut srv = project.start();
+    let resp = client()
+        .post(srv.url("/channels/box/api?token=box-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    srv.signal("TERM");
+    assert!(srv
+        .wait_exit(Duration::from_secs(15))
+        .expect("exits")
+        .success());
+    let db = srv.db();
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM jobs WHERE kind = 'recv'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+}
