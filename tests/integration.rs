@@ -567,3 +567,19 @@ async fn sigterm_right_after_the_announcement_always_exits_cleanly() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+#[tokio::test]
+async fn a_limit_lowered_just_before_the_next_attempt_is_due_still_closes_the_job() {
+    let srv = failing_sender(3);
+    let id = send_job(&srv, ADMIN, "s", &json!({})).await;
+    let waiting = wait_first_failure(&srv, &id).await;
+    let due = chrono::DateTime::parse_from_rfc3339(waiting["next_attempt_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let lead = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(lead.saturating_sub(Duration::from_millis(150))).await;
+    put_channel(&srv, &sender(0)).await;
+    let done = wait_job(&srv, ADMIN, &id, &["failed"], Duration::from_secs(5)).await;
+    assert_eq!(done["attempt"], 1, "{done}");
+    assert_eq!(done["attempts"].as_array().unwrap().len(), 1, "{done}");
+}
