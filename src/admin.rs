@@ -137,34 +137,34 @@ async fn stop_channel(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    let snapshot = app.registry.snapshot();
-    let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
-    refuse_disabled(channel)?;
-    app.stopped.insert(code.clone());
-    app.connections.close_channel(
-        &code,
-        crate::connections::CLOSE_GOING_AWAY,
-        "channel stopped",
-    );
-    tracing::info!(channel = %code, "channel stopped");
-    Ok(Json(
-        json!({ "code": code, "state": state_of(&app, channel) }),
-    ))
+    set_stopped(&app, code, true)
 }
 
 async fn start_channel(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
 ) -> Result<Json<Value>, AppError> {
+    set_stopped(&app, code, false)
+}
+
+fn set_stopped(app: &AppState, code: String, stop: bool) -> Result<Json<Value>, AppError> {
     let snapshot = app.registry.snapshot();
     let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
     refuse_disabled(channel)?;
-    app.stopped.remove(&code);
-    crate::jobs::resume(&app, &code);
-    tracing::info!(channel = %code, "channel started");
-    Ok(Json(
-        json!({ "code": code, "state": state_of(&app, channel) }),
-    ))
+    if stop {
+        app.stopped.insert(code.clone());
+        app.connections.close_channel(
+            &code,
+            crate::connections::CLOSE_GOING_AWAY,
+            "channel stopped",
+        );
+    } else {
+        app.stopped.remove(&code);
+        crate::jobs::resume(app, &code);
+    }
+    let state = state_of(app, channel);
+    tracing::info!(channel = %code, state, "channel {}", if stop { "stopped" } else { "started" });
+    Ok(Json(json!({ "code": code, "state": state })))
 }
 
 fn status_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {

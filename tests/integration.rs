@@ -51,13 +51,9 @@ async fn wait_first_failure(srv: &Server, id: &str) -> Value {
 }
 
 async fn job(srv: &Server, id: &str) -> Value {
-    let resp = client()
-        .get(srv.url(&format!("/admin/jobs/{id}")))
-        .bearer_auth(ADMIN)
-        .send()
+    common::admin_get(srv, ADMIN, &format!("/admin/jobs/{id}"))
         .await
-        .unwrap();
-    json_of(resp).await.2
+        .1
 }
 
 #[tokio::test]
@@ -180,15 +176,7 @@ async fn a_stopped_channel_answers_503_keeps_its_work_and_resumes_on_start() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let waiting = job(&srv, &id).await;
     assert_eq!(waiting["state"], "queued", "{waiting}");
-    let (_, _, shown) = json_of(
-        client()
-            .get(srv.url("/admin/channels/c"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, shown) = common::admin_get(&srv, ADMIN, "/admin/channels/c").await;
     assert_eq!(shown["state"], "stopped");
     // Start: everything goes on.
     let (status, _, body) = json_of(admin("/admin/channels/c/start").await.unwrap()).await;
@@ -301,15 +289,7 @@ async fn test_mode_calls_the_test_system_with_the_test_secret() {
         Some("Bearer test-secret")
     );
     // Shown masked like the other remote tokens.
-    let (_, _, shown) = json_of(
-        client()
-            .get(srv.url("/admin/channels/erp"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, shown) = common::admin_get(&srv, ADMIN, "/admin/channels/erp").await;
     assert_eq!(shown["token_remote_test"], "***");
     // In production: the live system, the live secret.
     put_channel(&srv, &doc("production")).await;
@@ -435,15 +415,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         (status, body["error"].as_str()),
         (409, Some("channel_disabled"))
     );
-    let (_, _, shown) = json_of(
-        client()
-            .get(srv.url("/admin/channels/off"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, shown) = common::admin_get(&srv, ADMIN, "/admin/channels/off").await;
     assert_eq!(shown["state"], "disabled");
     // Seconds until expiry, for alerts.
     let metrics = common::metrics_text(&srv).await;

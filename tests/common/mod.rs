@@ -526,3 +526,15 @@ impl Server {
             .join("data/switchyard.db")
     }
 }
+
+/// `GET path` with admin credentials: (status, JSON body).
+pub async fn admin_get(srv: &Server, admin: &str, path: &str) -> (u16, Value) {
+    let resp = client()
+        .get(srv.url(path))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    (status, body)
+}
