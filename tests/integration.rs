@@ -481,6 +481,8 @@ async fn queued_inbox_requests_wait_through_a_stop_a_start_and_a_restart_in_orde
         assert_eq!(send(&srv, n).await.unwrap().status(), 202);
     }
     admin(&srv, "/admin/channels/box/stop").await.unwrap();
+    // A run already under way finishes (a stop lets running scripts end); then nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let before = seen(&srv).as_array().unwrap().len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
