@@ -19,6 +19,18 @@ use crate::script::{convert, LazyParam, RunContext, RunError};
 use crate::telemetry::{ChannelTag, RequestId};
 use crate::AppState;
 
+/// Response headers the server sets itself; a script's are left out.
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
 /// The top-level variables a recv script may set.
 const RECV_OUTPUTS: &[&str] = &["status", "body", "content_type", "headers"];
 
@@ -485,6 +497,11 @@ fn build_response(outputs: &[Dynamic]) -> Result<Response, String> {
         for (name, value) in map.iter() {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("headers: {name:?} is not a valid header name"))?;
+            // The framing of the answer is the server's: a script's copy of
+            // these (echoed request headers, say) would contradict it.
+            if FRAMING_HEADERS.contains(&name.as_str()) {
+                continue;
+            }
             let text = convert::to_text(value).map_err(|e| format!("headers.{name}: {e}"))?;
             let value = HeaderValue::from_str(&text)
                 .map_err(|_| format!("headers.{name}: not a valid header value"))?;

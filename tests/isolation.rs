@@ -742,3 +742,28 @@ async fn long_runs_that_gave_up_their_slot_are_bounded() {
     }
     assert_serving(&srv).await;
 }
+
+#[tokio::test]
+async fn a_script_cannot_set_the_framing_headers_of_its_answer() {
+    let srv = Project::new()
+        .channel(channel("echo", "echo"))
+        .script(
+            "echo",
+            r#"headers = parse_json(startparam(5)); headers["x-extra"] = "kept"; body = "a longer answer than the request";"#,
+        )
+        .start();
+    let resp = client()
+        .post(srv.url("/channels/echo/api?token=echo-token"))
+        .header("connection", "keep-alive")
+        .body("tiny")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-extra"], "kept");
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "a longer answer than the request"
+    );
+    assert_serving(&srv).await;
+}

@@ -21,6 +21,7 @@ pub mod error;
 pub mod memory;
 pub mod priority;
 mod watchdog;
+pub mod webhooks;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -365,6 +366,7 @@ impl ScriptEngine {
         });
         engine.set_module_resolver(SiblingResolver);
         api::register(&mut engine);
+        webhooks::register(&mut engine);
         Self {
             engine: Arc::new(engine),
             compiles: Arc::default(),

@@ -1,0 +1,170 @@
+//! Webhook signatures verified in one script call (SPEC §10), signed here the
+//! way the providers sign them.
+
+mod common;
+
+use base64::Engine as _;
+use common::{channel, client, json_of, Project, Server};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(msg);
+    mac.finalize().into_bytes().to_vec()
+}
+
+const VERIFY: &str = r#"
+let scheme = startparam(3).sub_string(7);
+body = webhook_verify(scheme, token_remote(), startparam(5), startparam(4));
+"#;
+
+fn server(secret: &str) -> Server {
+    let mut doc = channel("hook", "verify");
+    doc["token_remote"] = json!(secret);
+    Project::new().channel(doc).script("verify", VERIFY).start()
+}
+
+async fn post(srv: &Server, scheme: &str, headers: &[(&str, String)], body: &str) -> (u16, Value) {
+    let mut req = client()
+        .post(srv.url(&format!("/channels/hook/api?scheme={scheme}")))
+        .bearer_auth("hook-token")
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let (status, _, body) = json_of(req.send().await.unwrap()).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn standard_webhooks_and_svix_signatures_verify() {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b"a-32-byte-key-for-standard-hooks";
+    let secret = format!("whsec_{}", b64.encode(key));
+    let srv = server(&secret);
+    let body = r#"{"type":"order.paid"}"#;
+    let now = chrono::Utc::now().timestamp();
+    let sign = |ts: i64| b64.encode(hmac(key, format!("msg_1.{ts}.{body}").as_bytes()));
+    for prefix in ["webhook", "svix"] {
+        let headers = [
+            (format!("{prefix}-id"), "msg_1".to_string()),
+            (format!("{prefix}-timestamp"), now.to_string()),
+            (
+                format!("{prefix}-signature"),
+                format!("v1,old v1,{}", sign(now)),
+            ),
+        ];
+        let h: Vec<(&str, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let (status, answer) = post(&srv, "standard", &h, body).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer, json!({"ok": true, "reason": ""}), "{prefix}");
+        let (_, answer) = post(&srv, "standard", &h, "tampered").await;
+        assert_eq!(answer["reason"], "bad_signature");
+    }
+    let stale = [
+        ("webhook-id", "msg_1".to_string()),
+        ("webhook-timestamp", (now - 3600).to_string()),
+        ("webhook-signature", format!("v1,{}", sign(now - 3600))),
+    ];
+    let (_, answer) = post(&srv, "standard", &stale, body).await;
+    assert_eq!(answer["reason"], "stale_timestamp");
+    let (_, answer) = post(&srv, "standard", &[], body).await;
+    assert_eq!(answer["reason"], "missing_signature");
+}
+
+#[tokio::test]
+async fn stripe_github_shopify_and_slack_verify() {
+    let srv = server("s3cret");
+    let body = r#"{"id":"evt_1"}"#;
+    let now = chrono::Utc::now().timestamp();
+    let hex = |msg: String| hex::encode(hmac(b"s3cret", msg.as_bytes()));
+    let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+        (
+            "stripe",
+            vec![(
+                "stripe-signature",
+                format!("t={now},v1={}", hex(format!("{now}.{body}"))),
+            )],
+        ),
+        (
+            "github",
+            vec![(
+                "x-hub-signature-256",
+                format!("sha256={}", hex(body.to_string())),
+            )],
+        ),
+        (
+            "shopify",
+            vec![(
+                "x-shopify-hmac-sha256",
+                base64::engine::general_purpose::STANDARD.encode(hmac(b"s3cret", body.as_bytes())),
+            )],
+        ),
+        (
+            "slack",
+            vec![
+                (
+                    "x-slack-signature",
+                    format!("v0={}", hex(format!("v0:{now}:{body}"))),
+                ),
+                ("x-slack-request-timestamp", now.to_string()),
+            ],
+        ),
+    ];
+    for (scheme, headers) in &cases {
+        let (status, answer) = post(&srv, scheme, headers, body).await;
+        assert_eq!(status, 200, "{scheme}");
+        assert_eq!(answer, json!({"ok": true, "reason": ""}), "{scheme}");
+        let (_, answer) = post(&srv, scheme, headers, r#"{"id":"evt_2"}"#).await;
+        assert_eq!(answer["reason"], "bad_signature", "{scheme}");
+    }
+    // An unknown scheme is a script error.
+    let (status, _) = post(&srv, "paypal", &[], body).await;
+    assert_eq!(status, 500);
+}
+
+#[tokio::test]
+async fn blob_functions_write_other_schemes_in_a_few_lines() {
+    let srv = Project::new()
+        .channel(channel("b", "blobs"))
+        .script(
+            "blobs",
+            r#"
+            let mac = hmac_sha256(hex_decode("0102ff"), "msg");
+            body = #{
+                hex: hex_encode(mac),
+                b64: base64_encode(mac),
+                same: eq_ct(mac, hmac_sha256(base64_decode_blob("AQL/"), "msg")),
+                differs: eq_ct("a", "b"),
+                sha: hex_encode(sha256("abc")),
+                text: hex_encode("hi"),
+            };
+            "#,
+        )
+        .start();
+    let resp = client()
+        .get(srv.url("/channels/b/api?token=b-token"))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!(status, 200, "{body}");
+    let expected = hmac(&[1, 2, 255], b"msg");
+    assert_eq!(body["hex"], hex::encode(&expected));
+    assert_eq!(
+        body["b64"],
+        base64::engine::general_purpose::STANDARD.encode(&expected)
+    );
+    assert_eq!(body["same"], true);
+    assert_eq!(body["differs"], false);
+    assert_eq!(
+        body["sha"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(body["text"], "6869");
+}
