@@ -168,3 +168,32 @@ async fn blob_functions_write_other_schemes_in_a_few_lines() {
     );
     assert_eq!(body["text"], "6869");
 }
+
+#[tokio::test]
+async fn the_signed_bytes_are_exactly_the_bytes_sent() {
+    let srv = server("s3cret");
+    // Spacing, key order, escapes, non-ASCII and a trailing newline, as a partner sent them.
+    let body = "{ \"z\": 1,\n  \"a\": \"\\u00e9t\\u00e9 \u{1F680}\",\t\"n\": 1.50 }\n";
+    let sig = format!("sha256={}", hex::encode(hmac(b"s3cret", body.as_bytes())));
+    let (status, answer) = post(
+        &srv,
+        "github",
+        &[("x-hub-signature-256", sig.clone())],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["ok"], true, "{answer}");
+    // Garbage, empty and huge signature headers: ok false with a reason, never a crash.
+    for bad in ["", "sha256=", "garbage", &"sha256=".repeat(5000)] {
+        let (status, answer) = post(
+            &srv,
+            "github",
+            &[("x-hub-signature-256", bad.to_owned())],
+            body,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["reason"], "bad_signature", "{bad:.20}");
+    }
+}
