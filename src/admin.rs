@@ -574,14 +574,7 @@ async fn get_script(
     }
     let path = script_file(&app, &code);
     // Never through a link out of the scripts folder (it is not loaded either).
-    let inside = match (
-        tokio::fs::canonicalize(&path).await,
-        tokio::fs::canonicalize(&app.config.scripts).await,
-    ) {
-        (Ok(real), Ok(root)) => real.starts_with(root),
-        _ => false,
-    };
-    if !inside {
+    if !crate::registry::inside(&app.config.scripts, &path) {
         return Err(unknown());
     }
     let source = tokio::fs::read_to_string(path)

@@ -462,12 +462,14 @@ impl ChannelDoc {
             .iter()
             .map(|p| Pattern::parse(p).map_err(|e| FieldError::new("opts.events", e)))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(url) = self.url.as_deref().filter(|u| !u.is_empty()) {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(FieldError::new(
-                    "url",
-                    format!("{url:?} is not an http:// or https:// URL"),
-                ));
+        for (field, url) in [("url", &self.url), ("url_test", &self.url_test)] {
+            if let Some(url) = url.as_deref().filter(|u| !u.is_empty()) {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(FieldError::new(
+                        field,
+                        format!("{url:?} is not an http:// or https:// URL"),
+                    ));
+                }
             }
         }
         let check_script = |field: &str, code: &str| -> Result<(), FieldError> {
@@ -565,14 +567,6 @@ impl ChannelDoc {
                 "opts.record",
                 format!("at most {MAX_RECORD} recordings"),
             ));
-        }
-        if let Some(url) = self.url_test.as_deref().filter(|u| !u.is_empty()) {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(FieldError::new(
-                    "url_test",
-                    format!("{url:?} is not an http:// or https:// URL"),
-                ));
-            }
         }
         let timeout = Duration::from_secs(match opts.recv_timeout {
             0 => DEFAULT_RECV_TIMEOUT,

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::auth::Identity;
+use crate::channel::Channel;
 use crate::pattern::Pattern;
 
 /// Frames a connection's send queue holds at most, beyond its in-flight answers.
@@ -34,6 +35,25 @@ pub const MAX_PATTERNS_PER_FRAME: usize = 64;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: a policy no longer admits the connection (credentials changed, rate).
 pub const CLOSE_POLICY: u16 = 1008;
+
+/// Whether the websockets that `admitted` let in must close now that the
+/// channel is `now` (`None`: deleted) and `stopped` or not; with the close code
+/// and reason. The one rule for a reload and for a socket that registers late.
+pub fn why_close(
+    admitted: &Channel,
+    now: Option<&Channel>,
+    stopped: bool,
+) -> Option<(u16, &'static str)> {
+    match now {
+        None => Some((CLOSE_GOING_AWAY, "channel deleted")),
+        Some(now) if now.doc.opts.disabled => Some((CLOSE_GOING_AWAY, "channel disabled")),
+        Some(now) if !now.same_admission(admitted) => {
+            Some((CLOSE_POLICY, "the channel's credentials changed"))
+        }
+        Some(_) if stopped => Some((CLOSE_GOING_AWAY, "channel stopped")),
+        Some(_) => None,
+    }
+}
 
 /// One open websocket.
 pub struct Connection {

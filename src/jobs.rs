@@ -506,8 +506,10 @@ async fn send_dispatcher(app: Arc<AppState>) {
             tracing::error!("jobs: {e}");
         }
         let free = permits.available_permits();
+        // Jobs of stopped channels wait: neither claimed nor waited for.
+        let stopped = stopped_json(&app);
         let claimed = if free > 0 {
-            claim_sends(&app, free).await
+            claim_sends(&app, free, stopped.clone()).await
         } else {
             Ok(Vec::new())
         };
@@ -526,7 +528,6 @@ async fn send_dispatcher(app: Arc<AppState>) {
             Err(e) => tracing::error!("jobs: {e}"),
         }
         drop(claiming);
-        let stopped = stopped_json(&app);
         let next_due: Option<i64> = app
             .store
             .read(|c| {
@@ -548,17 +549,23 @@ async fn send_dispatcher(app: Arc<AppState>) {
     }
 }
 
+/// Channel codes as a JSON array, for `channel IN (SELECT value FROM json_each(?))`.
+fn codes_json<'a>(codes: impl IntoIterator<Item = &'a str>) -> String {
+    let codes: Vec<&str> = codes.into_iter().collect();
+    serde_json::to_string(&codes).unwrap_or_else(|_| "[]".into())
+}
+
 /// The codes of the stopped channels as a JSON array (their jobs wait).
 fn stopped_json(app: &AppState) -> String {
     let codes: Vec<String> = app.stopped.iter().map(|c| c.key().clone()).collect();
-    serde_json::to_string(&codes).unwrap_or_else(|_| "[]".into())
+    codes_json(codes.iter().map(String::as_str))
 }
 
 async fn claim_sends(
     app: &AppState,
     limit: usize,
+    stopped: String,
 ) -> Result<Vec<(String, String, i64, String)>, StoreError> {
-    let stopped = stopped_json(app);
     app.store
         .write(move |c| {
             let mut stmt = c.prepare_cached(
@@ -1245,13 +1252,13 @@ pub fn list(
     let snapshot = app.registry.snapshot();
     // A queue is the channels whose `opts.queue` (or code) names it.
     let members = queue.map(|q| {
-        let codes: Vec<&str> = snapshot
-            .channels
-            .values()
-            .filter(|c| c.queue() == q)
-            .map(|c| c.code())
-            .collect();
-        serde_json::to_string(&codes).unwrap_or_else(|_| "[]".into())
+        codes_json(
+            snapshot
+                .channels
+                .values()
+                .filter(|c| c.queue() == q)
+                .map(|c| c.code()),
+        )
     });
     let mut rows = app.store.read(|c| {
         let mut stmt = c.prepare_cached(

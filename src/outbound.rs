@@ -86,11 +86,10 @@ fn parse_request(request: &Value) -> Result<Request<'_>, String> {
     let fields = request
         .as_object()
         .ok_or("webquery: the request is a map")?;
-    let allowed = || REQUEST_KEYS.join(", ");
     if let Some(key) = fields.keys().find(|k| !REQUEST_KEYS.contains(&k.as_str())) {
         return Err(format!(
             "webquery: unknown key {key:?}; the keys are {}",
-            allowed()
+            REQUEST_KEYS.join(", ")
         ));
     }
     let wrong = |key: &str, what: &str| format!("webquery: {key} must be {what}");

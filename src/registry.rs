@@ -152,6 +152,17 @@ impl Registry {
 }
 
 /// Files in `dir` ending in `.ext`, with their code (stem), sorted by code.
+/// `true` when `path` (links followed) is inside `dir`: a link that leads
+/// out of `channels/` or `scripts/` is neither loaded nor served.
+pub fn inside(dir: &Path, path: &Path) -> bool {
+    std::fs::canonicalize(dir).is_ok_and(|root| under(&root, path))
+}
+
+/// [`inside`] for a folder already canonicalized.
+fn under(root: &Path, path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|real| real.starts_with(root))
+}
+
 /// The `<stem>.<ext>` files of `dir`, sorted. Hidden files are left out, and
 /// so are symlinks that lead outside the folder (logged): a link must not
 /// serve `/etc/passwd` as a script.
@@ -169,8 +180,7 @@ fn files_with_ext(dir: &Path, ext: &str) -> std::io::Result<Vec<(String, PathBuf
         if stem.starts_with('.') {
             continue;
         }
-        let inside = std::fs::canonicalize(&path).is_ok_and(|real| real.starts_with(&root));
-        if !inside {
+        if !under(&root, &path) {
             tracing::warn!(file = %path.display(), "skipped: a link that leads outside {}", dir.display());
             continue;
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::connections::{CLOSE_GOING_AWAY, CLOSE_POLICY};
+use crate::connections::{why_close, CLOSE_GOING_AWAY};
 use crate::registry::{Change, Loaded};
 use crate::AppState;
 
@@ -61,18 +61,12 @@ pub fn reload_now(app: &AppState) -> Loaded {
             Change::Updated(code) => {
                 tracing::info!(channel = %code, "channel updated");
                 let now = loaded.snapshot.channel(code);
-                if now.is_some_and(|c| c.doc.opts.disabled) {
-                    app.connections
-                        .close_channel(code, CLOSE_GOING_AWAY, "channel disabled");
-                } else if let (Some(before), Some(now)) = (prev.channel(code), now) {
-                    // What admitted the open websockets no longer holds as it did.
-                    if !before.same_admission(now) {
-                        app.connections.close_channel(
-                            code,
-                            CLOSE_POLICY,
-                            "the channel's credentials changed",
-                        );
-                    }
+                // Disabled, or what admitted the open websockets no longer holds as it did.
+                let close = prev
+                    .channel(code)
+                    .and_then(|before| why_close(before, now.map(|c| &**c), false));
+                if let Some((close_code, why)) = close {
+                    app.connections.close_channel(code, close_code, why);
                 }
                 if let (Some(before), Some(now)) = (prev.channel(code), now) {
                     // A change of autostart applies as if the channel were loaded anew.
@@ -100,8 +94,12 @@ pub fn reload_now(app: &AppState) -> Loaded {
             Change::Deleted(code) => {
                 tracing::info!(channel = %code, "channel deleted");
                 app.stopped.remove(code);
-                app.connections
-                    .close_channel(code, CLOSE_GOING_AWAY, "channel deleted");
+                if let Some((close_code, why)) = prev
+                    .channel(code)
+                    .and_then(|before| why_close(before, None, false))
+                {
+                    app.connections.close_channel(code, close_code, why);
+                }
             }
         }
     }

@@ -138,16 +138,11 @@ async fn session(app: Arc<AppState>, caller: Caller, socket: WebSocket) {
     );
     app.connections.add(conn.clone());
     // Changed between the upgrade and now: what closes sockets did not see this one.
-    match app.registry.snapshot().channel(channel.code()) {
-        None => conn.close(CLOSE_GOING_AWAY, "channel deleted"),
-        Some(now) if now.doc.opts.disabled => conn.close(CLOSE_GOING_AWAY, "channel disabled"),
-        Some(now) if !now.same_admission(&channel) => {
-            conn.close(CLOSE_POLICY, "the channel's credentials changed")
-        }
-        Some(_) if app.stopped.contains(channel.code()) => {
-            conn.close(CLOSE_GOING_AWAY, "channel stopped")
-        }
-        Some(_) => {}
+    let snapshot = app.registry.snapshot();
+    let now = snapshot.channel(channel.code()).map(|c| &**c);
+    let stopped = app.stopped.contains(channel.code());
+    if let Some((code, why)) = crate::connections::why_close(&channel, now, stopped) {
+        conn.close(code, why);
     }
     if channel.kind == crate::channel::ChannelKind::Events {
         app.events.connection_opened(channel.code());

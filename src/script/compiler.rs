@@ -87,6 +87,11 @@ impl Compiles {
         }
     }
 
+    /// Drops the pending mark of a compile that could not be started.
+    pub fn forget(&self, source: &str) {
+        self.slots().remove(&key(source));
+    }
+
     /// Keeps a finished result for the reload that will look for it.
     pub fn done(&self, source: &str, result: Result<Arc<AST>, CompileError>) {
         let mut slots = self.slots();

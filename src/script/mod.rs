@@ -447,7 +447,11 @@ impl ScriptEngine {
             compiler::Found::Unknown(false) => self.compile(&source).map(Arc::new),
             compiler::Found::Unknown(true) => match self.compile_apart(source.clone(), |_| {}) {
                 Ok(()) => Err(still()),
-                Err(_) => self.compile(&source).map(Arc::new),
+                // No thread for it: compile here, and no longer mark it pending.
+                Err(_) => {
+                    self.compiles.forget(&source);
+                    self.compile(&source).map(Arc::new)
+                }
             },
         };
         Script {
