@@ -251,8 +251,8 @@ fn script_verify(
     Ok(out)
 }
 
-/// Registers `webhook_verify` and the Blob functions.
-pub(super) fn register(engine: &mut Engine) {
+/// Registers `webhook_verify` and the Blob functions (public for `examples/webhook_bench.rs`).
+pub fn register(engine: &mut Engine) {
     engine.register_fn(
         "webhook_verify",
         |scheme: &str, secret: &str, headers: Dynamic, body: &str| {
