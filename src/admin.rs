@@ -18,9 +18,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::authoring;
 use crate::channel::{self, Channel, ChannelDoc, ValidationContext};
 use crate::error::AppError;
 use crate::registry::{FileKind, Snapshot};
+use crate::script::lint::Finding;
+use crate::script::CompileError;
 use crate::AppState;
 
 /// Shown instead of a secret; sent back in a PUT, it keeps the stored secret.
@@ -167,7 +170,42 @@ fn set_stopped(app: &AppState, code: String, stop: bool) -> Result<Json<Value>, 
     Ok(Json(json!({ "code": code, "state": state })))
 }
 
+/// The warnings of the authoring checks for a channel, or for the channels
+/// that use a script as their recv script.
+fn warnings_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> Vec<Finding> {
+    match kind {
+        FileKind::Channel => snapshot
+            .channel(code)
+            .map(|c| authoring::channel_warnings(c, &snapshot.scripts))
+            .unwrap_or_default(),
+        FileKind::Script => {
+            let mut users: Vec<&Arc<Channel>> = snapshot
+                .channels
+                .values()
+                .filter(|c| c.doc.recv_svcscriptcode.as_deref() == Some(code))
+                .collect();
+            users.sort_by(|a, b| a.code().cmp(b.code()));
+            users
+                .into_iter()
+                .flat_map(|c| authoring::channel_warnings(c, &snapshot.scripts))
+                .collect()
+        }
+    }
+}
+
 fn status_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {
+    let warnings = warnings_of(snapshot, kind, code);
+    let mut status = status_error(snapshot, kind, code);
+    if !warnings.is_empty() {
+        status["warnings"] = warnings
+            .into_iter()
+            .map(|w| json!({"line": w.line, "col": w.col, "message": w.message}))
+            .collect();
+    }
+    status
+}
+
+fn status_error(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {
     match snapshot.error(kind, code) {
         None => json!({ "ok": true }),
         Some(e) => {
@@ -603,14 +641,28 @@ async fn put_script(
     let source = String::from_utf8(bytes.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
     // Compiled on a thread of its own (a large script takes seconds), outside
     // every lock; the reload below takes the result instead of compiling again.
-    app.engine
+    let ast = app
+        .engine
         .compile_detached(source.clone())
         .await
         .map_err(AppError::Compile)?;
     let _serial = app.admin_lock.lock().await;
+    // A call to a function that exists nowhere is refused like a syntax error.
+    let unknown = app.engine.unknown_calls(&ast, &app.registry.snapshot().scripts);
+    if let Some(first) = unknown.first() {
+        let mut message = first.message.clone();
+        for more in &unknown[1..] {
+            message.push_str(&format!("; {}:{}: {}", more.line, more.col, more.message));
+        }
+        return Err(AppError::Compile(CompileError {
+            line: first.line,
+            col: first.col,
+            message,
+        }));
+    }
     let path = script_file(&app, &code);
     let existed = path.exists();
-    write_and_reload(&app, path, source.into_bytes()).await?;
+    let snapshot = write_and_reload(&app, path, source.into_bytes()).await?;
     count_change("script", if existed { "update" } else { "create" });
     let status = if existed {
         StatusCode::OK
@@ -619,7 +671,7 @@ async fn put_script(
     };
     Ok((
         status,
-        Json(json!({ "code": code, "status": { "ok": true } })),
+        Json(json!({ "code": code, "status": status_of(&snapshot, FileKind::Script, &code) })),
     )
         .into_response())
 }

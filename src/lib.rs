@@ -31,6 +31,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authoring;
 pub mod channel;
 pub mod config;
 pub mod conn_io;

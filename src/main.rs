@@ -146,15 +146,21 @@ fn main() -> ExitCode {
             };
             let engine = ScriptEngine::new();
             let loaded = registry::load(&config, &engine, None);
-            let (snapshot, problems) = (loaded.snapshot, loaded.problems);
+            let (snapshot, mut problems) = (loaded.snapshot, loaded.problems);
+            let (errors, warnings) = switchyard::authoring::review(&snapshot, &engine);
+            problems.extend(errors);
             for p in &problems {
                 println!("{p}");
             }
+            for w in &warnings {
+                println!("{}:{}:{}: warning: {}", w.file.display(), w.line, w.col, w.message);
+            }
             eprintln!(
-                "{} channel(s), {} script(s), {} problem(s)",
+                "{} channel(s), {} script(s), {} problem(s), {} warning(s)",
                 snapshot.channels.len(),
                 snapshot.scripts.len(),
-                problems.len()
+                problems.len(),
+                warnings.len()
             );
             if problems.is_empty() {
                 ExitCode::SUCCESS

@@ -35,6 +35,10 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         tracing::warn!("skipped: {p}");
     }
     let snapshot = loaded.snapshot;
+    let (errors, warnings) = crate::authoring::review(&snapshot, &engine);
+    for p in errors.iter().chain(&warnings) {
+        tracing::warn!("{p}");
+    }
     // A channel that does not start by itself is stopped when the server starts.
     let stopped: dashmap::DashSet<String> = snapshot
         .channels

@@ -486,6 +486,10 @@ impl Reader<'_> {
         if !allowed {
             return failure(kind, qid, "forbidden");
         }
+        if kind != "publish" && channel.kind != crate::channel::ChannelKind::Events {
+            // Only events channels receive events: a pattern here would never match.
+            return failure(kind, qid, "not_an_events_channel");
+        }
         let data = frame.payload.get("data").cloned().unwrap_or(Value::Null);
         match kind {
             "publish" => {

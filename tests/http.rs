@@ -190,6 +190,7 @@ async fn expose_script_errors_puts_message_and_position_in_the_answer() {
         .config("expose_script_errors = true")
         .channel(channel("boom", "boom"))
         .script("boom", "let x = 1;\nlet y = no_such_function(x);")
+        .with_unknown_calls()
         .start();
     let (status, _, body) = json_of(
         client()
@@ -331,7 +332,7 @@ async fn hostile_scripts_end_in_errors_and_the_channel_keeps_serving() {
     for (code, src) in &cases {
         project = project.channel(channel(code, code)).script(code, src);
     }
-    let srv = project.start();
+    let srv = project.with_unknown_calls().start();
     let c = client();
     for (code, _) in &cases {
         let url = srv.url(&format!("/channels/{code}/api?token={code}-token"));

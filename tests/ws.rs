@@ -291,8 +291,21 @@ async fn protocol_violations_close_with_their_codes() {
 async fn subscriptions_are_kept_per_connection_and_gated_by_ws_apis() {
     let srv = project()
         .channel(json!({"code": "closed", "token_local": "c-token"}))
+        .channel(json!({"code": "feed", "token_local": "f-token", "type": "events",
+            "opts": {"ws_apis": ["subscribe", "unsubscribe"]}}))
         .start();
-    let mut ws = connect(&srv, "/channels/live/ws?token=live-token").await;
+    // Only events channels receive events: subscribing elsewhere says so.
+    let mut general = connect(&srv, "/channels/live/ws?token=live-token").await;
+    send(
+        &mut general,
+        json!(["subscribe", {"qid": 1, "data": {"events": ["order.*"]}}]),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut general).await,
+        json!(["subscribe_result", {"qid": 1, "success": false, "data": {"error": "not_an_events_channel"}}])
+    );
+    let mut ws = connect(&srv, "/channels/feed/ws?token=f-token").await;
     send(
         &mut ws,
         json!(["subscribe", {"qid": 1, "data": {"events": ["order.*", "invoice.>"]}}]),
@@ -342,10 +355,11 @@ async fn subscriptions_are_kept_per_connection_and_gated_by_ws_apis() {
     )
     .await;
     assert_eq!(status, 200);
-    let live = body["connections"]["live"].as_array().unwrap();
+    let live = body["connections"]["feed"].as_array().unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0]["address"], "127.0.0.1");
     assert_eq!(live[0]["patterns"], json!(["invoice.>"]));
+    assert_eq!(body["connections"]["live"][0]["patterns"], json!([]));
     assert_eq!(live[0]["inflight"], 0);
     assert!(chrono::DateTime::parse_from_rfc3339(live[0]["opened"].as_str().unwrap()).is_ok());
     assert_eq!(body["connections"]["closed"].as_array().unwrap().len(), 1);

@@ -18,6 +18,7 @@ mod api;
 mod compiler;
 pub mod convert;
 pub mod error;
+pub mod lint;
 pub mod memory;
 pub mod priority;
 mod watchdog;
@@ -316,6 +317,8 @@ impl Drop for RunGuard {
 pub struct ScriptEngine {
     engine: Arc<Engine>,
     compiles: Arc<compiler::Compiles>,
+    /// Every function name the engine has, for the authoring check.
+    known: Arc<lint::Known>,
 }
 
 /// The message of a script whose (large) compile is still under way.
@@ -368,9 +371,27 @@ impl ScriptEngine {
         api::register(&mut engine);
         webhooks::register(&mut engine);
         Self {
+            known: Arc::new(lint::Known::of(&engine)),
             engine: Arc::new(engine),
             compiles: Arc::default(),
         }
+    }
+
+    /// The Rhai engine itself.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Calls in `ast` to functions that exist nowhere (SPEC §10 "Authoring"),
+    /// the modules it imports looked up in `scripts`.
+    pub fn unknown_calls(&self, ast: &AST, scripts: &ScriptTable) -> Vec<lint::Finding> {
+        let module = |path: &str| {
+            let code = path.trim_start_matches("./");
+            let code = code.strip_suffix(".rhai").unwrap_or(code);
+            let script = scripts.get(code)?;
+            script.compiled.as_ref().ok().map(|ast| lint::exports(ast))
+        };
+        lint::unknown_calls(&self.known, ast, &module)
     }
 
     /// From now on, scripts over [`compiler::INLINE_COMPILE_BYTES`] compile on
@@ -454,6 +475,13 @@ impl ScriptEngine {
                 }
             },
         };
+        // The AST carries its script's code: a caught error's `script`.
+        let compiled = compiled.map(|mut ast| {
+            if ast.source() != Some(code) {
+                Arc::make_mut(&mut ast).set_source(code);
+            }
+            ast
+        });
         Script {
             code: code.to_owned(),
             path,
@@ -657,6 +685,30 @@ fn run_here(
     }
 }
 
+/// Added to an error of an operation on `()`, which is nearly always a missing value.
+const UNIT_HINT: &str =
+    " (a value is (): a map field or variable that was probably missing; `?.` and `??` handle optional ones)";
+
+/// `true` when `err` is an operation that met `()` where it wanted a value.
+fn on_unit(err: &EvalAltResult) -> bool {
+    let mut inner = err;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, e, _) | EvalAltResult::ErrorInModule(_, e, _) = inner {
+        inner = e;
+    }
+    match inner {
+        // "name (type, type)": one of the arguments is ().
+        EvalAltResult::ErrorFunctionNotFound(sig, _) => sig
+            .split_once(" (")
+            .and_then(|(_, args)| args.strip_suffix(')'))
+            .is_some_and(|args| args.split(", ").any(|t| t == "()")),
+        EvalAltResult::ErrorIndexingType(ty, _)
+        | EvalAltResult::ErrorMismatchDataType(_, ty, _)
+        | EvalAltResult::ErrorMismatchOutputType(_, ty, _) => ty == "()",
+        EvalAltResult::ErrorDotExpr(msg, _) => msg.contains("()"),
+        _ => false,
+    }
+}
+
 /// Turns an engine error into a [`RunError`], finding a timeout wherever it is nested.
 fn classify(code: &str, err: EvalAltResult) -> RunError {
     let mut inner = &err;
@@ -687,6 +739,9 @@ fn classify(code: &str, err: EvalAltResult) -> RunError {
     // Rhai appends " (line L, position C)"; the position is given once, in our form.
     if let Some(cut) = message.rfind(" (line ") {
         message.truncate(cut);
+    }
+    if on_unit(&err) {
+        message.push_str(UNIT_HINT);
     }
     RunError::Failed(format!("{message}{at}"))
 }

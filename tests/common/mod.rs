@@ -24,6 +24,8 @@ pub fn repo() -> PathBuf {
 pub struct Project {
     pub dir: tempfile::TempDir,
     config: String,
+    /// The test calls a function that exists nowhere on purpose.
+    unknown_calls: bool,
 }
 
 impl Default for Project {
@@ -41,6 +43,7 @@ impl Project {
         Self {
             dir,
             config: String::new(),
+            unknown_calls: false,
         }
     }
 
@@ -89,7 +92,13 @@ impl Project {
 
     /// Runs `switchyard check` on this project.
     pub fn check(&self) -> (i32, String, String) {
+        self.check_with_env(&[])
+    }
+
+    /// Like [`check`](Self::check), with extra environment variables.
+    pub fn check_with_env(&self, env: &[(&str, &str)]) -> (i32, String, String) {
         let out = Command::new(binary())
+            .envs(env.iter().copied())
             .arg("check")
             .arg("--config")
             .arg(self.write_config())
@@ -111,8 +120,24 @@ impl Project {
         self.start_with_env(&[])
     }
 
-    /// Like [`start`](Self::start), with extra environment variables.
+    /// The project's scripts call functions that exist nowhere on purpose.
+    pub fn with_unknown_calls(mut self) -> Self {
+        self.unknown_calls = true;
+        self
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables. Every
+    /// script of every test goes through the authoring check first: a call it
+    /// reports as unknown in a working script is a false alarm, and fails.
     pub fn start_with_env(self, env: &[(&str, &str)]) -> Server {
+        if !self.unknown_calls {
+            let (_, out, _) = self.check_with_env(env);
+            let alarms: Vec<&str> = out
+                .lines()
+                .filter(|l| l.contains(": unknown function ") || l.contains(" exports no function "))
+                .collect();
+            assert!(alarms.is_empty(), "the authoring check says:\n{}", alarms.join("\n"));
+        }
         let config = self.write_config();
         let mut cmd = Command::new(binary());
         cmd.arg("serve")

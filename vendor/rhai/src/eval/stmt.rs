@@ -760,27 +760,25 @@ impl Engine {
                             }
                             #[cfg(not(feature = "no_object"))]
                             _ => {
+                                // Switchyard patch: a caught runtime error is
+                                // `#{message, script, line, column}` (SPEC §10
+                                // "Authoring"), the script being the AST's source.
                                 let mut err_map = crate::Map::new();
                                 let err_pos = err.take_position();
 
                                 err_map.insert("message".into(), err.to_string().into());
-
-                                if let Some(ref source) = global.source {
-                                    err_map.insert("source".into(), source.into());
-                                }
-
-                                if !err_pos.is_none() {
-                                    err_map.insert(
-                                        "line".into(),
-                                        (err_pos.line().unwrap() as INT).into(),
-                                    );
-                                    err_map.insert(
-                                        "position".into(),
-                                        (err_pos.position().unwrap_or(0) as INT).into(),
-                                    );
-                                }
-
-                                err.dump_fields(&mut err_map);
+                                err_map.insert(
+                                    "script".into(),
+                                    global.source.clone().unwrap_or_default().into(),
+                                );
+                                err_map.insert(
+                                    "line".into(),
+                                    (err_pos.line().unwrap_or(0) as INT).into(),
+                                );
+                                err_map.insert(
+                                    "column".into(),
+                                    (err_pos.position().unwrap_or(0) as INT).into(),
+                                );
                                 err_map.into()
                             }
                         };

@@ -384,6 +384,7 @@ impl EvalAltResult {
     #[cfg(not(feature = "no_object"))]
     #[cold]
     #[inline(never)]
+    #[allow(dead_code)] // Switchyard patch: the catch map no longer uses it
     pub(crate) fn dump_fields(&self, map: &mut crate::Map) {
         map.insert(
             "error".into(),
