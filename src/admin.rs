@@ -5,13 +5,14 @@
 //! watcher runs, so the API and hand edits go one way. Changes are
 //! serialised by [`AppState::admin_lock`].
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -230,7 +231,11 @@ fn status_error(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {
     }
 }
 
-async fn list_channels(State(app): State<Arc<AppState>>) -> Json<Value> {
+async fn list_channels(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Json<Value>, AppError> {
+    listing_params(&uri, &[])?;
     let snapshot = app.registry.snapshot();
     let mut codes: Vec<&String> = snapshot.channels.keys().collect();
     codes.sort();
@@ -238,7 +243,7 @@ async fn list_channels(State(app): State<Arc<AppState>>) -> Json<Value> {
         .into_iter()
         .map(|c| shown(&app, &snapshot.channels[c], &snapshot))
         .collect();
-    Json(json!({ "channels": channels }))
+    Ok(Json(json!({ "channels": channels })))
 }
 
 async fn get_channel(
@@ -420,24 +425,50 @@ fn script_file(app: &AppState, code: &str) -> PathBuf {
     app.config.scripts.join(format!("{code}.rhai"))
 }
 
-/// Query of `GET /admin/jobs`.
-#[derive(serde::Deserialize)]
-struct JobFilter {
-    channel: Option<String>,
-    kind: Option<String>,
-    state: Option<String>,
-    queue: Option<String>,
-    test: Option<bool>,
-    limit: Option<usize>,
+/// The query parameters of an admin listing, refusing one it does not know
+/// (a misspelt filter must not silently list everything).
+fn listing_params(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, AppError> {
+    let mut out = HashMap::new();
+    for (k, v) in crate::auth::query_pairs(uri.query().unwrap_or("")) {
+        if !allowed.contains(&k.as_str()) {
+            return Err(AppError::BadRequest(if allowed.is_empty() {
+                format!("unknown query parameter {k:?}: this listing takes none")
+            } else {
+                format!(
+                    "unknown query parameter {k:?}; the filters are {}",
+                    allowed.join(", ")
+                )
+            }));
+        }
+        out.insert(k, v);
+    }
+    Ok(out)
 }
 
-async fn list_jobs(
-    State(app): State<Arc<AppState>>,
-    axum::extract::Query(f): axum::extract::Query<JobFilter>,
-) -> Result<Json<Value>, AppError> {
-    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
-    let (channel, kind, state) = (nonempty(f.channel), nonempty(f.kind), nonempty(f.state));
-    let queue = nonempty(f.queue);
+/// The filters of `GET /admin/jobs`.
+const JOB_FILTERS: &[&str] = &["channel", "kind", "state", "queue", "test", "tag", "limit"];
+
+async fn list_jobs(State(app): State<Arc<AppState>>, uri: Uri) -> Result<Json<Value>, AppError> {
+    let mut f = listing_params(&uri, JOB_FILTERS)?;
+    let mut take = |k: &str| f.remove(k).filter(|s| !s.is_empty());
+    let (channel, kind, state) = (take("channel"), take("kind"), take("state"));
+    let (queue, tag) = (take("queue"), take("tag"));
+    let test = match take("test").as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(AppError::BadRequest(format!(
+                "test must be true or false, not {other:?}"
+            )))
+        }
+    };
+    let limit = match take("limit") {
+        None => None,
+        Some(n) => Some(n.parse::<usize>().map_err(|_| {
+            AppError::BadRequest(format!("limit must be a whole number, not {n:?}"))
+        })?),
+    };
     if let Some(k) = &kind {
         if !crate::jobs::KINDS.contains(&k.as_str()) {
             return Err(AppError::BadRequest(format!(
@@ -454,25 +485,23 @@ async fn list_jobs(
             )));
         }
     }
-    let limit = f.limit.unwrap_or(100).clamp(1, 1000);
+    let filter = crate::jobs::JobFilter {
+        channel,
+        kind,
+        state,
+        queue,
+        test,
+        tag,
+        limit: limit.unwrap_or(100).clamp(1, 1000),
+    };
     let app2 = app.clone();
-    let jobs = tokio::task::spawn_blocking(move || {
-        crate::jobs::list(
-            &app2,
-            channel.as_deref(),
-            kind.as_deref(),
-            state.as_deref(),
-            queue.as_deref(),
-            f.test,
-            limit,
-        )
-    })
-    .await
-    .map_err(|_| AppError::Internal)?
-    .map_err(|e| {
-        tracing::error!("jobs: {e}");
-        AppError::Internal
-    })?;
+    let jobs = tokio::task::spawn_blocking(move || crate::jobs::list(&app2, &filter))
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map_err(|e| {
+            tracing::error!("jobs: {e}");
+            AppError::Internal
+        })?;
     Ok(Json(json!({ "jobs": jobs })))
 }
 
@@ -516,7 +545,8 @@ async fn queue_to_production(
 }
 
 /// `GET /admin/queues`: the job-processing queues, their channels and jobs by state.
-async fn list_queues(State(app): State<Arc<AppState>>) -> Result<Json<Value>, AppError> {
+async fn list_queues(State(app): State<Arc<AppState>>, uri: Uri) -> Result<Json<Value>, AppError> {
+    listing_params(&uri, &[])?;
     let app2 = app.clone();
     tokio::task::spawn_blocking(move || crate::jobs::queues(&app2))
         .await
@@ -562,8 +592,12 @@ async fn retry_job(
     }
 }
 
-async fn list_connections(State(app): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "connections": app.connections.describe() }))
+async fn list_connections(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Json<Value>, AppError> {
+    listing_params(&uri, &[])?;
+    Ok(Json(json!({ "connections": app.connections.describe() })))
 }
 
 /// `POST /events` (admin credentials): publishes `{"name", "data"}` as source `system`.
@@ -585,7 +619,8 @@ pub async fn post_event(
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
 }
 
-async fn list_scripts(State(app): State<Arc<AppState>>) -> Json<Value> {
+async fn list_scripts(State(app): State<Arc<AppState>>, uri: Uri) -> Result<Json<Value>, AppError> {
+    listing_params(&uri, &[])?;
     let snapshot = app.registry.snapshot();
     let mut codes: Vec<&String> = snapshot.scripts.keys().collect();
     codes.sort();
@@ -599,7 +634,7 @@ async fn list_scripts(State(app): State<Arc<AppState>>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "scripts": scripts }))
+    Ok(Json(json!({ "scripts": scripts })))
 }
 
 async fn get_script(
@@ -648,7 +683,9 @@ async fn put_script(
         .map_err(AppError::Compile)?;
     let _serial = app.admin_lock.lock().await;
     // A call to a function that exists nowhere is refused like a syntax error.
-    let unknown = app.engine.unknown_calls(&ast, &app.registry.snapshot().scripts);
+    let unknown = app
+        .engine
+        .unknown_calls(&ast, &app.registry.snapshot().scripts);
     if let Some(first) = unknown.first() {
         let mut message = first.message.clone();
         for more in &unknown[1..] {

@@ -12,7 +12,11 @@ use crate::script::lint::{self, Finding};
 use crate::script::{Script, ScriptEngine, ScriptTable};
 
 /// Calls in `script` to functions that exist nowhere (none when it does not compile).
-pub fn script_errors(engine: &ScriptEngine, script: &Script, scripts: &ScriptTable) -> Vec<Finding> {
+pub fn script_errors(
+    engine: &ScriptEngine,
+    script: &Script,
+    scripts: &ScriptTable,
+) -> Vec<Finding> {
     match &script.compiled {
         Ok(ast) => engine.unknown_calls(ast, scripts),
         Err(_) => Vec::new(),

@@ -464,10 +464,13 @@ impl ChannelDoc {
             .collect::<Result<Vec<_>, _>>()?;
         for (field, url) in [("url", &self.url), ("url_test", &self.url_test)] {
             if let Some(url) = url.as_deref().filter(|u| !u.is_empty()) {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                let own = url.starts_with('/') && !url.starts_with("//");
+                if !(url.starts_with("http://") || url.starts_with("https://") || own) {
                     return Err(FieldError::new(
                         field,
-                        format!("{url:?} is not an http:// or https:// URL"),
+                        format!(
+                            "{url:?} is not an http:// or https:// URL (nor a path on this server, /…)"
+                        ),
                     ));
                 }
             }

@@ -326,7 +326,12 @@ pub async fn send(
             serde_json::from_slice(&bytes)
                 .map_err(|e| AppError::BadRequest(format!("the body is not JSON: {e}")))?
         };
-        match crate::jobs::create_send(&app, &code, &data).await {
+        // `?tag=T`, repeatable: the job's business keys.
+        let tags: Vec<String> = crate::auth::query_pairs(parts.uri.query().unwrap_or(""))
+            .filter(|(k, _)| k == "tag")
+            .map(|(_, v)| v.to_string())
+            .collect();
+        match crate::jobs::create_send(&app, &code, &data, &tags).await {
             Ok(id) => Ok((
                 StatusCode::ACCEPTED,
                 axum::Json(serde_json::json!({ "job_id": id })),
@@ -334,6 +339,7 @@ pub async fn send(
                 .into_response()),
             Err(crate::jobs::CreateError::UnknownChannel(_)) => Err(AppError::UnknownChannel),
             Err(crate::jobs::CreateError::NoScript(_)) => Err(AppError::NoScript),
+            Err(crate::jobs::CreateError::BadTags(m)) => Err(AppError::BadRequest(m)),
             Err(crate::jobs::CreateError::Store(e)) => Err(AppError::store("send job", &e)),
         }
     }
@@ -357,7 +363,7 @@ pub fn script_failure(
             tracing::warn!(channel = %channel.code(), request_id, timeout_s = channel.timeout.as_secs(), "script timed out");
             AppError::Timeout
         }
-        RunError::Failed(message) => {
+        RunError::Failed(message) | RunError::Fail(message) => {
             tracing::error!(channel = %channel.code(), request_id, "script error: {message}");
             AppError::Script(app.config.expose_script_errors.then_some(message))
         }

@@ -321,6 +321,10 @@ fn job_json(row: &Row<'_>) -> rusqlite::Result<Value> {
         "last_error": row.get::<_, Option<String>>("last_error")?,
         "result": result.and_then(|r| serde_json::from_str::<Value>(&r).ok()),
         "test": row.get::<_, i64>("test")? != 0,
+        "tags": row
+            .get::<_, Option<String>>("tags")?
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .unwrap_or_else(|| json!([])),
     }))
 }
 
@@ -337,14 +341,23 @@ pub enum CreateError {
     /// The channel has no send script.
     #[error("channel {0:?} has no send_svcscriptcode")]
     NoScript(String),
+    /// A tag is empty, too long, or one too many.
+    #[error("{0}")]
+    BadTags(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Creates a send job for channel `code` with `data`; returns its id once committed.
-pub async fn create_send(app: &AppState, code: &str, data: &Value) -> Result<String, CreateError> {
-    let (id, insert) = send_insert(app, code, data)?;
+/// Creates a send job for channel `code` with `data` and `tags` (business
+/// keys, see [`tag_blocking`]); returns its id once committed.
+pub async fn create_send(
+    app: &AppState,
+    code: &str,
+    data: &Value,
+    tags: &[String],
+) -> Result<String, CreateError> {
+    let (id, insert) = send_insert(app, code, data, tags)?;
     app.store.write(insert).await?;
     Ok(queued(app, code, id))
 }
@@ -354,8 +367,9 @@ pub fn create_send_blocking(
     app: &AppState,
     code: &str,
     data: &Value,
+    tags: &[String],
 ) -> Result<String, CreateError> {
-    let (id, insert) = send_insert(app, code, data)?;
+    let (id, insert) = send_insert(app, code, data, tags)?;
     app.store.write_blocking(insert)?;
     Ok(queued(app, code, id))
 }
@@ -369,7 +383,13 @@ fn queued(app: &AppState, code: &str, id: String) -> String {
 
 type Insert = Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<()> + Send>;
 
-fn send_insert(app: &AppState, code: &str, data: &Value) -> Result<(String, Insert), CreateError> {
+fn send_insert(
+    app: &AppState,
+    code: &str,
+    data: &Value,
+    tags: &[String],
+) -> Result<(String, Insert), CreateError> {
+    let tags = check_tags(tags).map_err(CreateError::BadTags)?;
     let snapshot = app.registry.snapshot();
     let channel = snapshot
         .channel(code)
@@ -384,13 +404,76 @@ fn send_insert(app: &AppState, code: &str, data: &Value) -> Result<(String, Inse
     let insert: Insert = Box::new(move |c| {
         let now = now_ms();
         c.execute(
-            "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, next_attempt_at, input, test) \
-             VALUES (?1, ?2, 'send', 'queued', 0, ?3, ?4, ?4, ?4, ?5, ?6)",
-            params![job, channel_code, max, now, input, test],
+            "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, next_attempt_at, input, test, tags) \
+             VALUES (?1, ?2, 'send', 'queued', 0, ?3, ?4, ?4, ?4, ?5, ?6, ?7)",
+            params![job, channel_code, max, now, input, test, tags_json(&tags)],
         )?;
+        for tag in &tags {
+            c.prepare_cached("INSERT OR IGNORE INTO job_tags (tag, job) VALUES (?1, ?2)")?
+                .execute(params![tag, job])?;
+        }
         Ok(())
     });
     Ok((id, insert))
+}
+
+/// Most tags one job carries.
+pub const MAX_TAGS: usize = 8;
+/// Longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+
+/// `tags` without repeats, or why they are refused.
+fn check_tags(tags: &[String]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for tag in tags {
+        if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
+            return Err(format!("a tag is 1 to {MAX_TAG_BYTES} bytes"));
+        }
+        if !out.contains(tag) {
+            out.push(tag.clone());
+        }
+    }
+    if out.len() > MAX_TAGS {
+        return Err(format!("a job has at most {MAX_TAGS} tags"));
+    }
+    Ok(out)
+}
+
+fn tags_json(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| serde_json::to_string(tags).unwrap_or_default())
+}
+
+/// `job_tag(tag)`: adds a business key (an order number…) to job `job`, so
+/// `GET /admin/jobs?tag=` finds it; at most [`MAX_TAGS`] a job.
+pub fn tag_blocking(app: &AppState, job: &str, tag: &str) -> Result<(), StoreError> {
+    check_tags(&[tag.to_owned()]).map_err(StoreError)?;
+    let (job, tag) = (job.to_owned(), tag.to_owned());
+    app.store
+        .write_blocking(move |c| {
+            let now: Option<Option<String>> = c
+                .prepare_cached("SELECT tags FROM jobs WHERE id = ?1")?
+                .query_row(params![job], |r| r.get(0))
+                .optional()?;
+            let Some(now) = now else {
+                return Ok(Err(format!("job {job} is gone")));
+            };
+            let mut tags: Vec<String> = now
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            if tags.contains(&tag) {
+                return Ok(Ok(()));
+            }
+            if tags.len() >= MAX_TAGS {
+                return Ok(Err(format!("a job has at most {MAX_TAGS} tags")));
+            }
+            tags.push(tag.clone());
+            c.prepare_cached("UPDATE jobs SET tags = ?2 WHERE id = ?1")?
+                .execute(params![job, tags_json(&tags)])?;
+            c.prepare_cached("INSERT OR IGNORE INTO job_tags (tag, job) VALUES (?1, ?2)")?
+                .execute(params![tag, job])?;
+            Ok(Ok(()))
+        })?
+        .map_err(StoreError)
 }
 
 /// Stores an inbound request for the channel's inbox; returns once it is committed.
@@ -623,6 +706,8 @@ struct Outcome {
     result: Option<String>,
     error: Option<String>,
     wait_secs: Option<u64>,
+    /// The script called `fail`: no further retry.
+    permanent: bool,
 }
 
 /// The variables a job's script may set: `result`, and for inbox runs also the
@@ -643,6 +728,7 @@ async fn run_script(
             result: None,
             error: Some("the channel has no script for this job".into()),
             wait_secs: None,
+            permanent: false,
         };
     };
     let ctx = RunContext {
@@ -667,17 +753,26 @@ async fn run_script(
                 result,
                 error: None,
                 wait_secs,
+                permanent: false,
             }
         }
         Err(RunError::Timeout) => Outcome {
             result: None,
             error: Some(format!("timed out after {} s", channel.timeout.as_secs())),
             wait_secs: None,
+            permanent: false,
         },
         Err(RunError::Failed(message) | RunError::StoreFull(message)) => Outcome {
             result: None,
             error: Some(message),
             wait_secs: None,
+            permanent: false,
+        },
+        Err(RunError::Fail(message)) => Outcome {
+            result: None,
+            error: Some(message),
+            wait_secs: None,
+            permanent: true,
         },
     }
 }
@@ -709,6 +804,7 @@ async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, i
             result: None,
             error: Some(format!("channel {code:?} no longer exists")),
             wait_secs: None,
+            permanent: false,
         },
         Some(ch) => {
             let params = vec![
@@ -743,7 +839,7 @@ async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, i
                 "waiting",
             ),
             (None, None) => ("succeeded", None, "succeeded"),
-            (Some(_), _) if attempt < max && channel.is_some() => (
+            (Some(_), _) if attempt < max && channel.is_some() && !outcome.permanent => (
                 "queued",
                 Some(now + backoff(attempt as u32).as_millis() as i64),
                 "failed",
@@ -1239,19 +1335,35 @@ pub fn get(app: &AppState, id: &str) -> Result<Option<Value>, StoreError> {
     })
 }
 
-/// Jobs filtered by channel, kind, state and queue, newest first.
-pub fn list(
-    app: &AppState,
-    channel: Option<&str>,
-    kind: Option<&str>,
-    state: Option<&str>,
-    queue: Option<&str>,
-    test: Option<bool>,
-    limit: usize,
-) -> Result<Vec<Value>, StoreError> {
+/// The filters of a job listing (`None`: any).
+#[derive(Debug, Default)]
+pub struct JobFilter {
+    pub channel: Option<String>,
+    pub kind: Option<String>,
+    pub state: Option<String>,
+    /// The channels whose queue this is.
+    pub queue: Option<String>,
+    pub test: Option<bool>,
+    /// A business key given by `job_tag` or at creation.
+    pub tag: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Jobs that pass `filter`, newest first.
+pub fn list(app: &AppState, filter: &JobFilter) -> Result<Vec<Value>, StoreError> {
+    let JobFilter {
+        channel,
+        kind,
+        state,
+        queue,
+        test,
+        tag,
+        limit,
+    } = filter;
     let snapshot = app.registry.snapshot();
     // A queue is the channels whose `opts.queue` (or code) names it.
-    let members = queue.map(|q| {
+    let members = queue.as_deref().map(|q| {
         codes_json(
             snapshot
                 .channels
@@ -1266,11 +1378,12 @@ pub fn list(
              AND (?3 IS NULL OR state = ?3) \
              AND (?5 IS NULL OR channel IN (SELECT value FROM json_each(?5))) \
              AND (?6 IS NULL OR test = ?6) \
+             AND (?7 IS NULL OR id IN (SELECT job FROM job_tags WHERE tag = ?7)) \
              ORDER BY seq DESC LIMIT ?4",
         )?;
         let rows = stmt
             .query_map(
-                params![channel, kind, state, limit as i64, members, test],
+                params![channel, kind, state, *limit as i64, members, test, tag],
                 job_json,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1340,6 +1453,10 @@ pub async fn prune(app: &AppState) -> Result<usize, StoreError> {
                 AND updated < CASE kind WHEN 'schedule' THEN ?2 ELSE ?1 END";
             c.execute(
                 &format!("DELETE FROM attempts WHERE job IN (SELECT id FROM jobs WHERE {DONE})"),
+                [cutoff, schedule_cutoff],
+            )?;
+            c.execute(
+                &format!("DELETE FROM job_tags WHERE job IN (SELECT id FROM jobs WHERE {DONE})"),
                 [cutoff, schedule_cutoff],
             )?;
             c.execute(

@@ -1,4 +1,7 @@
 //! `kv_get` / `kv_set`: a persistent key-value map per channel, in the store.
+//!
+//! A key set with a TTL has an `expires` time (Unix ms): past it, the key is
+//! gone for every read and write at once, and housekeeping deletes the row.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -8,14 +11,67 @@ use crate::store::{Store, StoreError};
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
+/// Most keys `kv_keys` returns.
+pub const MAX_LISTED_KEYS: usize = 1000;
+
+/// Live: no expiry, or one still ahead of `?3` (now, Unix ms).
+const LIVE: &str = "(expires IS NULL OR expires > ?3)";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// The value of `key` on `channel`, if any.
 pub fn get(store: &Store, channel: &str, key: &str) -> Result<Option<Value>, StoreError> {
-    let text: Option<String> = store.read(|c| {
-        c.prepare_cached("SELECT value FROM kv WHERE channel = ?1 AND key = ?2")?
-            .query_row(params![channel, key], |r| r.get(0))
-            .optional()
-    })?;
+    let text: Option<String> = store.read(|c| current(c, channel, key))?;
     Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+/// The channel's live keys that start with `prefix`, sorted, at most [`MAX_LISTED_KEYS`].
+pub fn keys(store: &Store, channel: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    store.read(|c| {
+        let mut stmt = c.prepare_cached(&format!(
+            "SELECT key FROM kv WHERE channel = ?1 AND key >= ?2 AND {LIVE} ORDER BY key"
+        ))?;
+        let mut rows = stmt.query(params![channel, prefix, now_ms()])?;
+        let mut out = Vec::new();
+        // Keys are in order: those with the prefix come first, together.
+        while let Some(row) = rows.next()? {
+            let key: String = row.get(0)?;
+            if !key.starts_with(prefix) || out.len() == MAX_LISTED_KEYS {
+                break;
+            }
+            out.push(key);
+        }
+        Ok(out)
+    })
+}
+
+/// Removes `key`; `true` when it was there (and live).
+pub fn delete_blocking(store: &Store, channel: &str, key: &str) -> Result<bool, StoreError> {
+    check_key(key)?;
+    let (channel, key) = (channel.to_owned(), key.to_owned());
+    store.write_blocking(move |c| {
+        let was = current(c, &channel, &key)?.is_some();
+        put(c, &channel, &key, None, usize::MAX, None)?;
+        Ok(was)
+    })
+}
+
+/// Deletes the rows of expired keys; returns how many.
+pub async fn prune_expired(store: &Store) -> Result<usize, StoreError> {
+    store
+        .write(|c| {
+            let now = now_ms();
+            c.execute(
+                "UPDATE kv_counts SET n = n - (SELECT count(*) FROM kv \
+                 WHERE kv.channel = kv_counts.channel AND expires <= ?1) \
+                 WHERE channel IN (SELECT channel FROM kv WHERE expires <= ?1)",
+                params![now],
+            )?;
+            c.execute("DELETE FROM kv WHERE expires <= ?1", params![now])
+        })
+        .await
 }
 
 fn check_key(key: &str) -> Result<(), StoreError> {
@@ -31,29 +87,36 @@ fn full(max_keys: usize) -> StoreError {
     ))
 }
 
-/// The stored JSON text of `key`, inside the writer's transaction.
+/// The stored JSON text of `key` if it is live.
 fn current(c: &Connection, channel: &str, key: &str) -> rusqlite::Result<Option<String>> {
-    c.prepare_cached("SELECT value FROM kv WHERE channel = ?1 AND key = ?2")?
-        .query_row(params![channel, key], |r| r.get(0))
-        .optional()
+    c.prepare_cached(&format!(
+        "SELECT value FROM kv WHERE channel = ?1 AND key = ?2 AND {LIVE}"
+    ))?
+    .query_row(params![channel, key, now_ms()], |r| r.get(0))
+    .optional()
 }
 
-/// Writes (or with `None` removes) `key`, keeping the channel's key count;
-/// `false` when a new key would pass `max_keys`.
+/// Writes (or with `None` removes) `key`, with its expiry (Unix ms, `None`:
+/// never), keeping the channel's key count; `false` when a new key would pass
+/// `max_keys`. A row that expired but is not pruned yet still counts, and is
+/// overwritten in place.
 fn put(
     c: &Connection,
     channel: &str,
     key: &str,
     value: Option<&str>,
     max_keys: usize,
+    expires: Option<i64>,
 ) -> rusqlite::Result<bool> {
     let exists = c
         .prepare_cached("SELECT 1 FROM kv WHERE channel = ?1 AND key = ?2")?
         .exists(params![channel, key])?;
     match (value, exists) {
         (Some(v), true) => {
-            c.prepare_cached("UPDATE kv SET value = ?3 WHERE channel = ?1 AND key = ?2")?
-                .execute(params![channel, key, v])?;
+            c.prepare_cached(
+                "UPDATE kv SET value = ?3, expires = ?4 WHERE channel = ?1 AND key = ?2",
+            )?
+            .execute(params![channel, key, v, expires])?;
         }
         (Some(v), false) => {
             let n: i64 = c
@@ -64,8 +127,10 @@ fn put(
             if n >= max_keys as i64 {
                 return Ok(false);
             }
-            c.prepare_cached("INSERT INTO kv (channel, key, value) VALUES (?1, ?2, ?3)")?
-                .execute(params![channel, key, v])?;
+            c.prepare_cached(
+                "INSERT INTO kv (channel, key, value, expires) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![channel, key, v, expires])?;
             c.prepare_cached(
                 "INSERT INTO kv_counts (channel, n) VALUES (?1, 1) \
                  ON CONFLICT (channel) DO UPDATE SET n = n + 1",
@@ -83,19 +148,23 @@ fn put(
     Ok(true)
 }
 
-/// Stores `value` (JSON) under `key`, or removes the key for `None`; returns once durable.
-/// A new key past `max_keys` keys of the channel is refused (existing keys still change).
+/// Stores `value` (JSON) under `key`, gone after `ttl` if given, or removes
+/// the key for `None`; returns once durable. A new key past `max_keys` keys of
+/// the channel is refused (existing keys still change).
 pub fn set_blocking(
     store: &Store,
     channel: &str,
     key: &str,
     value: Option<Value>,
+    ttl: Option<std::time::Duration>,
     max_keys: usize,
 ) -> Result<(), StoreError> {
     check_key(key)?;
     let (channel, key) = (channel.to_owned(), key.to_owned());
     let value = value.map(|v| v.to_string());
-    let done = store.write_blocking(move |c| put(c, &channel, &key, value.as_deref(), max_keys))?;
+    let expires = ttl.map(|t| now_ms().saturating_add(t.as_millis().min(i64::MAX as u128) as i64));
+    let done = store
+        .write_blocking(move |c| put(c, &channel, &key, value.as_deref(), max_keys, expires))?;
     if done {
         Ok(())
     } else {
@@ -128,7 +197,15 @@ pub fn incr_blocking(
         let Some(next) = now.checked_add(n) else {
             return Ok(Err(format!("{now} + {n} overflows")));
         };
-        if !put(c, &channel, &key, Some(&next.to_string()), max_keys)? {
+        // A counter keeps its expiry, if it has one.
+        let keep: Option<i64> = c
+            .prepare_cached(&format!(
+                "SELECT expires FROM kv WHERE channel = ?1 AND key = ?2 AND {LIVE}"
+            ))?
+            .query_row(params![&channel, &key, now_ms()], |r| r.get(0))
+            .optional()?
+            .flatten();
+        if !put(c, &channel, &key, Some(&next.to_string()), max_keys, keep)? {
             return Ok(Err(full(max_keys).0));
         }
         Ok(Ok(next))
@@ -155,7 +232,7 @@ pub fn cas_blocking(
         if now != expected {
             return Ok(Ok(false));
         }
-        if !put(c, &channel, &key, new.as_deref(), max_keys)? {
+        if !put(c, &channel, &key, new.as_deref(), max_keys, None)? {
             return Ok(Err(full(max_keys)));
         }
         Ok(Ok(true))

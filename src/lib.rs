@@ -91,6 +91,9 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// This state itself, for work spawned from script calls.
     pub me: std::sync::Weak<AppState>,
+    /// The address the server listens on, once bound: a channel `url` that is
+    /// a path (`/channels/orders/api/`) is a channel of this same server.
+    pub listening: std::sync::OnceLock<std::net::SocketAddr>,
     /// Codes of the channels an operator stopped (or that do not start by
     /// themselves, `opts.autostart = false`); not stored: a restart returns
     /// every channel to its `autostart`.
@@ -155,8 +158,13 @@ impl script::Host for AppState {
         Ok(id)
     }
 
-    fn channel_send(&self, code: &str, data: serde_json::Value) -> Result<String, String> {
-        jobs::create_send_blocking(self, code, &data).map_err(|e| match e {
+    fn channel_send(
+        &self,
+        code: &str,
+        data: serde_json::Value,
+        tags: &[String],
+    ) -> Result<String, String> {
+        jobs::create_send_blocking(self, code, &data, tags).map_err(|e| match e {
             jobs::CreateError::Store(e) => store_failure("channel_send", &e),
             other => other.to_string(),
         })
@@ -180,9 +188,29 @@ impl script::Host for AppState {
         channel: &str,
         key: &str,
         value: Option<serde_json::Value>,
+        ttl: Option<std::time::Duration>,
     ) -> Result<(), String> {
-        kv::set_blocking(&self.store, channel, key, value, self.config.kv_max_keys)
-            .map_err(|e| store_failure("kv_set", &e))
+        kv::set_blocking(
+            &self.store,
+            channel,
+            key,
+            value,
+            ttl,
+            self.config.kv_max_keys,
+        )
+        .map_err(|e| store_failure("kv_set", &e))
+    }
+
+    fn kv_delete(&self, channel: &str, key: &str) -> Result<bool, String> {
+        kv::delete_blocking(&self.store, channel, key).map_err(|e| store_failure("kv_delete", &e))
+    }
+
+    fn kv_keys(&self, channel: &str, prefix: &str) -> Result<Vec<String>, String> {
+        kv::keys(&self.store, channel, prefix).map_err(|e| e.to_string())
+    }
+
+    fn job_tag(&self, job: &str, tag: &str) -> Result<(), String> {
+        jobs::tag_blocking(self, job, tag).map_err(|e| store_failure("job_tag", &e))
     }
 
     fn kv_incr(&self, channel: &str, key: &str, n: i64) -> Result<i64, String> {

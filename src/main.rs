@@ -153,7 +153,13 @@ fn main() -> ExitCode {
                 println!("{p}");
             }
             for w in &warnings {
-                println!("{}:{}:{}: warning: {}", w.file.display(), w.line, w.col, w.message);
+                println!(
+                    "{}:{}:{}: warning: {}",
+                    w.file.display(),
+                    w.line,
+                    w.col,
+                    w.message
+                );
             }
             eprintln!(
                 "{} channel(s), {} script(s), {} problem(s), {} warning(s)",

@@ -46,12 +46,26 @@ pub fn client() -> reqwest::Client {
 }
 
 /// `url` joined with `path`, refused when it leaves the url's origin (unless allowed).
-/// Errors name origins and paths only, never a query (it may hold a secret).
-pub fn target(channel: &Channel, path: &str, any_host: bool) -> Result<Url, String> {
+/// A `url` that is a path (`/channels/orders/api/`) is on this server, at
+/// `own`, the address it listens on. Errors name origins and paths only,
+/// never a query (it may hold a secret).
+pub fn target(
+    channel: &Channel,
+    path: &str,
+    any_host: bool,
+    own: Option<std::net::SocketAddr>,
+) -> Result<Url, String> {
     let base = channel
         .outbound_url()
         .ok_or("webquery: the channel has no url")?;
-    let base = Url::parse(base).map_err(|e| format!("webquery: the channel's url: {e}"))?;
+    let base = if base.starts_with('/') {
+        let own =
+            own.ok_or("webquery: the channel's url is on this server, which is not listening yet")?;
+        Url::parse(&format!("http://{own}{base}"))
+    } else {
+        Url::parse(base)
+    };
+    let base = base.map_err(|e| format!("webquery: the channel's url: {e}"))?;
     let shown = path.split(['?', '#']).next().unwrap_or("");
     let target = base
         .join(path)
@@ -92,7 +106,12 @@ fn parse_request(request: &Value) -> Result<Request<'_>, String> {
             REQUEST_KEYS.join(", ")
         ));
     }
-    let wrong = |key: &str, what: &str| format!("webquery: {key} must be {what}");
+    let wrong = |key: &str, what: &str| {
+        format!(
+            "webquery: {key} must be {what} (the keys are method, path: strings; query, headers: \
+             maps; body: any value; timeout_ms: a whole number)"
+        )
+    };
     let text = |key: &str| match fields.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),
@@ -141,12 +160,21 @@ pub fn webquery(
     budget: Duration,
 ) -> Result<Value, String> {
     let request = parse_request(&request)?;
-    let mut url = target(channel, request.path, app.config.outbound_any_host)?;
+    let own = app.listening.get().copied();
+    let mut url = target(channel, request.path, app.config.outbound_any_host, own)?;
     if let Some(query) = request.query {
-        let mut pairs = url.query_pairs_mut();
+        // Percent-encoded as `url_encode` does (a space is %20, never `+`),
+        // after whatever query the path already has.
+        let mut text = url.query().unwrap_or("").to_owned();
         for (key, value) in query {
-            pairs.append_pair(key, &value_text(value));
+            if !text.is_empty() {
+                text.push('&');
+            }
+            text.push_str(&crate::script::library::url_encode(key));
+            text.push('=');
+            text.push_str(&crate::script::library::url_encode(&value_text(value)));
         }
+        url.set_query(Some(&text));
     }
     let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT).min(budget);
     if timeout.is_zero() {
@@ -262,15 +290,15 @@ mod tests {
     fn paths_join_the_url_and_other_origins_are_refused() {
         let ch = channel("https://erp.example.com/api/");
         assert_eq!(
-            target(&ch, "orders/1", false).unwrap().as_str(),
+            target(&ch, "orders/1", false, None).unwrap().as_str(),
             "https://erp.example.com/api/orders/1"
         );
         assert_eq!(
-            target(&ch, "/v2/x", false).unwrap().as_str(),
+            target(&ch, "/v2/x", false, None).unwrap().as_str(),
             "https://erp.example.com/v2/x"
         );
         assert_eq!(
-            target(&ch, "", false).unwrap().as_str(),
+            target(&ch, "", false, None).unwrap().as_str(),
             "https://erp.example.com/api/"
         );
         for escape in [
@@ -279,11 +307,11 @@ mod tests {
             "http://erp.example.com/api/",
             "https://erp.example.com:444/",
         ] {
-            assert!(target(&ch, escape, false).is_err(), "{escape}");
+            assert!(target(&ch, escape, false, None).is_err(), "{escape}");
         }
-        let err = target(&ch, "ftp://x/?key=secret", true).unwrap_err();
+        let err = target(&ch, "ftp://x/?key=secret", true, None).unwrap_err();
         assert!(!err.contains("secret"), "{err}");
-        assert!(target(&ch, "https://other.example.com/", true).is_ok());
-        assert!(target(&ch, "file:///etc/passwd", true).is_err());
+        assert!(target(&ch, "https://other.example.com/", true, None).is_ok());
+        assert!(target(&ch, "file:///etc/passwd", true, None).is_err());
     }
 }

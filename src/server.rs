@@ -70,6 +70,7 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         jobs: crate::jobs::Jobs::default(),
         http: crate::outbound::client(),
         me: me.clone(),
+        listening: std::sync::OnceLock::new(),
         stopped,
     }))
 }
@@ -194,6 +195,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let _ = state.listening.set(addr);
     // The handlers exist before anyone is told where to connect.
     let signals = Signals::new().map_err(|e| format!("cannot handle signals: {e}"))?;
     crate::jobs::start(&state)
@@ -421,6 +423,9 @@ fn spawn_housekeeping(state: Arc<AppState>) {
             }
             if let Err(e) = crate::jobs::prune(&state).await {
                 tracing::error!("pruning finished jobs: {e}");
+            }
+            if let Err(e) = crate::kv::prune_expired(&state.store).await {
+                tracing::error!("pruning expired kv keys: {e}");
             }
             if let Err(e) = crate::jobs::take_up_orphans(&state).await {
                 tracing::error!("taking up orphaned jobs: {e}");

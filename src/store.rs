@@ -115,6 +115,36 @@ INSERT INTO kv_counts (channel, n)
     SELECT channel, count(*) FROM kv WHERE NOT EXISTS (SELECT 1 FROM kv_counts) GROUP BY channel;
 ";
 
+/// Columns added after the first release of the schema: (table, column, declaration).
+const COLUMNS_ADDED: &[(&str, &str, &str)] = &[
+    ("jobs", "test", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "tags", "TEXT"),
+    ("kv", "expires", "INTEGER"),
+];
+
+/// What needs the added columns.
+const AFTER_COLUMNS: &str = "
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS job_tags (
+    tag TEXT NOT NULL,
+    job TEXT NOT NULL,
+    PRIMARY KEY (tag, job)
+) WITHOUT ROWID;
+";
+
+/// Adds `column` to `table` unless it is there.
+fn add_column(c: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let has: i64 = c.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -209,19 +239,10 @@ impl Store {
         })?;
         writer.execute_batch(SCHEMA).map_err(named)?;
         // Columns added after the first release of the schema.
-        let has_test: bool = writer
-            .query_row(
-                "SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'test'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(named)?
-            > 0;
-        if !has_test {
-            writer
-                .execute_batch("ALTER TABLE jobs ADD COLUMN test INTEGER NOT NULL DEFAULT 0")
-                .map_err(named)?;
+        for (table, column, decl) in COLUMNS_ADDED {
+            add_column(&writer, table, column, decl).map_err(named)?;
         }
+        writer.execute_batch(AFTER_COLUMNS).map_err(named)?;
         let reader = connect(&path).map_err(named)?;
         let (tx, rx) = mpsc::channel::<Op>();
         let full = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -480,12 +501,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store
-            .write(|c| c.execute("INSERT INTO kv VALUES ('ch', 'a', '1')", []))
+            .write(|c| {
+                c.execute(
+                    "INSERT INTO kv (channel, key, value) VALUES ('ch', 'a', '1')",
+                    [],
+                )
+            })
             .await
             .unwrap();
         // A failing write does not undo the others of its group.
         let bad = store.write(|c| c.execute("INSERT INTO nope VALUES (1)", []));
-        let good = store.write(|c| c.execute("INSERT INTO kv VALUES ('ch', 'b', '2')", []));
+        let good = store.write(|c| {
+            c.execute(
+                "INSERT INTO kv (channel, key, value) VALUES ('ch', 'b', '2')",
+                [],
+            )
+        });
         let (bad, good) = tokio::join!(bad, good);
         assert!(bad.is_err());
         assert!(good.is_ok());
@@ -506,7 +537,10 @@ mod tests {
             tokio::spawn(async move {
                 store
                     .write(move |c| {
-                        c.execute("INSERT INTO kv VALUES ('ch', ?1, 'v')", [format!("k{i}")])
+                        c.execute(
+                            "INSERT INTO kv (channel, key, value) VALUES ('ch', ?1, 'v')",
+                            [format!("k{i}")],
+                        )
                     })
                     .await
             })

@@ -291,8 +291,10 @@ async fn protocol_violations_close_with_their_codes() {
 async fn subscriptions_are_kept_per_connection_and_gated_by_ws_apis() {
     let srv = project()
         .channel(json!({"code": "closed", "token_local": "c-token"}))
-        .channel(json!({"code": "feed", "token_local": "f-token", "type": "events",
-            "opts": {"ws_apis": ["subscribe", "unsubscribe"]}}))
+        .channel(
+            json!({"code": "feed", "token_local": "f-token", "type": "events",
+            "opts": {"ws_apis": ["subscribe", "unsubscribe"]}}),
+        )
         .start();
     // Only events channels receive events: subscribing elsewhere says so.
     let mut general = connect(&srv, "/channels/live/ws?token=live-token").await;

@@ -184,9 +184,35 @@ pub(super) fn register(engine: &mut Engine) {
         "channel_send",
         |code: &str, data: Dynamic| -> Fallible<ImmutableString> {
             let data = json_value(&data)?;
-            with_host(|host, _| host.channel_send(code, data)).map(Into::into)
+            with_host(|host, _| host.channel_send(code, data, &[])).map(Into::into)
         },
     );
+    engine.register_fn(
+        "channel_send",
+        |code: &str, data: Dynamic, options: Map| -> Fallible<ImmutableString> {
+            let data = json_value(&data)?;
+            let tags = send_tags(&options)?;
+            with_host(|host, _| host.channel_send(code, data, &tags)).map(Into::into)
+        },
+    );
+    engine.register_fn("job_tag", |tag: &str| -> Fallible<()> {
+        super::no_side_effects_inline()?;
+        let Some(job) = with_context(|c| c.and_then(|c| c.job.clone())) else {
+            return fail(
+                "job_tag is only available in a job's run (send, inbox and schedule scripts)",
+            );
+        };
+        with_host(|host, _| host.job_tag(&job.id, tag))
+    });
+    // Uncatchable: ends the run, and the job, as failed with no further retry.
+    engine.register_fn("fail", |message: Dynamic| -> Fallible<()> {
+        let text = convert::to_text(&message).unwrap_or_else(|e| e);
+        Err(EvalAltResult::ErrorTerminated(
+            Dynamic::from(super::Failed(text.into())),
+            Position::NONE,
+        )
+        .into())
+    });
     engine.register_fn("webquery", |request: Map| -> Fallible<Dynamic> {
         super::no_side_effects_inline()?;
         let request = json_value(&Dynamic::from_map(request))?;
@@ -226,7 +252,29 @@ pub(super) fn register(engine: &mut Engine) {
         } else {
             Some(json_value(&value)?)
         };
-        with_host(|host, channel| host.kv_set(channel, key, value))
+        with_host(|host, channel| host.kv_set(channel, key, value, None))
+    });
+    engine.register_fn(
+        "kv_set",
+        |key: &str, value: Dynamic, ttl_secs: INT| -> Fallible<()> {
+            let Some(ttl) = u64::try_from(ttl_secs).ok().filter(|s| *s > 0) else {
+                return fail("kv_set: the TTL is a whole number of seconds, 1 or more");
+            };
+            let value = if value.is_unit() {
+                None
+            } else {
+                Some(json_value(&value)?)
+            };
+            let ttl = Some(std::time::Duration::from_secs(ttl));
+            with_host(|host, channel| host.kv_set(channel, key, value, ttl))
+        },
+    );
+    engine.register_fn("kv_delete", |key: &str| -> Fallible<bool> {
+        with_host(|host, channel| host.kv_delete(channel, key))
+    });
+    engine.register_fn("kv_keys", |prefix: &str| -> Fallible<rhai::Array> {
+        with_host(|host, channel| host.kv_keys(channel, prefix))
+            .map(|keys| keys.into_iter().map(Dynamic::from).collect())
     });
     engine.register_fn("kv_incr", |key: &str, n: INT| -> Fallible<INT> {
         with_host(|host, channel| host.kv_incr(channel, key, n))
@@ -267,6 +315,34 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("sleep", |_: INT| -> Fallible<()> { no_sleep() });
     engine.register_fn("sleep", |_: rhai::FLOAT| -> Fallible<()> { no_sleep() });
     engine.register_fn("sleep", |_: Dynamic| -> Fallible<()> { no_sleep() });
+}
+
+/// The tags of `channel_send(code, data, #{tag})`: a string or an array of strings.
+fn send_tags(options: &Map) -> Fallible<Vec<String>> {
+    for key in options.keys() {
+        if key != "tag" {
+            return fail(format!(
+                "channel_send: unknown option {key:?}; the options are: tag"
+            ));
+        }
+    }
+    let Some(tag) = options.get("tag") else {
+        return Ok(Vec::new());
+    };
+    if let Some(s) = tag.read_lock::<ImmutableString>() {
+        return Ok(vec![s.to_string()]);
+    }
+    if let Some(list) = tag.read_lock::<rhai::Array>() {
+        let mut out = Vec::new();
+        for t in list.iter() {
+            match t.read_lock::<ImmutableString>() {
+                Some(s) => out.push(s.to_string()),
+                None => return fail("channel_send: tag is a string or an array of strings"),
+            }
+        }
+        return Ok(out);
+    }
+    fail("channel_send: tag is a string or an array of strings")
 }
 
 fn json_value(value: &Dynamic) -> Fallible<serde_json::Value> {

@@ -22,6 +22,9 @@ pub enum RunError {
     /// It threw, failed or does not compile; message with position.
     #[error("{0}")]
     Failed(String),
+    /// The script called `fail(message)`: a job ends `failed` with no further retry.
+    #[error("{0}")]
+    Fail(String),
     /// It failed because a store write found no space (answered `507`).
     #[error("no space left for the store: {0}")]
     StoreFull(String),

@@ -153,7 +153,11 @@ pub fn unknown_calls(
     let mut exports_of: HashMap<String, Option<HashSet<String>>> = HashMap::new();
     let mut out = Vec::new();
     for call in calls {
-        if call.deep || !call.name.starts_with(|c: char| c.is_alphabetic() || c == '_') {
+        if call.deep
+            || !call
+                .name
+                .starts_with(|c: char| c.is_alphabetic() || c == '_')
+        {
             continue;
         }
         let (candidates, what): (Vec<String>, String) = match &call.module {
@@ -173,7 +177,10 @@ pub fn unknown_calls(
                 }
                 (
                     exported.into_iter().collect(),
-                    format!("module \"{target}\" (imported as {alias}) exports no function {}", call.name),
+                    format!(
+                        "module \"{target}\" (imported as {alias}) exports no function {}",
+                        call.name
+                    ),
                 )
             }
             None => {
@@ -220,7 +227,11 @@ pub fn nearest(name: &str, candidates: &[String]) -> Vec<String> {
             scored.insert((d, c.as_str()));
         }
     }
-    scored.into_iter().take(3).map(|(_, c)| c.to_owned()).collect()
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, c)| c.to_owned())
+        .collect()
 }
 
 /// The outputs of a recv script (`status`, `body`, `headers`) that its top
@@ -281,7 +292,9 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].line, found[0].col), (2, 9));
         assert!(
-            found[0].message.contains("unknown function hmac_sha265_hex")
+            found[0]
+                .message
+                .contains("unknown function hmac_sha265_hex")
                 && found[0].message.contains("hmac_sha256_hex"),
             "{}",
             found[0].message
@@ -313,7 +326,10 @@ mod tests {
     fn a_module_function_it_does_not_export_is_found() {
         let found = lint("import \"lib\" as lib;\nlib::helpr();");
         assert_eq!(found.len(), 1);
-        assert!(found[0].message.contains("did you mean helper"), "{found:?}");
+        assert!(
+            found[0].message.contains("did you mean helper"),
+            "{found:?}"
+        );
     }
 
     #[test]

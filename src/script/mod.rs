@@ -18,6 +18,7 @@ mod api;
 mod compiler;
 pub mod convert;
 pub mod error;
+pub mod library;
 pub mod lint;
 pub mod memory;
 pub mod priority;
@@ -102,8 +103,13 @@ pub trait Host: Send + Sync {
         name: &str,
         data: serde_json::Value,
     ) -> Result<String, String>;
-    /// Creates a send job for channel `code`; returns its id once committed.
-    fn channel_send(&self, code: &str, data: serde_json::Value) -> Result<String, String>;
+    /// Creates a send job for channel `code` with business-key `tags`; returns its id once committed.
+    fn channel_send(
+        &self,
+        code: &str,
+        data: serde_json::Value,
+        tags: &[String],
+    ) -> Result<String, String>;
     /// Calls the channel's external system; `budget` is what is left of the run's time.
     fn webquery(
         &self,
@@ -113,13 +119,20 @@ pub trait Host: Send + Sync {
     ) -> Result<serde_json::Value, String>;
     /// The channel's value for `key`, if any.
     fn kv_get(&self, channel: &str, key: &str) -> Result<Option<serde_json::Value>, String>;
-    /// Stores (or with `None` removes) the channel's value for `key`.
+    /// Stores (or with `None` removes) the channel's value for `key`, gone after `ttl` if given.
     fn kv_set(
         &self,
         channel: &str,
         key: &str,
         value: Option<serde_json::Value>,
+        ttl: Option<Duration>,
     ) -> Result<(), String>;
+    /// Removes the channel's `key`; `true` when it was there.
+    fn kv_delete(&self, channel: &str, key: &str) -> Result<bool, String>;
+    /// The channel's keys starting with `prefix`, sorted, at most 1 000.
+    fn kv_keys(&self, channel: &str, prefix: &str) -> Result<Vec<String>, String>;
+    /// Adds `tag` to job `job` (at most 8 tags a job).
+    fn job_tag(&self, job: &str, tag: &str) -> Result<(), String>;
     /// Adds `n` to the integer under `key` (missing: 0), atomically; returns the new value.
     fn kv_incr(&self, channel: &str, key: &str, n: i64) -> Result<i64, String>;
     /// Sets `key` to `new` only if it now holds `expected` (`None`: absent), atomically.
@@ -149,7 +162,7 @@ impl Host for NoHost {
     fn emit_event(&self, _: &str, _: &str, _: serde_json::Value) -> Result<String, String> {
         Err(Self::NO.into())
     }
-    fn channel_send(&self, _: &str, _: serde_json::Value) -> Result<String, String> {
+    fn channel_send(&self, _: &str, _: serde_json::Value, _: &[String]) -> Result<String, String> {
         Err(Self::NO.into())
     }
     fn webquery(
@@ -163,7 +176,22 @@ impl Host for NoHost {
     fn kv_get(&self, _: &str, _: &str) -> Result<Option<serde_json::Value>, String> {
         Err(Self::NO.into())
     }
-    fn kv_set(&self, _: &str, _: &str, _: Option<serde_json::Value>) -> Result<(), String> {
+    fn kv_set(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<serde_json::Value>,
+        _: Option<Duration>,
+    ) -> Result<(), String> {
+        Err(Self::NO.into())
+    }
+    fn kv_delete(&self, _: &str, _: &str) -> Result<bool, String> {
+        Err(Self::NO.into())
+    }
+    fn kv_keys(&self, _: &str, _: &str) -> Result<Vec<String>, String> {
+        Err(Self::NO.into())
+    }
+    fn job_tag(&self, _: &str, _: &str) -> Result<(), String> {
         Err(Self::NO.into())
     }
     fn kv_incr(&self, _: &str, _: &str, _: i64) -> Result<i64, String> {
@@ -370,6 +398,7 @@ impl ScriptEngine {
         engine.set_module_resolver(SiblingResolver);
         api::register(&mut engine);
         webhooks::register(&mut engine);
+        library::register(&mut engine);
         Self {
             known: Arc::new(lint::Known::of(&engine)),
             engine: Arc::new(engine),
@@ -608,6 +637,10 @@ const TIMEOUT: &str = "timeout";
 /// The token of a run stopped for holding more than [`memory::RUN_MEMORY`].
 const OUT_OF_MEMORY: &str = "memory";
 
+/// The token of `fail(message)`, which ends a run uncatchably.
+#[derive(Clone)]
+pub(crate) struct Failed(pub ImmutableString);
+
 /// How long past its deadline a run's answer waits for the run to stop by itself.
 pub const DEADLINE_GRACE: Duration = Duration::from_millis(5);
 
@@ -692,7 +725,9 @@ const UNIT_HINT: &str =
 /// `true` when `err` is an operation that met `()` where it wanted a value.
 fn on_unit(err: &EvalAltResult) -> bool {
     let mut inner = err;
-    while let EvalAltResult::ErrorInFunctionCall(_, _, e, _) | EvalAltResult::ErrorInModule(_, e, _) = inner {
+    while let EvalAltResult::ErrorInFunctionCall(_, _, e, _)
+    | EvalAltResult::ErrorInModule(_, e, _) = inner
+    {
         inner = e;
     }
     match inner {
@@ -722,6 +757,14 @@ fn classify(code: &str, err: EvalAltResult) -> RunError {
                     "the run held more than {} MiB of memory ({code}.rhai)",
                     memory::RUN_MEMORY >> 20
                 ));
+            }
+            EvalAltResult::ErrorTerminated(token, pos) if token.is::<Failed>() => {
+                let message = token.clone_cast::<Failed>().0;
+                let at = match (pos.line(), pos.position()) {
+                    (Some(l), Some(c)) => format!(" ({code}.rhai:{l}:{c})"),
+                    _ => String::new(),
+                };
+                return RunError::Fail(format!("{message}{at}"));
             }
             EvalAltResult::ErrorTerminated(..) => return RunError::Timeout,
             EvalAltResult::ErrorInFunctionCall(_, _, e, _)

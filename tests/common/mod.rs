@@ -134,9 +134,15 @@ impl Project {
             let (_, out, _) = self.check_with_env(env);
             let alarms: Vec<&str> = out
                 .lines()
-                .filter(|l| l.contains(": unknown function ") || l.contains(" exports no function "))
+                .filter(|l| {
+                    l.contains(": unknown function ") || l.contains(" exports no function ")
+                })
                 .collect();
-            assert!(alarms.is_empty(), "the authoring check says:\n{}", alarms.join("\n"));
+            assert!(
+                alarms.is_empty(),
+                "the authoring check says:\n{}",
+                alarms.join("\n")
+            );
         }
         let config = self.write_config();
         let mut cmd = Command::new(binary());
@@ -343,6 +349,8 @@ pub async fn raw_get(srv: &Server, path: &str) -> u16 {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    /// The query string as sent, if any.
+    pub query: Option<String>,
     pub authorization: Option<String>,
     pub body: String,
 }
@@ -373,6 +381,7 @@ impl Upstream {
             seen.lock().unwrap().push(Seen {
                 method: method.to_string(),
                 path: path.clone(),
+                query: uri.query().map(str::to_owned),
                 authorization: headers
                     .get("authorization")
                     .map(|v| v.to_str().unwrap().to_owned()),

@@ -1368,6 +1368,7 @@ impl Module {
     #[cfg(not(feature = "no_function"))]
     #[inline(always)]
     #[must_use]
+    #[allow(dead_code)] // Switchyard patch: unused with the `internals` feature
     pub(crate) fn get_script_fn_by_hash_mut(
         &mut self,
         hash: u64,
