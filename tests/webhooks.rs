@@ -200,7 +200,7 @@ async fn the_signed_bytes_are_exactly_the_bytes_sent() {
 
 /// Webhooks signed by the providers' own libraries (standardwebhooks, svix,
 /// stripe, slack-sdk) and by GitHub's and Shopify's documented recipes:
-/// tests/fixtures/webhook_vectors.json, written by scripts/webhook_vectors.py.
+/// tests/fixtures/webhook_vectors.json, written by tests/fixtures/webhook_vectors.py.
 #[tokio::test]
 async fn webhooks_signed_by_the_providers_libraries_verify() {
     let vectors: Value =
