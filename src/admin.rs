@@ -427,7 +427,7 @@ fn script_file(app: &AppState, code: &str) -> PathBuf {
 
 /// The query parameters of an admin listing, refusing one it does not know
 /// (a misspelt filter must not silently list everything).
-fn listing_params(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, AppError> {
+pub fn listing_params(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, AppError> {
     let mut out = HashMap::new();
     for (k, v) in crate::auth::query_pairs(uri.query().unwrap_or("")) {
         if !allowed.contains(&k.as_str()) {

@@ -32,7 +32,7 @@ const FRAMING_HEADERS: &[&str] = &[
 ];
 
 /// The top-level variables a recv script may set.
-const RECV_OUTPUTS: &[&str] = &["status", "body", "content_type", "headers"];
+pub const RECV_OUTPUTS: &[&str] = &["status", "body", "content_type", "headers"];
 
 /// A channel resolved and its caller authenticated.
 pub struct Caller {
@@ -213,6 +213,34 @@ async fn serve_api(
     let channel = caller.channel.clone();
     let body = read_body(app, &parts.headers, body).await?;
     let body = String::from_utf8(body.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
+    // A channel with `opts.record` keeps the request (without credentials) and its answer.
+    let started = std::time::Instant::now();
+    let keep = channel.doc.opts.record.unwrap_or(0);
+    let recorded = (keep > 0).then(|| {
+        (
+            parts.method.to_string(),
+            sub_path(parts.uri.path()).to_owned(),
+            auth::strip_token(parts.uri.query().unwrap_or("")),
+            crate::dev::recordings::headers(&parts.headers),
+            body.clone(),
+            script.version.clone(),
+        )
+    });
+    let record = |answer: serde_json::Value| {
+        if let Some((method, path, query, headers, body, version)) = &recorded {
+            let req = crate::dev::recordings::HttpRequest {
+                id: &request_id,
+                method,
+                path,
+                query,
+                headers: headers.clone(),
+                body,
+            };
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let doc = crate::dev::recordings::http_doc(req, answer, ms, version);
+            app.recorder.keep(channel.code(), keep, doc);
+        }
+    };
 
     let params: Vec<rhai::ImmutableString> = vec![
         parts.method.as_str().into(),
@@ -243,6 +271,9 @@ async fn serve_api(
             ));
         }
         let body = serde_json::json!({ "request_id": request_id });
+        record(serde_json::json!({
+            "status": 202, "content_type": "application/json", "headers": {}, "body": body,
+        }));
         return Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response());
     }
     let ctx = RunContext {
@@ -255,13 +286,29 @@ async fn serve_api(
         job: None,
         lazy: Some(LazyParam::new(5, move || headers_json(&parts.headers))),
     };
-    let outputs = app
+    let answer = app
         .engine
         .run(script, ctx, channel.timeout, RECV_OUTPUTS)
         .await
-        .map_err(|e| script_failure(app, &channel, &request_id, e))?;
-    build_response(&outputs)
-        .map_err(|e| script_failure(app, &channel, &request_id, RunError::Failed(e)))
+        .map_err(|e| script_failure(app, &channel, &request_id, e))
+        .and_then(|outputs| {
+            http_answer(&outputs)
+                .map_err(|e| script_failure(app, &channel, &request_id, RunError::Failed(e)))
+        });
+    if recorded.is_some() {
+        record(match &answer {
+            Ok(a) => a.to_json(),
+            Err(e) => {
+                let (status, code) = e.status_and_code();
+                let mut body = serde_json::json!({ "error": code });
+                if let AppError::Script(Some(m)) = e {
+                    body["message"] = m.clone().into();
+                }
+                serde_json::json!({"status": status.as_u16(), "content_type": "application/json", "headers": {}, "body": body})
+            }
+        });
+    }
+    answer.map(HttpAnswer::into_response)
 }
 
 /// `POST /channels/{code}/jobs/{id}/result` (channel credentials): the external
@@ -442,7 +489,7 @@ pub(crate) fn discard(mut body: Body) {
 }
 
 /// The raw path after `/channels/{code}/api`, e.g. `/orders/42`, or `""`.
-fn sub_path(path: &str) -> &str {
+pub fn sub_path(path: &str) -> &str {
     path.strip_prefix("/channels/")
         .and_then(|rest| rest.split_once('/'))
         .and_then(|(_, after)| after.strip_prefix("api"))
@@ -451,7 +498,7 @@ fn sub_path(path: &str) -> &str {
 
 /// Request headers as a JSON object: lower-case names, `authorization` left out,
 /// repeated headers joined with `", "`.
-fn headers_json(headers: &HeaderMap) -> String {
+pub fn headers_json(headers: &HeaderMap) -> String {
     let mut map = serde_json::Map::new();
     for (name, value) in headers {
         if name == header::AUTHORIZATION {
@@ -471,8 +518,58 @@ fn headers_json(headers: &HeaderMap) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-/// Builds the HTTP answer from `status`, `body`, `content_type` and `headers`.
-fn build_response(outputs: &[Dynamic]) -> Result<Response, String> {
+/// A recv script's answer, before it becomes an HTTP response.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The answer as a JSON value: `{status, content_type, headers, body}`,
+    /// the body parsed when it is JSON (as recordings and dry runs show it).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut headers = serde_json::Map::new();
+        for (name, value) in &self.headers {
+            headers.insert(
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes())
+                    .into_owned()
+                    .into(),
+            );
+        }
+        serde_json::json!({
+            "status": self.status.as_u16(),
+            "content_type": self.content_type,
+            "headers": headers,
+            "body": body_json(&self.body),
+        })
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        let out = response.headers_mut();
+        if let Ok(ct) = HeaderValue::from_str(&self.content_type) {
+            out.insert(header::CONTENT_TYPE, ct);
+        }
+        for (name, value) in self.headers {
+            out.append(name, value);
+        }
+        response
+    }
+}
+
+/// A body as JSON when it parses as JSON, else as text.
+pub fn body_json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|_| body.into())
+}
+
+/// The answer a recv script's outputs (`status`, `body`, `content_type`,
+/// `headers`) make, or why they make none.
+pub fn http_answer(outputs: &[Dynamic]) -> Result<HttpAnswer, String> {
     let [status, body, content_type, headers] = outputs else {
         return Err("internal: wrong number of outputs".into());
     };
@@ -488,14 +585,9 @@ fn build_response(outputs: &[Dynamic]) -> Result<Response, String> {
     } else {
         convert::to_text(content_type).map_err(|e| format!("content_type: {e}"))?
     };
-    let mut response = Response::new(Body::from(body_text));
-    *response.status_mut() = status;
-    let out = response.headers_mut();
-    out.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&content_type)
-            .map_err(|_| format!("content_type {content_type:?} is not a valid header value"))?,
-    );
+    HeaderValue::from_str(&content_type)
+        .map_err(|_| format!("content_type {content_type:?} is not a valid header value"))?;
+    let mut out = Vec::new();
     if !headers.is_unit() {
         let map = headers
             .read_lock::<Map>()
@@ -511,10 +603,15 @@ fn build_response(outputs: &[Dynamic]) -> Result<Response, String> {
             let text = convert::to_text(value).map_err(|e| format!("headers.{name}: {e}"))?;
             let value = HeaderValue::from_str(&text)
                 .map_err(|_| format!("headers.{name}: not a valid header value"))?;
-            out.append(name, value);
+            out.push((name, value));
         }
     }
-    Ok(response)
+    Ok(HttpAnswer {
+        status,
+        content_type,
+        headers: out,
+        body: body_text,
+    })
 }
 
 fn response_status(status: &Dynamic) -> Result<StatusCode, String> {

@@ -36,6 +36,7 @@ pub mod channel;
 pub mod config;
 pub mod conn_io;
 pub mod connections;
+pub mod dev;
 pub mod error;
 pub mod events;
 pub mod files;
@@ -94,6 +95,8 @@ pub struct AppState {
     /// The address the server listens on, once bound: a channel `url` that is
     /// a path (`/channels/orders/api/`) is a channel of this same server.
     pub listening: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Recordings on their way to the store (`opts.record`).
+    pub recorder: dev::recordings::Recorder,
     /// Codes of the channels an operator stopped (or that do not start by
     /// themselves, `opts.autostart = false`); not stored: a restart returns
     /// every channel to its `autostart`.
@@ -243,4 +246,15 @@ impl script::Host for AppState {
     fn file_write(&self, channel: &channel::Channel, name: &str, text: &str) -> Result<(), String> {
         files::write_text(self, channel, name, text)
     }
+
+    fn job_wait(&self, job: &script::JobRun, secs: u64) -> Result<(), String> {
+        *job.wait_secs.lock().unwrap_or_else(|p| p.into_inner()) = Some(secs);
+        Ok(())
+    }
+
+    fn log(&self, level: tracing::Level, channel: &str, request_id: &str, text: &str) {
+        script::trace(level, channel, request_id, text);
+    }
+
+    fn finished(&self, _: u64) {}
 }

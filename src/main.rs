@@ -1,4 +1,4 @@
-//! The `switchyard` command: `serve`, `check` and `backup`.
+//! The `switchyard` command: `serve`, `check`, `test`, `try` and `backup`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +53,44 @@ enum Command {
     },
     /// Validate every channel document and compile every script.
     Check {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run the script test cases offline (no server, no store changed).
+    Test {
+        /// A project folder (with channels/, scripts/, cases/) or the cases folder (default: ./cases).
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Dry-run one request, frame or job offline and print the answer, logs and effects.
+    Try {
+        /// The channel code.
+        channel: String,
+        /// HTTP method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The path after /channels/{code}/api.
+        #[arg(long, default_value = "")]
+        path: String,
+        /// The query string.
+        #[arg(long, default_value = "")]
+        query: String,
+        /// A request header, `name: value` (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// The request body.
+        #[arg(long)]
+        body: Option<String>,
+        /// A websocket message frame's data (JSON) instead of an HTTP request.
+        #[arg(long)]
+        ws: Option<String>,
+        /// A case file's case (JSON: request, frame, job or schedule, kv, stubs) instead of the flags.
+        #[arg(long)]
+        case: Option<PathBuf>,
+        /// A draft script to run instead of the channel's.
+        #[arg(long)]
+        script: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -139,6 +177,75 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Test { dir, common } => {
+            let folders_given = common.channels.is_some() || common.scripts.is_some();
+            let config = match common.load() {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let layout =
+                switchyard::dev::cases::Layout::resolve(dir.as_deref(), config, folders_given);
+            match offline_runtime().block_on(switchyard::dev::cases::run_all(&layout)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Try {
+            channel,
+            method,
+            path,
+            query,
+            headers,
+            body,
+            ws,
+            case,
+            script,
+            common,
+        } => {
+            let config = match common.load() {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let case = match (case, ws) {
+                (Some(file), _) => match std::fs::read_to_string(&file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(v) => v,
+                    Err(e) => return fail(&format!("{}: {e}", file.display())),
+                },
+                (None, Some(data)) => match serde_json::from_str::<serde_json::Value>(&data) {
+                    Ok(data) => serde_json::json!({ "frame": { "data": data } }),
+                    Err(e) => return fail(&format!("--ws: not JSON: {e}")),
+                },
+                (None, None) => {
+                    let mut map = serde_json::Map::new();
+                    for h in &headers {
+                        let Some((k, v)) = h.split_once(':') else {
+                            return fail(&format!("--header {h:?}: use `name: value`"));
+                        };
+                        map.insert(k.trim().to_ascii_lowercase(), v.trim().into());
+                    }
+                    serde_json::json!({ "request": {
+                        "method": method, "path": path, "query": query,
+                        "headers": map, "body": body.unwrap_or_default(),
+                    }})
+                }
+            };
+            let draft = match script.map(std::fs::read_to_string).transpose() {
+                Ok(d) => d,
+                Err(e) => return fail(&format!("--script: {e}")),
+            };
+            let run = switchyard::dev::cases::try_one(&config, &channel, &case, draft.as_deref());
+            match offline_runtime().block_on(run) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::Check { common } => {
             let config = match common.load() {
                 Ok(c) => c,
@@ -175,6 +282,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A small runtime for the offline commands (scripts run on its blocking threads).
+fn offline_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_stack_size(8 * 1024 * 1024)
+        .build()
+        .expect("a runtime")
 }
 
 fn fail(message: &str) -> ExitCode {

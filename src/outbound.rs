@@ -96,6 +96,11 @@ struct Request<'a> {
     timeout: Option<Duration>,
 }
 
+/// Checks a `webquery` request map as a real call would (dry runs use it).
+pub fn check_request(request: &Value) -> Result<(), String> {
+    parse_request(request).map(|_| ())
+}
+
 fn parse_request(request: &Value) -> Result<Request<'_>, String> {
     let fields = request
         .as_object()

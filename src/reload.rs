@@ -103,6 +103,25 @@ pub fn reload_now(app: &AppState) -> Loaded {
             }
         }
     }
+    // A changed opts.record trims a channel's recordings; a deleted channel drops them.
+    let recorded = |s: &crate::registry::Snapshot, code: &str| {
+        s.channel(code)
+            .map_or(0, |c| c.doc.opts.record.unwrap_or(0))
+    };
+    let trim = loaded.changes.iter().any(|change| match change {
+        Change::Updated(code) | Change::Deleted(code) => {
+            recorded(&loaded.snapshot, code) < recorded(&prev, code)
+        }
+        Change::Created(_) => false,
+    });
+    if trim {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if let Err(e) = rt.block_on(crate::dev::recordings::sync(&app.store, &loaded.snapshot))
+            {
+                tracing::warn!("recordings: {e}");
+            }
+        }
+    }
     publish_changes(app, &prev, &loaded);
     metrics::counter!("switchyard_reloads_total").increment(1);
     tracing::debug!(

@@ -71,6 +71,7 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         http: crate::outbound::client(),
         me: me.clone(),
         listening: std::sync::OnceLock::new(),
+        recorder: crate::dev::recordings::Recorder::default(),
         stopped,
     }))
 }
@@ -99,6 +100,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/events", axum::routing::post(admin::post_event))
         .merge(admin::routes())
+        .merge(crate::dev::api::routes())
         .fallback(|| async { AppError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -201,6 +203,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
     crate::jobs::start(&state)
         .await
         .map_err(|e| e.to_string())?;
+    crate::dev::recordings::Recorder::start(&state);
+    if let Err(e) = crate::dev::recordings::sync(&state.store, &state.registry.snapshot()).await {
+        tracing::warn!("recordings: {e}");
+    }
     spawn_housekeeping(state.clone());
     reload::spawn_watcher(state.clone());
     {

@@ -107,6 +107,13 @@ CREATE TABLE IF NOT EXISTS meta (
     k TEXT PRIMARY KEY,
     v TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recordings (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    doc     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recordings_by_channel ON recordings (channel, seq);
 CREATE TABLE IF NOT EXISTS kv_counts (
     channel TEXT PRIMARY KEY,
     n       INTEGER NOT NULL

@@ -65,7 +65,7 @@ const MAX_WRITE_BUFFER: usize = 2 * crate::connections::QUEUE_BYTES;
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The top-level variables a websocket message script may set.
-const MESSAGE_OUTPUTS: &[&str] = &["data", "success"];
+pub const MESSAGE_OUTPUTS: &[&str] = &["data", "success"];
 
 /// Handles the upgrade request: authenticated exactly like HTTP before upgrading.
 pub async fn upgrade(
@@ -635,6 +635,10 @@ impl MessageRun {
             ))
             .await;
         self.conn.inflight.fetch_sub(1, Ordering::Relaxed);
+        let keep = self.channel.doc.opts.record.unwrap_or(0);
+        if keep > 0 {
+            self.record(keep, success, &data);
+        }
         tracing::info!(
             target: "switchyard::ws",
             channel = %self.channel.code(),
@@ -646,6 +650,34 @@ impl MessageRun {
             "message"
         );
         crate::telemetry::count_ws_message(self.channel.code(), success);
+    }
+
+    /// Keeps the frame and its answer (`opts.record`).
+    fn record(&self, keep: u32, success: bool, data: &str) {
+        let version = self
+            .channel
+            .script_for(ScriptField::RecvWs)
+            .and_then(|code| {
+                self.app
+                    .registry
+                    .snapshot()
+                    .scripts
+                    .get(code)
+                    .map(|s| s.version.clone())
+            })
+            .unwrap_or_default();
+        let sent = self
+            .frame
+            .payload
+            .get("data")
+            .map_or_else(|| "null".to_owned(), json_text);
+        let answer = json!({
+            "success": success,
+            "data": serde_json::from_str::<Value>(data).unwrap_or(Value::Null),
+        });
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let doc = crate::dev::recordings::ws_doc(&self.request_id, &sent, answer, ms, &version);
+        self.app.recorder.keep(self.channel.code(), keep, doc);
     }
 
     /// The script and the run's inputs, or the answer when there is no script.

@@ -224,6 +224,7 @@ pub(super) fn register(engine: &mut Engine) {
         answer.map(|v| convert::from_json(&v)).or_else(fail)
     });
     engine.register_fn("job_wait", |seconds: INT| -> Fallible<()> {
+        super::no_side_effects_inline()?;
         let job = with_context(|c| c.and_then(|c| c.job.clone()));
         match job {
             Some(job) if job.can_wait => {
@@ -236,8 +237,7 @@ pub(super) fn register(engine: &mut Engine) {
                         "job_wait: seconds must be a whole number from 1 to {max} (30 days)"
                     ));
                 };
-                *job.wait_secs.lock().unwrap_or_else(|p| p.into_inner()) = Some(secs);
-                Ok(())
+                with_host(|host, _| host.job_wait(&job, secs))
             }
             _ => fail("job_wait is only available in send scripts"),
         }
@@ -373,22 +373,9 @@ fn json_text(value: Dynamic) -> Fallible<ImmutableString> {
 
 fn log(level: tracing::Level, msg: &Dynamic) {
     let text = convert::to_text(msg).unwrap_or_else(|e| e);
-    with_context(|c| {
-        let (channel, request_id) = c.map_or(("", ""), |c| {
-            (c.channel.doc.code.as_str(), c.request_id.as_str())
-        });
-        match level {
-            tracing::Level::ERROR => {
-                tracing::error!(target: "switchyard::script", channel, request_id, "{text}")
-            }
-            tracing::Level::WARN => {
-                tracing::warn!(target: "switchyard::script", channel, request_id, "{text}")
-            }
-            tracing::Level::INFO => {
-                tracing::info!(target: "switchyard::script", channel, request_id, "{text}")
-            }
-            _ => tracing::debug!(target: "switchyard::script", channel, request_id, "{text}"),
-        }
+    with_context(|c| match c {
+        Some(c) => c.host.log(level, c.channel.code(), &c.request_id, &text),
+        None => super::trace(level, "", "", &text),
     });
 }
 

@@ -59,6 +59,11 @@ impl Known {
         Self { names }
     }
 
+    /// Every name.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.names.iter()
+    }
+
     /// `true` when the engine has a function called `name`.
     pub fn has(&self, name: &str) -> bool {
         self.names.contains(name)

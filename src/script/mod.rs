@@ -81,6 +81,8 @@ pub struct Script {
     pub source: String,
     /// The compiled form, or why it does not compile.
     pub compiled: Result<Arc<AST>, CompileError>,
+    /// A short hash of the source: which version answered (recordings).
+    pub version: String,
 }
 
 /// What scripts reach beyond the engine: pushes, events. Implemented by the
@@ -147,6 +149,12 @@ pub trait Host: Send + Sync {
     fn file_read(&self, channel: &Channel, name: &str) -> Result<String, String>;
     /// Writes a file of the channel's files API.
     fn file_write(&self, channel: &Channel, name: &str, text: &str) -> Result<(), String>;
+    /// `job_wait(secs)`: the send job `job` waits for the external system's answer.
+    fn job_wait(&self, job: &JobRun, secs: u64) -> Result<(), String>;
+    /// A log line of the script.
+    fn log(&self, level: tracing::Level, channel: &str, request_id: &str, text: &str);
+    /// The run ended after `operations` operations.
+    fn finished(&self, operations: u64);
 }
 
 /// A host with nothing behind it (unit tests): every call fails with a message.
@@ -212,6 +220,14 @@ impl Host for NoHost {
     fn file_write(&self, _: &Channel, _: &str, _: &str) -> Result<(), String> {
         Err(Self::NO.into())
     }
+    fn job_wait(&self, job: &JobRun, secs: u64) -> Result<(), String> {
+        *job.wait_secs.lock().unwrap_or_else(|p| p.into_inner()) = Some(secs);
+        Ok(())
+    }
+    fn log(&self, level: tracing::Level, channel: &str, request_id: &str, text: &str) {
+        trace(level, channel, request_id, text);
+    }
+    fn finished(&self, _: u64) {}
 }
 
 impl NoHost {
@@ -285,6 +301,94 @@ thread_local! {
     static INLINE: Cell<bool> = const { Cell::new(false) };
     /// A store write of this run failed for lack of space.
     static STORE_FULL: Cell<bool> = const { Cell::new(false) };
+    /// Operations of the run so far (for dry runs, which report them).
+    static OPERATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Every function that reaches beyond the run (a store, the network, other
+/// channels, the log), with a call that exercises it. Each one goes through
+/// the run's [`Host`] and leaves an inline attempt; a dry run (SPEC §15)
+/// captures the writes and lets the reads ([`READS`]) see the stores. A
+/// function added to the API must be listed here or in [`PURE`] (a test
+/// holds the two lists to the engine).
+pub const SIDE_EFFECTS: &[(&str, &str)] = &[
+    ("kv_get", "kv_get(\"a\")"),
+    ("kv_keys", "kv_keys(\"a\")"),
+    ("file_read", "file_read(\"f\")"),
+    ("kv_set", "kv_set(\"a\", 1)"),
+    ("kv_delete", "kv_delete(\"a\")"),
+    ("kv_incr", "kv_incr(\"n\", 1)"),
+    ("kv_cas", "kv_cas(\"n\", (), 1)"),
+    ("file_write", "file_write(\"f\", \"t\")"),
+    ("emit_event", "emit_event(\"a.b\", 1)"),
+    ("channel_send", "channel_send(\"c\", 1)"),
+    ("channel_send_ws", "channel_send_ws(\"c\", 1)"),
+    ("ws_send", "ws_send(1)"),
+    ("ws_send_to", "ws_send_to(\"x\", 1)"),
+    ("webquery", "webquery(#{})"),
+    ("job_wait", "job_wait(5)"),
+    ("job_tag", "job_tag(\"t\")"),
+    ("log_info", "log_info(\"x\")"),
+    ("log_warn", "log_warn(\"x\")"),
+    ("log_error", "log_error(\"x\")"),
+];
+
+/// The [`SIDE_EFFECTS`] that only read.
+pub const READS: &[&str] = &["kv_get", "kv_keys", "file_read"];
+
+/// Switchyard's functions without a side effect: they depend on the run's
+/// inputs at most, and run the same in an inline attempt, a real run and a
+/// dry run.
+pub const PURE: &[&str] = &[
+    "startparam",
+    "parse_json",
+    "to_json",
+    "parse_query",
+    "now",
+    "uuid",
+    "has_role",
+    "user_id",
+    "token_remote",
+    "token_remote2",
+    "channel_mode",
+    "md5_hex",
+    "sha256_hex",
+    "hmac_sha256_hex",
+    "base64_encode",
+    "base64_decode",
+    "sleep",
+    "fail",
+    "webhook_verify",
+    "hmac_sha256",
+    "sha256",
+    "hex_encode",
+    "hex_decode",
+    "base64_decode_blob",
+    "eq_ct",
+    "url_encode",
+    "url_decode",
+    "join",
+    "unix_time",
+    "unix_time_ms",
+    "parse_time",
+    "format_time",
+    "fault_panic",
+];
+
+/// A log line of a script (`log_*`, `print`, `debug`), as tracing writes it.
+pub fn trace(level: tracing::Level, channel: &str, request_id: &str, text: &str) {
+    match level {
+        tracing::Level::ERROR => {
+            tracing::error!(target: "switchyard::script", channel, request_id, "{text}")
+        }
+        tracing::Level::WARN => {
+            tracing::warn!(target: "switchyard::script", channel, request_id, "{text}")
+        }
+        tracing::Level::INFO => {
+            tracing::info!(target: "switchyard::script", channel, request_id, "{text}")
+        }
+        _ => tracing::debug!(target: "switchyard::script", channel, request_id, "{text}"),
+    }
 }
 
 /// Notes that a store write of the run on this thread failed for lack of space:
@@ -331,6 +435,12 @@ impl RunGuard {
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
+        let operations = OPERATIONS.with(|o| o.replace(0));
+        with_context(|c| {
+            if let Some(c) = c {
+                c.host.finished(operations);
+            }
+        });
         memory::end();
         watchdog::disarm();
         DEADLINE.with(|d| d.set(None));
@@ -347,6 +457,12 @@ pub struct ScriptEngine {
     compiles: Arc<compiler::Compiles>,
     /// Every function name the engine has, for the authoring check.
     known: Arc<lint::Known>,
+}
+
+/// The first 12 hex digits of the SHA-256 of a script's source.
+pub fn version_of(source: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(source.as_bytes())[..6])
 }
 
 /// The message of a script whose (large) compile is still under way.
@@ -380,6 +496,7 @@ impl ScriptEngine {
             if memory::over() {
                 return Some(Dynamic::from(OUT_OF_MEMORY));
             }
+            OPERATIONS.with(|o| o.set(ops));
             let every = if INLINE.with(Cell::get) {
                 limits::INLINE_CLOCK_EVERY_OPS
             } else {
@@ -514,6 +631,7 @@ impl ScriptEngine {
         Script {
             code: code.to_owned(),
             path,
+            version: version_of(&source),
             source,
             compiled,
         }
@@ -928,29 +1046,43 @@ mod tests {
     }
 
     #[test]
+    fn every_function_of_the_api_is_classified() {
+        // Rhai's own functions are pure; every one Switchyard registers must be
+        // listed as a side effect or as pure, so that inline attempts and dry
+        // runs cannot miss a new one.
+        let ours = lint::Known::of(ScriptEngine::new().engine());
+        let rhai = lint::Known::of(&Engine::new());
+        let mut missing = Vec::new();
+        for name in ours.names() {
+            let listed =
+                SIDE_EFFECTS.iter().any(|(n, _)| n == name) || PURE.contains(&name.as_str());
+            if !rhai.has(name) && !listed && !name.contains('$') {
+                missing.push(name.clone());
+            }
+        }
+        missing.sort();
+        assert!(
+            missing.is_empty(),
+            "not classified as side effect or pure: {missing:?}"
+        );
+        for (name, _) in SIDE_EFFECTS {
+            assert!(ours.has(name), "{name} is listed but not registered");
+        }
+    }
+
+    #[test]
     fn side_effects_move_the_run_off_the_async_thread() {
         let e = ScriptEngine::new();
         let deadline = || Instant::now() + Duration::from_secs(1);
-        for src in [
-            "kv_set(\"a\", 1);",
-            "kv_get(\"a\");",
-            "log_info(\"x\");",
-            "log_warn(\"x\");",
-            "log_error(\"x\");",
-            "emit_event(\"a.b\", 1);",
-            "webquery(#{});",
-            "channel_send(\"c\", 1);",
-            "channel_send_ws(\"c\", 1);",
-            "ws_send(1);",
-            "ws_send_to(\"x\", 1);",
-            "file_read(\"f\");",
-            "kv_incr(\"n\", 1);",
-            "kv_cas(\"n\", (), 1);",
-            "file_write(\"f\", \"t\");",
+        let listed: Vec<String> = SIDE_EFFECTS
+            .iter()
+            .map(|(_, call)| format!("{call};"))
+            .collect();
+        for src in listed.iter().map(String::as_str).chain([
             // A script cannot catch its way past the move.
             "try { kv_set(\"a\", 1); } catch { } body = 1;",
             "loop { }",
-        ] {
+        ]) {
             let scripts = table(&e, &[("main", src)]);
             let ctx = context(scripts.clone());
             assert!(

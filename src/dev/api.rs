@@ -1,0 +1,280 @@
+//! The admin routes of script development (SPEC §15):
+//! `GET|DELETE /admin/channels/{code}/requests`, `POST …/try`, `POST …/replay`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::dry::{self, DryHost, Input, Reads};
+use super::recordings;
+use crate::channel::Channel;
+use crate::error::AppError;
+use crate::AppState;
+
+/// The routes, under the admin guard.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/admin/channels/{code}/requests",
+            get(list_requests).delete(clear_requests),
+        )
+        .route("/admin/channels/{code}/try", post(try_run))
+        .route("/admin/channels/{code}/replay", post(replay))
+}
+
+fn channel_of(app: &AppState, code: &str) -> Result<Arc<Channel>, AppError> {
+    app.registry
+        .snapshot()
+        .channel(code)
+        .cloned()
+        .ok_or(AppError::UnknownChannel)
+}
+
+fn store_error(e: crate::store::StoreError) -> AppError {
+    tracing::error!("recordings: {e}");
+    AppError::Internal
+}
+
+async fn list_requests(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    uri: Uri,
+) -> Result<Json<Value>, AppError> {
+    let params = crate::admin::listing_params(&uri, &["limit"])?;
+    channel_of(&app, &code)?;
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(n) => n.parse::<usize>().map_err(|_| {
+            AppError::BadRequest(format!("limit must be a whole number, not {n:?}"))
+        })?,
+    }
+    .clamp(1, 1000);
+    let app2 = app.clone();
+    let list = tokio::task::spawn_blocking(move || recordings::list(&app2.store, &code, limit))
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map_err(store_error)?;
+    Ok(Json(json!({ "requests": list })))
+}
+
+async fn clear_requests(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<StatusCode, AppError> {
+    channel_of(&app, &code)?;
+    recordings::clear(&app.store, &code)
+        .await
+        .map_err(store_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn bad(message: impl Into<String>) -> AppError {
+    AppError::BadRequest(message.into())
+}
+
+/// The input of a `/try` body: `request` or `record`, `kind`, `data`.
+fn input_of(app: &AppState, code: &str, body: &Value) -> Result<Input, AppError> {
+    if let Some(id) = body.get("record") {
+        let id = id
+            .as_str()
+            .ok_or_else(|| bad("record is a request id (a string)"))?;
+        let rec = recordings::find(&app.store, code, id)
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                AppError::Missing(
+                    "unknown_record",
+                    format!("channel {code:?} has no recording {id:?}"),
+                )
+            })?;
+        return Input::of_recording(&rec).map_err(bad);
+    }
+    match body.get("kind").and_then(Value::as_str).unwrap_or("http") {
+        "ws" => Ok(Input::Ws {
+            data: body.get("data").cloned().unwrap_or(Value::Null),
+        }),
+        "http" => {
+            let req = body
+                .get("request")
+                .ok_or_else(|| bad("give \"request\": {method, path, query, headers, body}, or \"record\": request_id"))?;
+            http_input(code, req)
+        }
+        other => Err(bad(format!("kind is \"http\" or \"ws\", not {other:?}"))),
+    }
+}
+
+/// An HTTP input from `{method, path, query, headers, body}`.
+pub fn http_input(code: &str, req: &Value) -> Result<Input, AppError> {
+    let text = |k: &str| -> Result<String, AppError> {
+        match req.get(k) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) if k == "body" => Ok(req[k].to_string()),
+            Some(_) => Err(bad(format!("request.{k} is a string"))),
+        }
+    };
+    let mut headers = serde_json::Map::new();
+    if let Some(h) = req.get("headers") {
+        let map = h
+            .as_object()
+            .ok_or_else(|| bad("request.headers is a map"))?;
+        for (k, v) in map {
+            let v = v
+                .as_str()
+                .ok_or_else(|| bad(format!("request.headers.{k} is a string")))?;
+            headers.insert(k.to_ascii_lowercase(), v.into());
+        }
+    }
+    let path = text("path")?;
+    // The path after /channels/{code}/api, whichever form was given.
+    let prefix = format!("/channels/{code}/api");
+    let path = path
+        .strip_prefix(&prefix)
+        .map(str::to_owned)
+        .unwrap_or(path);
+    let method = text("method")?;
+    Ok(Input::Http {
+        method: if method.is_empty() {
+            "GET".into()
+        } else {
+            method
+        },
+        path,
+        query: text("query")?.trim_start_matches('?').to_owned(),
+        headers,
+        body: text("body")?,
+    })
+}
+
+fn stubs_of(body: &Value) -> Result<Vec<Value>, AppError> {
+    match body.get("stubs") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(s) => match s.get("webquery") {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(list)) => Ok(list.clone()),
+            Some(_) => Err(bad("stubs.webquery is a list of {status, headers, body}")),
+        },
+    }
+}
+
+async fn try_run(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, AppError> {
+    let channel = channel_of(&app, &code)?;
+    let input = input_of(&app, &code, &body)?;
+    let stubs = stubs_of(&body)?;
+    let snapshot = app.registry.snapshot();
+    let script = match body.get("script") {
+        None | Some(Value::Null) => {
+            dry::script_of(&channel, &input, &snapshot.scripts).map_err(bad)?
+        }
+        Some(Value::String(source)) => {
+            let own = dry::script_of(&channel, &input, &snapshot.scripts)
+                .map(|s| s.code.clone())
+                .unwrap_or_else(|_| "draft".into());
+            let engine = app.engine.clone();
+            let scripts = snapshot.scripts.clone();
+            let source = source.clone();
+            tokio::task::spawn_blocking(move || dry::draft(&engine, &own, &source, &scripts))
+                .await
+                .map_err(|_| AppError::Internal)?
+                .map_err(AppError::Compile)?
+        }
+        Some(_) => return Err(bad("script is Rhai source (a string)")),
+    };
+    let host = Arc::new(DryHost::new(Reads::Live(app.clone()), stubs));
+    let identity = crate::auth::channel_identity(&channel, &app.config);
+    let outcome = dry::run(
+        &app.engine,
+        &channel,
+        &snapshot.scripts,
+        script,
+        &input,
+        identity,
+        host,
+    )
+    .await;
+    Ok(Json(outcome))
+}
+
+async fn replay(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, AppError> {
+    let channel = channel_of(&app, &code)?;
+    let source = body
+        .get("script")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("script is the draft's Rhai source (a string)"))?
+        .to_owned();
+    let limit = match body.get("limit") {
+        None | Some(Value::Null) => 10,
+        Some(n) => n.as_u64().ok_or_else(|| bad("limit is a whole number"))? as usize,
+    }
+    .clamp(1, 1000);
+    let snapshot = app.registry.snapshot();
+    let app2 = app.clone();
+    let code2 = code.clone();
+    let list = tokio::task::spawn_blocking(move || recordings::list(&app2.store, &code2, limit))
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map_err(store_error)?;
+    let mut drafts: Vec<(&'static str, Arc<crate::script::Script>)> = Vec::new();
+    let mut results = Vec::new();
+    let mut changed = 0;
+    for rec in &list {
+        let Ok(input) = Input::of_recording(rec) else {
+            continue;
+        };
+        let kind = input.kind();
+        let script = match drafts.iter().find(|(k, _)| *k == kind) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let own = dry::script_of(&channel, &input, &snapshot.scripts)
+                    .map(|s| s.code.clone())
+                    .unwrap_or_else(|_| "draft".into());
+                let (engine, scripts, src) =
+                    (app.engine.clone(), snapshot.scripts.clone(), source.clone());
+                let s =
+                    tokio::task::spawn_blocking(move || dry::draft(&engine, &own, &src, &scripts))
+                        .await
+                        .map_err(|_| AppError::Internal)?
+                        .map_err(AppError::Compile)?;
+                drafts.push((kind, s.clone()));
+                s
+            }
+        };
+        // webquery is not replayed against the network: no stubs, so a call fails as unstubbed.
+        let host = Arc::new(DryHost::new(Reads::Live(app.clone()), Vec::new()));
+        let identity = crate::auth::channel_identity(&channel, &app.config);
+        let outcome = dry::run(
+            &app.engine,
+            &channel,
+            &snapshot.scripts,
+            script,
+            &input,
+            identity,
+            host,
+        )
+        .await;
+        let before = rec["answer"].clone();
+        let after = outcome["answer"].clone();
+        let same = dry::same_answer(&before, &after);
+        if !same {
+            changed += 1;
+        }
+        results.push(json!({
+            "request_id": rec["id"],
+            "before": before,
+            "after": after,
+            "same": same,
+        }));
+    }
+    Ok(Json(json!({ "results": results, "changed": changed })))
+}
