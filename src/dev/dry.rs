@@ -522,3 +522,51 @@ pub fn same_answer(before: &Value, after: &Value) -> bool {
     };
     fields.iter().all(|f| before.get(*f) == after.get(*f))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::{READS, SIDE_EFFECTS};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn every_side_effect_is_captured_not_done() {
+        // A send job's run, where every function of the list is allowed.
+        let engine = ScriptEngine::new();
+        let channel = Arc::new(crate::channel::test_channel(r#"{"code":"t"}"#));
+        for (name, call) in SIDE_EFFECTS {
+            let source = format!("{call};");
+            let script = draft(&engine, "s", &source, &ScriptTable::new()).unwrap();
+            let stubs = vec![json!({"status": 200})];
+            let reads = Reads::Fixture {
+                kv: serde_json::Map::new(),
+                files: HashMap::from([("f".to_owned(), "text".to_owned())]),
+            };
+            let host = Arc::new(DryHost::new(reads, stubs));
+            let input = Input::Send { data: json!(1) };
+            let out = run(
+                &engine,
+                &channel,
+                &Arc::new(ScriptTable::new()),
+                script,
+                &input,
+                Identity::default(),
+                host,
+            )
+            .await;
+            assert_eq!(out["answer"]["state"], "succeeded", "{name}: {out}");
+            let effects: Vec<&str> = out["effects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["fn"].as_str().unwrap())
+                .collect();
+            if READS.contains(name) {
+                assert!(effects.is_empty(), "{name} only reads: {effects:?}");
+            } else if name.starts_with("log_") {
+                assert_eq!(out["logs"].as_array().unwrap().len(), 1, "{name}");
+            } else {
+                assert_eq!(effects, [*name], "{name} is captured as an effect");
+            }
+        }
+    }
+}
