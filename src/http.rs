@@ -216,29 +216,33 @@ async fn serve_api(
     // A channel with `opts.record` keeps the request (without credentials) and its answer.
     let started = std::time::Instant::now();
     let keep = channel.doc.opts.record.unwrap_or(0);
-    let recorded = (keep > 0).then(|| {
+    let mut recorded = (keep > 0).then(|| {
         (
             parts.method.to_string(),
             sub_path(parts.uri.path()).to_owned(),
             auth::strip_token(parts.uri.query().unwrap_or("")),
-            crate::dev::recordings::headers(&parts.headers),
+            parts.headers.clone(),
             body.clone(),
             script.version.clone(),
         )
     });
-    let record = |answer: serde_json::Value| {
-        if let Some((method, path, query, headers, body, version)) = &recorded {
-            let req = crate::dev::recordings::HttpRequest {
-                id: &request_id,
-                method,
-                path,
-                query,
-                headers: headers.clone(),
-                body,
-            };
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            let doc = crate::dev::recordings::http_doc(req, answer, ms, version);
-            app.recorder.keep(channel.code(), keep, doc);
+    let mut record = |answer: crate::dev::recordings::Answer| {
+        if let Some((method, path, query, headers, body, version)) = recorded.take() {
+            let rec = crate::dev::recordings::Recording::Http(Box::new(
+                crate::dev::recordings::HttpRecording {
+                    id: request_id.clone(),
+                    at: std::time::SystemTime::now(),
+                    method,
+                    path,
+                    query,
+                    headers,
+                    body,
+                    answer,
+                    duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    version,
+                },
+            ));
+            app.recorder.keep(channel.code(), keep, rec);
         }
     };
 
@@ -271,9 +275,9 @@ async fn serve_api(
             ));
         }
         let body = serde_json::json!({ "request_id": request_id });
-        record(serde_json::json!({
+        record(crate::dev::recordings::Answer::Json(serde_json::json!({
             "status": 202, "content_type": "application/json", "headers": {}, "body": body,
-        }));
+        })));
         return Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response());
     }
     let ctx = RunContext {
@@ -295,16 +299,19 @@ async fn serve_api(
             http_answer(&outputs)
                 .map_err(|e| script_failure(app, &channel, &request_id, RunError::Failed(e)))
         });
-    if recorded.is_some() {
+    if keep > 0 {
         record(match &answer {
-            Ok(a) => a.to_json(),
+            Ok(a) => crate::dev::recordings::Answer::Http(a.clone()),
             Err(e) => {
                 let (status, code) = e.status_and_code();
                 let mut body = serde_json::json!({ "error": code });
                 if let AppError::Script(Some(m)) = e {
                     body["message"] = m.clone().into();
                 }
-                serde_json::json!({"status": status.as_u16(), "content_type": "application/json", "headers": {}, "body": body})
+                crate::dev::recordings::Answer::Json(serde_json::json!({
+                    "status": status.as_u16(), "content_type": "application/json",
+                    "headers": {}, "body": body,
+                }))
             }
         });
     }
@@ -519,7 +526,7 @@ pub fn headers_json(headers: &HeaderMap) -> String {
 }
 
 /// A recv script's answer, before it becomes an HTTP response.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HttpAnswer {
     pub status: StatusCode,
     pub content_type: String,

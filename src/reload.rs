@@ -116,8 +116,7 @@ pub fn reload_now(app: &AppState) -> Loaded {
     });
     if trim {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            if let Err(e) = rt.block_on(crate::dev::recordings::sync(&app.store, &loaded.snapshot))
-            {
+            if let Err(e) = rt.block_on(crate::dev::recordings::sync(app, &loaded.snapshot)) {
                 tracing::warn!("recordings: {e}");
             }
         }

@@ -204,7 +204,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     crate::dev::recordings::Recorder::start(&state);
-    if let Err(e) = crate::dev::recordings::sync(&state.store, &state.registry.snapshot()).await {
+    if let Err(e) = crate::dev::recordings::sync(&state, &state.registry.snapshot()).await {
         tracing::warn!("recordings: {e}");
     }
     spawn_housekeeping(state.clone());

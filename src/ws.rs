@@ -671,12 +671,15 @@ impl MessageRun {
             .payload
             .get("data")
             .map_or_else(|| "null".to_owned(), json_text);
-        let answer = json!({
-            "success": success,
-            "data": serde_json::from_str::<Value>(data).unwrap_or(Value::Null),
-        });
-        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        let doc = crate::dev::recordings::ws_doc(&self.request_id, &sent, answer, ms, &version);
+        let doc = crate::dev::recordings::Recording::Ws {
+            id: self.request_id.clone(),
+            at: std::time::SystemTime::now(),
+            data: sent,
+            success,
+            answered: data.to_owned(),
+            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            version,
+        };
         self.app.recorder.keep(self.channel.code(), keep, doc);
     }
 

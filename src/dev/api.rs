@@ -46,6 +46,7 @@ async fn list_requests(
 ) -> Result<Json<Value>, AppError> {
     let params = crate::admin::listing_params(&uri, &["limit"])?;
     channel_of(&app, &code)?;
+    app.recorder.flush(&app.store).await.map_err(store_error)?;
     let limit = match params.get("limit") {
         None => 100,
         Some(n) => n.parse::<usize>().map_err(|_| {
@@ -66,6 +67,7 @@ async fn clear_requests(
     Path(code): Path<String>,
 ) -> Result<StatusCode, AppError> {
     channel_of(&app, &code)?;
+    app.recorder.flush(&app.store).await.map_err(store_error)?;
     recordings::clear(&app.store, &code)
         .await
         .map_err(store_error)?;
@@ -166,6 +168,7 @@ async fn try_run(
     Json(body): Json<Value>,
 ) -> Result<Json<Value>, AppError> {
     let channel = channel_of(&app, &code)?;
+    app.recorder.flush(&app.store).await.map_err(store_error)?;
     let input = input_of(&app, &code, &body)?;
     let stubs = stubs_of(&body)?;
     let snapshot = app.registry.snapshot();
@@ -219,6 +222,7 @@ async fn replay(
     }
     .clamp(1, 1000);
     let snapshot = app.registry.snapshot();
+    app.recorder.flush(&app.store).await.map_err(store_error)?;
     let app2 = app.clone();
     let code2 = code.clone();
     let list = tokio::task::spawn_blocking(move || recordings::list(&app2.store, &code2, limit))

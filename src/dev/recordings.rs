@@ -2,17 +2,19 @@
 //! inbound HTTP requests and websocket `message` frames with their answers,
 //! for dry runs and replays.
 //!
-//! A recording is made off the request's path: the handler hands it to a
-//! bounded queue without waiting ([`Recorder::keep`]), and one task writes
-//! what queued in batches, trimming each channel to its N. When the queue is
-//! full the recording is dropped (and counted), never the request.
-//! Credentials are left out before anything is queued.
+//! A recording is made off the request's path: the handler puts it in a
+//! small in-memory buffer that keeps each channel's newest N
+//! ([`Recorder::keep`], a lock and a push), and a task writes the buffer to
+//! the store every [`FLUSH_EVERY`], in one transaction, trimming each channel
+//! to its N. At a high rate most recordings are replaced in the buffer
+//! before they are ever written, so the store sees at most N rows a channel
+//! a flush. Readers flush first, so they see every recording made so far.
+//! Credentials are left out before anything is kept.
 
 use std::sync::Arc;
 
 use rusqlite::params;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use crate::registry::Snapshot;
 use crate::store::{Store, StoreError};
@@ -21,85 +23,78 @@ use crate::AppState;
 /// Bodies longer than this are cut, and the recording marked `truncated`.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Recordings waiting to be written, at most.
-const QUEUE: usize = 4096;
-
 /// Request headers never recorded.
 const SECRET_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
 
-/// One recording on its way to the store.
+/// How often the buffer is written to the store.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// One channel's recordings not yet written: the newest `keep`.
 struct Pending {
-    channel: String,
     keep: u32,
-    doc: Value,
+    docs: std::collections::VecDeque<Recording>,
 }
 
-/// The recordings queue: handlers put, one task writes.
+/// Recordings on their way to the store.
+#[derive(Default)]
 pub struct Recorder {
-    tx: mpsc::Sender<Pending>,
-    rx: std::sync::Mutex<Option<mpsc::Receiver<Pending>>>,
-}
-
-impl Default for Recorder {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::channel::<Pending>(QUEUE);
-        Self {
-            tx,
-            rx: std::sync::Mutex::new(Some(rx)),
-        }
-    }
+    pending: std::sync::Mutex<std::collections::HashMap<String, Pending>>,
+    /// Serialises flushes, so rows go in in the order they were made.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Recorder {
-    /// Starts the writer task (once).
+    /// Starts the task that writes the buffer every [`FLUSH_EVERY`].
     pub fn start(app: &Arc<AppState>) {
-        let rx = app
-            .recorder
-            .rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let Some(mut rx) = rx else { return };
         let app = app.clone();
         tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while rx.recv_many(&mut batch, 256).await > 0 {
-                let items = std::mem::take(&mut batch);
-                if let Err(e) = app.store.write(move |c| write(c, &items)).await {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = app.recorder.flush(&app.store).await {
                     tracing::warn!("recordings not written: {e}");
                 }
             }
         });
     }
 
-    /// Queues `doc` for channel `channel`, which keeps `keep`; never waits.
-    pub fn keep(&self, channel: &str, keep: u32, doc: Value) {
-        let pending = Pending {
-            channel: channel.to_owned(),
-            keep,
-            doc,
-        };
-        if self.tx.try_send(pending).is_err() {
-            metrics::counter!("switchyard_recordings_dropped_total").increment(1);
+    /// Keeps `doc` for channel `channel`, which keeps its newest `keep`; never waits for the store.
+    pub fn keep(&self, channel: &str, keep: u32, doc: Recording) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = pending
+            .entry(channel.to_owned())
+            .or_insert_with(|| Pending {
+                keep,
+                docs: Default::default(),
+            });
+        entry.keep = keep;
+        entry.docs.push_back(doc);
+        while entry.docs.len() > keep as usize {
+            entry.docs.pop_front();
         }
+    }
+
+    /// Writes what is buffered, and trims each channel written to its `keep`.
+    pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
+        let _one = self.flushing.lock().await;
+        let items: Vec<(String, Pending)> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.is_empty() {
+                return Ok(());
+            }
+            std::mem::take(&mut *pending).into_iter().collect()
+        };
+        store.write(move |c| write(c, &items)).await
     }
 }
 
-fn write(c: &rusqlite::Connection, items: &[Pending]) -> rusqlite::Result<()> {
-    for item in items {
-        c.prepare_cached("INSERT INTO recordings (channel, id, doc) VALUES (?1, ?2, ?3)")?
-            .execute(params![
-                item.channel,
-                item.doc["id"].as_str().unwrap_or(""),
-                item.doc.to_string()
-            ])?;
-    }
-    let mut trimmed: Vec<&str> = Vec::new();
-    for item in items.iter().rev() {
-        if !trimmed.contains(&item.channel.as_str()) {
-            trim(c, &item.channel, item.keep)?;
-            trimmed.push(&item.channel);
+fn write(c: &rusqlite::Connection, items: &[(String, Pending)]) -> rusqlite::Result<()> {
+    for (channel, pending) in items {
+        for rec in &pending.docs {
+            c.prepare_cached("INSERT INTO recordings (channel, id, doc) VALUES (?1, ?2, ?3)")?
+                .execute(params![channel, rec.id(), rec.to_doc().to_string()])?;
         }
+        trim(c, channel, pending.keep)?;
     }
     Ok(())
 }
@@ -146,60 +141,119 @@ pub fn headers(headers: &axum::http::HeaderMap) -> Value {
     Value::Object(map)
 }
 
-/// What a recording holds of an HTTP request (its answer added by the caller).
-pub struct HttpRequest<'a> {
-    pub id: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    /// The query with its `token` parameter already removed.
-    pub query: &'a str,
-    pub headers: Value,
-    pub body: &'a str,
+/// The answer of a recorded request.
+pub enum Answer {
+    /// What the script answered: status, content type, headers, body.
+    Http(crate::http::HttpAnswer),
+    /// Any other answer (an error, the inbox's 202, a frame's result), as JSON.
+    Json(Value),
 }
 
-/// The recording of an HTTP request and its answer.
-pub fn http_doc(req: HttpRequest<'_>, answer: Value, duration_ms: f64, version: &str) -> Value {
-    let (body, truncated) = cut(req.body);
-    let mut doc = json!({
-        "id": req.id,
-        "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "kind": "http",
-        "method": req.method,
-        "path": req.path,
-        "query": req.query,
-        "headers": req.headers,
-        "body": body,
-        "answer": answer,
-        "duration_ms": (duration_ms * 1000.0).round() / 1000.0,
-        "script": version,
-    });
-    if truncated {
-        doc["truncated"] = true.into();
-    }
-    doc
+/// A recorded HTTP request.
+pub struct HttpRecording {
+    pub id: String,
+    pub at: std::time::SystemTime,
+    pub method: String,
+    /// The path after `/channels/{code}/api`.
+    pub path: String,
+    /// The query, its `token` parameter already removed.
+    pub query: String,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+    pub answer: Answer,
+    pub duration_ms: f64,
+    pub version: String,
 }
 
-/// The recording of a websocket `message` frame (its `data` as JSON text in
-/// `body`) and its answer `{success, data}`.
-pub fn ws_doc(id: &str, data: &str, answer: Value, duration_ms: f64, version: &str) -> Value {
-    let (body, truncated) = cut(data);
-    let mut doc = json!({
-        "id": id,
-        "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "kind": "ws",
-        "method": "",
-        "path": "",
-        "query": "",
-        "headers": {},
-        "body": body,
-        "answer": answer,
-        "duration_ms": (duration_ms * 1000.0).round() / 1000.0,
-        "script": version,
-    });
-    if truncated {
-        doc["truncated"] = true.into();
+/// A recording as the buffer keeps it: the raw parts, made into JSON only
+/// when written (most are replaced in the buffer before that, at a high rate).
+pub enum Recording {
+    /// An inbound HTTP request.
+    Http(Box<HttpRecording>),
+    /// A websocket `message` frame: its data as JSON text, and the answer.
+    Ws {
+        id: String,
+        at: std::time::SystemTime,
+        data: String,
+        success: bool,
+        /// The answer's data as JSON text.
+        answered: String,
+        duration_ms: f64,
+        version: String,
+    },
+}
+
+impl Recording {
+    /// The id (the request id).
+    pub fn id(&self) -> &str {
+        match self {
+            Recording::Http(h) => &h.id,
+            Recording::Ws { id, .. } => id,
+        }
     }
-    doc
+
+    /// The recording as SPEC §15 shows it.
+    pub fn to_doc(&self) -> Value {
+        let ts = |at: &std::time::SystemTime| {
+            chrono::DateTime::<chrono::Utc>::from(*at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        let ms = |d: f64| (d * 1000.0).round() / 1000.0;
+        let (mut doc, body) = match self {
+            Recording::Http(r) => {
+                let HttpRecording {
+                    id,
+                    at,
+                    method,
+                    path,
+                    query,
+                    headers: h,
+                    body,
+                    answer,
+                    duration_ms,
+                    version,
+                } = &**r;
+                let answer = match answer {
+                    Answer::Http(a) => a.to_json(),
+                    Answer::Json(v) => v.clone(),
+                };
+                (
+                    json!({
+                        "id": id, "ts": ts(at), "kind": "http", "method": method, "path": path,
+                        "query": query, "headers": headers(h), "answer": answer,
+                        "duration_ms": ms(*duration_ms), "script": version,
+                    }),
+                    body,
+                )
+            }
+            Recording::Ws {
+                id,
+                at,
+                data,
+                success,
+                answered,
+                duration_ms,
+                version,
+            } => (
+                json!({
+                    "id": id, "ts": ts(at), "kind": "ws", "method": "", "path": "", "query": "",
+                    "headers": {},
+                    "answer": {
+                        "success": success,
+                        "data": serde_json::from_str::<Value>(answered).unwrap_or(Value::Null),
+                    },
+                    "duration_ms": ms(*duration_ms), "script": version,
+                }),
+                data,
+            ),
+        };
+        let (body, truncated) = cut(body);
+        doc["body"] = body.into();
+        if truncated {
+            doc["truncated"] = true.into();
+        }
+        doc
+    }
 }
 
 /// The newest `limit` recordings of `channel`, newest first.
@@ -244,7 +298,9 @@ pub async fn clear(store: &Store, channel: &str) -> Result<usize, StoreError> {
 
 /// Holds the recordings to the channels: a channel that is gone, or records
 /// nothing now, keeps none; the others keep their newest `opts.record`.
-pub async fn sync(store: &Store, snapshot: &Snapshot) -> Result<(), StoreError> {
+pub async fn sync(app: &AppState, snapshot: &Snapshot) -> Result<(), StoreError> {
+    app.recorder.flush(&app.store).await?;
+    let store = &app.store;
     let keep: Vec<(String, u32)> = snapshot
         .channels
         .values()
