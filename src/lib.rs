@@ -30,6 +30,7 @@
 //! - `conn_io`: one accepted socket shared by hyper and the server, with a write timeout.
 
 pub mod admin;
+pub mod answer;
 pub mod auth;
 pub mod authoring;
 pub mod channel;

@@ -29,17 +29,7 @@ async fn put_script(srv: &Server, code: &str, source: &str) -> (u16, Value) {
 }
 
 /// Calls channel `code`'s HTTP API with `body`; (status, JSON answer).
-async fn call(srv: &Server, code: &str, body: &str) -> (u16, Value) {
-    let resp = client()
-        .post(srv.url(&format!("/channels/{code}/api")))
-        .bearer_auth(format!("{code}-token"))
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(resp).await;
-    (status, body)
-}
+use common::post_api as call;
 
 #[tokio::test]
 async fn a_misspelt_function_is_refused_when_saved_and_reported_by_check() {

@@ -8,23 +8,13 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_serving, channel, client, json_of, ws_close_code as close_code, ws_connect as ws,
-    ws_recv as recv, ws_send as send, Project, Server,
+    ws_recv as recv, ws_send as send, Project,
 };
 use serde_json::{json, Value};
 
 const ADMIN: &str = "adm";
 
-async fn call(srv: &Server, code: &str, body: &str) -> (u16, Value) {
-    let resp = client()
-        .post(srv.url(&format!("/channels/{code}/api")))
-        .bearer_auth(format!("{code}-token"))
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(resp).await;
-    (status, body)
-}
+use common::post_api as call;
 
 /// Builds a value nested `n` deep, by the path the body names.
 const DEEP: &str = r#"

@@ -9,10 +9,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::dry::{self, DryHost, Input, Reads};
+use super::dry::{self, DryHost, Input, PickError, Reads};
 use super::recordings;
 use crate::channel::Channel;
 use crate::error::AppError;
+use crate::registry::Snapshot;
+use crate::script::Script;
 use crate::AppState;
 
 /// The routes, under the admin guard.
@@ -172,37 +174,59 @@ async fn try_run(
     let input = input_of(&app, &code, &body)?;
     let stubs = stubs_of(&body)?;
     let snapshot = app.registry.snapshot();
-    let script = match body.get("script") {
-        None | Some(Value::Null) => {
-            dry::script_of(&channel, &input, &snapshot.scripts).map_err(bad)?
-        }
-        Some(Value::String(source)) => {
-            let own = dry::script_of(&channel, &input, &snapshot.scripts)
-                .map(|s| s.code.clone())
-                .unwrap_or_else(|_| "draft".into());
-            let engine = app.engine.clone();
-            let scripts = snapshot.scripts.clone();
-            let source = source.clone();
-            tokio::task::spawn_blocking(move || dry::draft(&engine, &own, &source, &scripts))
-                .await
-                .map_err(|_| AppError::Internal)?
-                .map_err(AppError::Compile)?
-        }
+    let draft = match body.get("script") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(source)) => Some(source.clone()),
         Some(_) => return Err(bad("script is Rhai source (a string)")),
     };
+    let script = pick(&app, &channel, &snapshot, &input, draft).await?;
+    let at = setting(&app, &channel, &snapshot);
     let host = Arc::new(DryHost::new(Reads::Live(app.clone()), stubs));
-    let identity = crate::auth::channel_identity(&channel, &app.config);
-    let outcome = dry::run(
-        &app.engine,
-        &channel,
-        &snapshot.scripts,
-        script,
-        &input,
-        identity,
-        host,
-    )
-    .await;
-    Ok(Json(outcome))
+    Ok(Json(dry::run(&at, script, &input, host).await))
+}
+
+fn setting<'a>(
+    app: &'a AppState,
+    channel: &'a Arc<Channel>,
+    snapshot: &'a Snapshot,
+) -> dry::Setting<'a> {
+    dry::Setting {
+        engine: &app.engine,
+        channel,
+        scripts: &snapshot.scripts,
+        identity: crate::auth::channel_identity(channel, &app.config),
+    }
+}
+
+/// The script for `input`: the channel's, or `draft` (compiled on a blocking thread).
+async fn pick(
+    app: &AppState,
+    channel: &Arc<Channel>,
+    snapshot: &Arc<Snapshot>,
+    input: &Input,
+    draft: Option<String>,
+) -> Result<Arc<Script>, AppError> {
+    let (engine, channel, snapshot, input) = (
+        app.engine.clone(),
+        channel.clone(),
+        snapshot.clone(),
+        input.clone(),
+    );
+    let picked = tokio::task::spawn_blocking(move || {
+        let at = dry::Setting {
+            engine: &engine,
+            channel: &channel,
+            scripts: &snapshot.scripts,
+            identity: Default::default(),
+        };
+        at.script(&input, draft.as_deref())
+    })
+    .await
+    .map_err(|_| AppError::Internal)?;
+    picked.map_err(|e| match e {
+        PickError::NoScript(m) => bad(m),
+        PickError::Draft(e) => AppError::Compile(e),
+    })
 }
 
 async fn replay(
@@ -229,9 +253,10 @@ async fn replay(
         .await
         .map_err(|_| AppError::Internal)?
         .map_err(store_error)?;
-    let mut drafts: Vec<(&'static str, Arc<crate::script::Script>)> = Vec::new();
+    let mut drafts: Vec<(&'static str, Arc<Script>)> = Vec::new();
     let mut results = Vec::new();
     let mut changed = 0;
+    let at = setting(&app, &channel, &snapshot);
     for rec in &list {
         let Ok(input) = Input::of_recording(rec) else {
             continue;
@@ -240,33 +265,14 @@ async fn replay(
         let script = match drafts.iter().find(|(k, _)| *k == kind) {
             Some((_, s)) => s.clone(),
             None => {
-                let own = dry::script_of(&channel, &input, &snapshot.scripts)
-                    .map(|s| s.code.clone())
-                    .unwrap_or_else(|_| "draft".into());
-                let (engine, scripts, src) =
-                    (app.engine.clone(), snapshot.scripts.clone(), source.clone());
-                let s =
-                    tokio::task::spawn_blocking(move || dry::draft(&engine, &own, &src, &scripts))
-                        .await
-                        .map_err(|_| AppError::Internal)?
-                        .map_err(AppError::Compile)?;
+                let s = pick(&app, &channel, &snapshot, &input, Some(source.clone())).await?;
                 drafts.push((kind, s.clone()));
                 s
             }
         };
         // webquery is not replayed against the network: no stubs, so a call fails as unstubbed.
         let host = Arc::new(DryHost::new(Reads::Live(app.clone()), Vec::new()));
-        let identity = crate::auth::channel_identity(&channel, &app.config);
-        let outcome = dry::run(
-            &app.engine,
-            &channel,
-            &snapshot.scripts,
-            script,
-            &input,
-            identity,
-            host,
-        )
-        .await;
+        let outcome = dry::run(&at, script, &input, host).await;
         let before = rec["answer"].clone();
         let after = outcome["answer"].clone();
         let same = dry::same_answer(&before, &after);

@@ -151,14 +151,13 @@ pub async fn dry_run_offline(
         .cloned()
         .ok_or_else(|| format!("no channel {code:?}"))?;
     let input = input_of(code, case)?;
-    let script = match draft {
-        None => dry::script_of(&channel, &input, &snapshot.scripts)?,
-        Some(source) => {
-            let own = dry::script_of(&channel, &input, &snapshot.scripts)
-                .map_or_else(|_| "draft".to_owned(), |s| s.code.clone());
-            dry::draft(engine, &own, source, &snapshot.scripts).map_err(|e| e.to_string())?
-        }
+    let at = dry::Setting {
+        engine,
+        channel: &channel,
+        scripts: &snapshot.scripts,
+        identity: crate::auth::channel_identity(&channel, config),
     };
+    let script = at.script(&input, draft).map_err(|e| e.to_string())?;
     let kv = case
         .get("kv")
         .and_then(Value::as_object)
@@ -179,17 +178,7 @@ pub async fn dry_run_offline(
         .cloned()
         .unwrap_or_default();
     let host = Arc::new(DryHost::new(Reads::Fixture { kv, files }, stubs));
-    let identity = crate::auth::channel_identity(&channel, config);
-    Ok(dry::run(
-        engine,
-        &channel,
-        &snapshot.scripts,
-        script,
-        &input,
-        identity,
-        host,
-    )
-    .await)
+    Ok(dry::run(&at, script, &input, host).await)
 }
 
 /// Where `actual` differs from the subset `expected`: one line per difference.

@@ -362,18 +362,57 @@ pub fn draft(
     }))
 }
 
-/// Runs `script` for `input` on `channel` with `host`; the outcome as §15
-/// shows it: `{answer, logs, effects, duration_ms, operations}`.
-#[allow(clippy::too_many_arguments)]
+/// Where a dry run runs: the engine, the channel and the scripts it sees.
+pub struct Setting<'a> {
+    pub engine: &'a ScriptEngine,
+    pub channel: &'a Arc<Channel>,
+    pub scripts: &'a Arc<ScriptTable>,
+    /// The channel's own identity (its `opts.userid` and roles).
+    pub identity: Identity,
+}
+
+impl Setting<'_> {
+    /// The script to run for `input`: the channel's own, or `draft` compiled
+    /// and checked like a saved script (and named like the channel's).
+    pub fn script(&self, input: &Input, draft: Option<&str>) -> Result<Arc<Script>, PickError> {
+        let own = script_of(self.channel, input, self.scripts);
+        match draft {
+            None => own.map_err(PickError::NoScript),
+            Some(source) => {
+                let code = own.map_or_else(|_| "draft".to_owned(), |s| s.code.clone());
+                self::draft(self.engine, &code, source, self.scripts).map_err(PickError::Draft)
+            }
+        }
+    }
+}
+
+/// Why a dry run has no script to run.
+#[derive(Debug)]
+pub enum PickError {
+    /// The channel has none for this input.
+    NoScript(String),
+    /// The draft does not compile, or calls a function that exists nowhere.
+    Draft(CompileError),
+}
+
+impl std::fmt::Display for PickError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PickError::NoScript(m) => f.write_str(m),
+            PickError::Draft(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Runs `script` for `input` with `host`; the outcome as §15 shows it:
+/// `{answer, logs, effects, duration_ms, operations}`.
 pub async fn run(
-    engine: &ScriptEngine,
-    channel: &Arc<Channel>,
-    scripts: &Arc<ScriptTable>,
+    at: &Setting<'_>,
     script: Arc<Script>,
     input: &Input,
-    identity: Identity,
     host: Arc<DryHost>,
 ) -> Value {
+    let (engine, channel) = (at.engine, at.channel);
     let request_id = format!("dry-run-{}", uuid::Uuid::new_v4());
     let code = channel.code();
     let inbox = !channel.doc.opts.issync;
@@ -396,7 +435,7 @@ pub async fn run(
                 code.into(),
                 request_id.clone(),
             ],
-            crate::http::RECV_OUTPUTS,
+            crate::answer::RECV_OUTPUTS,
             inbox.then(|| JobRun {
                 id: request_id.clone(),
                 ..JobRun::default()
@@ -439,9 +478,9 @@ pub async fn run(
     let ctx = RunContext {
         channel: channel.clone(),
         request_id,
-        identity,
+        identity: at.identity.clone(),
         params: params.into_iter().map(Into::into).collect(),
-        scripts: scripts.clone(),
+        scripts: at.scripts.clone(),
         host: host.clone(),
         job: job.map(Arc::new),
         lazy: None,
@@ -474,7 +513,7 @@ fn answer(input: &Input, done: Result<Vec<Dynamic>, RunError>) -> Value {
         Err(RunError::Failed(m) | RunError::Fail(m)) => (500, "script_error", m.clone()),
     };
     match (input, done) {
-        (Input::Http { .. }, Ok(outputs)) => match crate::http::http_answer(&outputs) {
+        (Input::Http { .. }, Ok(outputs)) => match crate::answer::http_answer(&outputs) {
             Ok(a) => a.to_json(),
             Err(m) => json!({"status": 500, "body": {"error": "script_error", "message": m}}),
         },
@@ -543,16 +582,14 @@ mod tests {
             };
             let host = Arc::new(DryHost::new(reads, stubs));
             let input = Input::Send { data: json!(1) };
-            let out = run(
-                &engine,
-                &channel,
-                &Arc::new(ScriptTable::new()),
-                script,
-                &input,
-                Identity::default(),
-                host,
-            )
-            .await;
+            let scripts = Arc::new(ScriptTable::new());
+            let at = Setting {
+                engine: &engine,
+                channel: &channel,
+                scripts: &scripts,
+                identity: Identity::default(),
+            };
+            let out = run(&at, script, &input, host).await;
             assert_eq!(out["answer"]["state"], "succeeded", "{name}: {out}");
             let effects: Vec<&str> = out["effects"]
                 .as_array()

@@ -144,7 +144,7 @@ pub fn headers(headers: &axum::http::HeaderMap) -> Value {
 /// The answer of a recorded request.
 pub enum Answer {
     /// What the script answered: status, content type, headers, body.
-    Http(crate::http::HttpAnswer),
+    Http(crate::answer::HttpAnswer),
     /// Any other answer (an error, the inbox's 202, a frame's result), as JSON.
     Json(Value),
 }

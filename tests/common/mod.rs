@@ -572,3 +572,17 @@ pub async fn admin_get(srv: &Server, admin: &str, path: &str) -> (u16, Value) {
     let (status, _, body) = json_of(resp).await;
     (status, body)
 }
+
+/// `POST /channels/{code}/api` with `body`, authenticated as `{code}-token`
+/// (the [`channel`] default): (status, JSON answer).
+pub async fn post_api(srv: &Server, code: &str, body: &str) -> (u16, Value) {
+    let resp = client()
+        .post(srv.url(&format!("/channels/{code}/api")))
+        .bearer_auth(format!("{code}-token"))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    (status, body)
+}
