@@ -279,6 +279,25 @@ async fn a_dry_run_changes_nothing_and_shows_what_it_would_do() {
     assert_eq!(status, 422, "{out}");
     assert_eq!(out["error"], "compile_error");
     assert_eq!(out["line"], 1);
+    // A body that is not JSON is a 400 with a JSON error (the content type does not matter).
+    let resp = client()
+        .post(srv.url("/admin/channels/shop/try"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("{\"kind\": \"ws\", \"data\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "curl -d sends a form type");
+    let resp = client()
+        .post(srv.url("/admin/channels/shop/try"))
+        .bearer_auth(ADMIN)
+        .body("nope")
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!((status, body["error"].clone()), (400, json!("bad_request")));
     // Timeouts apply as in a real run.
     let (status, out) = admin_post(
         &srv,

@@ -164,11 +164,22 @@ fn stubs_of(body: &Value) -> Result<Vec<Value>, AppError> {
     }
 }
 
+/// A JSON body, whatever its content type says (`curl -d` sends a form type).
+fn json_body(bytes: &[u8]) -> Result<Value, AppError> {
+    let body: Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    if !body.is_object() {
+        return Err(bad("the body is a JSON object"));
+    }
+    Ok(body)
+}
+
 async fn try_run(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
-    Json(body): Json<Value>,
+    bytes: axum::body::Bytes,
 ) -> Result<Json<Value>, AppError> {
+    let body = json_body(&bytes)?;
     let channel = channel_of(&app, &code)?;
     app.recorder.flush(&app.store).await.map_err(store_error)?;
     let input = input_of(&app, &code, &body)?;
@@ -232,8 +243,9 @@ async fn pick(
 async fn replay(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
-    Json(body): Json<Value>,
+    bytes: axum::body::Bytes,
 ) -> Result<Json<Value>, AppError> {
+    let body = json_body(&bytes)?;
     let channel = channel_of(&app, &code)?;
     let source = body
         .get("script")
