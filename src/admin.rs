@@ -66,6 +66,12 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/admin/scripts/{code}",
             get(get_script).put(put_script).delete(delete_script),
         )
+        .route(
+            "/admin/channels/{code}/token",
+            get(reveal_token).post(regenerate_token),
+        )
+        .route("/admin/check", axum::routing::post(check_script))
+        .route("/admin/stream", get(stream))
 }
 
 /// Refuses every `/admin` request without admin credentials (401), before routing.
@@ -79,6 +85,20 @@ pub async fn guard(
     let send =
         path.starts_with("/channels/") && path.ends_with("/send") && path.matches('/').count() == 3;
     if path == "/admin" || path.starts_with("/admin/") || path == "/events" || send {
+        // A console session (cookie) when no credential is given in the header.
+        let bearer = req.headers().contains_key(header::AUTHORIZATION);
+        if let Some((_, session)) = (!bearer)
+            .then(|| crate::console::session_of(&app, req.headers()))
+            .flatten()
+        {
+            if let Err(e) = session_may(&session, &req) {
+                return e.into_response();
+            }
+            let role = session.role;
+            let mut req = req;
+            req.extensions_mut().insert(role);
+            return next.run(req).await;
+        }
         let sender = crate::net::sender_addr(peer.ip(), req.headers(), &app.config.trusted_proxies);
         if let Err(e) = app
             .auth
@@ -88,6 +108,36 @@ pub async fn guard(
         }
     }
     next.run(req).await
+}
+
+/// What a console session may do: read anything; change things only as an
+/// admin, and only with the session's CSRF token (SameSite=Strict already
+/// keeps the cookie off other sites' requests; the token is the second lock).
+fn session_may(session: &crate::console::Session, req: &Request) -> Result<(), AppError> {
+    let reads = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if reads {
+        return Ok(());
+    }
+    let sent = req
+        .headers()
+        .get(crate::console::session::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !sent.is_some_and(|t| crate::auth::secret_eq(t, &session.csrf)) {
+        return Err(AppError::Forbidden(
+            "csrf",
+            "a change needs the session's X-CSRF-Token".into(),
+        ));
+    }
+    if session.role != crate::console::Role::Admin {
+        return Err(AppError::Forbidden(
+            "read_only",
+            "a viewer sees everything and changes nothing".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A channel as the API shows it: secrets masked, plus its load `status`,
@@ -381,6 +431,94 @@ async fn replace_channel(
     count_change("channel", "update");
     let shown = snapshot.channel(&code).map(|c| shown(&app, c, &snapshot));
     Ok(Json(shown.unwrap_or(Value::Null)))
+}
+
+/// `GET /admin/channels/{code}/token`: the channel's `token_local`, shown on
+/// demand (to an admin: a console viewer sees the mask only).
+async fn reveal_token(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    role: Option<axum::Extension<crate::console::Role>>,
+) -> Result<Json<Value>, AppError> {
+    if role.is_some_and(|r| r.0 != crate::console::Role::Admin) {
+        return Err(AppError::Forbidden(
+            "read_only",
+            "a viewer does not see secrets".into(),
+        ));
+    }
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
+    Ok(Json(json!({
+        "code": code,
+        "token_local": channel.doc.token_local.clone().unwrap_or_default(),
+        "token_valid_until": channel.doc.opts.token_valid_until,
+    })))
+}
+
+/// `POST /admin/channels/{code}/token`: a new random `token_local`, written as
+/// a PUT would; the old one stops working at once (the reload closes the
+/// websockets it admitted). The new token is in this answer only.
+async fn regenerate_token(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let _serial = app.admin_lock.lock().await;
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut doc = channel.doc.clone();
+    doc.token_local = Some(token.clone());
+    doc.ext.insert("lwt".into(), now().into());
+    write_and_reload(&app, channel_file(&app, &code), doc_bytes(&doc)?).await?;
+    count_change("channel", "update");
+    tracing::info!(channel = %code, "token_local regenerated");
+    Ok(Json(json!({ "code": code, "token_local": token })))
+}
+
+/// `POST /admin/check`: compiles the body (Rhai source) and runs the authoring
+/// check without saving anything: `{"ok", "errors": [{line, col, message}]}`.
+async fn check_script(
+    State(app): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AppError> {
+    let source = String::from_utf8(body.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
+    let engine = app.engine.clone();
+    let scripts = app.registry.snapshot().scripts.clone();
+    let errors = tokio::task::spawn_blocking(move || match engine.compile(&source) {
+        Err(e) => vec![json!({"line": e.line, "col": e.col, "message": e.message})],
+        Ok(ast) => engine
+            .unknown_calls(&ast, &scripts)
+            .into_iter()
+            .map(|f| json!({"line": f.line, "col": f.col, "message": f.message}))
+            .collect(),
+    })
+    .await
+    .map_err(|_| AppError::Internal)?;
+    Ok(Json(json!({ "ok": errors.is_empty(), "errors": errors })))
+}
+
+/// `GET /admin/stream`: server-sent events of the server's activity
+/// (`request`, `event`, `job`), one JSON object each, as they happen.
+async fn stream() -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let rx = crate::activity::subscribe();
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let data = match rx.recv().await {
+            Ok(text) => text.to_string(),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                json!({"type": "lagged", "missed": n}).to_string()
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(Event::default().data(data)), rx))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
 }
 
 async fn delete_channel(

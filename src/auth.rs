@@ -376,6 +376,30 @@ impl Authenticator {
         Err(AppError::Unauthorized)
     }
 
+    /// The console's sign-in (SPEC §16): the admin token, or an IAM JWT with
+    /// role `admin` or `viewer`; throttled like the admin API (§3).
+    pub fn console_caller(&self, sender: IpAddr, token: &str) -> Result<Identity, AppError> {
+        if let Some(secs) = self.throttle.blocked(sender, &Realm::Admin) {
+            return Err(AppError::Throttled(secs));
+        }
+        let admin_token = &self.config.admin_token;
+        if !token.is_empty() && !admin_token.is_empty() && secret_eq(token, admin_token) {
+            return Ok(Identity {
+                user_id: "admin".into(),
+                roles: vec!["admin".into()],
+            });
+        }
+        if self.iam.enabled() {
+            if let Some((sub, roles)) = self.iam.verify(token, "admin") {
+                if roles.iter().any(|r| r == "admin" || r == "viewer") {
+                    return Ok(Identity::with_user_roles(sub, roles, &self.config));
+                }
+            }
+        }
+        self.throttle.fail(sender, &Realm::Admin);
+        Err(AppError::Unauthorized)
+    }
+
     fn failed(&self, sender: IpAddr, channel: &Channel) -> AppError {
         self.throttle
             .fail(sender, &Realm::Channel(channel.code().to_owned()));

@@ -22,6 +22,10 @@ pub enum AppError {
     /// 403 `forbidden_ip`.
     #[error("sender address not allowed")]
     ForbiddenIp,
+    /// 403 with a specific code: a console session may not do this
+    /// (`read_only` for a viewer, `csrf` without the session's CSRF token).
+    #[error("{1}")]
+    Forbidden(&'static str, String),
     /// 503 `channel_disabled`.
     #[error("channel disabled")]
     ChannelDisabled,
@@ -123,6 +127,7 @@ impl AppError {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::ForbiddenIp => (StatusCode::FORBIDDEN, "forbidden_ip"),
+            Self::Forbidden(code, _) => (StatusCode::FORBIDDEN, code),
             Self::ChannelDisabled => (StatusCode::SERVICE_UNAVAILABLE, "channel_disabled"),
             Self::ChannelStopped => (StatusCode::SERVICE_UNAVAILABLE, "channel_stopped"),
             Self::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
@@ -159,6 +164,7 @@ impl AppError {
             | Self::Conflict(..)
             | Self::Full(..)
             | Self::Unsupported(..)
+            | Self::Forbidden(..)
             | Self::InsufficientStorage(_) => Some(self.to_string()),
             Self::Compile(e) => Some(e.message.clone()),
             _ => None,

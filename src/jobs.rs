@@ -302,6 +302,10 @@ fn count(channel: &str, kind: &str, state: &str) {
     metrics::counter!("switchyard_job_transitions_total", "channel" => channel.to_owned(),
         "kind" => kind.to_owned(), "state" => state.to_owned())
     .increment(1);
+    crate::activity::publish(
+        "job",
+        json!({ "channel": channel, "kind": kind, "state": state }),
+    );
 }
 
 /// A job as the API shows it.
@@ -827,7 +831,11 @@ async fn run_send(app: &Arc<AppState>, id: String, code: String, attempt: i64, i
     };
     let duration_ms = started.elapsed().as_millis() as i64;
     // send_retries is read now, so a changed setting applies to running jobs.
-    let max = channel.as_ref().map_or(attempt, |c| max_attempts(c));
+    // A manual retry past the last attempt counts: it never shows as x / y with x > y.
+    let max = channel
+        .as_ref()
+        .map_or(attempt, |c| max_attempts(c))
+        .max(attempt);
     let now = now_ms();
     let (state, next_at, outcome_label) =
         match (&outcome.error, outcome.wait_secs) {

@@ -29,6 +29,7 @@
 //! - `server`: binding, the router, connection limits, graceful shutdown.
 //! - `conn_io`: one accepted socket shared by hyper and the server, with a write timeout.
 
+pub mod activity;
 pub mod admin;
 pub mod answer;
 pub mod auth;
@@ -37,6 +38,7 @@ pub mod channel;
 pub mod config;
 pub mod conn_io;
 pub mod connections;
+pub mod console;
 pub mod dev;
 pub mod error;
 pub mod events;
@@ -98,6 +100,8 @@ pub struct AppState {
     pub listening: std::sync::OnceLock<std::net::SocketAddr>,
     /// Recordings on their way to the store (`opts.record`).
     pub recorder: dev::recordings::Recorder,
+    /// Console sessions.
+    pub sessions: console::Sessions,
     /// Codes of the channels an operator stopped (or that do not start by
     /// themselves, `opts.autostart = false`); not stored: a restart returns
     /// every channel to its `autostart`.

@@ -72,6 +72,7 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         me: me.clone(),
         listening: std::sync::OnceLock::new(),
         recorder: crate::dev::recordings::Recorder::default(),
+        sessions: crate::console::Sessions::default(),
         stopped,
     }))
 }
@@ -101,6 +102,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/events", axum::routing::post(admin::post_event))
         .merge(admin::routes())
         .merge(crate::dev::api::routes())
+        .merge(crate::console::routes())
         .fallback(|| async { AppError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,0 +1,62 @@
+// Building the page without innerHTML: every value from outside becomes a
+// text node, so a channel title or a job error holding markup shows as text.
+
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'value') el.value = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+export function append(el, children) {
+  const list = Array.isArray(children) ? children.flat(Infinity) : [children];
+  for (const c of list) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+export function clear(el) {
+  while (el.firstChild) el.removeChild(el.firstChild);
+  return el;
+}
+
+export function when(iso) {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  return isNaN(d) ? String(iso) : d.toLocaleString();
+}
+
+export function json(v) {
+  return JSON.stringify(v, null, 2);
+}
+
+// A small modal dialog; resolves with the value of the pressed button.
+export function dialog(title, body, buttons) {
+  return new Promise((resolve) => {
+    const d = h('dialog', { class: 'dialog', 'aria-label': title });
+    const close = (v) => { d.close(); d.remove(); resolve(v); };
+    append(d, [
+      h('h2', null, title),
+      body,
+      h('div', { class: 'buttons' }, buttons.map((b) =>
+        h('button', { type: 'button', class: b.class || '', onclick: () => close(b.value(d)) }, b.label))),
+    ]);
+    d.addEventListener('cancel', () => { d.remove(); resolve(null); });
+    document.body.append(d);
+    d.showModal();
+  });
+}
+
+export function toast(message, kind) {
+  const t = h('div', { class: `toast ${kind || ''}`, role: 'status' }, message);
+  document.body.append(t);
+  setTimeout(() => t.remove(), 4000);
+}

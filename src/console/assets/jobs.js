@@ -1,0 +1,76 @@
+// Job processing: a queue selector upper left, a state filter, the jobs
+// newest first, a job card with its attempts, Retry; live without a reload.
+import { h, append, clear, when, json, toast } from './dom.js';
+import { api, listen } from './api.js';
+
+const STATES = ['', 'queued', 'running', 'waiting', 'succeeded', 'failed', 'timed_out'];
+
+export async function jobsPage(main, ctx) {
+  const { queues } = await api('GET', '/admin/queues');
+  const queue = h('select', { id: 'queue', 'aria-label': 'Queue' },
+    h('option', { value: '' }, 'All queues'),
+    queues.map((q) => h('option', { value: q.name }, `${q.name} (${q.channels.join(', ')})`)));
+  const state = h('select', { id: 'state', 'aria-label': 'State' }, STATES.map((s) => h('option', { value: s }, s || 'Any state')));
+  const body = h('tbody');
+  const card = h('section', { class: 'detail', id: 'job-card', 'aria-label': 'Job' });
+  let open = ctx.args[0] || null;
+  append(main, [
+    h('div', { class: 'bar' }, queue, state, h('h1', null, 'Jobs'), h('span', { class: 'live', title: 'Updates live' }, '● live')),
+    h('div', { class: 'scroll' }, h('table', { class: 'list', id: 'jobs' },
+      h('thead', null, h('tr', null, ['Job', 'Channel', 'Kind', 'State', 'Attempts', 'Created', 'Next attempt', 'Last error'].map((c) => h('th', { scope: 'col' }, c)))),
+      body)),
+    card,
+  ]);
+
+  async function load() {
+    const q = new URLSearchParams({ limit: '200' });
+    if (queue.value) q.set('queue', queue.value);
+    if (state.value) q.set('state', state.value);
+    const { jobs } = await api('GET', `/admin/jobs?${q}`);
+    clear(body);
+    if (!jobs.length) append(body, h('tr', null, h('td', { colspan: 8 }, 'No jobs.')));
+    for (const j of jobs) {
+      append(body, h('tr', { 'data-id': j.id, class: j.id === open ? 'open' : null },
+        h('th', { scope: 'row' }, h('button', { type: 'button', class: 'link', onclick: () => { open = j.id; showCard(); } }, j.id.slice(0, 8))),
+        h('td', null, j.channel), h('td', null, j.kind),
+        h('td', null, h('span', { class: `pill ${j.state}` }, j.state)),
+        h('td', { class: 'attempts' }, `${j.attempt}/${j.max_attempts}`),
+        h('td', null, when(j.created)), h('td', null, when(j.next_attempt_at)),
+        h('td', { class: 'error-text' }, j.last_error || '')));
+    }
+    if (open) await showCard();
+  }
+
+  async function showCard() {
+    const j = await api('GET', `/admin/jobs/${encodeURIComponent(open)}`);
+    clear(card);
+    append(card, [
+      h('h2', null, `Job ${j.id}`),
+      h('dl', { class: 'kv' },
+        h('dt', null, 'channel'), h('dd', null, `${j.channel} (queue ${j.queue})`),
+        h('dt', null, 'state'), h('dd', { id: 'card-state' }, j.state),
+        h('dt', null, 'attempts'), h('dd', { id: 'card-attempts' }, `${j.attempt}/${j.max_attempts}`),
+        h('dt', null, 'next attempt'), h('dd', null, when(j.next_attempt_at)),
+        h('dt', null, 'tags'), h('dd', null, (j.tags || []).join(', ') || '—'),
+        h('dt', null, 'last error'), h('dd', { class: 'error-text' }, j.last_error || '—')),
+      ctx.admin && (j.state === 'failed' || j.state === 'timed_out') &&
+        h('button', { type: 'button', id: 'retry', onclick: async () => {
+          await api('POST', `/admin/jobs/${encodeURIComponent(j.id)}/retry`);
+          toast('Retry queued');
+        } }, 'Retry'),
+      h('h3', null, 'Attempts'),
+      h('ol', { class: 'timeline', id: 'attempts' }, (j.attempts || []).map((a) =>
+        h('li', { class: a.outcome }, `${when(a.started)} · ${a.duration_ms} ms · ${a.outcome}`, a.error ? h('div', { class: 'error-text' }, a.error) : null))),
+      h('h3', null, 'Result'), h('pre', null, j.result === null || j.result === undefined ? '—' : json(j.result)),
+    ]);
+  }
+
+  queue.addEventListener('change', load);
+  state.addEventListener('change', load);
+  await load();
+  let pending = null;
+  return listen((m) => {
+    if (m.type !== 'job' || pending) return;
+    pending = setTimeout(() => { pending = null; load(); }, 200);
+  });
+}

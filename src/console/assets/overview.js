@@ -1,0 +1,35 @@
+// Overview: health, jobs by state per queue, events.
+import { h, append } from './dom.js';
+import { api } from './api.js';
+
+function metric(text, name) {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{')) {
+      total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+    }
+  }
+  return total;
+}
+
+export async function overviewPage(main) {
+  const [health, { queues }, metrics] = await Promise.all([
+    fetch('/healthz').then((r) => r.json()),
+    api('GET', '/admin/queues'),
+    fetch('/metrics').then((r) => r.text()),
+  ]);
+  append(main, [
+    h('h1', null, 'Overview'),
+    h('dl', { class: 'kv', id: 'health' },
+      h('dt', null, 'health'), h('dd', null, health.status),
+      h('dt', null, 'events published'), h('dd', null, String(metric(metrics, 'switchyard_events_published_total'))),
+      h('dt', null, 'events delivered'), h('dd', null, String(metric(metrics, 'switchyard_events_delivered_total'))),
+      h('dt', null, 'events queued'), h('dd', null, String(metric(metrics, 'switchyard_events_queued_total'))),
+      h('dt', null, 'open websockets'), h('dd', null, String(metric(metrics, 'switchyard_ws_connections')))),
+    h('h2', null, 'Jobs by queue and state'),
+    h('div', { class: 'scroll' }, h('table', { class: 'list', id: 'queues' },
+      h('thead', null, h('tr', null, ['Queue', 'Channels', 'Jobs'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', null, queues.map((q) => h('tr', null, h('td', null, q.name), h('td', null, q.channels.join(', ')),
+        h('td', null, Object.entries(q.jobs).map(([s, n]) => `${s}: ${n}`).join(' · ') || '—')))))),
+  ]);
+}

@@ -1,0 +1,122 @@
+//! Console sessions (SPEC §16): server-side, in memory, behind an
+//! `HttpOnly`, `SameSite=Strict` cookie, with a CSRF token that every change
+//! must carry, and an idle expiry.
+
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "switchyard_session";
+
+/// The header a change must carry the session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A session unused this long is gone.
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// Sessions at most (the oldest go first past it).
+const MAX_SESSIONS: usize = 10_000;
+
+/// What a signed-in caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Sees everything, changes nothing.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// One signed-in browser.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub role: Role,
+    pub user: String,
+    pub csrf: String,
+    last_seen: Instant,
+}
+
+/// Every live session, by its (random) id.
+#[derive(Default)]
+pub struct Sessions {
+    map: DashMap<String, Session>,
+}
+
+fn random_token() -> String {
+    // Two v4 UUIDs: 244 random bits from the OS's generator.
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+impl Sessions {
+    /// A new session for `user` with `role`; returns its id.
+    pub fn open(&self, role: Role, user: String) -> (String, Session) {
+        self.sweep();
+        let id = random_token();
+        let session = Session {
+            role,
+            user,
+            csrf: random_token(),
+            last_seen: Instant::now(),
+        };
+        self.map.insert(id.clone(), session.clone());
+        (id, session)
+    }
+
+    /// The live session `id`, its idle clock reset.
+    pub fn touch(&self, id: &str) -> Option<Session> {
+        let mut entry = self.map.get_mut(id)?;
+        if entry.last_seen.elapsed() > IDLE {
+            drop(entry);
+            self.map.remove(id);
+            return None;
+        }
+        entry.last_seen = Instant::now();
+        Some(entry.clone())
+    }
+
+    /// Ends session `id`.
+    pub fn close(&self, id: &str) {
+        self.map.remove(id);
+    }
+
+    /// Forgets idle sessions, and the oldest past [`MAX_SESSIONS`].
+    fn sweep(&self) {
+        self.map.retain(|_, s| s.last_seen.elapsed() <= IDLE);
+        while self.map.len() >= MAX_SESSIONS {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|e| e.last_seen)
+                .map(|e| e.key().clone());
+            match oldest {
+                Some(id) => self.map.remove(&id),
+                None => break,
+            };
+        }
+    }
+}
+
+/// The session id in a `Cookie` header, if any.
+pub fn cookie_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine too: installs what the browser
+# tests of the console need when it is missing (Debian's chromium and
+# chromium-driver, with apt-get as root), then runs every test.
+#   ./test.sh                 # everything
+#   ./test.sh --test console  # arguments go to cargo test
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: ${missing[*]} missing; run as root (apt-get) or install them first" >&2
+    exit 1
+  fi
+  echo "test.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+exec cargo test "$@"

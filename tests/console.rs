@@ -1,0 +1,627 @@
+//! The web console (SPEC §16, issue #14), driven in a real headless Chromium
+//! through chromedriver (Debian's `chromium` and `chromium-driver`, which the
+//! README's test command installs). Screenshots of each page at 1280 and
+//! 390 px go to `target/console-screenshots/`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{client, json_of, Project, Server, Upstream};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const ADMIN: &str = "console-admin-token";
+const JWT_SECRET: &str = "console-iam-secret";
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(program: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"] {
+        let path = format!("{dir}/{program}");
+        if std::path::Path::new(&path).exists() {
+            return path;
+        }
+    }
+    panic!(
+        "{program} is not installed: the console tests need Debian's chromium and chromium-driver; \
+         run ./test.sh (the README's test command), which installs them"
+    );
+}
+
+async fn browser() -> (Client, Driver) {
+    let driver_path = find("chromedriver");
+    let chromium = find("chromium");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(driver_path)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let profile = tempfile::tempdir().unwrap();
+    let driver = Driver {
+        child,
+        port,
+        _profile: profile,
+    };
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                format!("--user-data-dir={}", driver._profile.path().display()),
+                "--window-size=1280,900",
+            ],
+        }),
+    );
+    caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // chromedriver is plain HTTP on loopback: no TLS stack needed.
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+        {
+            Ok(c) => return (c, driver),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "chromedriver did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Waits (up to 10 s) for an element.
+async fn wait(c: &Client, css: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+}
+
+/// Waits (up to 10 s) until the text of `css` contains `needle`; returns the text.
+async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(el) = c.find(Locator::Css(css)).await {
+            if let Ok(text) = el.text().await {
+                if text.contains(needle) {
+                    return text;
+                }
+                if Instant::now() > deadline {
+                    panic!("{css} says {text:?}, not {needle:?}");
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no {css} with {needle:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let dir = common::repo().join("target/console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (width, height) in [(1280, 900), (390, 844)] {
+        c.set_window_size(width, height).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
+    }
+    c.set_window_size(1280, 900).await.unwrap();
+}
+
+/// No script error and no CSP violation on the page (the console counts them
+/// in `window.switchyardErrors`).
+async fn no_console_errors(c: &Client) {
+    let errors = c
+        .execute(
+            "return window.switchyardErrors || ['the console did not load'];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(errors, json!([]), "errors in the browser");
+}
+
+async fn sign_in(c: &Client, srv: &Server, token: &str) {
+    c.goto(&srv.url("/console/")).await.unwrap();
+    let input = wait(c, "#token").await;
+    input.send_keys(token).await.unwrap();
+    c.find(Locator::Css("#signin"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+fn project() -> Project {
+    Project::new()
+        .config(&format!(
+            "admin_token = \"{ADMIN}\"\n[iam]\njwt_secret = \"{JWT_SECRET}\""
+        ))
+        .channel(
+            json!({"code": "shop", "token_local": "shop-token", "recv_svcscriptcode": "shop",
+            "opts": {"issync": true, "record": 10,
+                     "title": "<script>document.title='pwned'</script><b>Shop</b>"}}),
+        )
+        .script(
+            "shop",
+            "let q = parse_query(startparam(3));\nbody = #{ sku: q.sku, n: 1 };",
+        )
+}
+
+async fn status_of(srv: &Server, path: &str) -> u16 {
+    client()
+        .get(srv.url(path))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_sign_in_deactivate_credentials_and_delete() {
+    let srv = project()
+        .channel(json!({"code": "spare", "token_local": "spare-token"}))
+        .start();
+    let (c, _driver) = browser().await;
+
+    // A wrong token is refused, on the page.
+    sign_in(&c, &srv, "not-the-token").await;
+    wait_text(&c, "#signin-error", "refused").await;
+    screenshot(&c, "signin").await;
+    let input = c.find(Locator::Css("#token")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(ADMIN).await.unwrap();
+    c.find(Locator::Css("#signin"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The channels: a title with markup shows as text and runs nothing.
+    let title = wait(&c, "tr[data-code='shop'] .title").await;
+    assert_eq!(
+        title.text().await.unwrap(),
+        "<script>document.title='pwned'</script><b>Shop</b>"
+    );
+    assert_ne!(c.title().await.unwrap(), "pwned");
+    screenshot(&c, "channels").await;
+
+    // Deactivate: callers get 503 at once; activate: served again.
+    assert_eq!(
+        status_of(&srv, "/channels/shop/api?token=shop-token").await,
+        200
+    );
+    c.find(Locator::Css("tr[data-code='shop'] button.toggle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "tr[data-code='shop'] button.toggle", "Activate").await;
+    assert_eq!(
+        status_of(&srv, "/channels/shop/api?token=shop-token").await,
+        503
+    );
+    c.find(Locator::Css("tr[data-code='shop'] button.toggle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "tr[data-code='shop'] button.toggle", "Deactivate").await;
+    assert_eq!(
+        status_of(&srv, "/channels/shop/api?token=shop-token").await,
+        200
+    );
+
+    // Credentials: masked, shown on demand, regenerated (the old token stops at once).
+    c.goto(&srv.url("/console/#/channels/shop")).await.unwrap();
+    let token = wait(&c, "#token-value").await;
+    assert!(token.text().await.unwrap().contains("•"));
+    c.find(Locator::Css("#show-token"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#token-value", "shop-token").await;
+    c.find(Locator::Css("#regenerate-token"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait(&c, "dialog[open] button.danger")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fresh = loop {
+        let text = c
+            .find(Locator::Css("#token-value"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.len() == 64 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no new token: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    screenshot(&c, "channel-credentials").await;
+    assert_eq!(
+        status_of(&srv, "/channels/shop/api?token=shop-token").await,
+        401
+    );
+    assert_eq!(
+        status_of(&srv, &format!("/channels/shop/api?token={fresh}")).await,
+        200
+    );
+
+    // Delete asks for the channel's code.
+    c.goto(&srv.url("/console/#/channels/spare")).await.unwrap();
+    wait(&c, "#delete-channel").await.click().await.unwrap();
+    wait(&c, "#confirm-code")
+        .await
+        .send_keys("wrong")
+        .await
+        .unwrap();
+    c.find(Locator::Css("dialog[open] button.danger"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, _) = json_of(
+        client()
+            .get(srv.url("/admin/channels/spare"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "a wrong confirmation deletes nothing");
+    wait(&c, "#delete-channel").await.click().await.unwrap();
+    wait(&c, "#confirm-code")
+        .await
+        .send_keys("spare")
+        .await
+        .unwrap();
+    c.find(Locator::Css("dialog[open] button.danger"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = client()
+            .get(srv.url("/admin/channels/spare"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    no_console_errors(&c).await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_marks_errors_tries_and_replays() {
+    let srv = project().start();
+    for sku in ["A", "B"] {
+        client()
+            .get(srv.url(&format!("/channels/shop/api?sku={sku}&token=shop-token")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (c, _driver) = browser().await;
+    sign_in(&c, &srv, ADMIN).await;
+    wait(&c, "#channels").await;
+    c.goto(&srv.url("/console/#/scripts/shop")).await.unwrap();
+    let editor = wait(&c, "#editor").await;
+    wait_text(&c, "#problems", "Compiles").await;
+    screenshot(&c, "scripts").await;
+
+    // A syntax error is marked at its line and column before anything is saved.
+    editor.send_keys("\nlet x = ;").await.unwrap();
+    let text = wait_text(&c, "#problems", "line 3").await;
+    assert!(text.contains("col"), "{text}");
+    wait(&c, ".gutter .bad").await;
+    let saved = client()
+        .get(srv.url("/admin/scripts/shop"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!saved.contains("let x = ;"), "nothing saved");
+    // A misspelt function too.
+    editor.clear().await.unwrap();
+    editor
+        .send_keys("let q = parse_qery(startparam(3));\nbody = q;")
+        .await
+        .unwrap();
+    wait_text(&c, "#problems", "did you mean parse_query").await;
+
+    // Try a draft on a recorded request; replay it over the recordings.
+    editor.clear().await.unwrap();
+    editor
+        .send_keys("let q = parse_query(startparam(3));\nlog_info(`sku ${q.sku}`);\nkv_set(\"seen\", q.sku);\nbody = #{ sku: q.sku, n: if q.sku == \"B\" { 2 } else { 1 } };")
+        .await
+        .unwrap();
+    wait_text(&c, "#problems", "Compiles").await;
+    c.find(Locator::Css("#try-path"))
+        .await
+        .unwrap()
+        .send_keys("/x")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#try-query"))
+        .await
+        .unwrap()
+        .send_keys("sku=Q")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#try"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#try-answer", "\"Q\"").await;
+    wait_text(&c, "#try-logs", "sku Q").await;
+    wait_text(&c, "#try-effects", "kv_set").await;
+    c.find(Locator::Css("#replay"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#replay-summary", "1 of 2 answers change").await;
+    screenshot(&c, "scripts-replay").await;
+    no_console_errors(&c).await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_retry_goes_live_and_errors_show_as_text() {
+    let up = Upstream::start().await;
+    let srv = project()
+        .channel(
+            json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", up.base),
+            "send_svcscriptcode": "erp_send", "opts": {"send_retries": 0, "queue": "erp-queue"}}),
+        )
+        .script(
+            "erp_send",
+            r#"let r = webquery(#{ method: "POST", path: "fail/1" });
+               if r.status != 200 { throw `<img src=x id=injected> ERP answered ${r.status}`; }
+               result = r.status;"#,
+        )
+        .start();
+    let id = common::send_job(&srv, ADMIN, "erp", &json!({"order": 1})).await;
+    common::wait_job(&srv, ADMIN, &id, &["failed"], Duration::from_secs(10)).await;
+    let (c, _driver) = browser().await;
+    sign_in(&c, &srv, ADMIN).await;
+    wait(&c, "#channels").await;
+    c.goto(&srv.url(&format!("/console/#/jobs/{id}")))
+        .await
+        .unwrap();
+    wait(&c, "#queue").await;
+    wait_text(&c, "#card-attempts", "1/1").await;
+    let error = wait_text(&c, "#job-card .error-text", "<img src=x id=injected>").await;
+    assert!(error.contains("ERP answered 500"), "{error}");
+    assert!(
+        c.find(Locator::Css("#injected")).await.is_err(),
+        "markup ran"
+    );
+    screenshot(&c, "jobs").await;
+    // Retry: the attempt runs, and the page shows it without a reload.
+    c.find(Locator::Css("#retry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#card-attempts", "2/2").await;
+    wait_text(&c, "#card-state", "succeeded").await;
+    // The queue selector filters.
+    let select = c.find(Locator::Css("#queue")).await.unwrap();
+    select.select_by_value("erp-queue").await.unwrap();
+    wait(&c, &format!("tr[data-id='{id}']")).await;
+    no_console_errors(&c).await;
+
+    // The live and overview pages render.
+    c.goto(&srv.url("/console/#/live")).await.unwrap();
+    wait(&c, "#connections").await;
+    client()
+        .get(srv.url("/channels/shop/api?sku=L&token=shop-token"))
+        .send()
+        .await
+        .unwrap();
+    wait_text(&c, "#request-tail", "shop").await;
+    screenshot(&c, "live").await;
+    c.goto(&srv.url("/console/#/overview")).await.unwrap();
+    wait_text(&c, "#queues", "erp-queue").await;
+    screenshot(&c, "overview").await;
+    no_console_errors(&c).await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sees_everything_and_changes_nothing() {
+    let srv = project().start();
+    let viewer = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "vera", "roles": ["viewer"], "exp": chrono::Utc::now().timestamp() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (c, _driver) = browser().await;
+    sign_in(&c, &srv, &viewer).await;
+    wait(&c, "tr[data-code='shop']").await;
+    wait_text(&c, "nav .who", "vera · viewer").await;
+    assert!(
+        c.find(Locator::Css("tr[data-code='shop'] button.toggle"))
+            .await
+            .is_err(),
+        "no change buttons for a viewer"
+    );
+    // The server refuses a viewer's change even when the page is bypassed.
+    let answer = c
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               fetch('/console/session').then(r => r.json()).then(s =>
+                 fetch('/admin/channels/shop/stop', {method: 'POST', headers: {'X-CSRF-Token': s.csrf}}))
+               .then(r => r.json().then(b => done([r.status, b.error])));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, json!([403, "read_only"]));
+    let answer = c
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               fetch('/admin/channels/shop/token').then(r => done(r.status));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, json!(403), "a viewer does not see secrets");
+    assert_eq!(
+        status_of(&srv, "/channels/shop/api?token=shop-token").await,
+        200
+    );
+    // Sign out ends the session.
+    c.find(Locator::Css("#signout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait(&c, "#token").await;
+    let answer = c
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               fetch('/admin/channels').then(r => done(r.status));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, json!(401));
+    c.close().await.unwrap();
+}
+
+/// Without the session's CSRF token (a cross-site form, say), a change is refused.
+#[tokio::test]
+async fn changes_need_the_sessions_csrf_token() {
+    let srv = project().start();
+    let resp = client()
+        .post(srv.url("/console/session"))
+        .json(&json!({"token": ADMIN}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let csp = resp
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let csrf = resp.json::<Value>().await.unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stop = |token: Option<&str>| {
+        let mut req = client()
+            .post(srv.url("/admin/channels/shop/stop"))
+            .header("cookie", &session);
+        if let Some(t) = token {
+            req = req.header("x-csrf-token", t);
+        }
+        req.send()
+    };
+    let (status, _, body) = json_of(stop(None).await.unwrap()).await;
+    assert_eq!((status, body["error"].clone()), (403, json!("csrf")));
+    let (status, _, _) = json_of(stop(Some("forged")).await.unwrap()).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = json_of(stop(Some(&csrf)).await.unwrap()).await;
+    assert_eq!(status, 200);
+    // Sign-in attempts are throttled like the admin API.
+    let mut last = 0;
+    for _ in 0..30 {
+        last = client()
+            .post(srv.url("/console/session"))
+            .json(&json!({"token": "guess"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if last == 429 {
+            break;
+        }
+    }
+    assert_eq!(last, 429);
+}
