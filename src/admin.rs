@@ -72,6 +72,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/admin/check", axum::routing::post(check_script))
         .route("/admin/stream", get(stream))
+        .route("/admin/overview", get(overview))
 }
 
 /// Refuses every `/admin` request without admin credentials (401), before routing.
@@ -499,6 +500,19 @@ async fn check_script(
     .await
     .map_err(|_| AppError::Internal)?;
     Ok(Json(json!({ "ok": errors.is_empty(), "errors": errors })))
+}
+
+/// `GET /admin/overview`: each channel's last hour, a bucket a minute
+/// (requests, errors, p99), for the console's charts.
+async fn overview(State(app): State<Arc<AppState>>, uri: Uri) -> Result<Json<Value>, AppError> {
+    listing_params(&uri, &[])?;
+    let mut codes: Vec<String> = app.registry.snapshot().channels.keys().cloned().collect();
+    codes.sort();
+    Ok(Json(json!({
+        "bucket_secs": 60,
+        "channels": crate::history::last_hour(&codes),
+        "bytes_per_channel": crate::history::bytes_per_channel(),
+    })))
 }
 
 /// `GET /admin/stream`: server-sent events of the server's activity

@@ -238,6 +238,7 @@ where
         "request"
     );
     count_request(&channel, status);
+    crate::history::record(&channel, status, duration_ms);
     if crate::activity::listened() && !path.starts_with("/admin/stream") {
         crate::activity::publish(
             "request",

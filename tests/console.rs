@@ -487,6 +487,8 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
     screenshot(&c, "live").await;
     c.goto(&srv.url("/console/#/overview")).await.unwrap();
     wait_text(&c, "#queues", "erp-queue").await;
+    wait(&c, "#charts tr[data-code='shop'] svg.spark").await;
+    wait_text(&c, "#charts tr[data-code='shop']", "in the hour").await;
     screenshot(&c, "overview").await;
     no_console_errors(&c).await;
     c.close().await.unwrap();
@@ -624,4 +626,54 @@ async fn changes_need_the_sessions_csrf_token() {
         }
     }
     assert_eq!(last, 429);
+}
+
+#[tokio::test]
+async fn the_overview_keeps_each_channels_last_hour() {
+    let srv = project().start();
+    for sku in 0..5 {
+        client()
+            .get(srv.url(&format!("/channels/shop/api?sku={sku}&token=shop-token")))
+            .send()
+            .await
+            .unwrap();
+    }
+    // A script error is a 5xx.
+    let resp = client()
+        .put(srv.url("/admin/scripts/shop"))
+        .bearer_auth(ADMIN)
+        .body("throw \"no\";")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    client()
+        .get(srv.url("/channels/shop/api?token=shop-token"))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(
+        client()
+            .get(srv.url("/admin/overview"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let shop = &body["channels"]["shop"];
+    let sum = |k: &str| -> u64 {
+        shop[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(shop["requests"].as_array().unwrap().len(), 60);
+    assert_eq!(sum("requests"), 6);
+    assert_eq!(sum("errors"), 1);
+    assert!(shop["last_request"].as_str().is_some());
+    assert!(body["bytes_per_channel"].as_u64().unwrap() < 8192);
 }

@@ -1,6 +1,7 @@
 // Channels: the integration modules panel.
 import { h, append, clear, when, json, dialog, toast } from './dom.js';
 import { api } from './api.js';
+import { sparkline } from './chart.js';
 
 export async function channelsPage(main, ctx) {
   const table = h('tbody');
@@ -12,18 +13,20 @@ export async function channelsPage(main, ctx) {
     h('div', { class: 'scroll' },
       h('table', { class: 'list', id: 'channels' },
         h('thead', null, h('tr', null,
-          ['Code', 'Title', 'Type', 'Queue', 'Activated', 'State', 'Auto start', 'Script', 'Connections', 'Actions']
+          ['Code', 'Title', 'Type', 'Queue', 'Activated', 'State', 'Auto start', 'Script', 'Last hour', 'Last request', 'Connections', 'Actions']
             .map((c) => h('th', { scope: 'col' }, c)))),
         table)),
     detail,
   ]);
 
   async function load() {
-    const [{ channels }, { connections }, { scripts }] = await Promise.all([
-      api('GET', '/admin/channels'), api('GET', '/admin/connections'), api('GET', '/admin/scripts')]);
+    const [{ channels }, { connections }, { scripts }, history] = await Promise.all([
+      api('GET', '/admin/channels'), api('GET', '/admin/connections'), api('GET', '/admin/scripts'),
+      api('GET', '/admin/overview')]);
+    const sum = (a) => a.reduce((x, y) => x + y, 0);
     const scriptOk = Object.fromEntries(scripts.map((s) => [s.code, s.status]));
     clear(table);
-    if (!channels.length) append(table, h('tr', null, h('td', { colspan: 10 }, 'No channels yet.')));
+    if (!channels.length) append(table, h('tr', null, h('td', { colspan: 12 }, 'No channels yet.')));
     for (const c of channels) {
       const o = c.opts || {};
       const disabled = c.state === 'disabled';
@@ -38,6 +41,13 @@ export async function channelsPage(main, ctx) {
         h('td', null, h('span', { class: `pill ${c.state}` }, c.state)),
         h('td', null, o.autostart === false ? 'no' : 'yes'),
         h('td', null, recv ? `${recv}${status && !status.ok ? ' ✗' : ''}` : '—'),
+        h('td', { class: 'hour' }, (() => {
+          const hh = history.channels[c.code];
+          if (!hh) return '—';
+          return [sparkline(hh.requests, `${c.code} requests`, { width: 96, height: 22 }),
+            h('span', { class: 'muted' }, ` ${sum(hh.requests)} req · ${sum(hh.errors)} err`)];
+        })()),
+        h('td', null, when((history.channels[c.code] || {}).last_request)),
         h('td', null, String((connections[c.code] || []).length)),
         h('td', { class: 'actions' }, ctx.admin ? [
           h('button', { type: 'button', class: 'toggle', onclick: () => setDisabled(c.code, !disabled) },

@@ -1,6 +1,7 @@
 // Overview: health, jobs by state per queue, events.
 import { h, append } from './dom.js';
 import { api } from './api.js';
+import { sparkline } from './chart.js';
 
 function metric(text, name) {
   let total = 0;
@@ -13,11 +14,13 @@ function metric(text, name) {
 }
 
 export async function overviewPage(main) {
-  const [health, { queues }, metrics] = await Promise.all([
+  const [health, { queues }, metrics, history] = await Promise.all([
     fetch('/healthz').then((r) => r.json()),
     api('GET', '/admin/queues'),
     fetch('/metrics').then((r) => r.text()),
+    api('GET', '/admin/overview'),
   ]);
+  const sum = (a) => a.reduce((x, y) => x + y, 0);
   append(main, [
     h('h1', null, 'Overview'),
     h('dl', { class: 'kv', id: 'health' },
@@ -26,6 +29,14 @@ export async function overviewPage(main) {
       h('dt', null, 'events delivered'), h('dd', null, String(metric(metrics, 'switchyard_events_delivered_total'))),
       h('dt', null, 'events queued'), h('dd', null, String(metric(metrics, 'switchyard_events_queued_total'))),
       h('dt', null, 'open websockets'), h('dd', null, String(metric(metrics, 'switchyard_ws_connections')))),
+    h('h2', null, 'Channels over the last hour (a point a minute)'),
+    h('div', { class: 'scroll' }, h('table', { class: 'list', id: 'charts' },
+      h('thead', null, h('tr', null, ['Channel', 'Requests', 'Errors (5xx)', 'p99 (ms)'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', null, Object.entries(history.channels).map(([code, c]) => h('tr', { 'data-code': code },
+        h('th', { scope: 'row' }, code),
+        h('td', null, sparkline(c.requests, `${code} requests`), h('div', { class: 'muted' }, `${sum(c.requests)} in the hour`)),
+        h('td', null, sparkline(c.errors, `${code} errors`), h('div', { class: 'muted' }, `${sum(c.errors)} in the hour`)),
+        h('td', null, sparkline(c.p99_ms, `${code} p99`), h('div', { class: 'muted' }, `max ${Math.max(...c.p99_ms)} ms`))))))),
     h('h2', null, 'Jobs by queue and state'),
     h('div', { class: 'scroll' }, h('table', { class: 'list', id: 'queues' },
       h('thead', null, h('tr', null, ['Queue', 'Channels', 'Jobs'].map((c) => h('th', { scope: 'col' }, c)))),
