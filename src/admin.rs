@@ -598,7 +598,9 @@ pub fn listing_params(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, Str
 }
 
 /// The filters of `GET /admin/jobs`.
-const JOB_FILTERS: &[&str] = &["channel", "kind", "state", "queue", "test", "tag", "limit"];
+const JOB_FILTERS: &[&str] = &[
+    "channel", "kind", "state", "queue", "test", "tag", "limit", "offset",
+];
 
 async fn list_jobs(State(app): State<Arc<AppState>>, uri: Uri) -> Result<Json<Value>, AppError> {
     let mut f = listing_params(&uri, JOB_FILTERS)?;
@@ -615,12 +617,15 @@ async fn list_jobs(State(app): State<Arc<AppState>>, uri: Uri) -> Result<Json<Va
             )))
         }
     };
-    let limit = match take("limit") {
-        None => None,
-        Some(n) => Some(n.parse::<usize>().map_err(|_| {
-            AppError::BadRequest(format!("limit must be a whole number, not {n:?}"))
-        })?),
+    let mut number = |k: &str| -> Result<Option<usize>, AppError> {
+        match take(k) {
+            None => Ok(None),
+            Some(n) => n.parse::<usize>().map(Some).map_err(|_| {
+                AppError::BadRequest(format!("{k} must be a whole number, not {n:?}"))
+            }),
+        }
     };
+    let (limit, offset) = (number("limit")?, number("offset")?);
     if let Some(k) = &kind {
         if !crate::jobs::KINDS.contains(&k.as_str()) {
             return Err(AppError::BadRequest(format!(
@@ -645,6 +650,7 @@ async fn list_jobs(State(app): State<Arc<AppState>>, uri: Uri) -> Result<Json<Va
         test,
         tag,
         limit: limit.unwrap_or(100).clamp(1, 1000),
+        offset: offset.unwrap_or(0),
     };
     let app2 = app.clone();
     let jobs = tokio::task::spawn_blocking(move || crate::jobs::list(&app2, &filter))

@@ -1356,6 +1356,8 @@ pub struct JobFilter {
     pub tag: Option<String>,
     /// At most this many.
     pub limit: usize,
+    /// After skipping this many (paging).
+    pub offset: usize,
 }
 
 /// Jobs that pass `filter`, newest first.
@@ -1368,6 +1370,7 @@ pub fn list(app: &AppState, filter: &JobFilter) -> Result<Vec<Value>, StoreError
         test,
         tag,
         limit,
+        offset,
     } = filter;
     let snapshot = app.registry.snapshot();
     // A queue is the channels whose `opts.queue` (or code) names it.
@@ -1387,11 +1390,20 @@ pub fn list(app: &AppState, filter: &JobFilter) -> Result<Vec<Value>, StoreError
              AND (?5 IS NULL OR channel IN (SELECT value FROM json_each(?5))) \
              AND (?6 IS NULL OR test = ?6) \
              AND (?7 IS NULL OR id IN (SELECT job FROM job_tags WHERE tag = ?7)) \
-             ORDER BY seq DESC LIMIT ?4",
+             ORDER BY seq DESC LIMIT ?4 OFFSET ?8",
         )?;
         let rows = stmt
             .query_map(
-                params![channel, kind, state, *limit as i64, members, test, tag],
+                params![
+                    channel,
+                    kind,
+                    state,
+                    *limit as i64,
+                    members,
+                    test,
+                    tag,
+                    *offset as i64
+                ],
                 job_json,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?;

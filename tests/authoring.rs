@@ -363,6 +363,11 @@ async fn fail_ends_a_job_at_once_and_tags_find_jobs() {
     let (_, body) = admin_get(&srv, ADMIN, "/admin/jobs?tag=batch-4").await;
     assert_eq!(body["jobs"][0]["id"], from_api.as_str());
 
+    // Paging: newest first, `offset` skips.
+    let (_, page) = admin_get(&srv, ADMIN, "/admin/jobs?channel=erp&limit=1&offset=1").await;
+    let (_, all) = admin_get(&srv, ADMIN, "/admin/jobs?channel=erp").await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(page["jobs"][0]["id"], all["jobs"][1]["id"]);
     // Outside a job, job_tag is a script error.
     let (status, body) = call(&srv, "outside", "").await;
     assert_eq!(status, 500);

@@ -85,6 +85,8 @@ async function route() {
   const ctx = { session, admin: session.role === 'admin', args: rest.map(decodeURIComponent) };
   try {
     leave = (await pages[key][1](main, ctx)) || null;
+    // For examples/console_bench.rs: when this page had its data on screen.
+    performance.mark(`ready:${key}`);
   } catch (err) {
     if (err.status === 401) return signInForm('Your session ended: sign in again.');
     append(main, h('p', { class: 'error' }, `Could not load: ${err.message}`));

@@ -14,19 +14,30 @@ export async function jobsPage(main, ctx) {
   const body = h('tbody');
   const card = h('section', { class: 'detail', id: 'job-card', 'aria-label': 'Job' });
   let open = ctx.args[0] || null;
+  const PAGE = 100;
+  let page = 0;
+  const pageInfo = h('span', { id: 'page' });
+  const prev = h('button', { type: 'button', id: 'prev-page', onclick: () => { page = Math.max(0, page - 1); load(); } }, 'Newer');
+  const next = h('button', { type: 'button', id: 'next-page', onclick: () => { page += 1; load(); } }, 'Older');
   append(main, [
     h('div', { class: 'bar' }, queue, state, h('h1', null, 'Jobs'), h('span', { class: 'live', title: 'Updates live' }, '● live')),
     h('div', { class: 'scroll' }, h('table', { class: 'list', id: 'jobs' },
       h('thead', null, h('tr', null, ['Job', 'Channel', 'Kind', 'State', 'Attempts', 'Created', 'Next attempt', 'Last error'].map((c) => h('th', { scope: 'col' }, c)))),
       body)),
+    h('div', { class: 'buttons' }, prev, pageInfo, next),
     card,
   ]);
 
   async function load() {
-    const q = new URLSearchParams({ limit: '200' });
+    const q = new URLSearchParams({ limit: String(PAGE + 1), offset: String(page * PAGE) });
     if (queue.value) q.set('queue', queue.value);
     if (state.value) q.set('state', state.value);
-    const { jobs } = await api('GET', `/admin/jobs?${q}`);
+    const { jobs: fetched } = await api('GET', `/admin/jobs?${q}`);
+    const more = fetched.length > PAGE;
+    const jobs = fetched.slice(0, PAGE);
+    prev.disabled = page === 0;
+    next.disabled = !more;
+    pageInfo.textContent = `page ${page + 1}`;
     clear(body);
     if (!jobs.length) append(body, h('tr', null, h('td', { colspan: 8 }, 'No jobs.')));
     for (const j of jobs) {
@@ -65,8 +76,8 @@ export async function jobsPage(main, ctx) {
     ]);
   }
 
-  queue.addEventListener('change', load);
-  state.addEventListener('change', load);
+  queue.addEventListener('change', () => { page = 0; load(); });
+  state.addEventListener('change', () => { page = 0; load(); });
   await load();
   let pending = null;
   return listen((m) => {
