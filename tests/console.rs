@@ -677,3 +677,46 @@ async fn the_overview_keeps_each_channels_last_hour() {
     assert!(shop["last_request"].as_str().is_some());
     assert!(body["bytes_per_channel"].as_u64().unwrap() < 8192);
 }
+
+/// Keyboard alone, and every control labelled, on every page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_works_from_the_keyboard_with_labelled_controls() {
+    let srv = project().start();
+    let (c, _driver) = browser().await;
+    c.goto(&srv.url("/console/")).await.unwrap();
+    // The token field has the focus; Enter submits.
+    let input = wait(&c, "#token").await;
+    input.send_keys(&format!("{ADMIN}\u{E007}")).await.unwrap();
+    wait(&c, "tr[data-code='shop']").await;
+    for page in ["channels", "scripts/shop", "jobs", "live", "overview"] {
+        c.goto(&srv.url(&format!("/console/#/{page}"))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let unlabelled = c
+            .execute(
+                r#"const bad = [];
+                   for (const el of document.querySelectorAll('a, button, input, select, textarea')) {
+                     const label = el.getAttribute('aria-label') || el.textContent.trim() ||
+                       (el.id && document.querySelector(`label[for="${el.id}"]`)) ||
+                       el.closest('label') || el.getAttribute('title');
+                     if (!label) bad.push(el.outerHTML.slice(0, 80));
+                     if (el.tabIndex < 0 && !el.disabled) bad.push('not focusable: ' + el.outerHTML.slice(0, 80));
+                   }
+                   return bad;"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(unlabelled, json!([]), "{page}");
+    }
+    // A button works from the keyboard: focus it, press Enter.
+    c.goto(&srv.url("/console/#/channels")).await.unwrap();
+    let toggle = wait(&c, "tr[data-code='shop'] button.toggle").await;
+    c.execute("arguments[0].focus();", vec![serde_json::to_value(&toggle).unwrap()])
+        .await
+        .unwrap();
+    toggle.send_keys("\u{E007}").await.unwrap();
+    wait_text(&c, "tr[data-code='shop'] button.toggle", "Activate").await;
+    assert_eq!(status_of(&srv, "/channels/shop/api?token=shop-token").await, 503);
+    no_console_errors(&c).await;
+    c.close().await.unwrap();
+}
