@@ -37,9 +37,60 @@ fn find(program: &str) -> String {
         }
     }
     panic!(
-        "{program} is not installed: the console tests need Debian's chromium and chromium-driver; \
-         run ./test.sh (the README's test command), which installs them"
+        "{program} is not installed: the console tests need Debian's chromium, chromium-driver \
+         and firefox-esr, and geckodriver; run ./test.sh (the README's test command), which \
+         installs them"
     );
+}
+
+/// Firefox (Debian's `firefox-esr`) through geckodriver (built by ./test.sh
+/// into `target/tools/bin`).
+async fn firefox() -> (Client, Driver) {
+    let gecko = common::repo().join("target/tools/bin/geckodriver");
+    let gecko = if gecko.exists() {
+        gecko.display().to_string()
+    } else {
+        find("geckodriver")
+    };
+    let binary = find("firefox-esr");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(gecko)
+        .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start geckodriver");
+    let driver = Driver {
+        child,
+        port,
+        _profile: tempfile::tempdir().unwrap(),
+    };
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "moz:firefoxOptions".into(),
+        json!({"binary": binary, "args": ["-headless", "-width=1280", "-height=900"],
+               "prefs": {"network.captive-portal-service.enabled": false,
+                         "app.update.enabled": false, "browser.shell.checkDefaultBrowser": false}}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+        {
+            Ok(c) => return (c, driver),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "geckodriver did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 async fn browser() -> (Client, Driver) {
@@ -689,7 +740,9 @@ async fn every_page_works_from_the_keyboard_with_labelled_controls() {
     input.send_keys(&format!("{ADMIN}\u{E007}")).await.unwrap();
     wait(&c, "tr[data-code='shop']").await;
     for page in ["channels", "scripts/shop", "jobs", "live", "overview"] {
-        c.goto(&srv.url(&format!("/console/#/{page}"))).await.unwrap();
+        c.goto(&srv.url(&format!("/console/#/{page}")))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;
         let unlabelled = c
             .execute(
@@ -711,12 +764,56 @@ async fn every_page_works_from_the_keyboard_with_labelled_controls() {
     // A button works from the keyboard: focus it, press Enter.
     c.goto(&srv.url("/console/#/channels")).await.unwrap();
     let toggle = wait(&c, "tr[data-code='shop'] button.toggle").await;
-    c.execute("arguments[0].focus();", vec![serde_json::to_value(&toggle).unwrap()])
-        .await
-        .unwrap();
+    c.execute(
+        "arguments[0].focus();",
+        vec![serde_json::to_value(&toggle).unwrap()],
+    )
+    .await
+    .unwrap();
     toggle.send_keys("\u{E007}").await.unwrap();
     wait_text(&c, "tr[data-code='shop'] button.toggle", "Activate").await;
-    assert_eq!(status_of(&srv, "/channels/shop/api?token=shop-token").await, 503);
+    assert_eq!(
+        status_of(&srv, "/channels/shop/api?token=shop-token").await,
+        503
+    );
+    no_console_errors(&c).await;
+    c.close().await.unwrap();
+}
+
+/// The same console in Firefox: sign-in, markup shown as text, a change, the
+/// scripts editor marking an error, the jobs and live pages, no script error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_firefox() {
+    let srv = project().start();
+    let (c, _driver) = firefox().await;
+    sign_in(&c, &srv, ADMIN).await;
+    let title = wait(&c, "tr[data-code='shop'] .title").await;
+    assert_eq!(
+        title.text().await.unwrap(),
+        "<script>document.title='pwned'</script><b>Shop</b>"
+    );
+    c.find(Locator::Css("tr[data-code='shop'] button.toggle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "tr[data-code='shop'] button.toggle", "Activate").await;
+    assert_eq!(
+        status_of(&srv, "/channels/shop/api?token=shop-token").await,
+        503
+    );
+    c.goto(&srv.url("/console/#/scripts/shop")).await.unwrap();
+    let editor = wait(&c, "#editor").await;
+    wait_text(&c, "#problems", "Compiles").await;
+    editor.send_keys("\nlet x = ;").await.unwrap();
+    wait_text(&c, "#problems", "line 3").await;
+    for page in ["jobs", "live", "overview"] {
+        c.goto(&srv.url(&format!("/console/#/{page}")))
+            .await
+            .unwrap();
+        wait(&c, "main h1").await;
+    }
     no_console_errors(&c).await;
     c.close().await.unwrap();
 }
