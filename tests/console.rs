@@ -1,7 +1,8 @@
 //! The web console (SPEC §16, issue #14), driven in a real headless Chromium
-//! through chromedriver (Debian's `chromium` and `chromium-driver`, which the
-//! README's test command installs). Screenshots of each page at 1280 and
-//! 390 px go to `target/console-screenshots/`.
+//! through chromedriver (Debian's `chromium` and `chromium-driver`), and in
+//! Firefox ESR through geckodriver, which the README's test command installs.
+//! Screenshots of each page at 1280, 390 and 1920 px go to
+//! `target/console-screenshots/`.
 
 mod common;
 
@@ -43,6 +44,52 @@ fn find(program: &str) -> String {
     );
 }
 
+/// Starts a WebDriver server (`program` with `args`, given its port) and a
+/// browser session with `caps` on it.
+async fn session(
+    program: String,
+    args: &dyn Fn(u16) -> Vec<String>,
+    caps: Value,
+) -> (Client, Driver) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&program)
+        .args(args(port))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let driver = Driver {
+        child,
+        port,
+        _profile: tempfile::tempdir().unwrap(),
+    };
+    let mut caps = caps.as_object().cloned().unwrap_or_default();
+    if let Some(chrome) = caps.get_mut("goog:chromeOptions") {
+        let dir = format!("--user-data-dir={}", driver._profile.path().display());
+        chrome["args"].as_array_mut().unwrap().push(dir.into());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The WebDriver server is plain HTTP on loopback: no TLS stack needed.
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+        {
+            Ok(c) => return (c, driver),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{program} did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Firefox (Debian's `firefox-esr`) through geckodriver (built by ./test.sh
 /// into `target/tools/bin`).
 async fn firefox() -> (Client, Driver) {
@@ -52,98 +99,36 @@ async fn firefox() -> (Client, Driver) {
     } else {
         find("geckodriver")
     };
-    let binary = find("firefox-esr");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(gecko)
-        .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start geckodriver");
-    let driver = Driver {
-        child,
-        port,
-        _profile: tempfile::tempdir().unwrap(),
+    let caps = json!({"moz:firefoxOptions": {
+        "binary": find("firefox-esr"),
+        "args": ["-headless", "-width=1280", "-height=900"],
+        "prefs": {"app.update.enabled": false, "browser.shell.checkDefaultBrowser": false,
+                  "network.captive-portal-service.enabled": false},
+    }});
+    let args = |port: u16| {
+        vec![
+            "--port".to_owned(),
+            port.to_string(),
+            "--host".into(),
+            "127.0.0.1".into(),
+        ]
     };
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "moz:firefoxOptions".into(),
-        json!({"binary": binary, "args": ["-headless", "-width=1280", "-height=900"],
-               "prefs": {"network.captive-portal-service.enabled": false,
-                         "app.update.enabled": false, "browser.shell.checkDefaultBrowser": false}}),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{}", driver.port))
-            .await
-        {
-            Ok(c) => return (c, driver),
-            Err(e) => {
-                assert!(Instant::now() < deadline, "geckodriver did not start: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    session(gecko, &args, caps).await
 }
 
+/// Chromium through chromedriver.
 async fn browser() -> (Client, Driver) {
-    let driver_path = find("chromedriver");
-    let chromium = find("chromium");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(driver_path)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let profile = tempfile::tempdir().unwrap();
-    let driver = Driver {
-        child,
-        port,
-        _profile: profile,
-    };
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                format!("--user-data-dir={}", driver._profile.path().display()),
-                "--window-size=1280,900",
-            ],
-        }),
-    );
-    caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // chromedriver is plain HTTP on loopback: no TLS stack needed.
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{}", driver.port))
-            .await
-        {
-            Ok(c) => return (c, driver),
-            Err(e) => {
-                assert!(Instant::now() < deadline, "chromedriver did not start: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let caps = json!({"goog:chromeOptions": {
+        "binary": find("chromium"),
+        "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ],
+    }});
+    let args = |port: u16| vec![format!("--port={port}")];
+    session(find("chromedriver"), &args, caps).await
 }
 
 /// Waits (up to 10 s) for an element.
@@ -174,10 +159,31 @@ async fn wait_text(c: &Client, css: &str, needle: &str) -> String {
     }
 }
 
+/// Clicks `css` (it must be there).
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Presses Deactivate (or Activate) on the shop channel's row and checks
+/// what its callers now get.
+async fn toggle_shop(c: &Client, srv: &Server, now: &str, callers_get: u16) {
+    click(c, "tr[data-code='shop'] button.toggle").await;
+    wait_text(c, "tr[data-code='shop'] button.toggle", now).await;
+    assert_eq!(
+        status_of(srv, "/channels/shop/api?token=shop-token").await,
+        callers_get
+    );
+}
+
 async fn screenshot(c: &Client, name: &str) {
     let dir = common::repo().join("target/console-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
-    for (width, height) in [(1280, 900), (390, 844)] {
+    for (width, height) in [(1280, 900), (390, 844), (1920, 1080)] {
         c.set_window_size(width, height).await.unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
         let png = c.screenshot().await.unwrap();
@@ -203,12 +209,7 @@ async fn sign_in(c: &Client, srv: &Server, token: &str) {
     c.goto(&srv.url("/console/")).await.unwrap();
     let input = wait(c, "#token").await;
     input.send_keys(token).await.unwrap();
-    c.find(Locator::Css("#signin"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#signin").await;
 }
 
 fn project() -> Project {
@@ -251,12 +252,7 @@ async fn channels_sign_in_deactivate_credentials_and_delete() {
     let input = c.find(Locator::Css("#token")).await.unwrap();
     input.clear().await.unwrap();
     input.send_keys(ADMIN).await.unwrap();
-    c.find(Locator::Css("#signin"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#signin").await;
 
     // The channels: a title with markup shows as text and runs nothing.
     let title = wait(&c, "tr[data-code='shop'] .title").await;
@@ -272,46 +268,16 @@ async fn channels_sign_in_deactivate_credentials_and_delete() {
         status_of(&srv, "/channels/shop/api?token=shop-token").await,
         200
     );
-    c.find(Locator::Css("tr[data-code='shop'] button.toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_text(&c, "tr[data-code='shop'] button.toggle", "Activate").await;
-    assert_eq!(
-        status_of(&srv, "/channels/shop/api?token=shop-token").await,
-        503
-    );
-    c.find(Locator::Css("tr[data-code='shop'] button.toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_text(&c, "tr[data-code='shop'] button.toggle", "Deactivate").await;
-    assert_eq!(
-        status_of(&srv, "/channels/shop/api?token=shop-token").await,
-        200
-    );
+    toggle_shop(&c, &srv, "Activate", 503).await;
+    toggle_shop(&c, &srv, "Deactivate", 200).await;
 
     // Credentials: masked, shown on demand, regenerated (the old token stops at once).
     c.goto(&srv.url("/console/#/channels/shop")).await.unwrap();
     let token = wait(&c, "#token-value").await;
     assert!(token.text().await.unwrap().contains("•"));
-    c.find(Locator::Css("#show-token"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#show-token").await;
     wait_text(&c, "#token-value", "shop-token").await;
-    c.find(Locator::Css("#regenerate-token"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#regenerate-token").await;
     wait(&c, "dialog[open] button.danger")
         .await
         .click()
@@ -350,12 +316,7 @@ async fn channels_sign_in_deactivate_credentials_and_delete() {
         .send_keys("wrong")
         .await
         .unwrap();
-    c.find(Locator::Css("dialog[open] button.danger"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "dialog[open] button.danger").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _, _) = json_of(
         client()
@@ -373,12 +334,7 @@ async fn channels_sign_in_deactivate_credentials_and_delete() {
         .send_keys("spare")
         .await
         .unwrap();
-    c.find(Locator::Css("dialog[open] button.danger"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "dialog[open] button.danger").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = client()
@@ -458,21 +414,11 @@ async fn scripts_marks_errors_tries_and_replays() {
         .send_keys("sku=Q")
         .await
         .unwrap();
-    c.find(Locator::Css("#try"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#try").await;
     wait_text(&c, "#try-answer", "\"Q\"").await;
     wait_text(&c, "#try-logs", "sku Q").await;
     wait_text(&c, "#try-effects", "kv_set").await;
-    c.find(Locator::Css("#replay"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#replay").await;
     wait_text(&c, "#replay-summary", "1 of 2 answers change").await;
     screenshot(&c, "scripts-replay").await;
     no_console_errors(&c).await;
@@ -512,12 +458,7 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
     );
     screenshot(&c, "jobs").await;
     // Retry: the attempt runs, and the page shows it without a reload.
-    c.find(Locator::Css("#retry"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#retry").await;
     wait_text(&c, "#card-attempts", "2/2").await;
     wait_text(&c, "#card-state", "succeeded").await;
     // The queue selector filters.
@@ -590,12 +531,7 @@ async fn a_viewer_sees_everything_and_changes_nothing() {
         200
     );
     // Sign out ends the session.
-    c.find(Locator::Css("#signout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#signout").await;
     wait(&c, "#token").await;
     let answer = c
         .execute_async(
@@ -792,17 +728,7 @@ async fn the_console_works_in_firefox() {
         title.text().await.unwrap(),
         "<script>document.title='pwned'</script><b>Shop</b>"
     );
-    c.find(Locator::Css("tr[data-code='shop'] button.toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_text(&c, "tr[data-code='shop'] button.toggle", "Activate").await;
-    assert_eq!(
-        status_of(&srv, "/channels/shop/api?token=shop-token").await,
-        503
-    );
+    toggle_shop(&c, &srv, "Activate", 503).await;
     c.goto(&srv.url("/console/#/scripts/shop")).await.unwrap();
     let editor = wait(&c, "#editor").await;
     wait_text(&c, "#problems", "Compiles").await;
