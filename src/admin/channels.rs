@@ -1,0 +1,349 @@
+//! `/admin/channels`: documents with secrets masked, stop and start, the
+//! token shown and regenerated, and the queue switch to production.
+
+use super::*;
+
+/// A channel as the API shows it: secrets masked, plus its load `status`,
+/// its `state` (running, stopped, disabled) and whether its `credential` is
+/// still valid. None of the three is stored; POST and PUT ignore them.
+pub(super) fn shown(app: &AppState, channel: &Channel, snapshot: &Snapshot) -> Value {
+    let mut doc = serde_json::to_value(&channel.doc).unwrap_or_default();
+    for field in SECRET_FIELDS {
+        if doc[field].as_str().is_some_and(|s| !s.is_empty()) {
+            doc[field] = MASK.into();
+        }
+    }
+    doc["status"] = status_of(snapshot, FileKind::Channel, channel.code());
+    doc["state"] = state_of(app, channel).into();
+    doc["credential"] = if channel.credential_expired() {
+        "expired"
+    } else {
+        "valid"
+    }
+    .into();
+    doc
+}
+
+pub(super) fn state_of(app: &AppState, channel: &Channel) -> &'static str {
+    if channel.doc.opts.disabled {
+        "disabled"
+    } else if app.stopped.contains(channel.code()) {
+        "stopped"
+    } else {
+        "running"
+    }
+}
+
+/// A disabled channel is neither stopped nor started: `409 channel_disabled`.
+pub(super) fn refuse_disabled(channel: &Channel) -> Result<(), AppError> {
+    if channel.doc.opts.disabled {
+        return Err(AppError::Conflict(
+            "channel_disabled",
+            format!(
+                "channel {:?} is disabled (opts.disabled); enable it first",
+                channel.code()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /admin/channels/{code}/stop` and `/start`: an operator pauses a
+/// channel (nothing runs, nothing queued is lost) or resumes it. Not stored.
+pub(super) async fn stop_channel(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    set_stopped(&app, code, true)
+}
+
+pub(super) async fn start_channel(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    set_stopped(&app, code, false)
+}
+
+pub(super) fn set_stopped(
+    app: &AppState,
+    code: String,
+    stop: bool,
+) -> Result<Json<Value>, AppError> {
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
+    refuse_disabled(channel)?;
+    if stop {
+        app.stopped.insert(code.clone());
+        app.connections.close_channel(
+            &code,
+            crate::connections::CLOSE_GOING_AWAY,
+            "channel stopped",
+        );
+    } else {
+        app.stopped.remove(&code);
+        crate::jobs::resume(app, &code);
+    }
+    let state = state_of(app, channel);
+    tracing::info!(channel = %code, state, "channel {}", if stop { "stopped" } else { "started" });
+    Ok(Json(json!({ "code": code, "state": state })))
+}
+
+pub(super) async fn list_channels(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Json<Value>, AppError> {
+    listing_params(&uri, &[])?;
+    let snapshot = app.registry.snapshot();
+    let mut codes: Vec<&String> = snapshot.channels.keys().collect();
+    codes.sort();
+    let channels: Vec<Value> = codes
+        .into_iter()
+        .map(|c| shown(&app, &snapshot.channels[c], &snapshot))
+        .collect();
+    Ok(Json(json!({ "channels": channels })))
+}
+
+pub(super) async fn get_channel(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let snapshot = app.registry.snapshot();
+    match snapshot.channel(&code) {
+        Some(ch) => Ok(Json(shown(&app, ch, &snapshot))),
+        None => Err(match snapshot.error(FileKind::Channel, &code) {
+            Some(e) => {
+                AppError::Missing("unknown_channel", format!("does not load: {}", e.message))
+            }
+            None => AppError::UnknownChannel,
+        }),
+    }
+}
+
+/// Parses an API body into a document; `status` (as shown by GET) is ignored.
+pub(super) fn parse_doc(bytes: &[u8]) -> Result<ChannelDoc, AppError> {
+    let mut value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| AppError::InvalidChannel(format!("the body is not JSON: {e}")))?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(AppError::InvalidChannel(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    // What GET adds and the document does not hold.
+    for shown_only in ["status", "state", "credential"] {
+        object.remove(shown_only);
+    }
+    ChannelDoc::parse(&value.to_string()).map_err(|e| AppError::InvalidChannel(e.to_string()))
+}
+
+pub(super) fn validate(
+    app: &AppState,
+    doc: ChannelDoc,
+    snapshot: &Snapshot,
+) -> Result<Channel, AppError> {
+    let names = snapshot.scripts.keys().cloned().collect();
+    let ctx = ValidationContext {
+        solution_types: &app.config.solution_types,
+        scripts: &names,
+    };
+    let channel = doc
+        .validate(None, &ctx)
+        .map_err(|e| AppError::InvalidChannel(e.to_string()))?;
+    let taken = snapshot
+        .channels
+        .values()
+        .find(|other| other.id == channel.id && other.code() != channel.code());
+    if let Some(other) = taken {
+        return Err(AppError::InvalidChannel(format!(
+            "id: {} is already the id of channel {:?}",
+            channel.id,
+            other.code()
+        )));
+    }
+    Ok(channel)
+}
+
+pub(super) async fn create_channel(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, AppError> {
+    let bytes = body_of(&app, req).await?;
+    let mut doc = parse_doc(&bytes)?;
+    for field in SECRET_FIELDS {
+        if secret_mut(&mut doc, field).as_deref() == Some(MASK) {
+            return Err(AppError::InvalidChannel(format!(
+                "{field}: {MASK:?} is the mask shown by GET, not a secret"
+            )));
+        }
+    }
+    if doc.id.as_deref().is_none_or(str::is_empty) {
+        doc.id = Some(uuid::Uuid::new_v4().to_string());
+    }
+    let stamp = now();
+    doc.ext.insert("ct".into(), stamp.clone().into());
+    doc.ext.insert("lwt".into(), stamp.into());
+
+    let _serial = app.admin_lock.lock().await;
+    let snapshot = app.registry.snapshot();
+    if channel::valid_code(&doc.code) && channel_file(&app, &doc.code).exists() {
+        return Err(AppError::Conflict(
+            "channel_exists",
+            format!("channel {:?} exists", doc.code),
+        ));
+    }
+    let ch = validate(&app, doc, &snapshot)?;
+    let code = ch.code().to_owned();
+    let snapshot = write_and_reload(&app, channel_file(&app, &code), doc_bytes(&ch.doc)?).await?;
+    count_change("channel", "create");
+    let shown = snapshot.channel(&code).map(|c| shown(&app, c, &snapshot));
+    Ok((StatusCode::CREATED, Json(shown.unwrap_or(Value::Null))).into_response())
+}
+
+pub(super) async fn replace_channel(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    req: Request,
+) -> Result<Json<Value>, AppError> {
+    let bytes = body_of(&app, req).await?;
+    let mut doc = parse_doc(&bytes)?;
+    if doc.code != code {
+        return Err(AppError::InvalidChannel(format!(
+            "code: {:?} does not match the path's {code:?}",
+            doc.code
+        )));
+    }
+    let _serial = app.admin_lock.lock().await;
+    let snapshot = app.registry.snapshot();
+    let stored = snapshot
+        .channel(&code)
+        .cloned()
+        .ok_or(AppError::UnknownChannel)?;
+    let mut stored_doc = stored.doc.clone();
+    for field in SECRET_FIELDS {
+        let slot = secret_mut(&mut doc, field);
+        if slot.as_deref() == Some(MASK) {
+            *slot = secret_mut(&mut stored_doc, field).take();
+        }
+    }
+    doc.id = stored.doc.id.clone();
+    let ct = stored
+        .doc
+        .ext
+        .get("ct")
+        .cloned()
+        .unwrap_or_else(|| now().into());
+    doc.ext.insert("ct".into(), ct);
+    doc.ext.insert("lwt".into(), now().into());
+    let ch = validate(&app, doc, &snapshot)?;
+    let snapshot = write_and_reload(&app, channel_file(&app, &code), doc_bytes(&ch.doc)?).await?;
+    count_change("channel", "update");
+    let shown = snapshot.channel(&code).map(|c| shown(&app, c, &snapshot));
+    Ok(Json(shown.unwrap_or(Value::Null)))
+}
+
+/// `GET /admin/channels/{code}/token`: the channel's `token_local`, shown on
+/// demand (to an admin: a console viewer sees the mask only).
+pub(super) async fn reveal_token(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    role: Option<axum::Extension<crate::console::Role>>,
+) -> Result<Json<Value>, AppError> {
+    if role.is_some_and(|r| r.0 != crate::console::Role::Admin) {
+        return Err(AppError::Forbidden(
+            "read_only",
+            "a viewer does not see secrets".into(),
+        ));
+    }
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
+    Ok(Json(json!({
+        "code": code,
+        "token_local": channel.doc.token_local.clone().unwrap_or_default(),
+        "token_valid_until": channel.doc.opts.token_valid_until,
+    })))
+}
+
+/// `POST /admin/channels/{code}/token`: a new random `token_local`, written as
+/// a PUT would; the old one stops working at once (the reload closes the
+/// websockets it admitted). The new token is in this answer only.
+pub(super) async fn regenerate_token(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let _serial = app.admin_lock.lock().await;
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut doc = channel.doc.clone();
+    doc.token_local = Some(token.clone());
+    doc.ext.insert("lwt".into(), now().into());
+    write_and_reload(&app, channel_file(&app, &code), doc_bytes(&doc)?).await?;
+    count_change("channel", "update");
+    tracing::info!(channel = %code, "token_local regenerated");
+    Ok(Json(json!({ "code": code, "token_local": token })))
+}
+
+pub(super) async fn delete_channel(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let _serial = app.admin_lock.lock().await;
+    let path = channel_file(&app, &code);
+    if !channel::valid_code(&code) || !path.exists() {
+        return Err(AppError::UnknownChannel);
+    }
+    remove_and_reload(&app, path).await?;
+    count_change("channel", "delete");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) fn secret_mut<'a>(doc: &'a mut ChannelDoc, field: &str) -> &'a mut Option<String> {
+    match field {
+        "token_local" => &mut doc.token_local,
+        "token_remote" => &mut doc.token_remote,
+        "token_remote2" => &mut doc.token_remote2,
+        _ => &mut doc.token_remote_test,
+    }
+}
+
+/// `POST /admin/queues/{name}/production`: every channel of the queue in test
+/// mode goes to production, its document written as a PUT would; answers the
+/// codes switched.
+pub(super) async fn queue_to_production(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let _serial = app.admin_lock.lock().await;
+    let snapshot = app.registry.snapshot();
+    let mut switched = Vec::new();
+    let mut writes = Vec::new();
+    for channel in snapshot.channels.values() {
+        if channel.queue() != name || !channel.test_mode() {
+            continue;
+        }
+        let mut doc = channel.doc.clone();
+        doc.opts.mode = Some("production".into());
+        doc.ext.insert("lwt".into(), now().into());
+        writes.push((channel_file(&app, channel.code()), doc_bytes(&doc)?));
+        switched.push(channel.code().to_owned());
+    }
+    switched.sort();
+    if !writes.is_empty() {
+        let app2 = app.clone();
+        tokio::task::spawn_blocking(move || {
+            for (path, bytes) in &writes {
+                write_atomic(path, bytes)
+                    .map_err(|e| AppError::io("switching to production", &e))?;
+            }
+            crate::reload::reload_now(&app2);
+            Ok::<_, AppError>(())
+        })
+        .await
+        .map_err(|_| AppError::Internal)??;
+        count_change("channel", "update");
+    }
+    Ok(Json(json!({ "queue": name, "switched": switched })))
+}

@@ -1,0 +1,123 @@
+//! `/admin/jobs` and `/admin/queues`: the job-processing view and retries.
+
+use super::*;
+
+/// The filters of `GET /admin/jobs`.
+pub(super) const JOB_FILTERS: &[&str] = &[
+    "channel", "kind", "state", "queue", "test", "tag", "limit", "offset",
+];
+
+pub(super) async fn list_jobs(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Json<Value>, AppError> {
+    let mut f = listing_params(&uri, JOB_FILTERS)?;
+    let mut take = |k: &str| f.remove(k).filter(|s| !s.is_empty());
+    let (channel, kind, state) = (take("channel"), take("kind"), take("state"));
+    let (queue, tag) = (take("queue"), take("tag"));
+    let test = match take("test").as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(AppError::BadRequest(format!(
+                "test must be true or false, not {other:?}"
+            )))
+        }
+    };
+    let mut number = |k: &str| -> Result<Option<usize>, AppError> {
+        match take(k) {
+            None => Ok(None),
+            Some(n) => n.parse::<usize>().map(Some).map_err(|_| {
+                AppError::BadRequest(format!("{k} must be a whole number, not {n:?}"))
+            }),
+        }
+    };
+    let (limit, offset) = (number("limit")?, number("offset")?);
+    if let Some(k) = &kind {
+        if !crate::jobs::KINDS.contains(&k.as_str()) {
+            return Err(AppError::BadRequest(format!(
+                "kind must be one of {:?}",
+                crate::jobs::KINDS
+            )));
+        }
+    }
+    if let Some(s) = &state {
+        if !crate::jobs::STATES.contains(&s.as_str()) {
+            return Err(AppError::BadRequest(format!(
+                "state must be one of {:?}",
+                crate::jobs::STATES
+            )));
+        }
+    }
+    let filter = crate::jobs::JobFilter {
+        channel,
+        kind,
+        state,
+        queue,
+        test,
+        tag,
+        limit: limit.unwrap_or(100).clamp(1, 1000),
+        offset: offset.unwrap_or(0),
+    };
+    let app2 = app.clone();
+    let jobs = tokio::task::spawn_blocking(move || crate::jobs::list(&app2, &filter))
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map_err(|e| {
+            tracing::error!("jobs: {e}");
+            AppError::Internal
+        })?;
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+/// `GET /admin/queues`: the job-processing queues, their channels and jobs by state.
+pub(super) async fn list_queues(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Json<Value>, AppError> {
+    listing_params(&uri, &[])?;
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || crate::jobs::queues(&app2))
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map(Json)
+        .map_err(|e| AppError::store("queues", &e))
+}
+
+pub(super) async fn get_job(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let app2 = app.clone();
+    let job = tokio::task::spawn_blocking(move || crate::jobs::get(&app2, &id))
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map_err(|e| {
+            tracing::error!("jobs: {e}");
+            AppError::Internal
+        })?;
+    job.map(Json)
+        .ok_or_else(|| AppError::Missing("unknown_job", "no such job".into()))
+}
+
+pub(super) async fn retry_job(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    match crate::jobs::retry(&app, &id).await {
+        Err(e) => Err(AppError::store("job retry", &e)),
+        Ok(Ok(job)) => Ok(Json(job)),
+        Ok(Err(why)) if why == "unknown" => {
+            Err(AppError::Missing("unknown_job", format!("no job {id:?}")))
+        }
+        Ok(Err(why)) if why == "schedule" => Err(AppError::Conflict(
+            "job_not_retryable",
+            "schedule runs are not retried; the next tick runs the script again".into(),
+        )),
+        Ok(Err(state)) => Err(AppError::Conflict(
+            "job_not_retryable",
+            format!("only failed or timed_out jobs are retried; this one is {state}"),
+        )),
+    }
+}

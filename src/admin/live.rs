@@ -1,0 +1,67 @@
+//! What is happening now: open connections, `POST /events`, each channel's
+//! last hour (`/admin/overview`) and the activity stream (`/admin/stream`).
+
+use super::*;
+
+pub(super) async fn list_connections(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Json<Value>, AppError> {
+    listing_params(&uri, &[])?;
+    Ok(Json(json!({ "connections": app.connections.describe() })))
+}
+
+/// `POST /events` (admin credentials): publishes `{"name", "data"}` as source `system`.
+pub async fn post_event(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+) -> Result<Response, AppError> {
+    let bytes = body_of(&app, req).await?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| AppError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let name = body.get("name").and_then(Value::as_str).unwrap_or("");
+    let data = body.get("data").cloned().unwrap_or(Value::Null);
+    let event = crate::events::Event::new("system", name, data).map_err(AppError::BadRequest)?;
+    let id = event.id;
+    app.events
+        .publish(event)
+        .await
+        .map_err(|e| AppError::store("publishing", &e))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
+}
+
+/// `GET /admin/overview`: each channel's last hour, a bucket a minute
+/// (requests, errors, p99), for the console's charts.
+pub(super) async fn overview(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Json<Value>, AppError> {
+    listing_params(&uri, &[])?;
+    let mut codes: Vec<String> = app.registry.snapshot().channels.keys().cloned().collect();
+    codes.sort();
+    Ok(Json(json!({
+        "bucket_secs": 60,
+        "channels": crate::history::last_hour(&codes),
+        "bytes_per_channel": crate::history::bytes_per_channel(),
+    })))
+}
+
+/// `GET /admin/stream`: server-sent events of the server's activity
+/// (`request`, `event`, `job`), one JSON object each, as they happen.
+pub(super) async fn stream() -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let rx = crate::activity::subscribe();
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let data = match rx.recv().await {
+            Ok(text) => text.to_string(),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                json!({"type": "lagged", "missed": n}).to_string()
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(Event::default().data(data)), rx))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,332 @@
+//! `/admin`: channels, scripts, jobs and live views through the API, with
+//! secrets masked; the guard that admits admin callers and console sessions.
+//!
+//! Every change is written to its file atomically (temporary file, fsync,
+//! rename, fsync of the folder) and then loaded by the same reload the file
+//! watcher runs, so the API and hand edits go one way. Changes are
+//! serialised by [`AppState::admin_lock`].
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::authoring;
+use crate::channel::{self, Channel, ChannelDoc, ValidationContext};
+use crate::error::AppError;
+use crate::registry::{FileKind, Snapshot};
+use crate::script::lint::Finding;
+use crate::script::CompileError;
+use crate::AppState;
+
+mod channels;
+mod jobs;
+mod live;
+mod scripts;
+
+pub use live::post_event;
+
+/// Shown instead of a secret; sent back in a PUT, it keeps the stored secret.
+pub const MASK: &str = "***";
+const SECRET_FIELDS: [&str; 4] = [
+    "token_local",
+    "token_remote",
+    "token_remote2",
+    "token_remote_test",
+];
+
+/// The `/admin` routes (authentication is [`guard`]).
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/admin/channels",
+            get(channels::list_channels).post(channels::create_channel),
+        )
+        .route(
+            "/admin/channels/{code}",
+            get(channels::get_channel)
+                .put(channels::replace_channel)
+                .delete(channels::delete_channel),
+        )
+        .route(
+            "/admin/channels/{code}/stop",
+            axum::routing::post(channels::stop_channel),
+        )
+        .route(
+            "/admin/channels/{code}/start",
+            axum::routing::post(channels::start_channel),
+        )
+        .route("/admin/scripts", get(scripts::list_scripts))
+        .route("/admin/connections", get(live::list_connections))
+        .route("/admin/jobs", get(jobs::list_jobs))
+        .route("/admin/queues", get(jobs::list_queues))
+        .route(
+            "/admin/queues/{name}/production",
+            axum::routing::post(channels::queue_to_production),
+        )
+        .route("/admin/jobs/{id}", get(jobs::get_job))
+        .route(
+            "/admin/jobs/{id}/retry",
+            axum::routing::post(jobs::retry_job),
+        )
+        .route(
+            "/admin/scripts/{code}",
+            get(scripts::get_script)
+                .put(scripts::put_script)
+                .delete(scripts::delete_script),
+        )
+        .route(
+            "/admin/channels/{code}/token",
+            get(channels::reveal_token).post(channels::regenerate_token),
+        )
+        .route("/admin/check", axum::routing::post(scripts::check_script))
+        .route("/admin/stream", get(live::stream))
+        .route("/admin/overview", get(live::overview))
+}
+
+/// Refuses every `/admin` request without admin credentials (401), before routing.
+pub async fn guard(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let send =
+        path.starts_with("/channels/") && path.ends_with("/send") && path.matches('/').count() == 3;
+    if path == "/admin" || path.starts_with("/admin/") || path == "/events" || send {
+        // A console session (cookie) when no credential is given in the header.
+        let bearer = req.headers().contains_key(header::AUTHORIZATION);
+        if let Some((_, session)) = (!bearer)
+            .then(|| crate::console::session_of(&app, req.headers()))
+            .flatten()
+        {
+            if let Err(e) = session_may(&session, &req) {
+                return e.into_response();
+            }
+            let role = session.role;
+            let mut req = req;
+            req.extensions_mut().insert(role);
+            return next.run(req).await;
+        }
+        let sender = crate::net::sender_addr(peer.ip(), req.headers(), &app.config.trusted_proxies);
+        if let Err(e) = app
+            .auth
+            .admin_caller(sender, req.headers(), req.uri().query())
+        {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// What a console session may do: read anything; change things only as an
+/// admin, and only with the session's CSRF token (SameSite=Strict already
+/// keeps the cookie off other sites' requests; the token is the second lock).
+pub(super) fn session_may(
+    session: &crate::console::Session,
+    req: &Request,
+) -> Result<(), AppError> {
+    let reads = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if reads {
+        return Ok(());
+    }
+    let sent = req
+        .headers()
+        .get(crate::console::session::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !sent.is_some_and(|t| crate::auth::secret_eq(t, &session.csrf)) {
+        return Err(AppError::Forbidden(
+            "csrf",
+            "a change needs the session's X-CSRF-Token".into(),
+        ));
+    }
+    if session.role != crate::console::Role::Admin {
+        return Err(AppError::Forbidden(
+            "read_only",
+            "a viewer sees everything and changes nothing".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The warnings of the authoring checks for a channel, or for the channels
+/// that use a script as their recv script.
+pub(super) fn warnings_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> Vec<Finding> {
+    match kind {
+        FileKind::Channel => snapshot
+            .channel(code)
+            .map(|c| authoring::channel_warnings(c, &snapshot.scripts))
+            .unwrap_or_default(),
+        FileKind::Script => {
+            let mut users: Vec<&Arc<Channel>> = snapshot
+                .channels
+                .values()
+                .filter(|c| c.doc.recv_svcscriptcode.as_deref() == Some(code))
+                .collect();
+            users.sort_by(|a, b| a.code().cmp(b.code()));
+            users
+                .into_iter()
+                .flat_map(|c| authoring::channel_warnings(c, &snapshot.scripts))
+                .collect()
+        }
+    }
+}
+
+pub(super) fn status_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {
+    let warnings = warnings_of(snapshot, kind, code);
+    let mut status = status_error(snapshot, kind, code);
+    if !warnings.is_empty() {
+        status["warnings"] = warnings
+            .into_iter()
+            .map(|w| json!({"line": w.line, "col": w.col, "message": w.message}))
+            .collect();
+    }
+    status
+}
+
+pub(super) fn status_error(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {
+    match snapshot.error(kind, code) {
+        None => json!({ "ok": true }),
+        Some(e) => {
+            let serving = match kind {
+                FileKind::Script => snapshot
+                    .scripts
+                    .get(code)
+                    .is_some_and(|s| s.compiled.is_ok()),
+                FileKind::Channel => snapshot.channel(code).is_some(),
+            };
+            json!({
+                "ok": false,
+                "error": e.message,
+                "error_at": e.since,
+                "serving": if serving {
+                    "the last good version"
+                } else {
+                    "nothing: it has not loaded since the server started"
+                },
+            })
+        }
+    }
+}
+
+pub(super) fn now() -> String {
+    channel::rfc3339(std::time::SystemTime::now())
+}
+
+pub(super) async fn body_of(app: &AppState, req: Request) -> Result<axum::body::Bytes, AppError> {
+    let (parts, body) = req.into_parts();
+    crate::http::read_body(app, &parts.headers, body).await
+}
+
+pub(super) fn doc_bytes(doc: &ChannelDoc) -> Result<Vec<u8>, AppError> {
+    let mut bytes = serde_json::to_vec_pretty(doc).map_err(|_| AppError::Internal)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+pub(super) fn channel_file(app: &AppState, code: &str) -> PathBuf {
+    channel::file_path(&app.config.channels, code)
+}
+
+pub(super) fn script_file(app: &AppState, code: &str) -> PathBuf {
+    app.config.scripts.join(format!("{code}.rhai"))
+}
+
+/// The query parameters of an admin listing, refusing one it does not know
+/// (a misspelt filter must not silently list everything).
+pub fn listing_params(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, AppError> {
+    let mut out = HashMap::new();
+    for (k, v) in crate::auth::query_pairs(uri.query().unwrap_or("")) {
+        if !allowed.contains(&k.as_str()) {
+            return Err(AppError::BadRequest(if allowed.is_empty() {
+                format!("unknown query parameter {k:?}: this listing takes none")
+            } else {
+                format!(
+                    "unknown query parameter {k:?}; the filters are {}",
+                    allowed.join(", ")
+                )
+            }));
+        }
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+pub(super) fn count_change(kind: &'static str, action: &'static str) {
+    metrics::counter!("switchyard_admin_changes_total", "kind" => kind, "action" => action)
+        .increment(1);
+}
+
+/// Writes `bytes` to `path` atomically, then reloads; returns the new snapshot.
+pub(super) async fn write_and_reload(
+    app: &Arc<AppState>,
+    path: PathBuf,
+    bytes: Vec<u8>,
+) -> Result<Arc<Snapshot>, AppError> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        write_atomic(&path, &bytes).map_err(|e| {
+            tracing::error!("cannot write {}: {e}", path.display());
+            AppError::Internal
+        })?;
+        Ok(crate::reload::reload_now(&app).snapshot)
+    })
+    .await
+    .map_err(|_| AppError::Internal)?
+}
+
+pub(super) async fn remove_and_reload(app: &Arc<AppState>, path: PathBuf) -> Result<(), AppError> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        std::fs::remove_file(&path).map_err(|e| {
+            tracing::error!("cannot remove {}: {e}", path.display());
+            AppError::Internal
+        })?;
+        sync_dir(&path);
+        crate::reload::reload_now(&app);
+        Ok(())
+    })
+    .await
+    .map_err(|_| AppError::Internal)?
+}
+
+/// Temporary file beside the target, fsync, rename over it, fsync the folder:
+/// a reader sees the old file or the new one, never half of one.
+pub fn write_atomic(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(FsPath::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(path);
+    Ok(())
+}
+
+pub(super) fn sync_dir(path: &FsPath) {
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! `/admin/scripts`: Rhai sources, saved only when they compile and call
+//! only functions that exist; `/admin/check` without saving.
+
+use super::*;
+
+pub(super) async fn list_scripts(
+    State(app): State<Arc<AppState>>,
+    uri: Uri,
+) -> Result<Json<Value>, AppError> {
+    listing_params(&uri, &[])?;
+    let snapshot = app.registry.snapshot();
+    let mut codes: Vec<&String> = snapshot.scripts.keys().collect();
+    codes.sort();
+    let scripts: Vec<Value> = codes
+        .into_iter()
+        .map(|code| {
+            json!({
+                "code": code,
+                "status": status_of(&snapshot, FileKind::Script, code),
+                "used_by": snapshot.channels_using(code),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "scripts": scripts })))
+}
+
+pub(super) async fn get_script(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<Response, AppError> {
+    let unknown = || AppError::Missing("unknown_script", format!("no script {code:?}"));
+    if !channel::valid_code(&code) {
+        return Err(unknown());
+    }
+    let path = script_file(&app, &code);
+    // Never through a link out of the scripts folder (it is not loaded either).
+    if !crate::registry::inside(&app.config.scripts, &path) {
+        return Err(unknown());
+    }
+    let source = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|_| unknown())?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        source,
+    )
+        .into_response())
+}
+
+pub(super) async fn put_script(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+    req: Request,
+) -> Result<Response, AppError> {
+    if !channel::valid_code(&code) {
+        return Err(AppError::BadRequest(format!(
+            "{code:?} is not a valid script code (1 to 64 of A-Z a-z 0-9 _ . -)"
+        )));
+    }
+    let (parts, body) = req.into_parts();
+    let max = app.config.max_script_bytes as u64;
+    let bytes = crate::http::read_body_max(&app, &parts.headers, body, max).await?;
+    let source = String::from_utf8(bytes.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
+    // Compiled on a thread of its own (a large script takes seconds), outside
+    // every lock; the reload below takes the result instead of compiling again.
+    let ast = app
+        .engine
+        .compile_detached(source.clone())
+        .await
+        .map_err(AppError::Compile)?;
+    let _serial = app.admin_lock.lock().await;
+    // A call to a function that exists nowhere is refused like a syntax error.
+    let unknown = app
+        .engine
+        .unknown_calls(&ast, &app.registry.snapshot().scripts);
+    if let Some(first) = unknown.first() {
+        let mut message = first.message.clone();
+        for more in &unknown[1..] {
+            message.push_str(&format!("; {}:{}: {}", more.line, more.col, more.message));
+        }
+        return Err(AppError::Compile(CompileError {
+            line: first.line,
+            col: first.col,
+            message,
+        }));
+    }
+    let path = script_file(&app, &code);
+    let existed = path.exists();
+    let snapshot = write_and_reload(&app, path, source.into_bytes()).await?;
+    count_change("script", if existed { "update" } else { "create" });
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(json!({ "code": code, "status": status_of(&snapshot, FileKind::Script, &code) })),
+    )
+        .into_response())
+}
+
+pub(super) async fn delete_script(
+    State(app): State<Arc<AppState>>,
+    Path(code): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let _serial = app.admin_lock.lock().await;
+    let path = script_file(&app, &code);
+    if !channel::valid_code(&code) || !path.exists() {
+        return Err(AppError::Missing(
+            "unknown_script",
+            format!("no script {code:?}"),
+        ));
+    }
+    let users = app.registry.snapshot().channels_using(&code);
+    if !users.is_empty() {
+        return Err(AppError::Conflict(
+            "script_in_use",
+            format!(
+                "script {code:?} is named by channel(s) {}",
+                users.join(", ")
+            ),
+        ));
+    }
+    remove_and_reload(&app, path).await?;
+    count_change("script", "delete");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /admin/check`: compiles the body (Rhai source) and runs the authoring
+/// check without saving anything: `{"ok", "errors": [{line, col, message}]}`.
+pub(super) async fn check_script(
+    State(app): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AppError> {
+    let source = String::from_utf8(body.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
+    let engine = app.engine.clone();
+    let scripts = app.registry.snapshot().scripts.clone();
+    let errors = tokio::task::spawn_blocking(move || match engine.compile(&source) {
+        Err(e) => vec![json!({"line": e.line, "col": e.col, "message": e.message})],
+        Ok(ast) => engine
+            .unknown_calls(&ast, &scripts)
+            .into_iter()
+            .map(|f| json!({"line": f.line, "col": f.col, "message": f.message}))
+            .collect(),
+    })
+    .await
+    .map_err(|_| AppError::Internal)?;
+    Ok(Json(json!({ "ok": errors.is_empty(), "errors": errors })))
+}
