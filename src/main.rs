@@ -1,4 +1,5 @@
-//! The `switchyard` command: `serve`, `check`, `test`, `try` and `backup`.
+//! The `switchyard` command: `serve`, `check`, `test`, `try`, `backup`,
+//! `completions` and `manpage`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ static GLOBAL: switchyard::script::memory::Counting<mimalloc::MiMalloc> =
 #[derive(Parser)]
 #[command(
     name = "switchyard",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SWITCHYARD_COMMIT"), ")"),
     about = "A scriptable integration-channel runtime"
 )]
 struct Cli {
@@ -51,6 +52,13 @@ enum Command {
         /// Where to write the copy (a SQLite file; restore it as DATA/switchyard.db).
         file: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `switchyard manpage > switchyard.1`.
+    Manpage,
     /// Validate every channel document and compile every script.
     Check {
         #[command(flatten)]
@@ -129,6 +137,20 @@ impl Common {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "switchyard", &mut out);
+            print_all(&out)
+        }
+        Command::Manpage => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => print_all(&out),
+                Err(e) => fail(&format!("manpage: {e}")),
+            }
+        }
         Command::Backup { data, file } => match switchyard::store::backup(&data, &file) {
             Ok(()) => {
                 println!(
@@ -292,6 +314,13 @@ fn offline_runtime() -> tokio::runtime::Runtime {
         .thread_stack_size(8 * 1024 * 1024)
         .build()
         .expect("a runtime")
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is no error.
+fn print_all(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(bytes);
+    ExitCode::SUCCESS
 }
 
 fn fail(message: &str) -> ExitCode {

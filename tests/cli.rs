@@ -198,3 +198,30 @@ fn listen_port_zero_prints_the_bound_address_first() {
     assert!(started.elapsed() < Duration::from_secs(30));
     let _ = json!(null);
 }
+
+#[test]
+fn version_completions_and_the_man_page() {
+    let run = |args: &[&str]| {
+        let out = Command::new(binary()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The version names the commit it was built from.
+    let version = run(&["--version"]);
+    assert!(version.starts_with("switchyard 0."), "{version}");
+    assert!(version.contains("(commit "), "{version}");
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("_switchyard()") && bash.contains("serve") && bash.contains("check"));
+    let zsh = run(&["completions", "zsh"]);
+    assert!(zsh.contains("#compdef switchyard"), "{zsh:.80}");
+    let man = run(&["manpage"]);
+    assert!(
+        man.contains(".TH switchyard 1") && man.contains("serve"),
+        "{man:.200}"
+    );
+    let bad = Command::new(binary())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
