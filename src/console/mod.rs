@@ -127,12 +127,10 @@ async fn sign_in(
     };
     let (id, session) = app.sessions.open(role, identity.user_id);
     tracing::info!(user = %session.user, role = role.as_str(), "console sign-in");
-    // `Secure` is added once the server serves TLS itself (SPEC §17, not built yet).
-    let cookie = format!(
-        "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        session::COOKIE,
-        session::IDLE.as_secs()
-    );
+    // A browser-session cookie: the server ends the session after IDLE unused
+    // (an expiry here would end an active one). `Secure` is added once the
+    // server serves TLS itself (SPEC §17, not built yet).
+    let cookie = format!("{}={id}; Path=/; HttpOnly; SameSite=Strict", session::COOKIE);
     let mut response = Json(described(&session)).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);
