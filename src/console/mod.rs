@@ -130,7 +130,10 @@ async fn sign_in(
     // A browser-session cookie: the server ends the session after IDLE unused
     // (an expiry here would end an active one). `Secure` is added once the
     // server serves TLS itself (SPEC §17, not built yet).
-    let cookie = format!("{}={id}; Path=/; HttpOnly; SameSite=Strict", session::COOKIE);
+    let cookie = format!(
+        "{}={id}; Path=/; HttpOnly; SameSite=Strict",
+        session::COOKIE
+    );
     let mut response = Json(described(&session)).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);

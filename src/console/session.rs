@@ -46,9 +46,16 @@ pub struct Session {
 }
 
 /// Every live session, by its (random) id.
-#[derive(Default)]
 pub struct Sessions {
     map: DashMap<String, Session>,
+    /// Unused this long, a session is gone ([`IDLE`]).
+    idle: Duration,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::with_idle(IDLE)
+    }
 }
 
 fn random_token() -> String {
@@ -61,6 +68,14 @@ fn random_token() -> String {
 }
 
 impl Sessions {
+    /// Sessions that end after `idle` unused.
+    pub fn with_idle(idle: Duration) -> Self {
+        Self {
+            map: DashMap::new(),
+            idle,
+        }
+    }
+
     /// A new session for `user` with `role`; returns its id.
     pub fn open(&self, role: Role, user: String) -> (String, Session) {
         self.sweep();
@@ -78,7 +93,7 @@ impl Sessions {
     /// The live session `id`, its idle clock reset.
     pub fn touch(&self, id: &str) -> Option<Session> {
         let mut entry = self.map.get_mut(id)?;
-        if entry.last_seen.elapsed() > IDLE {
+        if entry.last_seen.elapsed() > self.idle {
             drop(entry);
             self.map.remove(id);
             return None;
@@ -94,7 +109,8 @@ impl Sessions {
 
     /// Forgets idle sessions, and the oldest past [`MAX_SESSIONS`].
     fn sweep(&self) {
-        self.map.retain(|_, s| s.last_seen.elapsed() <= IDLE);
+        let idle = self.idle;
+        self.map.retain(|_, s| s.last_seen.elapsed() <= idle);
         while self.map.len() >= MAX_SESSIONS {
             let oldest = self
                 .map
@@ -119,4 +135,36 @@ pub fn cookie_id(headers: &axum::http::HeaderMap) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_ends_when_idle_and_lives_while_used() {
+        let sessions = Sessions::with_idle(Duration::from_millis(200));
+        let (id, s) = sessions.open(Role::Viewer, "vera".into());
+        assert_eq!(s.role, Role::Viewer);
+        assert_ne!(s.csrf, id, "the CSRF token is not the session id");
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(sessions.touch(&id).is_some(), "used, so alive");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(sessions.touch(&id).is_none(), "idle past its limit");
+        let (id, _) = sessions.open(Role::Admin, "a".into());
+        sessions.close(&id);
+        assert!(sessions.touch(&id).is_none());
+    }
+
+    #[test]
+    fn the_cookie_is_found_among_others() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            axum::http::header::COOKIE,
+            axum::http::HeaderValue::from_static("a=1; switchyard_session=abc; b=2"),
+        );
+        assert_eq!(cookie_id(&h).as_deref(), Some("abc"));
+    }
 }
