@@ -281,8 +281,9 @@ fn main() -> ExitCode {
             for p in &problems {
                 println!("{p}");
             }
+            // Warnings go to stderr: stdout stays one line per problem.
             for w in &warnings {
-                println!(
+                eprintln!(
                     "{}:{}:{}: warning: {}",
                     w.file.display(),
                     w.line,

@@ -138,11 +138,12 @@ async fn an_answer_set_on_an_issync_false_channel_is_a_warning() {
     assert!(shown["channels"][0]["status"].get("warnings").is_some());
 
     let project = Project::new().channel(doc).script("inbox", "status = 401;");
-    let (code, out, _) = project.check();
+    let (code, out, err) = project.check();
     assert_eq!(code, 0, "a warning does not fail check: {out}");
+    assert!(out.is_empty(), "stdout holds problems only: {out}");
     assert!(
-        out.contains("inbox.rhai:1:1: warning:") && out.contains("issync = false"),
-        "{out}"
+        err.contains("inbox.rhai:1:1: warning:") && err.contains("issync = false"),
+        "{err}"
     );
 }
 
