@@ -488,26 +488,13 @@ pub fn sub_path(path: &str) -> &str {
         .unwrap_or("")
 }
 
-/// Request headers as a JSON object: lower-case names, `authorization` left out,
-/// repeated headers joined with `", "`.
+/// Request headers as `startparam(5)` gives them: JSON, the credential left out.
 pub fn headers_json(headers: &HeaderMap) -> String {
-    let mut map = serde_json::Map::new();
-    for (name, value) in headers {
-        if name == header::AUTHORIZATION {
-            continue;
-        }
-        let value = String::from_utf8_lossy(value.as_bytes());
-        match map.get_mut(name.as_str()) {
-            Some(serde_json::Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            _ => {
-                map.insert(name.as_str().to_owned(), value.into_owned().into());
-            }
-        }
-    }
-    serde_json::Value::Object(map).to_string()
+    serde_json::Value::Object(crate::headers::to_json(
+        headers,
+        crate::headers::HIDDEN_FROM_SCRIPTS,
+    ))
+    .to_string()
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ pub mod dev;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod headers;
 pub mod history;
 pub mod http;
 pub mod jobs;

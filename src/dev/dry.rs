@@ -430,7 +430,15 @@ pub async fn run(
                 path.clone(),
                 crate::auth::strip_token(query),
                 body.clone(),
-                Value::Object(headers.clone()).to_string(),
+                // As a real run sees them: the credential left out.
+                Value::Object(
+                    headers
+                        .iter()
+                        .filter(|(k, _)| !crate::headers::HIDDEN_FROM_SCRIPTS.contains(&k.as_str()))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                )
+                .to_string(),
                 "127.0.0.1".into(),
                 code.into(),
                 request_id.clone(),

@@ -23,9 +23,6 @@ use crate::AppState;
 /// Bodies longer than this are cut, and the recording marked `truncated`.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Request headers never recorded.
-const SECRET_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
-
 /// How often the buffer is written to the store.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -122,23 +119,10 @@ pub fn cut(body: &str) -> (&str, bool) {
 
 /// Request headers as recorded: lower-case names, credentials left out.
 pub fn headers(headers: &axum::http::HeaderMap) -> Value {
-    let mut map = serde_json::Map::new();
-    for (name, value) in headers {
-        if SECRET_HEADERS.contains(&name.as_str()) {
-            continue;
-        }
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match map.get_mut(name.as_str()) {
-            Some(Value::String(existing)) => {
-                existing.push_str(", ");
-                existing.push_str(&value);
-            }
-            _ => {
-                map.insert(name.as_str().to_owned(), value.into());
-            }
-        }
-    }
-    Value::Object(map)
+    Value::Object(crate::headers::to_json(
+        headers,
+        crate::headers::HIDDEN_FROM_RECORDINGS,
+    ))
 }
 
 /// The answer of a recorded request.
