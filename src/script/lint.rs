@@ -90,6 +90,20 @@ struct Call {
     col: usize,
 }
 
+impl Call {
+    fn of(call: &rhai::FnCallExpr, pos: rhai::Position, method: bool) -> Self {
+        let segments = &call.namespace.path;
+        Call {
+            name: call.name.to_string(),
+            module: (segments.len() == 1).then(|| segments[0].name.to_string()),
+            deep: segments.len() > 1,
+            method,
+            line: pos.line().unwrap_or(1),
+            col: pos.position().unwrap_or(1),
+        }
+    }
+}
+
 /// Calls to functions that exist nowhere. `module` gives the exports of the
 /// script imported by path (`import "path" as m`), `None` when unknown.
 pub fn unknown_calls(
@@ -105,27 +119,9 @@ pub fn unknown_calls(
         match path.last() {
             Some(ASTNode::Expr(Expr::FnCall(call, pos) | Expr::MethodCall(call, pos))) => {
                 let method = matches!(path.last(), Some(ASTNode::Expr(Expr::MethodCall(..))));
-                let segments = &call.namespace.path;
-                calls.push(Call {
-                    name: call.name.to_string(),
-                    module: (segments.len() == 1).then(|| segments[0].name.to_string()),
-                    deep: segments.len() > 1,
-                    method,
-                    line: pos.line().unwrap_or(1),
-                    col: pos.position().unwrap_or(1),
-                });
+                calls.push(Call::of(call, *pos, method));
             }
-            Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) => {
-                let segments = &call.namespace.path;
-                calls.push(Call {
-                    name: call.name.to_string(),
-                    module: (segments.len() == 1).then(|| segments[0].name.to_string()),
-                    deep: segments.len() > 1,
-                    method: false,
-                    line: pos.line().unwrap_or(1),
-                    col: pos.position().unwrap_or(1),
-                });
-            }
+            Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) => calls.push(Call::of(call, *pos, false)),
             Some(ASTNode::Expr(Expr::Variable(v, ..))) => {
                 variables.insert(v.1.to_string());
             }
