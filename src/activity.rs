@@ -23,11 +23,13 @@ pub fn listened() -> bool {
     channel().receiver_count() > 0
 }
 
-/// Publishes `{"type": kind, ...fields}` to every listener.
-pub fn publish(kind: &str, mut fields: Value) {
+/// Publishes `{"type": kind, ...fields()}` to every listener; with none,
+/// `fields` is never called (nothing is built on the paths that publish).
+pub fn publish(kind: &str, fields: impl FnOnce() -> Value) {
     if !listened() {
         return;
     }
+    let mut fields = fields();
     fields["type"] = kind.into();
     let _ = channel().send(fields.to_string().into());
 }

@@ -155,11 +155,10 @@ impl EventBus for LocalBus {
             }
         }
         metrics::counter!("switchyard_events_published_total").increment(1);
-        crate::activity::publish(
-            "event",
+        crate::activity::publish("event", || {
             serde_json::json!({"id": event.id, "name": event.name, "source": event.source,
-                "reached": reached, "queued": to_queue.len(), "test": event.test}),
-        );
+                "reached": reached, "queued": to_queue.len(), "test": event.test})
+        });
         tracing::debug!(event = %event.name, id = %event.id, source = %event.source, reached, queued = to_queue.len(), "event published");
         let draining = self.draining.clone();
         Box::pin(async move {

@@ -239,15 +239,14 @@ where
     );
     count_request(&channel, status);
     crate::history::record(&channel, status, duration_ms);
-    if crate::activity::listened() && !path.starts_with("/admin/stream") {
-        crate::activity::publish(
-            "request",
+    if !path.starts_with("/admin/stream") {
+        crate::activity::publish("request", || {
             serde_json::json!({
                 "channel": channel, "request_id": &*id_text, "method": method.as_str(),
                 "path": path, "status": status,
                 "duration_ms": (duration_ms * 1000.0).round() / 1000.0,
-            }),
-        );
+            })
+        });
     }
     response
 }

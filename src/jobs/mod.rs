@@ -324,7 +324,7 @@ fn count(channel: &str, kind: &str, state: &str) {
     .increment(1);
     crate::activity::publish(
         "job",
-        json!({ "channel": channel, "kind": kind, "state": state }),
+        || json!({ "channel": channel, "kind": kind, "state": state }),
     );
 }
 
