@@ -60,14 +60,7 @@ pub(super) async fn list_jobs(
         limit: limit.unwrap_or(100).clamp(1, 1000),
         offset: offset.unwrap_or(0),
     };
-    let app2 = app.clone();
-    let jobs = tokio::task::spawn_blocking(move || crate::jobs::list(&app2, &filter))
-        .await
-        .map_err(|_| AppError::Internal)?
-        .map_err(|e| {
-            tracing::error!("jobs: {e}");
-            AppError::Internal
-        })?;
+    let jobs = read_blocking("jobs", move || crate::jobs::list(&app, &filter)).await?;
     Ok(Json(json!({ "jobs": jobs })))
 }
 
@@ -77,26 +70,16 @@ pub(super) async fn list_queues(
     uri: Uri,
 ) -> Result<Json<Value>, AppError> {
     listing_params(&uri, &[])?;
-    let app2 = app.clone();
-    tokio::task::spawn_blocking(move || crate::jobs::queues(&app2))
+    read_blocking("queues", move || crate::jobs::queues(&app))
         .await
-        .map_err(|_| AppError::Internal)?
         .map(Json)
-        .map_err(|e| AppError::store("queues", &e))
 }
 
 pub(super) async fn get_job(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    let app2 = app.clone();
-    let job = tokio::task::spawn_blocking(move || crate::jobs::get(&app2, &id))
-        .await
-        .map_err(|_| AppError::Internal)?
-        .map_err(|e| {
-            tracing::error!("jobs: {e}");
-            AppError::Internal
-        })?;
+    let job = read_blocking("jobs", move || crate::jobs::get(&app, &id)).await?;
     job.map(Json)
         .ok_or_else(|| AppError::Missing("unknown_job", "no such job".into()))
 }

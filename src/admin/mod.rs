@@ -143,16 +143,7 @@ pub(super) fn session_may(
     if reads {
         return Ok(());
     }
-    let sent = req
-        .headers()
-        .get(crate::console::session::CSRF_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if !sent.is_some_and(|t| crate::auth::secret_eq(t, &session.csrf)) {
-        return Err(AppError::Forbidden(
-            "csrf",
-            "a change needs the session's X-CSRF-Token".into(),
-        ));
-    }
+    session.check_csrf(req.headers())?;
     if session.role != crate::console::Role::Admin {
         return Err(AppError::Forbidden(
             "read_only",
@@ -268,6 +259,18 @@ pub fn listing_params(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, Str
 pub(super) fn count_change(kind: &'static str, action: &'static str) {
     metrics::counter!("switchyard_admin_changes_total", "kind" => kind, "action" => action)
         .increment(1);
+}
+
+/// Runs a store read on a blocking thread; a store error becomes its answer
+/// (logged with `what`).
+pub(crate) async fn read_blocking<T: Send + 'static>(
+    what: &'static str,
+    read: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|_| AppError::Internal)?
+        .map_err(|e| AppError::store(what, &e))
 }
 
 /// Writes `bytes` to `path` atomically, then reloads; returns the new snapshot.

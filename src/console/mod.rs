@@ -143,14 +143,8 @@ async fn sign_in(
 
 async fn sign_out(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some((id, s)) = session_of(&app, &headers) {
-        let sent = headers
-            .get(session::CSRF_HEADER)
-            .and_then(|v| v.to_str().ok());
-        if !sent.is_some_and(|t| crate::auth::secret_eq(t, &s.csrf)) {
-            return secure(
-                AppError::Forbidden("csrf", "a change needs the session's X-CSRF-Token".into())
-                    .into_response(),
-            );
+        if let Err(e) = s.check_csrf(&headers) {
+            return secure(e.into_response());
         }
         app.sessions.close(&id);
     }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::error::AppError;
+
 /// The session cookie's name.
 pub const COOKIE: &str = "switchyard_session";
 
@@ -121,6 +123,22 @@ impl Sessions {
                 Some(id) => self.map.remove(&id),
                 None => break,
             };
+        }
+    }
+}
+
+impl Session {
+    /// A change carries this session's CSRF token in [`CSRF_HEADER`], or is
+    /// refused with `403 csrf`.
+    pub fn check_csrf(&self, headers: &axum::http::HeaderMap) -> Result<(), AppError> {
+        let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if sent.is_some_and(|t| crate::auth::secret_eq(t, &self.csrf)) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(
+                "csrf",
+                "a change needs the session's X-CSRF-Token".into(),
+            ))
         }
     }
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::dry::{self, DryHost, Input, PickError, Reads};
 use super::recordings;
+use crate::admin::read_blocking;
 use crate::channel::Channel;
 use crate::error::AppError;
 use crate::registry::Snapshot;
@@ -37,8 +38,7 @@ fn channel_of(app: &AppState, code: &str) -> Result<Arc<Channel>, AppError> {
 }
 
 fn store_error(e: crate::store::StoreError) -> AppError {
-    tracing::error!("recordings: {e}");
-    AppError::Internal
+    AppError::store("recordings", &e)
 }
 
 async fn list_requests(
@@ -56,11 +56,10 @@ async fn list_requests(
         })?,
     }
     .clamp(1, 1000);
-    let app2 = app.clone();
-    let list = tokio::task::spawn_blocking(move || recordings::list(&app2.store, &code, limit))
-        .await
-        .map_err(|_| AppError::Internal)?
-        .map_err(store_error)?;
+    let list = read_blocking("recordings", move || {
+        recordings::list(&app.store, &code, limit)
+    })
+    .await?;
     Ok(Json(json!({ "requests": list })))
 }
 
@@ -81,19 +80,22 @@ fn bad(message: impl Into<String>) -> AppError {
 }
 
 /// The input of a `/try` body: `request` or `record`, `kind`, `data`.
-fn input_of(app: &AppState, code: &str, body: &Value) -> Result<Input, AppError> {
+async fn input_of(app: &Arc<AppState>, code: &str, body: &Value) -> Result<Input, AppError> {
     if let Some(id) = body.get("record") {
         let id = id
             .as_str()
             .ok_or_else(|| bad("record is a request id (a string)"))?;
-        let rec = recordings::find(&app.store, code, id)
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                AppError::Missing(
-                    "unknown_record",
-                    format!("channel {code:?} has no recording {id:?}"),
-                )
-            })?;
+        let (app2, code2, id2) = (app.clone(), code.to_owned(), id.to_owned());
+        let rec = read_blocking("recordings", move || {
+            recordings::find(&app2.store, &code2, &id2)
+        })
+        .await?
+        .ok_or_else(|| {
+            AppError::Missing(
+                "unknown_record",
+                format!("channel {code:?} has no recording {id:?}"),
+            )
+        })?;
         return Input::of_recording(&rec).map_err(bad);
     }
     match body.get("kind").and_then(Value::as_str).unwrap_or("http") {
@@ -153,7 +155,8 @@ pub fn http_input(code: &str, req: &Value) -> Result<Input, AppError> {
     })
 }
 
-fn stubs_of(body: &Value) -> Result<Vec<Value>, AppError> {
+/// `stubs.webquery` of a `/try` body or a test case: a list, or none.
+pub fn stubs_of(body: &Value) -> Result<Vec<Value>, AppError> {
     match body.get("stubs") {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(s) => match s.get("webquery") {
@@ -182,7 +185,7 @@ async fn try_run(
     let body = json_body(&bytes)?;
     let channel = channel_of(&app, &code)?;
     app.recorder.flush(&app.store).await.map_err(store_error)?;
-    let input = input_of(&app, &code, &body)?;
+    let input = input_of(&app, &code, &body).await?;
     let stubs = stubs_of(&body)?;
     let snapshot = app.registry.snapshot();
     let draft = match body.get("script") {
@@ -259,12 +262,11 @@ async fn replay(
     .clamp(1, 1000);
     let snapshot = app.registry.snapshot();
     app.recorder.flush(&app.store).await.map_err(store_error)?;
-    let app2 = app.clone();
-    let code2 = code.clone();
-    let list = tokio::task::spawn_blocking(move || recordings::list(&app2.store, &code2, limit))
-        .await
-        .map_err(|_| AppError::Internal)?
-        .map_err(store_error)?;
+    let (app2, code2) = (app.clone(), code.clone());
+    let list = read_blocking("recordings", move || {
+        recordings::list(&app2.store, &code2, limit)
+    })
+    .await?;
     let mut drafts: Vec<(&'static str, Arc<Script>)> = Vec::new();
     let mut results = Vec::new();
     let mut changed = 0;

@@ -172,11 +172,7 @@ pub async fn dry_run_offline(
                 .collect()
         })
         .unwrap_or_default();
-    let stubs = case
-        .pointer("/stubs/webquery")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let stubs = super::api::stubs_of(case).map_err(|e| e.to_string())?;
     let host = Arc::new(DryHost::new(Reads::Fixture { kv, files }, stubs));
     Ok(dry::run(&at, script, &input, host).await)
 }
