@@ -19,10 +19,10 @@
 //! - `ws`: websocket sessions: frames, the in-flight cap, token APIs, pushes.
 //! - `connections`: open websockets by channel, bounded send queues.
 //! - `pattern`: event names and subscription patterns (a leaf).
-//! - `events`: events, once-per-channel delivery, durable queues.
+//! - `events`: the event and its frame.
+//! - `backend`: the seam to what nodes share (events, kv…), embedded or NATS.
 //! - `jobs`: send jobs, the durable inbox, schedules, the job view.
 //! - `outbound`: `webquery`, a script's call to its external system.
-//! - `kv`: the per-channel key-value map.
 //! - `files`: the files API and `file_read` / `file_write`.
 //! - `store`: the embedded SQLite store, group commit (event queues, kv…).
 //! - `telemetry`: logs, metrics, the per-request layer.
@@ -34,6 +34,7 @@ pub mod admin;
 pub mod answer;
 pub mod auth;
 pub mod authoring;
+pub mod backend;
 pub mod channel;
 pub mod config;
 pub mod conn_io;
@@ -47,7 +48,6 @@ pub mod headers;
 pub mod history;
 pub mod http;
 pub mod jobs;
-pub mod kv;
 pub mod net;
 pub mod outbound;
 pub mod pattern;
@@ -88,9 +88,11 @@ pub struct AppState {
     /// Open websocket connections.
     pub connections: ConnectionTable,
     /// The embedded store.
-    pub store: store::Store,
+    pub store: Arc<store::Store>,
     /// Publishing and once-per-channel delivery.
-    pub events: Box<dyn events::EventBus>,
+    pub events: Box<dyn backend::EventBus>,
+    /// The per-channel key-value maps.
+    pub kv: Box<dyn backend::Kv>,
     /// Job runner wake-ups and schedule state.
     pub jobs: jobs::Jobs,
     /// The outbound HTTP client.
@@ -190,7 +192,7 @@ impl script::Host for AppState {
     }
 
     fn kv_get(&self, channel: &str, key: &str) -> Result<Option<serde_json::Value>, String> {
-        kv::get(&self.store, channel, key).map_err(|e| e.to_string())
+        self.kv.get(channel, key).map_err(|e| e.to_string())
     }
 
     fn kv_set(
@@ -200,23 +202,19 @@ impl script::Host for AppState {
         value: Option<serde_json::Value>,
         ttl: Option<std::time::Duration>,
     ) -> Result<(), String> {
-        kv::set_blocking(
-            &self.store,
-            channel,
-            key,
-            value,
-            ttl,
-            self.config.kv_max_keys,
-        )
-        .map_err(|e| store_failure("kv_set", &e))
+        self.kv
+            .set(channel, key, value, ttl)
+            .map_err(|e| store_failure("kv_set", &e))
     }
 
     fn kv_delete(&self, channel: &str, key: &str) -> Result<bool, String> {
-        kv::delete_blocking(&self.store, channel, key).map_err(|e| store_failure("kv_delete", &e))
+        self.kv
+            .delete(channel, key)
+            .map_err(|e| store_failure("kv_delete", &e))
     }
 
     fn kv_keys(&self, channel: &str, prefix: &str) -> Result<Vec<String>, String> {
-        kv::keys(&self.store, channel, prefix).map_err(|e| e.to_string())
+        self.kv.keys(channel, prefix).map_err(|e| e.to_string())
     }
 
     fn job_tag(&self, job: &str, tag: &str) -> Result<(), String> {
@@ -224,7 +222,8 @@ impl script::Host for AppState {
     }
 
     fn kv_incr(&self, channel: &str, key: &str, n: i64) -> Result<i64, String> {
-        kv::incr_blocking(&self.store, channel, key, n, self.config.kv_max_keys)
+        self.kv
+            .incr(channel, key, n)
             .map_err(|e| store_failure("kv_incr", &e))
     }
 
@@ -235,15 +234,9 @@ impl script::Host for AppState {
         expected: Option<serde_json::Value>,
         new: Option<serde_json::Value>,
     ) -> Result<bool, String> {
-        kv::cas_blocking(
-            &self.store,
-            channel,
-            key,
-            expected,
-            new,
-            self.config.kv_max_keys,
-        )
-        .map_err(|e| format!("kv_cas: {e}"))
+        self.kv
+            .cas(channel, key, expected, new)
+            .map_err(|e| store_failure("kv_cas", &e))
     }
 
     fn file_read(&self, channel: &channel::Channel, name: &str) -> Result<String, String> {

@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::conn_io::{ConnIo, ConnectionSlot};
 use crate::connections::{ConnectionTable, CLOSE_GOING_AWAY};
 use crate::error::AppError;
-use crate::events::LocalBus;
+use crate::backend::embedded::events::LocalBus;
+use crate::backend::embedded::kv::EmbeddedKv;
 use crate::registry::{self, Registry};
 use crate::script::ScriptEngine;
 use crate::store::Store;
@@ -26,7 +27,7 @@ use crate::{admin, files, http, reload, telemetry, ws, AppState};
 /// Builds the shared state: loads channels and scripts, logging every problem.
 pub fn state(config: Config) -> Result<Arc<AppState>, String> {
     let config = Arc::new(config);
-    let store = Store::open(&config.data).map_err(|e| e.to_string())?;
+    let store = Arc::new(Store::open(&config.data).map_err(|e| e.to_string())?);
     let iam = Iam::from_config(&config)?;
     let engine = ScriptEngine::new();
     let started = std::time::Instant::now();
@@ -53,6 +54,7 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         load_ms = started.elapsed().as_millis() as u64,
         "loaded"
     );
+    let kv_max_keys = config.kv_max_keys;
     Ok(Arc::new_cyclic(|me| AppState {
         auth: Authenticator {
             config: config.clone(),
@@ -65,6 +67,10 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         metrics: telemetry::metrics_handle(),
         admin_lock: tokio::sync::Mutex::new(()),
         connections: ConnectionTable::default(),
+        kv: Box::new(EmbeddedKv {
+            store: store.clone(),
+            max_keys: kv_max_keys,
+        }),
         store,
         events: Box::new(LocalBus::new(me.clone())),
         jobs: crate::jobs::Jobs::default(),
@@ -426,13 +432,13 @@ fn spawn_housekeeping(state: Arc<AppState>) {
             tick.tick().await;
             state.auth.throttle.sweep();
             state.metrics.run_upkeep();
-            if let Err(e) = crate::events::prune_expired(&state).await {
+            if let Err(e) = crate::backend::embedded::events::prune_expired(&state).await {
                 tracing::error!("pruning expired events: {e}");
             }
             if let Err(e) = crate::jobs::prune(&state).await {
                 tracing::error!("pruning finished jobs: {e}");
             }
-            if let Err(e) = crate::kv::prune_expired(&state.store).await {
+            if let Err(e) = crate::backend::embedded::kv::prune_expired(&state.store).await {
                 tracing::error!("pruning expired kv keys: {e}");
             }
             if let Err(e) = crate::jobs::take_up_orphans(&state).await {

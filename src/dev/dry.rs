@@ -67,7 +67,7 @@ impl DryHost {
 
     fn kv_value(&self, channel: &str, key: &str) -> Result<Option<Value>, String> {
         match &self.reads {
-            Reads::Live(app) => crate::kv::get(&app.store, channel, key).map_err(|e| e.to_string()),
+            Reads::Live(app) => app.kv.get(channel, key).map_err(|e| e.to_string()),
             Reads::Fixture { kv, .. } => Ok(kv.get(key).cloned()),
         }
     }
@@ -170,7 +170,7 @@ impl Host for DryHost {
     fn kv_keys(&self, channel: &str, prefix: &str) -> Result<Vec<String>, String> {
         match &self.reads {
             Reads::Live(app) => {
-                crate::kv::keys(&app.store, channel, prefix).map_err(|e| e.to_string())
+                app.kv.keys(channel, prefix).map_err(|e| e.to_string())
             }
             Reads::Fixture { kv, .. } => {
                 let mut keys: Vec<String> = kv
@@ -179,7 +179,7 @@ impl Host for DryHost {
                     .cloned()
                     .collect();
                 keys.sort();
-                keys.truncate(crate::kv::MAX_LISTED_KEYS);
+                keys.truncate(crate::backend::MAX_LISTED_KEYS);
                 Ok(keys)
             }
         }

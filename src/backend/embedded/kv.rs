@@ -1,4 +1,5 @@
-//! `kv_get` / `kv_set`: a persistent key-value map per channel, in the store.
+//! `kv_get` / `kv_set` in embedded mode: a persistent key-value map per
+//! channel, in the SQLite store.
 //!
 //! A key set with a TTL has an `expires` time (Unix ms): past it, the key is
 //! gone for every read and write at once, and housekeeping deletes the row.
@@ -6,13 +7,56 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use crate::backend::{check_key, full, MAX_LISTED_KEYS};
 use crate::store::{Store, StoreError};
 
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
+/// [`crate::backend::Kv`] over the embedded store.
+pub struct EmbeddedKv {
+    /// The store.
+    pub store: Arc<Store>,
+    /// `kv_max_keys`.
+    pub max_keys: usize,
+}
 
-/// Most keys `kv_keys` returns.
-pub const MAX_LISTED_KEYS: usize = 1000;
+impl crate::backend::Kv for EmbeddedKv {
+    fn get(&self, channel: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        get(&self.store, channel, key)
+    }
+
+    fn keys(&self, channel: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        keys(&self.store, channel, prefix)
+    }
+
+    fn set(
+        &self,
+        channel: &str,
+        key: &str,
+        value: Option<Value>,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(), StoreError> {
+        set_blocking(&self.store, channel, key, value, ttl, self.max_keys)
+    }
+
+    fn delete(&self, channel: &str, key: &str) -> Result<bool, StoreError> {
+        delete_blocking(&self.store, channel, key)
+    }
+
+    fn incr(&self, channel: &str, key: &str, n: i64) -> Result<i64, StoreError> {
+        incr_blocking(&self.store, channel, key, n, self.max_keys)
+    }
+
+    fn cas(
+        &self,
+        channel: &str,
+        key: &str,
+        expected: Option<Value>,
+        new: Option<Value>,
+    ) -> Result<bool, StoreError> {
+        cas_blocking(&self.store, channel, key, expected, new, self.max_keys)
+    }
+}
 
 /// Live: no expiry, or one still ahead of `?3` (now, Unix ms).
 const LIVE: &str = "(expires IS NULL OR expires > ?3)";
@@ -72,19 +116,6 @@ pub async fn prune_expired(store: &Store) -> Result<usize, StoreError> {
             c.execute("DELETE FROM kv WHERE expires <= ?1", params![now])
         })
         .await
-}
-
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(StoreError(format!("a key is 1 to {MAX_KEY_BYTES} bytes")));
-    }
-    Ok(())
-}
-
-fn full(max_keys: usize) -> StoreError {
-    StoreError(format!(
-        "the channel has {max_keys} keys already (kv_max_keys); delete some first"
-    ))
 }
 
 /// The stored JSON text of `key` if it is live.

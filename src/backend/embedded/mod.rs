@@ -1,0 +1,4 @@
+//! The embedded backend: one process and its SQLite store (the default).
+
+pub mod events;
+pub mod kv;

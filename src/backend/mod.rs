@@ -1,0 +1,98 @@
+//! The seam between the runtime and what several nodes must share (SPEC §13).
+//!
+//! Routes, frames and scripts use these traits, never a concrete backend.
+//! Two implementations sit side by side:
+//!
+//! - [`embedded`]: one process, its SQLite store (the default);
+//! - [`nats`]: several nodes on one NATS JetStream system (`--cluster URL`).
+//!
+//! Every trait states the guarantee both implementations keep; the black-box
+//! tests hold both to it. Errors are [`StoreError`]s: in cluster mode a
+//! message that starts with [`CLUSTER_UNAVAILABLE`] means NATS could not be
+//! reached, and is answered `503 {"error":"cluster_unavailable"}`.
+
+pub mod embedded;
+pub mod nats;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+use crate::events::Event;
+use crate::store::StoreError;
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Most keys `kv_keys` returns.
+pub const MAX_LISTED_KEYS: usize = 1000;
+
+/// The start of the message of an error caused by an unreachable NATS.
+pub const CLUSTER_UNAVAILABLE: &str = "cluster_unavailable";
+
+/// Publishing and once-per-channel delivery of system events (SPEC §6).
+///
+/// Guarantee: each event reaches each subscriber channel **at most once**,
+/// through exactly one of its open connections whose patterns match,
+/// whichever node holds them; an `events` channel with no connection that
+/// takes the event keeps it durably when it matches `opts.events`, in order,
+/// and gets it when a connection opens. `publish` resolves only once every
+/// durable copy is committed (the embedded store, or JetStream's publish
+/// acknowledgement), so a `202` is never answered for a lost event.
+pub trait EventBus: Send + Sync {
+    /// Delivers or queues `event` for every subscriber channel; resolves once
+    /// every durable copy is committed. Returns the number of channels reached
+    /// at once (in cluster mode: on this node).
+    fn publish(&self, event: Event) -> BoxFuture<'static, Result<usize, StoreError>>;
+    /// A connection opened on events channel `channel`: deliver its queue.
+    fn connection_opened(&self, channel: &str);
+}
+
+/// The per-channel key-value map of `kv_*` (SPEC §10). Every call blocks: the
+/// callers are scripts on their own threads.
+///
+/// Guarantee: once a write returned, a read on any node sees it; `incr` and
+/// `cas` are atomic against every other write of the key; a key set with a
+/// TTL is gone for every read and write once it has passed; a channel holds
+/// at most `kv_max_keys` keys (a new key past it is refused).
+pub trait Kv: Send + Sync {
+    /// The value of `key` on `channel`, if any.
+    fn get(&self, channel: &str, key: &str) -> Result<Option<Value>, StoreError>;
+    /// The channel's live keys that start with `prefix`, sorted, at most
+    /// [`MAX_LISTED_KEYS`].
+    fn keys(&self, channel: &str, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Stores `value` (`None`: removes the key), gone after `ttl` if given.
+    fn set(
+        &self,
+        channel: &str,
+        key: &str,
+        value: Option<Value>,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(), StoreError>;
+    /// Removes `key`; `true` when it was there.
+    fn delete(&self, channel: &str, key: &str) -> Result<bool, StoreError>;
+    /// Adds `n` to the integer under `key` (missing: 0); the new value.
+    fn incr(&self, channel: &str, key: &str, n: i64) -> Result<i64, StoreError>;
+    /// Sets `key` to `new` only when its value equals `expected` (`None`: absent).
+    fn cas(
+        &self,
+        channel: &str,
+        key: &str,
+        expected: Option<Value>,
+        new: Option<Value>,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Refuses an empty or too long key.
+pub fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(StoreError(format!("a key is 1 to {MAX_KEY_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// The error of a new key past `kv_max_keys`.
+pub fn full(max_keys: usize) -> StoreError {
+    StoreError(format!(
+        "the channel has {max_keys} keys already (kv_max_keys); delete some first"
+    ))
+}
