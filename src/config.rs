@@ -61,7 +61,7 @@ pub struct Config {
     pub tls_key: String,
     /// OpenTelemetry OTLP/HTTP endpoint (SPEC §11, not built yet); empty: off.
     pub otlp_endpoint: String,
-    /// Cluster mode (SPEC §13, not built yet); empty `nats_url`: embedded mode.
+    /// Cluster mode (SPEC §13); empty `nats_url`: embedded mode.
     pub cluster: ClusterConfig,
     /// Time to receive complete request headers.
     #[serde(deserialize_with = "de_duration")]
@@ -275,16 +275,24 @@ impl Config {
                 !self.otlp_endpoint.is_empty(),
                 "trace export (SPEC §11)",
             ),
-            (
-                "cluster.nats_url",
-                !self.cluster.nats_url.is_empty(),
-                "cluster mode (SPEC §13)",
-            ),
         ];
         if let Some((key, _, what)) = not_yet.iter().find(|(_, set, _)| *set) {
             return Err(format!(
                 "{key}: {what} is not built into this version yet; leave it empty"
             ));
+        }
+        let prefix = &self.cluster.prefix;
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "cluster.prefix: {prefix:?} must be letters, digits, '-' and '_' (it names streams and buckets)"
+            ));
+        }
+        if !(1..=5).contains(&self.cluster.replicas) {
+            return Err("cluster.replicas: must be 1 to 5 (JetStream's limit)".into());
         }
         let mut seen = std::collections::HashSet::new();
         for user in &self.users {

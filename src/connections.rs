@@ -358,6 +358,29 @@ impl ConnectionTable {
         }
     }
 
+    /// `{"<channel>": [patterns]}`: each channel with open connections and
+    /// the patterns any of them holds (what other nodes need to route events).
+    pub fn patterns_by_channel(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for entry in self.by_channel.iter() {
+            let mut patterns: Vec<String> = Vec::new();
+            for conn in &entry.conns {
+                for p in conn
+                    .patterns
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                {
+                    if !patterns.iter().any(|q| q == p.as_str()) {
+                        patterns.push(p.as_str().to_owned());
+                    }
+                }
+            }
+            out.insert(entry.key().clone(), json!(patterns));
+        }
+        Value::Object(out)
+    }
+
     /// `{"<channel>": [{id, address, opened, inflight, patterns}]}` for the admin API.
     pub fn describe(&self) -> Value {
         let mut out = serde_json::Map::new();

@@ -77,6 +77,10 @@ pub enum AppError {
     /// 507 `insufficient_storage`: a storage quota (or the disk) has no room.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// 503 `cluster_unavailable`: NATS is unreachable and the answer needs
+    /// shared state (SPEC §13).
+    #[error("the cluster's shared state is unreachable; try again later")]
+    ClusterUnavailable,
     /// 501 with a specific code (`unsupported_transfer_coding`).
     #[error("{1}")]
     Unsupported(&'static str, String),
@@ -87,8 +91,13 @@ pub enum AppError {
 
 impl AppError {
     /// A store failure while serving `what`: `507 insufficient_storage` when
-    /// the disk is full, else `500 internal` (logged either way).
+    /// the disk is full, `503 cluster_unavailable` when NATS is unreachable,
+    /// else `500 internal` (logged either way).
     pub fn store(what: &str, e: &crate::store::StoreError) -> Self {
+        if e.is_cluster_unavailable() {
+            tracing::warn!("{what}: {e}");
+            return Self::ClusterUnavailable;
+        }
         tracing::error!("{what}: {e}");
         if e.is_full() {
             Self::InsufficientStorage("no space left for the store; try again later".into())
@@ -148,6 +157,7 @@ impl AppError {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
             Self::Unsupported(code, _) => (StatusCode::NOT_IMPLEMENTED, code),
+            Self::ClusterUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -165,7 +175,8 @@ impl AppError {
             | Self::Full(..)
             | Self::Unsupported(..)
             | Self::Forbidden(..)
-            | Self::InsufficientStorage(_) => Some(self.to_string()),
+            | Self::InsufficientStorage(_)
+            | Self::ClusterUnavailable => Some(self.to_string()),
             Self::Compile(e) => Some(e.message.clone()),
             _ => None,
         }

@@ -83,7 +83,7 @@ fn store(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::admin::write_atomic(path, bytes)
+    crate::disk::write_atomic(path, bytes)
 }
 
 /// Refuses a write of `size` bytes to `path` that would take the channel's

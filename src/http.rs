@@ -406,6 +406,10 @@ pub fn script_failure(
             tracing::error!(channel = %channel.code(), request_id, "script error: {message}");
             AppError::Script(app.config.expose_script_errors.then_some(message))
         }
+        RunError::ClusterUnavailable(message) => {
+            tracing::warn!(channel = %channel.code(), request_id, "cluster unavailable: {message}");
+            AppError::ClusterUnavailable
+        }
         RunError::StoreFull(message) => {
             tracing::error!(channel = %channel.code(), request_id, "the store is full: {message}");
             AppError::InsufficientStorage("no space left for the store; try again later".into())

@@ -41,6 +41,7 @@ pub mod conn_io;
 pub mod connections;
 pub mod console;
 pub mod dev;
+pub mod disk;
 pub mod error;
 pub mod events;
 pub mod files;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub events: Box<dyn backend::EventBus>,
     /// The per-channel key-value maps.
     pub kv: Box<dyn backend::Kv>,
+    /// The other nodes (cluster mode), or nobody.
+    pub peers: Box<dyn backend::Peers>,
     /// Job runner wake-ups and schedule state.
     pub jobs: jobs::Jobs,
     /// The outbound HTTP client.
@@ -126,6 +129,9 @@ fn store_failure(function: &str, e: &store::StoreError) -> String {
     if e.is_full() {
         script::note_store_full();
     }
+    if e.is_cluster_unavailable() {
+        script::note_cluster_unavailable();
+    }
     format!("{function}: {e}")
 }
 
@@ -142,9 +148,17 @@ impl script::Host for AppState {
     ) -> Result<usize, String> {
         let frame = ws::push_frame(data);
         Ok(match to {
-            None => self.connections.push_all(channel, &frame),
+            None => {
+                self.peers.push_all(channel, &frame);
+                self.connections.push_all(channel, &frame)
+            }
             Some(id) => match uuid::Uuid::parse_str(id) {
-                Ok(id) => usize::from(self.connections.push_to(channel, id, &frame)),
+                Ok(uuid) if self.connections.push_to(channel, uuid, &frame) => 1,
+                Ok(_) => usize::from(
+                    self.peers
+                        .push_to(channel, id, &frame)
+                        .map_err(|e| store_failure("ws_send_to", &e))?,
+                ),
                 Err(_) => 0,
             },
         })
@@ -192,7 +206,9 @@ impl script::Host for AppState {
     }
 
     fn kv_get(&self, channel: &str, key: &str) -> Result<Option<serde_json::Value>, String> {
-        self.kv.get(channel, key).map_err(|e| e.to_string())
+        self.kv
+            .get(channel, key)
+            .map_err(|e| store_failure("kv_get", &e))
     }
 
     fn kv_set(
@@ -214,7 +230,9 @@ impl script::Host for AppState {
     }
 
     fn kv_keys(&self, channel: &str, prefix: &str) -> Result<Vec<String>, String> {
-        self.kv.keys(channel, prefix).map_err(|e| e.to_string())
+        self.kv
+            .keys(channel, prefix)
+            .map_err(|e| store_failure("kv_keys", &e))
     }
 
     fn job_tag(&self, job: &str, tag: &str) -> Result<(), String> {

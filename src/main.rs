@@ -40,7 +40,7 @@ enum Command {
         /// Folder of the embedded store.
         #[arg(long)]
         data: Option<PathBuf>,
-        /// NATS URL(s) of a cluster (SPEC §13; not built into this version yet).
+        /// NATS URL(s) of the cluster to join, comma-separated (SPEC §13); overrides `[cluster] nats_url`.
         #[arg(long)]
         cluster: Option<String>,
     },
@@ -168,11 +168,6 @@ fn main() -> ExitCode {
             data,
             cluster,
         } => {
-            if cluster.is_some_and(|c| !c.is_empty()) {
-                return fail(
-                    "--cluster: cluster mode (SPEC §13) is not built into this version yet",
-                );
-            }
             let mut config = match common.load() {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
@@ -182,6 +177,9 @@ fn main() -> ExitCode {
             }
             if let Some(dir) = data {
                 config.data = dir;
+            }
+            if let Some(urls) = cluster {
+                config.cluster.nats_url = urls;
             }
             switchyard::telemetry::init_logs(config.log_format);
             switchyard::telemetry::init_panic_hook();

@@ -23,6 +23,13 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// Reloads now and logs what changed and what failed; returns the result.
 pub fn reload_now(app: &AppState) -> Loaded {
+    let loaded = reload_here(app);
+    // In cluster mode, the other nodes get what changed in the folders.
+    app.peers.reloaded();
+    loaded
+}
+
+fn reload_here(app: &AppState) -> Loaded {
     let started = Instant::now();
     let prev = app.registry.snapshot();
     let loaded = app.registry.reload(&app.config, &app.engine);

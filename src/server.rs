@@ -13,19 +13,30 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::auth::{Authenticator, Iam, Throttle};
+use crate::backend::embedded::events::LocalBus;
+use crate::backend::embedded::kv::EmbeddedKv;
+use crate::backend::embedded::Alone;
+use crate::backend::{EventBus, Kv, Peers};
 use crate::config::Config;
 use crate::conn_io::{ConnIo, ConnectionSlot};
 use crate::connections::{ConnectionTable, CLOSE_GOING_AWAY};
 use crate::error::AppError;
-use crate::backend::embedded::events::LocalBus;
-use crate::backend::embedded::kv::EmbeddedKv;
 use crate::registry::{self, Registry};
 use crate::script::ScriptEngine;
 use crate::store::Store;
 use crate::{admin, files, http, reload, telemetry, ws, AppState};
 
-/// Builds the shared state: loads channels and scripts, logging every problem.
+/// Builds the shared state of an embedded node: loads channels and scripts,
+/// logging every problem.
 pub fn state(config: Config) -> Result<Arc<AppState>, String> {
+    state_with(config, None)
+}
+
+/// Builds the shared state, on the cluster `cluster` joined already, or embedded.
+pub fn state_with(
+    config: Config,
+    cluster: Option<crate::backend::nats::Prepared>,
+) -> Result<Arc<AppState>, String> {
     let config = Arc::new(config);
     let store = Arc::new(Store::open(&config.data).map_err(|e| e.to_string())?);
     let iam = Iam::from_config(&config)?;
@@ -54,32 +65,42 @@ pub fn state(config: Config) -> Result<Arc<AppState>, String> {
         load_ms = started.elapsed().as_millis() as u64,
         "loaded"
     );
-    let kv_max_keys = config.kv_max_keys;
-    Ok(Arc::new_cyclic(|me| AppState {
-        auth: Authenticator {
-            config: config.clone(),
-            iam,
-            throttle: Throttle::default(),
-        },
-        config,
-        registry: Registry::new(snapshot),
-        engine,
-        metrics: telemetry::metrics_handle(),
-        admin_lock: tokio::sync::Mutex::new(()),
-        connections: ConnectionTable::default(),
-        kv: Box::new(EmbeddedKv {
-            store: store.clone(),
-            max_keys: kv_max_keys,
-        }),
-        store,
-        events: Box::new(LocalBus::new(me.clone())),
-        jobs: crate::jobs::Jobs::default(),
-        http: crate::outbound::client(),
-        me: me.clone(),
-        listening: std::sync::OnceLock::new(),
-        recorder: crate::dev::recordings::Recorder::default(),
-        sessions: crate::console::Sessions::default(),
-        stopped,
+    Ok(Arc::new_cyclic(|me| {
+        let (events, kv, peers): (Box<dyn EventBus>, Box<dyn Kv>, Box<dyn Peers>) = match cluster {
+            Some(prepared) => prepared.backends(me.clone(), &config),
+            None => (
+                Box::new(LocalBus::new(me.clone())),
+                Box::new(EmbeddedKv {
+                    store: store.clone(),
+                    max_keys: config.kv_max_keys,
+                }),
+                Box::new(Alone),
+            ),
+        };
+        AppState {
+            auth: Authenticator {
+                config: config.clone(),
+                iam,
+                throttle: Throttle::default(),
+            },
+            config,
+            registry: Registry::new(snapshot),
+            engine,
+            metrics: telemetry::metrics_handle(),
+            admin_lock: tokio::sync::Mutex::new(()),
+            connections: ConnectionTable::default(),
+            kv,
+            store,
+            events,
+            peers,
+            jobs: crate::jobs::Jobs::default(),
+            http: crate::outbound::client(),
+            me: me.clone(),
+            listening: std::sync::OnceLock::new(),
+            recorder: crate::dev::recordings::Recorder::default(),
+            sessions: crate::console::Sessions::default(),
+            stopped,
+        }
     }))
 }
 
@@ -125,11 +146,23 @@ pub fn app(state: Arc<AppState>) -> Router {
 async fn healthz(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
 ) -> axum::response::Response {
+    let cluster = app.peers.cluster();
+    if let Some((node, false)) = &cluster {
+        let body =
+            serde_json::json!({"status": "degraded", "node": node, "cluster": "disconnected"});
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     if app.store.is_full() {
         let body = serde_json::json!({"status": "degraded", "store": "full"});
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
-    Json(serde_json::json!({"status": "ok"})).into_response()
+    match cluster {
+        Some((node, _)) => {
+            Json(serde_json::json!({"status": "ok", "node": node, "cluster": "connected"}))
+                .into_response()
+        }
+        None => Json(serde_json::json!({"status": "ok"})).into_response(),
+    }
 }
 
 /// `GET /admin/fault/panic`, routed only with fault injection on (tests).
@@ -200,12 +233,19 @@ pub async fn serve(config: Config) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("folder {}: {e}", dir.display()))?;
     }
     let listen = config.listen;
-    let state = state(config)?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // In cluster mode the folders come into step with the cluster before the first load.
+    let cluster = if config.cluster.nats_url.is_empty() {
+        None
+    } else {
+        Some(crate::backend::nats::Prepared::connect(&config, addr).await?)
+    };
+    let state = state_with(config, cluster)?;
     let _ = state.listening.set(addr);
+    state.peers.start().await?;
     // The handlers exist before anyone is told where to connect.
     let signals = Signals::new().map_err(|e| format!("cannot handle signals: {e}"))?;
     crate::jobs::start(&state)

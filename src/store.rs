@@ -43,6 +43,11 @@ impl StoreError {
     pub fn is_full(&self) -> bool {
         self.0 == FULL
     }
+
+    /// `true` when NATS was unreachable (cluster mode; answered `503`).
+    pub fn is_cluster_unavailable(&self) -> bool {
+        self.0.starts_with(crate::backend::CLUSTER_UNAVAILABLE)
+    }
 }
 
 /// Bytes kept in `<data>/switchyard.reserve` and given up when the disk fills,

@@ -504,6 +504,10 @@ impl Reader<'_> {
                         let id = event.id;
                         match self.app.events.publish(event).await {
                             Ok(_) => result_frame(kind, qid, true, json!({ "id": id })),
+                            Err(e) if e.is_cluster_unavailable() => {
+                                tracing::warn!("publishing: {e}");
+                                failure(kind, qid, "cluster_unavailable")
+                            }
                             Err(e) => {
                                 tracing::error!("publishing: {e}");
                                 failure(kind, qid, "internal")

@@ -8,7 +8,12 @@ pub(super) async fn list_connections(
     uri: Uri,
 ) -> Result<Json<Value>, AppError> {
     listing_params(&uri, &[])?;
-    Ok(Json(json!({ "connections": app.connections.describe() })))
+    let all = app
+        .peers
+        .connections(app.connections.describe())
+        .await
+        .map_err(|e| AppError::store("listing connections", &e))?;
+    Ok(Json(json!({ "connections": all })))
 }
 
 /// `POST /events` (admin credentials): publishes `{"name", "data"}` as source `system`.

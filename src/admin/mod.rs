@@ -7,9 +7,10 @@
 //! serialised by [`AppState::admin_lock`].
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
+
+pub use crate::disk::{sync_dir, write_atomic};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -304,32 +305,4 @@ pub(super) async fn remove_and_reload(app: &Arc<AppState>, path: PathBuf) -> Res
     })
     .await
     .map_err(|_| AppError::Internal)?
-}
-
-/// Temporary file beside the target, fsync, rename over it, fsync the folder:
-/// a reader sees the old file or the new one, never half of one.
-pub fn write_atomic(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(FsPath::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(path);
-    Ok(())
-}
-
-pub(super) fn sync_dir(path: &FsPath) {
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
 }

@@ -47,6 +47,32 @@ pub trait EventBus: Send + Sync {
     fn connection_opened(&self, channel: &str);
 }
 
+/// The other nodes: websocket pushes and connection lists that cross nodes,
+/// the cluster's health, documents changed on this node. Embedded mode has
+/// no other node: pushes reach nobody else and the lists are this node's.
+///
+/// Guarantee: `ws_send` reaches the channel's connections on every node;
+/// `ws_send_to(id)` reaches the connection wherever it is; a push is at most
+/// once (like a frame on a socket). A change to the folders of one node
+/// reaches every node's folders within 2 s.
+pub trait Peers: Send + Sync {
+    /// Starts following the other nodes (after the server state exists).
+    fn start(&self) -> BoxFuture<'static, Result<(), String>>;
+    /// `ws_send`: the frame for the channel's connections on the other nodes.
+    fn push_all(&self, channel: &str, frame: &str);
+    /// `ws_send_to` a connection that is not on this node; `true` when one
+    /// took the frame. Blocks (scripts call it).
+    fn push_to(&self, channel: &str, id: &str, frame: &str) -> Result<bool, StoreError>;
+    /// Every node's open connections, given this node's
+    /// (`{"<channel>": [connection]}`); in cluster mode each has its `node`.
+    fn connections(&self, local: Value) -> BoxFuture<'static, Result<Value, StoreError>>;
+    /// `None` in embedded mode; in cluster mode the node's name and whether
+    /// NATS is reachable now.
+    fn cluster(&self) -> Option<(String, bool)>;
+    /// This node reloaded its folders: share what changed with the others.
+    fn reloaded(&self);
+}
+
 /// The per-channel key-value map of `kv_*` (SPEC §10). Every call blocks: the
 /// callers are scripts on their own threads.
 ///

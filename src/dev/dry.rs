@@ -169,9 +169,7 @@ impl Host for DryHost {
 
     fn kv_keys(&self, channel: &str, prefix: &str) -> Result<Vec<String>, String> {
         match &self.reads {
-            Reads::Live(app) => {
-                app.kv.keys(channel, prefix).map_err(|e| e.to_string())
-            }
+            Reads::Live(app) => app.kv.keys(channel, prefix).map_err(|e| e.to_string()),
             Reads::Fixture { kv, .. } => {
                 let mut keys: Vec<String> = kv
                     .keys()
@@ -518,6 +516,7 @@ fn answer(input: &Input, done: Result<Vec<Dynamic>, RunError>) -> Value {
             "the script ran past the channel's timeout".into(),
         ),
         Err(RunError::StoreFull(m)) => (507, "insufficient_storage", m.clone()),
+        Err(RunError::ClusterUnavailable(m)) => (503, "cluster_unavailable", m.clone()),
         Err(RunError::Failed(m) | RunError::Fail(m)) => (500, "script_error", m.clone()),
     };
     match (input, done) {

@@ -449,7 +449,11 @@ async fn run_script(
             wait_secs: None,
             permanent: false,
         },
-        Err(RunError::Failed(message) | RunError::StoreFull(message)) => Outcome {
+        Err(
+            RunError::Failed(message)
+            | RunError::StoreFull(message)
+            | RunError::ClusterUnavailable(message),
+        ) => Outcome {
             result: None,
             error: Some(message),
             wait_secs: None,

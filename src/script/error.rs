@@ -28,4 +28,7 @@ pub enum RunError {
     /// It failed because a store write found no space (answered `507`).
     #[error("no space left for the store: {0}")]
     StoreFull(String),
+    /// It failed because the cluster's shared state was unreachable (`503`).
+    #[error("the cluster is unavailable: {0}")]
+    ClusterUnavailable(String),
 }

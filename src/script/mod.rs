@@ -301,6 +301,7 @@ thread_local! {
     static INLINE: Cell<bool> = const { Cell::new(false) };
     /// A store write of this run failed for lack of space.
     static STORE_FULL: Cell<bool> = const { Cell::new(false) };
+    static CLUSTER_DOWN: Cell<bool> = const { Cell::new(false) };
     /// Operations of the run so far (for dry runs, which report them).
     static OPERATIONS: Cell<u64> = const { Cell::new(0) };
 }
@@ -397,6 +398,12 @@ pub fn note_store_full() {
     STORE_FULL.with(|f| f.set(true));
 }
 
+/// Notes that a shared-state call of the run on this thread found NATS
+/// unreachable: a run that then fails is [`RunError::ClusterUnavailable`].
+pub fn note_cluster_unavailable() {
+    CLUSTER_DOWN.with(|f| f.set(true));
+}
+
 /// Whether the run on this thread (if any) is past its deadline at `now`.
 fn past_deadline(now: Instant) -> bool {
     DEADLINE.with(|d| d.get().is_some_and(|t| now >= t))
@@ -423,6 +430,7 @@ impl RunGuard {
     fn enter(ctx: Arc<RunContext>, deadline: Instant) -> Self {
         DEADLINE.with(|d| d.set(Some(deadline)));
         STORE_FULL.with(|f| f.set(false));
+        CLUSTER_DOWN.with(|f| f.set(false));
         CONTEXT.with(|c| *c.borrow_mut() = Some(ctx));
         // Inline attempts (1 ms) read the clock themselves, more often.
         if !INLINE.with(Cell::get) {
@@ -830,6 +838,9 @@ fn run_here(
         Err(e) => match classify(&script.code, *e) {
             RunError::Failed(message) if STORE_FULL.with(Cell::get) => {
                 Err(RunError::StoreFull(message))
+            }
+            RunError::Failed(message) if CLUSTER_DOWN.with(Cell::get) => {
+                Err(RunError::ClusterUnavailable(message))
             }
             other => Err(other),
         },

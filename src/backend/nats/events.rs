@@ -1,0 +1,313 @@
+//! Events in cluster mode: the stream `{prefix}_events` and one durable
+//! consumer per events channel.
+//!
+//! - **Publish**: the event goes to subject `{prefix}.ev.<name>` with
+//!   `Nats-Msg-Id` = its id, so a publish repeated after a reconnect is
+//!   de-duplicated; it resolves on JetStream's acknowledgement, so a `202` is
+//!   never answered for an event that is not stored.
+//! - **Once per channel**: each events channel has one durable consumer,
+//!   `ev_<channel>`, that sees every event. A JetStream consumer gives each
+//!   message to one puller and forgets it once acknowledged: that is the
+//!   "once". Every node holding connections of the channel pulls from it.
+//! - **Delivery**: a pulled event goes to one local connection that wants
+//!   it; if none here does but one on another node does (nodes announce their
+//!   channels and patterns, see [`super::live`]), it is forwarded to that node;
+//!   the message is acknowledged only after a connection took it. All
+//!   connections full: it is given back (`nak`) and comes again shortly.
+//! - **Queue**: while no node holds a connection of the channel, nobody pulls,
+//!   and the consumer keeps its place: the events wait in the stream (bounded
+//!   by `event_ttl` as the stream's age limit) and are delivered in order when
+//!   a connection opens on any node. Only the newest `event_queue_max` are
+//!   delivered then; older ones are dropped and counted. Events matching no
+//!   pattern of any connection are acknowledged and dropped, as in embedded mode.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::jetstream::AckKind;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+
+use super::live::{Delivery, Live};
+use super::{token, unavailable, Cluster};
+use crate::backend::EventBus;
+use crate::channel::ChannelKind;
+use crate::events::{count, frame_of, Event};
+use crate::store::StoreError;
+use crate::AppState;
+
+/// Events pulled per request.
+const BATCH: usize = 64;
+/// How long a pull waits for events before the puller looks around again.
+const PULL_WAIT: Duration = Duration::from_millis(500);
+/// Delay before a given-back event comes again.
+const RETRY: Duration = Duration::from_millis(50);
+
+/// [`EventBus`] on JetStream.
+pub struct NatsBus {
+    app: Weak<AppState>,
+    cluster: Arc<Cluster>,
+    live: Arc<Live>,
+    stream: stream::Stream,
+    /// Channels this node pulls for now.
+    pulling: Arc<Mutex<HashSet<String>>>,
+    queue_max: u64,
+    ttl: Duration,
+}
+
+fn consumer_name(channel: &str) -> String {
+    format!("ev_{}", token(channel))
+}
+
+impl NatsBus {
+    /// Opens the events stream, creating it when missing.
+    pub async fn open_stream(cluster: &Cluster, ttl: Duration) -> Result<stream::Stream, String> {
+        cluster
+            .js
+            .get_or_create_stream(stream::Config {
+                name: format!("{}_events", cluster.prefix),
+                subjects: vec![cluster.subject("ev.>")],
+                storage: StorageType::File,
+                num_replicas: cluster.replicas,
+                max_age: ttl,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cluster: events stream: {e}"))
+    }
+
+    /// The bus of the server state `app`, on `stream`.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        live: Arc<Live>,
+        stream: stream::Stream,
+        app: Weak<AppState>,
+        queue_max: usize,
+        ttl: Duration,
+    ) -> Arc<NatsBus> {
+        Arc::new(NatsBus {
+            app,
+            cluster,
+            live,
+            stream,
+            pulling: Arc::default(),
+            queue_max: queue_max as u64,
+            ttl,
+        })
+    }
+
+    /// Makes sure every events channel has its consumer (from now on, events
+    /// are kept for it); called at start and after every reload.
+    pub async fn ensure_consumers(&self) {
+        let Some(app) = self.app.upgrade() else {
+            return;
+        };
+        let codes: Vec<String> = app
+            .registry
+            .snapshot()
+            .channels
+            .values()
+            .filter(|c| c.kind == ChannelKind::Events)
+            .map(|c| c.code().to_owned())
+            .collect();
+        for code in codes {
+            if let Err(e) = self.consumer(&code).await {
+                tracing::warn!(channel = %code, "cluster: events consumer: {e}");
+            }
+        }
+    }
+
+    async fn consumer(&self, channel: &str) -> Result<PullConsumer, StoreError> {
+        let name = consumer_name(channel);
+        self.stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(format!("events of channel {channel}")),
+                    deliver_policy: DeliverPolicy::New,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    // Unused for a day past the events' age: the channel is gone.
+                    inactive_threshold: self.ttl + Duration::from_secs(86_400),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    fn ensure_pulling(self: &Arc<Self>, channel: &str) {
+        if self
+            .pulling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel.to_owned())
+        {
+            tokio::spawn(self.clone().pull(channel.to_owned()));
+        }
+    }
+
+    fn has_local(&self, app: &AppState, channel: &str) -> bool {
+        app.connections.with_channel(channel, |c| c.is_some())
+    }
+
+    /// Pulls the channel's events while this node holds connections of it.
+    async fn pull(self: Arc<Self>, channel: String) {
+        let mut consumer = None;
+        loop {
+            let Some(app) = self.app.upgrade() else {
+                return;
+            };
+            if !self.has_local(&app, &channel) {
+                self.pulling
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&channel);
+                // A connection may have opened between the look and the removal.
+                if self.has_local(&app, &channel) {
+                    self.ensure_pulling(&channel);
+                }
+                return;
+            }
+            if consumer.is_none() {
+                match self.consumer(&channel).await {
+                    Ok(c) => consumer = Some(c),
+                    Err(e) => {
+                        tracing::debug!(channel = %channel, "events consumer: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = consumer.as_ref() else { continue };
+            let batch = c
+                .fetch()
+                .max_messages(BATCH)
+                .expires(PULL_WAIT)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(channel = %channel, "events pull: {e}");
+                    consumer = None;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let mut stalled = false;
+            while let Some(message) = batch.next().await {
+                let Ok(message) = message else { break };
+                if stalled {
+                    // Order holds: the rest of the batch comes again after the stalled one.
+                    let _ = message.ack_with(AckKind::Nak(Some(RETRY))).await;
+                    continue;
+                }
+                let pending = message.info().map(|i| i.pending).unwrap_or(0);
+                if pending >= self.queue_max {
+                    // Past the queue's bound: the oldest are dropped.
+                    count("switchyard_events_dropped_total", &channel, 1);
+                    let _ = message.ack().await;
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&message.payload).into_owned();
+                let name = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["name"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                match self.deliver(&app, &channel, &name, text).await {
+                    Some(true) => {
+                        count("switchyard_events_delivered_total", &channel, 1);
+                        let _ = message.ack().await;
+                    }
+                    Some(false) => {
+                        stalled = true;
+                        let _ = message.ack_with(AckKind::Nak(Some(RETRY))).await;
+                    }
+                    None => {
+                        // Nobody anywhere wants it.
+                        let _ = message.ack().await;
+                    }
+                }
+            }
+            if stalled {
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+
+    /// One connection of the channel, here or on another node, takes the event.
+    async fn deliver(
+        &self,
+        app: &AppState,
+        channel: &str,
+        name: &str,
+        text: String,
+    ) -> Option<bool> {
+        let frame = frame_of(&text);
+        let here = app
+            .connections
+            .with_channel(channel, |c| c.and_then(|c| c.deliver_once(name, &frame)));
+        if here.is_some() {
+            return here;
+        }
+        let node = self.live.wanted_elsewhere(channel, name)?;
+        let delivery = Delivery {
+            channel: channel.to_owned(),
+            name: name.to_owned(),
+            event: text,
+        };
+        match self.live.forward(&node, &delivery).await {
+            Some(taken) => Some(taken),
+            // The node did not answer: give it back, it comes again.
+            None if self.live.wanted_elsewhere(channel, name).is_some() => Some(false),
+            None => None,
+        }
+    }
+}
+
+/// The handle the runtime holds: [`EventBus`] needs `&self`, the pullers an `Arc`.
+pub struct Bus(pub Arc<NatsBus>);
+
+impl EventBus for Bus {
+    fn publish(&self, event: Event) -> BoxFuture<'static, Result<usize, StoreError>> {
+        let bus = self.0.clone();
+        Box::pin(async move {
+            if !bus.cluster.connected() {
+                return Err(unavailable("NATS is unreachable"));
+            }
+            let text = event.json_text();
+            let publish = PublishMessage::build()
+                .payload(text.into())
+                .message_id(event.id.to_string());
+            let ack = bus
+                .cluster
+                .js
+                .send_publish(bus.cluster.subject(&format!("ev.{}", event.name)), publish)
+                .await
+                .map_err(unavailable)?;
+            tokio::time::timeout(super::OP_TIMEOUT, ack)
+                .await
+                .map_err(|_| unavailable("JetStream did not acknowledge the event in time"))?
+                .map_err(unavailable)?;
+            metrics::counter!("switchyard_events_published_total").increment(1);
+            crate::activity::publish("event", || {
+                serde_json::json!({"id": event.id, "name": event.name, "source": event.source,
+                    "test": event.test})
+            });
+            Ok(0)
+        })
+    }
+
+    fn connection_opened(&self, channel: &str) {
+        self.0.ensure_pulling(channel);
+        let live = self.0.live.clone();
+        tokio::spawn(async move { live.announce().await });
+    }
+}
