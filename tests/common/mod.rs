@@ -130,6 +130,16 @@ impl Project {
     /// script of every test goes through the authoring check first: a call it
     /// reports as unknown in a working script is a false alarm, and fails.
     pub fn start_with_env(self, env: &[(&str, &str)]) -> Server {
+        self.start_with(env, &[])
+    }
+
+    /// Starts a node of the cluster on `nats` (SPEC §13).
+    pub fn start_node(self, nats: &Nats) -> Server {
+        self.start_with(&[], &["--cluster", &nats.url()])
+    }
+
+    /// Starts the server with extra environment variables and arguments.
+    pub fn start_with(self, env: &[(&str, &str)], args: &[&str]) -> Server {
         if !self.unknown_calls {
             let (_, out, _) = self.check_with_env(env);
             let alarms: Vec<&str> = out
@@ -157,6 +167,7 @@ impl Project {
             .arg(self.path().join("scripts"))
             .arg("--data")
             .arg(self.path().join("data"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -297,6 +308,80 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `nats-server -js` of a test, on a free loopback port with its own
+/// storage folder; killed when dropped.
+pub struct Nats {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// The nats-server binary: `$SWITCHYARD_NATS_SERVER`, else `nats-server` on the PATH.
+fn nats_server() -> String {
+    std::env::var("SWITCHYARD_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
+}
+
+impl Nats {
+    /// Starts a server and waits until it takes connections.
+    pub fn start() -> Nats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut nats = Nats {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        nats.restart();
+        nats
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (`kill -9`): what JetStream acknowledged is on its disk.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(nats_server())
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): the cluster tests need nats-server 2.10.23 or newer; ./test.sh installs it",
+                    nats_server()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

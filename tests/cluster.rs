@@ -1,0 +1,446 @@
+//! Cluster mode (SPEC §13): two or three real `switchyard serve` nodes on one
+//! real `nats-server -js`, started by each test on a free loopback port with
+//! its own storage folder.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{client, json_of, ws_connect, ws_recv, ws_send, Nats, Project, Server, Ws};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const ADMIN: &str = "adm";
+
+/// A node's project: the admin token and what the test gives it.
+fn node_project() -> Project {
+    Project::new().config(&format!("admin_token = \"{ADMIN}\""))
+}
+
+/// The project of the first node: the channels every node then shares.
+fn shared_project() -> Project {
+    node_project()
+        .channel(
+            json!({"code": "erp", "type": "events", "token_local": "erp-token",
+            "opts": {"events": ["order.>"], "ws_apis": ["*"]}}),
+        )
+        .channel(json!({"code": "count", "token_local": "count-token",
+            "recv_svcscriptcode": "count", "opts": {"issync": true}}))
+        .channel(json!({"code": "plain", "token_local": "plain-token",
+            "recv_svcscriptcode": "plain", "opts": {"issync": true}}))
+        .channel(json!({"code": "feed", "token_local": "feed-token",
+            "send_svcscriptcode_ws": "feed_push", "recv_svcscriptcode_ws": "feed_recv"}))
+        .channel(json!({"code": "trigger", "token_local": "t-token",
+            "recv_svcscriptcode": "trigger", "opts": {"issync": true}}))
+        .script(
+            "count",
+            r#"
+            let q = startparam(4);
+            if q == "" { body = kv_incr("hits", 1); } else { body = kv_get("hits"); }
+        "#,
+        )
+        .script("plain", r#"body = #{ ok: true };"#)
+        .script(
+            "feed_push",
+            r#"
+            let d = parse_json(startparam(1));
+            if "to" in d { ws_send_to(d.to, d); } else { ws_send(d); }
+        "#,
+        )
+        .script("feed_recv", "data = startparam(3);")
+        .script(
+            "trigger",
+            "channel_send_ws(\"feed\", parse_json(startparam(4))); body = #{ queued: true };",
+        )
+}
+
+/// Two nodes on `nats`: the first with the shared project, the second with empty folders.
+fn two_nodes(nats: &Nats) -> (Server, Server) {
+    let a = shared_project().start_node(nats);
+    let b = node_project().start_node(nats);
+    (a, b)
+}
+
+async fn get_json(srv: &Server, path: &str) -> (u16, Value) {
+    let (status, _, body) = json_of(
+        client()
+            .get(srv.url(path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    (status, body)
+}
+
+async fn call(srv: &Server, path: &str, body: &str) -> (u16, Value) {
+    let (status, _, v) = json_of(
+        client()
+            .post(srv.url(path))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    (status, v)
+}
+
+async fn publish(srv: &Server, name: &str, data: Value) -> (u16, Value) {
+    let (status, _, body) = json_of(
+        client()
+            .post(srv.url("/events"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"name": name, "data": data}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    (status, body)
+}
+
+/// Polls `f` until it is true, for up to `limit`.
+async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Every `event` frame that arrives within `wait` of the previous one.
+async fn drain_events(ws: &mut Ws, wait: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(wait, ws.next()).await {
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v[0] == "event" {
+                out.push(v[1].clone());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn nodes_report_their_name_and_the_cluster_in_healthz() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    for srv in [&a, &b] {
+        let (status, body) = get_json(srv, "/healthz").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["cluster"], "connected");
+        let port = srv.base.rsplit(':').next().unwrap();
+        assert!(
+            body["node"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{port}")),
+            "default node name is <hostname>:<port>: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn channels_and_scripts_reach_every_node() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    // At start the second node took the first node's channels and scripts.
+    let (status, _) = get_json(&b, "/admin/channels/count").await;
+    assert_eq!(status, 200, "the second node has the first node's channel");
+    assert!(b
+        .project
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("scripts/count.rhai")
+        .exists());
+    let (status, body) = call(&b, "/channels/plain/api?token=plain-token", "").await;
+    assert_eq!((status, body), (200, json!({"ok": true})));
+
+    // An admin write on b reaches a within 2 s.
+    let resp = client()
+        .put(b.url("/admin/scripts/plain"))
+        .bearer_auth(ADMIN)
+        .body(r#"body = #{ ok: "changed" };"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let changed = eventually(Duration::from_secs(2), || async {
+        call(&a, "/channels/plain/api?token=plain-token", "")
+            .await
+            .1
+            == json!({"ok": "changed"})
+    })
+    .await;
+    assert!(
+        changed,
+        "an admin write on one node reaches the other within 2 s"
+    );
+
+    // A hand edit in a's folder reaches b.
+    let doc = json!({"code": "hand", "token_local": "hand-token", "recv_svcscriptcode": "plain",
+        "opts": {"issync": true}});
+    std::fs::write(
+        a.project
+            .as_ref()
+            .unwrap()
+            .path()
+            .join("channels/hand.json"),
+        serde_json::to_vec_pretty(&doc).unwrap(),
+    )
+    .unwrap();
+    let arrived = eventually(Duration::from_secs(2), || async {
+        call(&b, "/channels/hand/api?token=hand-token", "").await.0 == 200
+    })
+    .await;
+    assert!(
+        arrived,
+        "a hand edit on one node reaches the other within 2 s"
+    );
+
+    // A deletion through the admin API on b removes it on a.
+    let resp = client()
+        .delete(b.url("/admin/channels/hand"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let gone = eventually(Duration::from_secs(2), || async {
+        call(&a, "/channels/hand/api?token=hand-token", "").await.0 == 404
+    })
+    .await;
+    assert!(gone, "a deletion on one node reaches the other within 2 s");
+    assert!(!a
+        .project
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("channels/hand.json")
+        .exists());
+}
+
+#[tokio::test]
+async fn kv_is_shared_and_kv_incr_loses_nothing_across_nodes() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let url = [&a, &b][i % 2].url("/channels/count/api?token=count-token");
+        calls.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                let resp = client().post(&url).send().await.unwrap();
+                assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+            }
+        }));
+    }
+    for c in calls {
+        c.await.unwrap();
+    }
+    for srv in [&a, &b] {
+        let (status, body) = call(srv, "/channels/count/api?token=count-token", "read").await;
+        assert_eq!(
+            (status, body),
+            (200, json!(120)),
+            "no increment is lost on either node"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_event_reaches_a_channel_once_whichever_node_holds_its_connections() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    let mut on_a = ws_connect(&a, "/channels/erp/ws?token=erp-token").await;
+    let mut on_b = ws_connect(&b, "/channels/erp/ws?token=erp-token").await;
+    // Let each node hear where the other's connections are.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ids = HashSet::new();
+    for i in 0..40 {
+        let srv = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = publish(srv, "order.created", json!({"i": i})).await;
+        assert_eq!(status, 202, "{body}");
+        ids.insert(body["id"].as_str().unwrap().to_owned());
+    }
+    let mut got = drain_events(&mut on_a, Duration::from_millis(1500)).await;
+    got.extend(drain_events(&mut on_b, Duration::from_millis(300)).await);
+    let seen: Vec<String> = got
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let unique: HashSet<String> = seen.iter().cloned().collect();
+    assert_eq!(
+        seen.len(),
+        unique.len(),
+        "no event came twice to the channel"
+    );
+    assert_eq!(unique, ids, "every event reached the channel");
+}
+
+#[tokio::test]
+async fn a_subscription_on_one_node_gets_events_pulled_by_the_other() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    // Both hold the channel's opts.events; only the connection on b subscribes to invoice.*.
+    let mut on_a = ws_connect(&a, "/channels/erp/ws?token=erp-token").await;
+    let mut on_b = ws_connect(&b, "/channels/erp/ws?token=erp-token").await;
+    ws_send(
+        &mut on_b,
+        json!(["subscribe", {"qid": 1, "data": {"events": ["invoice.*"]}}]),
+    )
+    .await;
+    assert_eq!(ws_recv(&mut on_b).await[1]["success"], true);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for i in 0..10 {
+        assert_eq!(publish(&a, "invoice.paid", json!({"i": i})).await.0, 202);
+    }
+    let got_b = drain_events(&mut on_b, Duration::from_millis(1500)).await;
+    let got_a = drain_events(&mut on_a, Duration::from_millis(200)).await;
+    assert!(
+        got_a.is_empty(),
+        "a's connection never subscribed to invoice.*: {got_a:?}"
+    );
+    assert_eq!(
+        got_b.len(),
+        10,
+        "every invoice event reached the connection that wants it"
+    );
+}
+
+#[tokio::test]
+async fn events_queue_while_no_node_holds_a_connection_and_arrive_in_order() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (status, body) = publish(&a, "order.created", json!({"i": i})).await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // Not in opts.events: dropped, not queued.
+    assert_eq!(publish(&a, "invoice.created", json!({})).await.0, 202);
+    let mut ws = ws_connect(&b, "/channels/erp/ws?token=erp-token").await;
+    let got = drain_events(&mut ws, Duration::from_millis(1500)).await;
+    let seen: Vec<String> = got
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        seen, ids,
+        "the queue arrives whole and in order on the other node"
+    );
+}
+
+#[tokio::test]
+async fn pushes_cross_nodes_and_connections_list_every_node() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    let mut on_b = ws_connect(&b, "/channels/feed/ws?token=feed-token").await;
+    ws_send(&mut on_b, json!(["message", {"qid": 1, "data": {}}])).await;
+    let b_id = ws_recv(&mut on_b).await[1]["data"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, body) = call(&a, "/channels/trigger/api?token=t-token", r#"{"n": 1}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        ws_recv(&mut on_b).await,
+        json!(["push", {"data": {"n": 1}}]),
+        "ws_send crossed nodes"
+    );
+    let to = json!({"n": 2, "to": b_id}).to_string();
+    assert_eq!(
+        call(&a, "/channels/trigger/api?token=t-token", &to).await.0,
+        200
+    );
+    assert_eq!(
+        ws_recv(&mut on_b).await[1]["data"]["n"],
+        2,
+        "ws_send_to crossed nodes"
+    );
+
+    let (status, body) = get_json(&a, "/admin/connections").await;
+    assert_eq!(status, 200);
+    let feed = body["connections"]["feed"].as_array().unwrap();
+    assert_eq!(feed.len(), 1, "{body}");
+    assert_eq!(feed[0]["id"], b_id);
+    let (_, health_b) = get_json(&b, "/healthz").await;
+    assert_eq!(
+        feed[0]["node"], health_b["node"],
+        "each connection names its node"
+    );
+}
+
+#[tokio::test]
+async fn without_nats_nodes_degrade_then_recover_losing_nothing() {
+    let mut nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    assert_eq!(
+        call(&a, "/channels/count/api?token=count-token", "").await,
+        (200, json!(1))
+    );
+    // An event queued for the channel before the outage.
+    let (_, body) = publish(&b, "order.created", json!({"before": true})).await;
+    let before = body["id"].as_str().unwrap().to_owned();
+
+    nats.kill();
+    let degraded = eventually(Duration::from_secs(15), || async {
+        let (status, body) = get_json(&a, "/healthz").await;
+        status == 503 && body["status"] == "degraded" && body["cluster"] == "disconnected"
+    })
+    .await;
+    assert!(
+        degraded,
+        "a node reports degraded while NATS is unreachable"
+    );
+    let (status, body) = call(&a, "/channels/count/api?token=count-token", "").await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (503, json!("cluster_unavailable"))
+    );
+    let (status, body) = publish(&a, "order.created", json!({})).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (503, json!("cluster_unavailable"))
+    );
+    let (status, body) = call(&a, "/channels/plain/api?token=plain-token", "").await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"ok": true})),
+        "what needs no shared state is served"
+    );
+
+    nats.restart();
+    let back = eventually(Duration::from_secs(20), || async {
+        get_json(&a, "/healthz").await.0 == 200 && get_json(&b, "/healthz").await.0 == 200
+    })
+    .await;
+    assert!(back, "nodes reconnect on their own");
+    assert_eq!(
+        call(&b, "/channels/count/api?token=count-token", "read").await,
+        (200, json!(1)),
+        "kv written before the outage is still there"
+    );
+    let mut ws = ws_connect(&a, "/channels/erp/ws?token=erp-token").await;
+    let got = drain_events(&mut ws, Duration::from_millis(2000)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0]["id"], before,
+        "an event acknowledged before the outage is delivered"
+    );
+}
