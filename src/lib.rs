@@ -96,6 +96,8 @@ pub struct AppState {
     pub kv: Box<dyn backend::Kv>,
     /// The other nodes (cluster mode), or nobody.
     pub peers: Box<dyn backend::Peers>,
+    /// Jobs handed between nodes (cluster mode), or kept here.
+    pub work: Box<dyn backend::Work>,
     /// Job runner wake-ups and schedule state.
     pub jobs: jobs::Jobs,
     /// The outbound HTTP client.

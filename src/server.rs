@@ -16,7 +16,7 @@ use crate::auth::{Authenticator, Iam, Throttle};
 use crate::backend::embedded::events::LocalBus;
 use crate::backend::embedded::kv::EmbeddedKv;
 use crate::backend::embedded::Alone;
-use crate::backend::{EventBus, Kv, Peers};
+use crate::backend::Backends;
 use crate::config::Config;
 use crate::conn_io::{ConnIo, ConnectionSlot};
 use crate::connections::{ConnectionTable, CLOSE_GOING_AWAY};
@@ -66,16 +66,22 @@ pub fn state_with(
         "loaded"
     );
     Ok(Arc::new_cyclic(|me| {
-        let (events, kv, peers): (Box<dyn EventBus>, Box<dyn Kv>, Box<dyn Peers>) = match cluster {
+        let Backends {
+            events,
+            kv,
+            peers,
+            work,
+        } = match cluster {
             Some(prepared) => prepared.backends(me.clone(), &config),
-            None => (
-                Box::new(LocalBus::new(me.clone())),
-                Box::new(EmbeddedKv {
+            None => Backends {
+                events: Box::new(LocalBus::new(me.clone())),
+                kv: Box::new(EmbeddedKv {
                     store: store.clone(),
                     max_keys: config.kv_max_keys,
                 }),
-                Box::new(Alone),
-            ),
+                peers: Box::new(Alone),
+                work: Box::new(Alone),
+            },
         };
         AppState {
             auth: Authenticator {
@@ -93,6 +99,7 @@ pub fn state_with(
             store,
             events,
             peers,
+            work,
             jobs: crate::jobs::Jobs::default(),
             http: crate::outbound::client(),
             me: me.clone(),
@@ -273,6 +280,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
     if left > 0 {
         tracing::warn!(jobs = left, "stopping with job runs still under way");
     }
+    // In cluster mode, what this node took and did not finish goes to another node now.
+    state.work.stop().await;
     match state.store.checkpoint().await {
         Ok(()) => tracing::info!(store = %state.store.path().display(), "store checkpointed"),
         Err(e) => tracing::error!("checkpoint on stop: {e}"),

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{client, json_of, ws_connect, ws_recv, ws_send, Nats, Project, Server, Ws};
+use common::{client, json_of, ws_connect, ws_recv, ws_send, Nats, Project, Server, Upstream, Ws};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -442,5 +442,201 @@ async fn without_nats_nodes_degrade_then_recover_losing_nothing() {
     assert_eq!(
         got[0]["id"], before,
         "an event acknowledged before the outage is delivered"
+    );
+}
+
+/// Jobs shared by the nodes: an inbox channel, a send channel, a schedule;
+/// every script reports to `up`, outside both nodes.
+fn jobs_project(up: &Upstream, busy_s: f64) -> Project {
+    node_project()
+        .channel(
+            json!({"code": "hook", "token_local": "hook-token", "url": format!("{}/", up.base),
+            "recv_svcscriptcode": "forward", "opts": {"issync": false}}),
+        )
+        .channel(
+            json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", up.base),
+            "send_svcscriptcode": "send", "opts": {"send_retries": 2}}),
+        )
+        .script(
+            "forward",
+            &format!(
+                r#"
+            let t = timestamp(); while t.elapsed < {busy_s} {{ }}
+            webquery(#{{ method: "POST", path: "inbox", body: startparam(4) }});
+            result = #{{ forwarded: startparam(8) }};
+        "#
+            ),
+        )
+        .script(
+            "send",
+            &format!(
+                r#"
+            let d = parse_json(startparam(1));
+            if "wait" in d {{ job_wait(d.wait); result = #{{ waiting: true }}; return; }}
+            let t = timestamp(); while t.elapsed < {busy_s} {{ }}
+            webquery(#{{ method: "POST", path: "send", body: d }});
+            result = #{{ sent: true }};
+        "#
+            ),
+        )
+}
+
+async fn post_inbox(srv: &Server, body: &str) -> String {
+    let (status, v) = call(srv, "/channels/hook/api/orders?token=hook-token", body).await;
+    assert_eq!(status, 202, "{v}\n{}", srv.logs());
+    v["request_id"].as_str().unwrap().to_owned()
+}
+
+/// The bodies `up` got on `path`, in arrival order.
+fn bodies(up: &Upstream, path: &str) -> Vec<String> {
+    up.seen()
+        .into_iter()
+        .filter(|s| s.path.ends_with(path))
+        .map(|s| s.body)
+        .collect()
+}
+
+#[tokio::test]
+async fn inbox_requests_run_once_in_order_whichever_node_acknowledged_them() {
+    let nats = Nats::start();
+    let up = Upstream::start().await;
+    let a = jobs_project(&up, 0.02).start_node(&nats);
+    let b = node_project().start_node(&nats);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(post_inbox([&a, &b][i % 2], &i.to_string()).await);
+    }
+    let all_in = eventually(Duration::from_secs(20), || async {
+        bodies(&up, "/inbox").len() >= 20
+    })
+    .await;
+    assert!(
+        all_in,
+        "every acknowledged request ran: {:?}",
+        bodies(&up, "/inbox")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let want: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(
+        bodies(&up, "/inbox"),
+        want,
+        "once each, one at a time, in arrival order"
+    );
+
+    // The job view of either node lists every node's jobs, each with its node.
+    let (status, list) = get_json(&b, "/admin/jobs?channel=hook&kind=recv&limit=100").await;
+    assert_eq!(status, 200);
+    let jobs = list["jobs"].as_array().unwrap();
+    let listed: HashSet<&str> = jobs.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, ids.iter().map(String::as_str).collect(), "{list}");
+    assert!(
+        jobs.iter()
+            .all(|j| j["node"].is_string() && j["state"] == "succeeded"),
+        "{list}"
+    );
+    let (status, one) = get_json(&a, &format!("/admin/jobs/{}", ids[7])).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        one["attempts"][0]["node"], one["node"],
+        "each attempt names its node"
+    );
+}
+
+#[tokio::test]
+async fn an_acknowledged_inbox_request_survives_the_node_that_took_it() {
+    let nats = Nats::start();
+    let up = Upstream::start().await;
+    let a = jobs_project(&up, 1.0).start_node(&nats);
+    for i in 0..3 {
+        post_inbox(&a, &i.to_string()).await;
+    }
+    // a is running the first one (a second of work) when it dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let project = a.kill9();
+    let b = node_project().start_node(&nats);
+    let done = eventually(Duration::from_secs(30), || async {
+        let seen = bodies(&up, "/inbox");
+        ["0", "1", "2"].iter().all(|b| seen.iter().any(|s| s == b))
+    })
+    .await;
+    assert!(
+        done,
+        "every acknowledged request ran on the node left: {:?}",
+        bodies(&up, "/inbox")
+    );
+    let mut first = Vec::new();
+    for body in bodies(&up, "/inbox") {
+        if !first.contains(&body) {
+            first.push(body);
+        }
+    }
+    assert_eq!(first, ["0", "1", "2"], "still in arrival order");
+    drop((b, project));
+}
+
+#[tokio::test]
+async fn a_send_job_survives_the_node_that_ran_it() {
+    let nats = Nats::start();
+    let up = Upstream::start().await;
+    let a = jobs_project(&up, 1.0).start_node(&nats);
+    let id = common::send_job(&a, ADMIN, "erp", &json!({"n": 1})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _project = a.kill9();
+    let b = node_project().start_node(&nats);
+    let job = common::wait_job(&b, ADMIN, &id, &["succeeded"], Duration::from_secs(30)).await;
+    let (_, health) = get_json(&b, "/healthz").await;
+    assert_eq!(job["node"], health["node"], "the node left ran it: {job}");
+    assert_eq!(bodies(&up, "/send"), [r#"{"n":1}"#]);
+}
+
+#[tokio::test]
+async fn a_callback_reaches_a_waiting_job_through_any_node() {
+    let nats = Nats::start();
+    let up = Upstream::start().await;
+    let (a, b) = (
+        jobs_project(&up, 0.0).start_node(&nats),
+        node_project().start_node(&nats),
+    );
+    let id = common::send_job(&a, ADMIN, "erp", &json!({"wait": 60})).await;
+    let job = common::wait_job(&a, ADMIN, &id, &["waiting"], Duration::from_secs(10)).await;
+    // Answer through the node that does not hold the job.
+    let (_, ha) = get_json(&a, "/healthz").await;
+    let other = if job["node"] == ha["node"] { &b } else { &a };
+    let (status, _, body) = json_of(
+        client()
+            .post(other.url(&format!("/channels/erp/jobs/{id}/result")))
+            .bearer_auth("erp-token")
+            .json(&json!({"success": true, "data": {"ok": 1}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let job = common::wait_job(other, ADMIN, &id, &["succeeded"], Duration::from_secs(5)).await;
+    assert_eq!(job["result"], json!({"ok": 1}));
+}
+
+#[tokio::test]
+async fn each_schedule_tick_runs_once_in_the_cluster() {
+    let nats = Nats::start();
+    let up = Upstream::start().await;
+    let project = node_project()
+        .channel(
+            json!({"code": "poller", "token_local": "p", "url": format!("{}/", up.base),
+            "opts": {"schedule": [{"every": "1s", "script": "tick"}]}}),
+        )
+        .script(
+            "tick",
+            r#"webquery(#{ method: "POST", path: "tick", body: startparam(1) });"#,
+        );
+    let (_a, _b) = (project.start_node(&nats), node_project().start_node(&nats));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let ticks = bodies(&up, "/tick");
+    let unique: HashSet<&String> = ticks.iter().collect();
+    assert_eq!(unique.len(), ticks.len(), "no tick ran twice: {ticks:?}");
+    assert!(
+        (3..=5).contains(&ticks.len()),
+        "one run a second in the cluster: {ticks:?}"
     );
 }

@@ -60,7 +60,9 @@ pub(super) async fn list_jobs(
         limit: limit.unwrap_or(100).clamp(1, 1000),
         offset: offset.unwrap_or(0),
     };
-    let jobs = read_blocking("jobs", move || crate::jobs::list(&app, &filter)).await?;
+    let jobs = crate::jobs::list_all(&app, filter)
+        .await
+        .map_err(|e| AppError::store("jobs", &e))?;
     Ok(Json(json!({ "jobs": jobs })))
 }
 
@@ -70,16 +72,19 @@ pub(super) async fn list_queues(
     uri: Uri,
 ) -> Result<Json<Value>, AppError> {
     listing_params(&uri, &[])?;
-    read_blocking("queues", move || crate::jobs::queues(&app))
+    crate::jobs::queues_all(&app)
         .await
         .map(Json)
+        .map_err(|e| AppError::store("queues", &e))
 }
 
 pub(super) async fn get_job(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    let job = read_blocking("jobs", move || crate::jobs::get(&app, &id)).await?;
+    let job = crate::jobs::get_any(&app, &id)
+        .await
+        .map_err(|e| AppError::store("jobs", &e))?;
     job.map(Json)
         .ok_or_else(|| AppError::Missing("unknown_job", "no such job".into()))
 }

@@ -14,6 +14,8 @@
 pub mod embedded;
 pub mod nats;
 
+use std::sync::Arc;
+
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
@@ -28,6 +30,18 @@ pub const MAX_LISTED_KEYS: usize = 1000;
 
 /// The start of the message of an error caused by an unreachable NATS.
 pub const CLUSTER_UNAVAILABLE: &str = "cluster_unavailable";
+
+/// The backends a server state is made with.
+pub struct Backends {
+    /// Events.
+    pub events: Box<dyn EventBus>,
+    /// Scripts' kv.
+    pub kv: Box<dyn Kv>,
+    /// The other nodes.
+    pub peers: Box<dyn Peers>,
+    /// Jobs between nodes.
+    pub work: Box<dyn Work>,
+}
 
 /// Publishing and once-per-channel delivery of system events (SPEC §6).
 ///
@@ -71,6 +85,78 @@ pub trait Peers: Send + Sync {
     fn cluster(&self) -> Option<(String, bool)>;
     /// This node reloaded its folders: share what changed with the others.
     fn reloaded(&self);
+    /// Answers the other nodes' questions on `topic` with `handler`.
+    fn answer(&self, topic: &'static str, handler: Handler);
+    /// Asks every other node alive on `topic`: `(node, answer)` of each (none
+    /// in embedded mode). A node that does not answer within 500 ms is left out.
+    fn gather(
+        &self,
+        topic: &'static str,
+        body: Value,
+    ) -> BoxFuture<'static, Result<Vec<(String, Value)>, StoreError>>;
+}
+
+/// A node's answer to a question of another node (see [`Peers::answer`]).
+pub type Handler = Arc<dyn Fn(Value) -> BoxFuture<'static, Value> + Send + Sync>;
+
+/// A send job or inbox request for the cluster to keep until it is done.
+pub struct HandOff {
+    /// The job id (the request id of an inbox request).
+    pub id: String,
+    /// `send` or `recv`.
+    pub kind: &'static str,
+    /// The channel's code.
+    pub channel: String,
+    /// What the node that takes it needs to run it.
+    pub job: Value,
+}
+
+/// What became of a [`HandOff`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handed {
+    /// Stored: it runs at least once.
+    Stored,
+    /// The channel's inbox holds `inbox_max` requests already; nothing was stored.
+    Full,
+}
+
+/// What the jobs module did with a job taken from the cluster.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// It is in this node's store and runs here; [`Work::done`] follows.
+    Queued,
+    /// It finished here already (a redelivery): done in the cluster too.
+    Finished,
+    /// Not here, not now (its channel is stopped here): give it back.
+    Refused,
+}
+
+/// Puts a job taken from the cluster into this node's store.
+pub type Take = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Taken, StoreError>> + Send + Sync>;
+
+/// Durable hand-off of jobs between nodes (SPEC §13): send jobs, the inbox
+/// of `issync = false` channels, schedule ticks. In embedded mode jobs are
+/// made straight in the local store and every tick is this node's.
+///
+/// Guarantee (cluster mode): a hand-off resolves only once JetStream stored
+/// it (de-duplicated by the job id); a job is run by one node at a time and
+/// stays in the cluster until [`done`](Work::done), so a node that dies
+/// mid-attempt loses the attempt, not the job; inbox requests of a channel
+/// run one at a time, in arrival order, on any node; each schedule tick is
+/// claimed by one node.
+pub trait Work: Send + Sync {
+    /// `true` in cluster mode: jobs go through [`hand_off`](Work::hand_off).
+    fn shared(&self) -> bool;
+    /// Stores a new job in the cluster.
+    fn hand_off(&self, job: HandOff) -> BoxFuture<'static, Result<Handed, StoreError>>;
+    /// Starts taking jobs from the cluster into this node with `take`.
+    fn start(&self, take: Take);
+    /// A job taken from the cluster reached its final state here.
+    fn done(&self, id: &str);
+    /// The node stops: jobs taken but not finished go back to the cluster now.
+    fn stop(&self) -> BoxFuture<'static, ()>;
+    /// Whether this node runs schedule tick `key` (`<channel>/<entry>/<time>`).
+    fn claim_tick(&self, key: String) -> BoxFuture<'static, Result<bool, StoreError>>;
 }
 
 /// The per-channel key-value map of `kv_*` (SPEC §10). Every call blocks: the

@@ -28,6 +28,13 @@ pub async fn create_send(
     data: &Value,
     tags: &[String],
 ) -> Result<String, CreateError> {
+    if app.work.shared() {
+        let job = send_hand_off(app, code, data, tags)?;
+        let id = job.id.clone();
+        shared::hand_off(app, job).await?;
+        count(code, "send", "queued");
+        return Ok(id);
+    }
     let (id, insert) = send_insert(app, code, data, tags)?;
     app.store.write(insert).await?;
     Ok(queued(app, code, id))
@@ -40,9 +47,44 @@ pub fn create_send_blocking(
     data: &Value,
     tags: &[String],
 ) -> Result<String, CreateError> {
+    if app.work.shared() {
+        let job = send_hand_off(app, code, data, tags)?;
+        let id = job.id.clone();
+        shared::hand_off_blocking(app, job)?;
+        count(code, "send", "queued");
+        return Ok(id);
+    }
     let (id, insert) = send_insert(app, code, data, tags)?;
     app.store.write_blocking(insert)?;
     Ok(queued(app, code, id))
+}
+
+/// A send job for the cluster (see [`send_insert`] for the checks).
+fn send_hand_off(
+    app: &AppState,
+    code: &str,
+    data: &Value,
+    tags: &[String],
+) -> Result<crate::backend::HandOff, CreateError> {
+    let tags = check_tags(tags).map_err(CreateError::BadTags)?;
+    let snapshot = app.registry.snapshot();
+    let channel = snapshot
+        .channel(code)
+        .ok_or_else(|| CreateError::UnknownChannel(code.to_owned()))?;
+    if channel.script_for(ScriptField::Send).is_none() {
+        return Err(CreateError::NoScript(code.to_owned()));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let input = json!({ "data": data }).to_string();
+    Ok(shared::new_job(
+        &id,
+        code,
+        "send",
+        max_attempts(channel),
+        input,
+        channel.test_mode(),
+        &tags,
+    ))
 }
 
 /// A committed send job: counted, and the dispatcher woken.
@@ -164,6 +206,14 @@ pub async fn create_recv(
         .snapshot()
         .channel(code)
         .is_some_and(|c| c.test_mode());
+    if app.work.shared() {
+        let job = shared::new_job(request_id, code, "recv", 1, input, test, &[]);
+        if !shared::hand_off(app, job).await? {
+            return Ok(Inbox::Full);
+        }
+        count(code, "recv", "queued");
+        return Ok(Inbox::Stored);
+    }
     let stored = app
         .store
         .write(move |c| {

@@ -11,6 +11,7 @@
 //! - `inbox`: the per-channel inbox workers.
 //! - `schedule`: the schedule table and its runs.
 //! - `view`: one job, listings, queues.
+//! - `shared`: cluster mode: jobs handed to the cluster, views across nodes.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -35,6 +36,7 @@ mod create;
 mod inbox;
 mod schedule;
 mod send;
+mod shared;
 mod view;
 
 use self::{create::*, inbox::*, schedule::*, send::*};
@@ -42,7 +44,8 @@ pub use create::{
     create_recv, create_send, create_send_blocking, tag_blocking, CreateError, Inbox, MAX_TAGS,
     MAX_TAG_BYTES,
 };
-pub use send::{callback, retry, Callback};
+pub use send::Callback;
+pub use shared::{callback_any as callback, get_any, list_all, queues_all, retry_any as retry};
 pub use view::{get, list, queues, JobFilter};
 
 /// Send jobs running at once.
@@ -225,6 +228,11 @@ impl Jobs {
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
+
+    /// `true` once the server is stopping (no job is claimed any more).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping()
+    }
 }
 
 /// `send_retries` of `code` was lowered to allow `max` attempts: its send jobs
@@ -332,8 +340,30 @@ pub fn max_attempts(channel: &Channel) -> i64 {
     1 + i64::from(channel.doc.opts.send_retries)
 }
 
-/// Re-queues jobs a crash left running, then starts the runners.
+/// Re-queues jobs a crash left running, then starts the runners. In cluster
+/// mode the unfinished send and inbox jobs belong to the cluster instead: they
+/// are dropped here, and the node starts taking jobs from the cluster.
 pub async fn start(app: &Arc<AppState>) -> Result<(), StoreError> {
+    if app.work.shared() {
+        let dropped = shared::drop_unfinished(app).await?;
+        if dropped > 0 {
+            tracing::info!(
+                jobs = dropped,
+                "unfinished jobs left to the cluster, which gives them out again"
+            );
+        }
+        shared::answer_questions(app);
+        let me = Arc::downgrade(app);
+        app.work.start(Arc::new(move |job| {
+            let me = me.clone();
+            Box::pin(async move {
+                match me.upgrade() {
+                    Some(app) => shared::take(app, job).await,
+                    None => Ok(crate::backend::Taken::Refused),
+                }
+            })
+        }));
+    }
     let recovered: Vec<String> = app
         .store
         .write(|c| {
@@ -378,6 +408,8 @@ fn stopped_json(app: &AppState) -> String {
 
 /// Counts the final state and publishes `job.finished`.
 async fn finished(app: &AppState, id: &str, channel: &str, kind: &str, state: &str) {
+    // In cluster mode the job is done in the cluster too (no other node runs it again).
+    app.work.done(id);
     count(channel, kind, state);
     tracing::info!(target: "switchyard::jobs", channel, job = id, kind, state, "job finished");
     let data = json!({ "id": id, "channel": channel, "kind": kind, "state": state });

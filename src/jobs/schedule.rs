@@ -18,6 +18,9 @@ pub(super) struct ScheduleTable {
     /// The snapshot the table was built from.
     built_from: Option<Arc<crate::registry::Snapshot>>,
     entries: HashMap<EntryKey, Entry>,
+    /// `every` entries tick at whole multiples of their period since the Unix
+    /// epoch (cluster mode: every node computes the same ticks).
+    aligned: bool,
     heap: std::collections::BinaryHeap<std::cmp::Reverse<(DateTime<Utc>, EntryKey)>>,
 }
 
@@ -43,7 +46,7 @@ impl ScheduleTable {
                 let spec = format!("{:?}|{:?}|{}", e.every, e.cron, e.script);
                 let entry = match self.entries.remove(&key) {
                     Some(old) if old.spec == spec => old,
-                    _ => match next_after(e, now) {
+                    _ => match next_time(e, now, self.aligned) {
                         Some(next) => Entry {
                             spec,
                             next,
@@ -83,7 +86,8 @@ impl ScheduleTable {
             let Some(spec) = channel.and_then(|c| c.doc.opts.schedule.get(key.1)) else {
                 continue;
             };
-            entry.next = next_after(spec, at.max(now)).unwrap_or(now + chrono::Duration::days(365));
+            entry.next = next_time(spec, at.max(now), self.aligned)
+                .unwrap_or(now + chrono::Duration::days(365));
             self.heap.push(std::cmp::Reverse((entry.next, key.clone())));
             due.push((key, at, entry.running.clone()));
         }
@@ -94,7 +98,10 @@ impl ScheduleTable {
 /// Runs `opts.schedule` entries on time; a tick that finds the previous run still going is skipped.
 pub(super) async fn scheduler(app: Arc<AppState>) {
     let mut tick = tokio::time::interval(SCHEDULER_TICK);
-    let mut table = ScheduleTable::default();
+    let mut table = ScheduleTable {
+        aligned: app.work.shared(),
+        ..ScheduleTable::default()
+    };
     loop {
         tick.tick().await;
         let _ticking = Running::start(&app);
@@ -130,6 +137,26 @@ pub(super) async fn scheduler(app: Arc<AppState>) {
     }
 }
 
+/// [`next_after`], or with `aligned` the next whole multiple of an `every`
+/// period since the Unix epoch.
+fn next_time(
+    entry: &crate::channel::ScheduleEntry,
+    after: DateTime<Utc>,
+    aligned: bool,
+) -> Option<DateTime<Utc>> {
+    match (&entry.every, aligned) {
+        (Some(every), true) => {
+            let period = humantime::parse_duration(every).ok()?.as_millis() as i64;
+            if period <= 0 {
+                return None;
+            }
+            let next = (after.timestamp_millis() / period + 1) * period;
+            Utc.timestamp_millis_opt(next).single()
+        }
+        _ => next_after(entry, after),
+    }
+}
+
 pub(super) fn next_after(
     entry: &crate::channel::ScheduleEntry,
     after: DateTime<Utc>,
@@ -151,6 +178,16 @@ pub(super) async fn run_schedule(
     let id = uuid::Uuid::new_v4().to_string();
     let code = channel.code().to_owned();
     let at = scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // In cluster mode one node runs each tick: the first to claim it.
+    let tick = format!("{code}/{script}/{}", scheduled.timestamp_millis());
+    match app.work.claim_tick(tick).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(channel = %code, "schedule tick not run: {e}");
+            return;
+        }
+    }
     let input = json!({ "script": script, "scheduled": at }).to_string();
     let (job, ch, test) = (id.clone(), code.clone(), channel.test_mode());
     let created = app

@@ -211,8 +211,8 @@ pub enum Callback {
     NotWaiting(String),
 }
 
-/// Applies an external system's answer to a waiting job.
-pub async fn callback(
+/// Applies an external system's answer to a waiting job of this node's store.
+pub(super) async fn callback_here(
     app: &AppState,
     code: &str,
     id: &str,
@@ -253,8 +253,12 @@ pub async fn callback(
     Ok(outcome)
 }
 
-/// `POST /admin/jobs/{id}/retry`: a failed or timed-out job runs again now.
-pub async fn retry(app: &AppState, id: &str) -> Result<Result<Value, String>, StoreError> {
+/// `POST /admin/jobs/{id}/retry` on this node's store: a failed or
+/// timed-out job runs again now (here; in cluster mode it stays this node's).
+pub(super) async fn retry_here(
+    app: &AppState,
+    id: &str,
+) -> Result<Result<Value, String>, StoreError> {
     let job = id.to_owned();
     let outcome = app
         .store

@@ -55,7 +55,8 @@ pub fn get(app: &AppState, id: &str) -> Result<Option<Value>, StoreError> {
 }
 
 /// The filters of a job listing (`None`: any).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct JobFilter {
     pub channel: Option<String>,
     pub kind: Option<String>,

@@ -6,9 +6,11 @@ pub mod kv;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+use crate::backend::{HandOff, Handed, Handler, Take};
 use crate::store::StoreError;
 
-/// [`crate::backend::Peers`] of a node alone: nobody else to reach.
+/// [`crate::backend::Peers`] and [`crate::backend::Work`] of a node alone:
+/// nobody else to reach, every job and tick is its own.
 pub struct Alone;
 
 impl crate::backend::Peers for Alone {
@@ -31,4 +33,36 @@ impl crate::backend::Peers for Alone {
     }
 
     fn reloaded(&self) {}
+
+    fn answer(&self, _: &'static str, _: Handler) {}
+
+    fn gather(
+        &self,
+        _: &'static str,
+        _: Value,
+    ) -> BoxFuture<'static, Result<Vec<(String, Value)>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+impl crate::backend::Work for Alone {
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn hand_off(&self, _: HandOff) -> BoxFuture<'static, Result<Handed, StoreError>> {
+        Box::pin(async { Err(StoreError("no cluster to hand a job to".into())) })
+    }
+
+    fn start(&self, _: Take) {}
+
+    fn done(&self, _: &str) {}
+
+    fn stop(&self) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+
+    fn claim_tick(&self, _: String) -> BoxFuture<'static, Result<bool, StoreError>> {
+        Box::pin(async { Ok(true) })
+    }
 }

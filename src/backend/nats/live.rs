@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `{prefix}.push.all` | `ws_send`: every other node pushes to its connections of the channel |
 //! | `{prefix}.push.to` | `ws_send_to`: request; the node holding the connection answers |
-//! | `{prefix}.conns` | `/admin/connections`: request; every node answers with its own |
+//! | `{prefix}.ask.<topic>` | a question to every node (its connections, its jobs…); each answers |
 //! | `{prefix}.presence` | every [`PRESENCE_EVERY`], and when a connection opens: each node's channels with connections, and their patterns |
 //! | `{prefix}.node.<node>.deliver` | an event a node pulled for a channel whose wanting connection is on `<node>` |
 
@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::{token, unavailable, Cluster, NODE_TTL};
+use crate::backend::Handler;
 use crate::pattern::Pattern;
 use crate::store::StoreError;
 use crate::AppState;
@@ -79,7 +80,6 @@ impl Live {
         };
         let mut push_all = sub(cluster.subject("push.all")).await?;
         let mut push_to = sub(cluster.subject("push.to")).await?;
-        let mut conns = sub(cluster.subject("conns")).await?;
         let mut presence = sub(cluster.subject("presence")).await?;
         let mut deliver =
             sub(cluster.subject(&format!("node.{}.deliver", token(&cluster.node)))).await?;
@@ -124,21 +124,14 @@ impl Live {
                 }
             }
         });
-        let me = live.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = conns.next().await {
-                let (Some(app), Some(reply)) = (me.app.upgrade(), msg.reply) else {
-                    continue;
-                };
-                let body =
-                    json!({"node": me.cluster.node, "connections": app.connections.describe()});
-                let _ = me
-                    .cluster
-                    .client
-                    .publish(reply, body.to_string().into())
-                    .await;
-            }
-        });
+        let me = Arc::downgrade(&live);
+        live.answer(
+            "conns",
+            Arc::new(move |_| {
+                let app = me.upgrade().and_then(|l| l.app.upgrade());
+                Box::pin(async move { app.map_or(Value::Null, |app| app.connections.describe()) })
+            }),
+        );
         let me = live.clone();
         tokio::spawn(async move {
             while let Some(msg) = presence.next().await {
@@ -299,6 +292,82 @@ impl Live {
         })
     }
 
+    /// Answers questions on `topic` from the other nodes with `handler`.
+    pub fn answer(self: &Arc<Self>, topic: &'static str, handler: Handler) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let subject = me.cluster.subject(&format!("ask.{topic}"));
+            let mut questions = match me.cluster.client.subscribe(subject).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cluster: cannot answer {topic}: {e}");
+                    return;
+                }
+            };
+            while let Some(msg) = questions.next().await {
+                let Some(reply) = msg.reply else { continue };
+                let body = serde_json::from_slice::<Value>(&msg.payload).unwrap_or(Value::Null);
+                let (handler, me) = (handler.clone(), me.clone());
+                // Each answer on its own task: a slow one holds up no other.
+                tokio::spawn(async move {
+                    let answer = json!({"node": me.cluster.node, "answer": handler(body).await});
+                    let _ = me
+                        .cluster
+                        .client
+                        .publish(reply, answer.to_string().into())
+                        .await;
+                });
+            }
+        });
+    }
+
+    /// Asks every other node alive on `topic`: `(node, answer)` of each that
+    /// answered within [`GATHER`].
+    pub async fn gather(
+        &self,
+        topic: &str,
+        body: Value,
+    ) -> Result<Vec<(String, Value)>, StoreError> {
+        if !self.cluster.connected() {
+            return Err(unavailable("NATS is unreachable"));
+        }
+        let expected = self.cluster.nodes_alive().await?.len().saturating_sub(1);
+        if expected == 0 {
+            return Ok(Vec::new());
+        }
+        let inbox = self.cluster.client.new_inbox();
+        let mut answers = self
+            .cluster
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(unavailable)?;
+        self.cluster
+            .client
+            .publish_with_reply(
+                self.cluster.subject(&format!("ask.{topic}")),
+                inbox,
+                body.to_string().into(),
+            )
+            .await
+            .map_err(unavailable)?;
+        let deadline = tokio::time::Instant::now() + GATHER;
+        let mut got = Vec::new();
+        while got.len() < expected {
+            let Ok(Some(msg)) = tokio::time::timeout_at(deadline, answers.next()).await else {
+                break;
+            };
+            let Ok(mut v) = serde_json::from_slice::<Value>(&msg.payload) else {
+                continue;
+            };
+            let node = v["node"].as_str().unwrap_or_default().to_owned();
+            if node != self.cluster.node {
+                got.push((node, v["answer"].take()));
+            }
+        }
+        Ok(got)
+    }
+
     /// Every node's open connections: `{"<channel>": [{…, "node"}]}`.
     pub async fn connections(&self, local: Value) -> Result<Value, StoreError> {
         let mut merged = serde_json::Map::new();
@@ -317,37 +386,8 @@ impl Live {
             }
         };
         add(&self.cluster.node, &local);
-        if !self.cluster.connected() {
-            return Err(unavailable("NATS is unreachable"));
-        }
-        let expected = self.cluster.nodes_alive().await?.len().saturating_sub(1);
-        let inbox = self.cluster.client.new_inbox();
-        let mut answers = self
-            .cluster
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(unavailable)?;
-        self.cluster
-            .client
-            .publish_with_reply(self.cluster.subject("conns"), inbox, "".into())
-            .await
-            .map_err(unavailable)?;
-        let deadline = tokio::time::Instant::now() + GATHER;
-        let mut got = 0;
-        while got < expected {
-            let Ok(Some(msg)) = tokio::time::timeout_at(deadline, answers.next()).await else {
-                break;
-            };
-            let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) else {
-                continue;
-            };
-            let node = v["node"].as_str().unwrap_or_default().to_owned();
-            if node == self.cluster.node {
-                continue;
-            }
-            add(&node, &v["connections"]);
-            got += 1;
+        for (node, conns) in self.gather("conns", Value::Null).await? {
+            add(&node, &conns);
         }
         Ok(Value::Object(merged))
     }

@@ -19,6 +19,7 @@ pub mod docs;
 pub mod events;
 pub mod kv;
 pub mod live;
+pub mod work;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::backend::{EventBus, Kv, Peers, CLUSTER_UNAVAILABLE};
+use crate::backend::{Backends, Handler, Peers, CLUSTER_UNAVAILABLE};
 use crate::config::{ClusterConfig, Config};
 use crate::store::StoreError;
 use crate::AppState;
@@ -230,6 +231,11 @@ pub struct Prepared {
     cluster: Arc<Cluster>,
     docs: Arc<docs::Docs>,
     stream: jetstream::stream::Stream,
+    work: (
+        jetstream::stream::Stream,
+        jetstream::stream::Stream,
+        jkv::Store,
+    ),
 }
 
 impl Prepared {
@@ -251,20 +257,19 @@ impl Prepared {
         )
         .await?;
         let stream = events::NatsBus::open_stream(&cluster, config.event_ttl).await?;
+        let work = work::NatsWork::open(cluster.clone(), config.inbox_max).await?;
         Ok(Prepared {
             cluster,
             docs,
             stream,
+            work,
         })
     }
 
     /// The backends of the server state `app` (made inside `Arc::new_cyclic`).
-    pub fn backends(
-        self,
-        app: Weak<AppState>,
-        config: &Config,
-    ) -> (Box<dyn EventBus>, Box<dyn Kv>, Box<dyn Peers>) {
+    pub fn backends(self, app: Weak<AppState>, config: &Config) -> Backends {
         let live = live::Live::new(self.cluster.clone(), app.clone());
+        let work = work::NatsWork::new(self.cluster.clone(), app.clone(), self.work);
         let bus = events::NatsBus::new(
             self.cluster.clone(),
             live.clone(),
@@ -283,7 +288,12 @@ impl Prepared {
             docs: self.docs,
             bus: bus.clone(),
         };
-        (Box::new(events::Bus(bus)), Box::new(kv), Box::new(peers))
+        Backends {
+            events: Box::new(events::Bus(bus)),
+            kv: Box::new(kv),
+            peers: Box::new(peers),
+            work: Box::new(work::Jobs(work)),
+        }
     }
 }
 
@@ -332,6 +342,19 @@ impl Peers for NatsPeers {
 
     fn cluster(&self) -> Option<(String, bool)> {
         Some((self.cluster.node.clone(), self.cluster.connected()))
+    }
+
+    fn answer(&self, topic: &'static str, handler: Handler) {
+        self.live.answer(topic, handler);
+    }
+
+    fn gather(
+        &self,
+        topic: &'static str,
+        body: Value,
+    ) -> BoxFuture<'static, Result<Vec<(String, Value)>, StoreError>> {
+        let live = self.live.clone();
+        Box::pin(async move { live.gather(topic, body).await })
     }
 
     fn reloaded(&self) {

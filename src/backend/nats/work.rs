@@ -1,0 +1,418 @@
+//! Jobs in cluster mode: JetStream keeps every send job and inbox request
+//! until a node has finished it; a node takes one into its own store and
+//! runs it there with the same job machinery as in embedded mode.
+//!
+//! - Streams `{prefix}_inbox` (subject `{prefix}.inbox.<channel>`) and
+//!   `{prefix}_send` (`{prefix}.send.<channel>`), work-queue retention, file
+//!   storage; a hand-off is published with `Nats-Msg-Id` = the job id and
+//!   answered after JetStream's acknowledgement. The inbox stream holds at most
+//!   `inbox_max` requests per channel (a publish past it is refused: `429`).
+//! - One consumer per `issync = false` channel (`inbox_<channel>`) with one
+//!   message in flight at a time: the channel's requests run one at a time,
+//!   in arrival order, whichever node takes them. One consumer for send jobs.
+//! - A taken job is acknowledged when it reaches its final state here
+//!   ([`Work::done`]); until then the node tells JetStream it is in progress
+//!   every [`PROGRESS_EVERY`]. A node that dies stops doing so: after
+//!   [`ACK_WAIT`] JetStream gives the job to another node (the attempt is
+//!   lost, not the job). On a clean stop the node gives back what it holds.
+//! - Schedule ticks: the first node to create the key of a tick in the KV
+//!   bucket `{prefix}_ticks` runs it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::kv as jkv;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::{AckKind, Message};
+use dashmap::DashMap;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+
+use super::{token, unavailable, Cluster};
+use crate::backend::{HandOff, Handed, Take, Taken, Work};
+use crate::channel::ChannelKind;
+use crate::store::StoreError;
+use crate::AppState;
+
+/// How long JetStream waits for a taken job's progress before another node may take it.
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How often a node tells JetStream its jobs are still in progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+/// Send jobs a node holds at once (as many as it runs at once).
+const SEND_HELD: usize = 64;
+/// How long a pull waits for jobs.
+const PULL_WAIT: Duration = Duration::from_secs(1);
+/// A refused job comes again after this.
+const REFUSED_AGAIN: Duration = Duration::from_secs(1);
+/// How long a tick's claim is remembered.
+const TICKS_KEPT: Duration = Duration::from_secs(3600);
+
+/// [`Work`] on JetStream.
+pub struct NatsWork {
+    cluster: Arc<Cluster>,
+    app: Weak<AppState>,
+    inbox: stream::Stream,
+    send: stream::Stream,
+    ticks: jkv::Store,
+    /// Jobs taken and not finished here, by id.
+    held: Arc<DashMap<String, Message>>,
+    /// The channels whose inbox this node takes from.
+    taking: Arc<Mutex<HashSet<String>>>,
+    take: Mutex<Option<Take>>,
+}
+
+impl NatsWork {
+    /// Opens (or creates) the streams and the ticks bucket.
+    pub async fn open(
+        cluster: Arc<Cluster>,
+        inbox_max: usize,
+    ) -> Result<(stream::Stream, stream::Stream, jkv::Store), String> {
+        let config = |name: &str| stream::Config {
+            name: format!("{}_{name}", cluster.prefix),
+            subjects: vec![cluster.subject(&format!("{name}.*"))],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            num_replicas: cluster.replicas,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        let inbox = cluster
+            .js
+            .get_or_create_stream(stream::Config {
+                max_messages_per_subject: inbox_max as i64,
+                discard: DiscardPolicy::New,
+                discard_new_per_subject: true,
+                ..config("inbox")
+            })
+            .await
+            .map_err(|e| format!("cluster: inbox stream: {e}"))?;
+        let send = cluster
+            .js
+            .get_or_create_stream(config("send"))
+            .await
+            .map_err(|e| format!("cluster: send stream: {e}"))?;
+        let ticks_config = jkv::Config {
+            bucket: format!("{}_ticks", cluster.prefix),
+            history: 1,
+            max_age: TICKS_KEPT,
+            storage: StorageType::File,
+            num_replicas: cluster.replicas,
+            ..Default::default()
+        };
+        let ticks = match cluster.js.get_key_value(&ticks_config.bucket).await {
+            Ok(b) => b,
+            Err(_) => cluster
+                .js
+                .create_key_value(ticks_config)
+                .await
+                .map_err(|e| format!("cluster: ticks bucket: {e}"))?,
+        };
+        Ok((inbox, send, ticks))
+    }
+
+    /// The hand-off of the server state `app`.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        app: Weak<AppState>,
+        (inbox, send, ticks): (stream::Stream, stream::Stream, jkv::Store),
+    ) -> Arc<NatsWork> {
+        Arc::new(NatsWork {
+            cluster,
+            app,
+            inbox,
+            send,
+            ticks,
+            held: Arc::default(),
+            taking: Arc::default(),
+            take: Mutex::default(),
+        })
+    }
+
+    fn take_fn(&self) -> Option<Take> {
+        self.take.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn consumer(
+        stream: &stream::Stream,
+        name: &str,
+        filter: String,
+        in_flight: i64,
+    ) -> Result<PullConsumer, StoreError> {
+        stream
+            .get_or_create_consumer(
+                name,
+                pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    filter_subject: filter,
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_ack_pending: in_flight,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Gives one message to the jobs module; holds it while the job runs here.
+    async fn offer(&self, take: &Take, message: Message) {
+        let job: serde_json::Value = match serde_json::from_slice(&message.payload) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!("cluster: a job that is not JSON, dropped: {e}");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let id = job["id"].as_str().unwrap_or_default().to_owned();
+        match take(job).await {
+            Ok(Taken::Queued) => {
+                self.held.insert(id, message);
+            }
+            Ok(Taken::Finished) => {
+                let _ = message.ack().await;
+            }
+            Ok(Taken::Refused) => {
+                let _ = message.ack_with(AckKind::Nak(Some(REFUSED_AGAIN))).await;
+            }
+            Err(e) => {
+                tracing::warn!(job = %id, "cluster: cannot take a job yet: {e}");
+                let _ = message.ack_with(AckKind::Nak(Some(REFUSED_AGAIN))).await;
+            }
+        }
+    }
+
+    /// Takes send jobs while this node holds fewer than [`SEND_HELD`].
+    async fn take_sends(self: Arc<Self>, take: Take) {
+        let filter = self.cluster.subject("send.*");
+        let mut consumer = None;
+        loop {
+            if self.app.upgrade().is_none_or(|a| a.jobs.is_stopping()) {
+                return;
+            }
+            let held = self.held.len();
+            if held >= SEND_HELD {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            if consumer.is_none() {
+                match Self::consumer(&self.send, "send", filter.clone(), -1).await {
+                    Ok(c) => consumer = Some(c),
+                    Err(e) => {
+                        tracing::debug!("cluster: send consumer: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = consumer.as_ref() else { continue };
+            match c
+                .fetch()
+                .max_messages(SEND_HELD - held)
+                .expires(PULL_WAIT)
+                .messages()
+                .await
+            {
+                Ok(mut batch) => {
+                    while let Some(Ok(message)) = batch.next().await {
+                        self.offer(&take, message).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("cluster: taking send jobs: {e}");
+                    consumer = None;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Takes the inbox requests of `channel`, one at a time, while the
+    /// channel exists and is an inbox channel.
+    async fn take_inbox(self: Arc<Self>, take: Take, channel: String) {
+        let name = format!("inbox_{}", token(&channel));
+        let filter = self.cluster.subject(&format!("inbox.{}", token(&channel)));
+        let mut consumer = None;
+        loop {
+            let Some(app) = self.app.upgrade() else {
+                return;
+            };
+            let still = app
+                .registry
+                .snapshot()
+                .channel(&channel)
+                .is_some_and(|c| !c.doc.opts.issync && c.kind != ChannelKind::Events);
+            if !still || app.jobs.is_stopping() {
+                self.taking
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&channel);
+                return;
+            }
+            drop(app);
+            if consumer.is_none() {
+                match Self::consumer(&self.inbox, &name, filter.clone(), 1).await {
+                    Ok(c) => consumer = Some(c),
+                    Err(e) => {
+                        tracing::debug!(channel = %channel, "cluster: inbox consumer: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = consumer.as_ref() else { continue };
+            match c
+                .fetch()
+                .max_messages(1)
+                .expires(PULL_WAIT)
+                .messages()
+                .await
+            {
+                Ok(mut batch) => {
+                    while let Some(Ok(message)) = batch.next().await {
+                        self.offer(&take, message).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(channel = %channel, "cluster: taking inbox requests: {e}");
+                    consumer = None;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Starts an inbox taker for every inbox channel that has none.
+    fn take_inboxes(self: &Arc<Self>, take: &Take) {
+        let Some(app) = self.app.upgrade() else {
+            return;
+        };
+        let codes: Vec<String> = app
+            .registry
+            .snapshot()
+            .channels
+            .values()
+            .filter(|c| !c.doc.opts.issync && c.kind != ChannelKind::Events)
+            .map(|c| c.code().to_owned())
+            .collect();
+        for code in codes {
+            if self
+                .taking
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(code.clone())
+            {
+                tokio::spawn(self.clone().take_inbox(take.clone(), code));
+            }
+        }
+    }
+}
+
+/// The handle the runtime holds.
+pub struct Jobs(pub Arc<NatsWork>);
+
+impl Work for Jobs {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn hand_off(&self, job: HandOff) -> BoxFuture<'static, Result<Handed, StoreError>> {
+        let work = self.0.clone();
+        Box::pin(async move {
+            let cluster = &work.cluster;
+            if !cluster.connected() {
+                return Err(unavailable("NATS is unreachable"));
+            }
+            let stream = if job.kind == "recv" { "inbox" } else { "send" };
+            let subject = cluster.subject(&format!("{stream}.{}", token(&job.channel)));
+            let publish = PublishMessage::build()
+                .payload(job.job.to_string().into())
+                .message_id(&job.id);
+            let ack = cluster
+                .js
+                .send_publish(subject, publish)
+                .await
+                .map_err(unavailable)?;
+            match tokio::time::timeout(super::OP_TIMEOUT, ack).await {
+                Err(_) => Err(unavailable("JetStream did not acknowledge the job in time")),
+                Ok(Ok(_)) => Ok(Handed::Stored),
+                Ok(Err(e)) if e.to_string().contains("maximum messages") => Ok(Handed::Full),
+                Ok(Err(e)) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn start(&self, take: Take) {
+        let work = self.0.clone();
+        *work.take.lock().unwrap_or_else(|p| p.into_inner()) = Some(take.clone());
+        tokio::spawn(work.clone().take_sends(take.clone()));
+        work.take_inboxes(&take);
+        // New inbox channels (a reload) get a taker; held jobs stay ours.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            let mut inboxes = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let held: Vec<Message> = work.held.iter().map(|m| m.value().clone()).collect();
+                        for message in held {
+                            let _ = message.ack_with(AckKind::Progress).await;
+                        }
+                    }
+                    _ = inboxes.tick() => {
+                        if let Some(take) = work.take_fn() {
+                            work.take_inboxes(&take);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn done(&self, id: &str) {
+        if let Some((_, message)) = self.0.held.remove(id) {
+            tokio::spawn(async move {
+                // Double ack: the job counts as done only once JetStream confirms it.
+                if let Err(e) = message.double_ack().await {
+                    tracing::warn!("cluster: acknowledging a finished job: {e}");
+                }
+            });
+        }
+    }
+
+    fn stop(&self) -> BoxFuture<'static, ()> {
+        let held: Vec<(String, Message)> = self
+            .0
+            .held
+            .iter()
+            .map(|m| (m.key().clone(), m.value().clone()))
+            .collect();
+        self.0.held.clear();
+        Box::pin(async move {
+            for (id, message) in held {
+                tracing::info!(job = %id, "cluster: job given back on stop");
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            }
+        })
+    }
+
+    fn claim_tick(&self, key: String) -> BoxFuture<'static, Result<bool, StoreError>> {
+        let work = self.0.clone();
+        Box::pin(async move {
+            let key = token(&key);
+            match work
+                .ticks
+                .create(&key, work.cluster.node.clone().into())
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists) => Ok(false),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+}

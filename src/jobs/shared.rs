@@ -1,0 +1,391 @@
+//! Jobs in cluster mode (SPEC §13): what the jobs module does with the
+//! [`crate::backend::Work`] hand-off and the other nodes.
+//!
+//! A new send job or inbox request is handed to the cluster instead of being
+//! written here; the node that takes it writes it into its own store as a
+//! queued job and runs it with the same machinery as in embedded mode. The
+//! job view, callbacks and retries ask every node, since each job lives in
+//! the store of the node that took it. Rows of this node's store that are
+//! not finished when it starts belong to the cluster (JetStream gives them
+//! out again), so they are dropped here.
+
+use super::*;
+use crate::backend::{HandOff, Handed, Taken};
+
+/// The row of a new job, as handed to the cluster and taken from it.
+pub(super) fn new_job(
+    id: &str,
+    channel: &str,
+    kind: &'static str,
+    max_attempts: i64,
+    input: String,
+    test: bool,
+    tags: &[String],
+) -> HandOff {
+    HandOff {
+        id: id.to_owned(),
+        kind,
+        channel: channel.to_owned(),
+        job: json!({
+            "id": id, "channel": channel, "kind": kind, "max_attempts": max_attempts,
+            "input": input, "test": test, "tags": tags, "created": now_ms(),
+        }),
+    }
+}
+
+/// Hands a job to the cluster; `Ok(false)`: the inbox is full.
+pub(super) async fn hand_off(app: &AppState, job: HandOff) -> Result<bool, StoreError> {
+    Ok(app.work.hand_off(job).await? == Handed::Stored)
+}
+
+/// [`hand_off`] from a script's (blocking) thread.
+pub(super) fn hand_off_blocking(app: &AppState, job: HandOff) -> Result<bool, StoreError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| StoreError(e.to_string()))?;
+    crate::script::priority::while_waiting(|| runtime.block_on(hand_off(app, job)))
+}
+
+/// Puts a job taken from the cluster into this node's store, queued.
+pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreError> {
+    let (Some(id), Some(code), Some(kind)) = (
+        job["id"].as_str().map(str::to_owned),
+        job["channel"].as_str().map(str::to_owned),
+        job["kind"].as_str().map(str::to_owned),
+    ) else {
+        return Err(StoreError(format!("not a job: {job}")));
+    };
+    // Not loaded here yet, disabled or stopped here: another node (or later).
+    let runnable = app
+        .registry
+        .snapshot()
+        .channel(&code)
+        .is_some_and(|c| !c.doc.opts.disabled)
+        && !app.stopped.contains(&code);
+    if !runnable {
+        return Ok(Taken::Refused);
+    }
+    let tags: Vec<String> = job["tags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let row = (
+        id.clone(),
+        code.clone(),
+        kind.clone(),
+        job["max_attempts"].as_i64().unwrap_or(1),
+        job["created"].as_i64().unwrap_or_else(now_ms),
+        job["input"].as_str().unwrap_or("{}").to_owned(),
+        job["test"].as_bool().unwrap_or(false),
+    );
+    let state: String = app
+        .store
+        .write(move |c| {
+            let (id, code, kind, max, created, input, test) = row;
+            let now: Option<String> = c
+                .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0))
+                .optional()?;
+            if let Some(state) = now {
+                return Ok(state);
+            }
+            c.execute(
+                "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, next_attempt_at, input, test, tags) \
+                 VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
+                params![id, code, kind, max, created, now_ms(), input, test, tags_json(&tags)],
+            )?;
+            for tag in &tags {
+                c.prepare_cached("INSERT OR IGNORE INTO job_tags (tag, job) VALUES (?1, ?2)")?
+                    .execute(params![tag, id])?;
+            }
+            Ok("queued".to_owned())
+        })
+        .await?;
+    if ["succeeded", "failed", "timed_out"].contains(&state.as_str()) {
+        return Ok(Taken::Finished);
+    }
+    if kind == "recv" {
+        wake_inbox(&app, &code);
+    } else {
+        app.jobs.send_wake.notify_one();
+    }
+    Ok(Taken::Queued)
+}
+
+/// At start in cluster mode: the unfinished send and inbox jobs of this
+/// node's store are the cluster's (it gives them out again); dropped here.
+pub(super) async fn drop_unfinished(app: &AppState) -> Result<usize, StoreError> {
+    app.store
+        .write(|c| {
+            const UNFINISHED: &str =
+                "kind IN ('send', 'recv') AND state IN ('queued', 'running', 'waiting')";
+            c.execute(
+                &format!(
+                    "DELETE FROM attempts WHERE job IN (SELECT id FROM jobs WHERE {UNFINISHED})"
+                ),
+                [],
+            )?;
+            c.execute(
+                &format!(
+                    "DELETE FROM job_tags WHERE job IN (SELECT id FROM jobs WHERE {UNFINISHED})"
+                ),
+                [],
+            )?;
+            c.execute(&format!("DELETE FROM jobs WHERE {UNFINISHED}"), [])
+        })
+        .await
+}
+
+/// The questions other nodes ask about this node's jobs.
+pub(super) fn answer_questions(app: &Arc<AppState>) {
+    let me = Arc::downgrade(app);
+    let ask = move |f: fn(Arc<AppState>, Value) -> BoxedAnswer| {
+        let me = me.clone();
+        Arc::new(move |body: Value| -> BoxedAnswer {
+            match me.upgrade() {
+                Some(app) => f(app, body),
+                None => Box::pin(async { Value::Null }),
+            }
+        }) as crate::backend::Handler
+    };
+    app.peers.answer(
+        "jobs.list",
+        ask(|app, body| {
+            Box::pin(async move {
+                let filter: JobFilter = serde_json::from_value(body).unwrap_or_default();
+                blocking(move || list(&app, &filter).map(Value::from)).await
+            })
+        }),
+    );
+    app.peers.answer(
+        "jobs.get",
+        ask(|app, body| {
+            Box::pin(async move {
+                let id = body.as_str().unwrap_or_default().to_owned();
+                blocking(move || get(&app, &id).map(|j| j.unwrap_or(Value::Null))).await
+            })
+        }),
+    );
+    app.peers.answer(
+        "jobs.queues",
+        ask(|app, _| Box::pin(async move { blocking(move || queues(&app)).await })),
+    );
+    app.peers.answer(
+        "jobs.retry",
+        ask(|app, body| {
+            Box::pin(async move {
+                let id = body.as_str().unwrap_or_default().to_owned();
+                match retry_here(&app, &id).await {
+                    Ok(Ok(job)) => json!({"job": job}),
+                    Ok(Err(why)) if why != "unknown" => json!({"refused": why}),
+                    _ => Value::Null,
+                }
+            })
+        }),
+    );
+    app.peers.answer(
+        "jobs.result",
+        ask(|app, body| {
+            Box::pin(async move {
+                let (code, id) = (body["channel"].as_str(), body["id"].as_str());
+                let (Some(code), Some(id)) = (code, id) else {
+                    return Value::Null;
+                };
+                let reason = body["reason"].as_str().map(str::to_owned);
+                let outcome = callback_here(
+                    &app,
+                    code,
+                    id,
+                    body["success"].as_bool().unwrap_or(false),
+                    reason,
+                    body["data"].clone(),
+                )
+                .await;
+                match outcome {
+                    Ok(Callback::Done(state)) => json!({"done": state}),
+                    Ok(Callback::NotWaiting(state)) => json!({"not_waiting": state}),
+                    Ok(Callback::Unknown) | Err(_) => Value::Null,
+                }
+            })
+        }),
+    );
+}
+
+type BoxedAnswer = futures_util::future::BoxFuture<'static, Value>;
+
+/// Runs a store read off the async threads; `null` when it fails.
+async fn blocking(f: impl FnOnce() -> Result<Value, StoreError> + Send + 'static) -> Value {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => v,
+        _ => Value::Null,
+    }
+}
+
+/// The jobs of every node that pass `filter`, newest first; each with its `node`.
+pub async fn list_all(app: &Arc<AppState>, filter: JobFilter) -> Result<Vec<Value>, StoreError> {
+    let Some((node, _)) = app.peers.cluster() else {
+        // Embedded: the store's own paging.
+        let app = app.clone();
+        return tokio::task::spawn_blocking(move || list(&app, &filter))
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+    };
+    let wanted = filter.offset + filter.limit;
+    let here_filter = JobFilter {
+        limit: wanted,
+        offset: 0,
+        ..filter.clone()
+    };
+    let here_app = app.clone();
+    let mut jobs = tokio::task::spawn_blocking(move || list(&here_app, &here_filter))
+        .await
+        .map_err(|e| StoreError(e.to_string()))??;
+    for job in &mut jobs {
+        job["node"] = node.clone().into();
+    }
+    let body = serde_json::to_value(JobFilter {
+        limit: wanted,
+        offset: 0,
+        ..filter.clone()
+    })
+    .unwrap_or(Value::Null);
+    for (node, answer) in app.peers.gather("jobs.list", body).await? {
+        for mut job in answer.as_array().cloned().unwrap_or_default() {
+            job["node"] = node.clone().into();
+            jobs.push(job);
+        }
+    }
+    // Newest first across nodes (RFC 3339 in UTC sorts as text).
+    jobs.sort_by(|a, b| {
+        b["created"]
+            .as_str()
+            .cmp(&a["created"].as_str())
+            .then_with(|| b["id"].as_str().cmp(&a["id"].as_str()))
+    });
+    Ok(jobs
+        .into_iter()
+        .skip(filter.offset)
+        .take(filter.limit)
+        .collect())
+}
+
+/// One job, on whichever node it is; with its `node` in cluster mode.
+pub async fn get_any(app: &Arc<AppState>, id: &str) -> Result<Option<Value>, StoreError> {
+    let (here_app, here_id) = (app.clone(), id.to_owned());
+    let here = tokio::task::spawn_blocking(move || get(&here_app, &here_id))
+        .await
+        .map_err(|e| StoreError(e.to_string()))??;
+    let Some((node, _)) = app.peers.cluster() else {
+        return Ok(here);
+    };
+    if let Some(mut job) = here {
+        ran_on(&mut job, &node);
+        return Ok(Some(job));
+    }
+    for (node, mut job) in app.peers.gather("jobs.get", json!(id)).await? {
+        if !job.is_null() {
+            ran_on(&mut job, &node);
+            return Ok(Some(job));
+        }
+    }
+    Ok(None)
+}
+
+/// Marks a job and each of its attempts with the node that holds it (and ran them).
+fn ran_on(job: &mut Value, node: &str) {
+    job["node"] = node.into();
+    if let Some(attempts) = job["attempts"].as_array_mut() {
+        for a in attempts {
+            a["node"] = node.into();
+        }
+    }
+}
+
+/// Every node's queues with their jobs by state, summed.
+pub async fn queues_all(app: &Arc<AppState>) -> Result<Value, StoreError> {
+    let here_app = app.clone();
+    let mut all = tokio::task::spawn_blocking(move || queues(&here_app))
+        .await
+        .map_err(|e| StoreError(e.to_string()))??;
+    for (_, other) in app.peers.gather("jobs.queues", Value::Null).await? {
+        let Some(theirs) = other["queues"].as_array() else {
+            continue;
+        };
+        let Some(ours) = all["queues"].as_array_mut() else {
+            continue;
+        };
+        for q in theirs {
+            match ours.iter_mut().find(|o| o["name"] == q["name"]) {
+                Some(o) => {
+                    for (state, n) in q["jobs"].as_object().into_iter().flatten() {
+                        let now = o["jobs"][state].as_i64().unwrap_or(0);
+                        o["jobs"][state] = (now + n.as_i64().unwrap_or(0)).into();
+                    }
+                }
+                None => ours.push(q.clone()),
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// A callback for a waiting job, on whichever node holds it.
+pub async fn callback_any(
+    app: &Arc<AppState>,
+    code: &str,
+    id: &str,
+    success: bool,
+    reason: Option<String>,
+    data: Value,
+) -> Result<Callback, StoreError> {
+    let here = callback_here(app, code, id, success, reason.clone(), data.clone()).await?;
+    if !matches!(here, Callback::Unknown) || app.peers.cluster().is_none() {
+        return Ok(here);
+    }
+    let body =
+        json!({"channel": code, "id": id, "success": success, "reason": reason, "data": data});
+    for (_, answer) in app.peers.gather("jobs.result", body).await? {
+        if let Some(state) = answer["done"].as_str() {
+            let state = if state == "succeeded" {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            return Ok(Callback::Done(state));
+        }
+        if let Some(state) = answer["not_waiting"].as_str() {
+            return Ok(Callback::NotWaiting(state.to_owned()));
+        }
+    }
+    Ok(Callback::Unknown)
+}
+
+/// `POST /admin/jobs/{id}/retry` on whichever node holds the job: the job
+/// (with its `node` in cluster mode), or why not (`unknown`, its state, `schedule`).
+pub async fn retry_any(app: &Arc<AppState>, id: &str) -> Result<Result<Value, String>, StoreError> {
+    let here = retry_here(app, id).await?;
+    let Some((node, _)) = app.peers.cluster() else {
+        return Ok(here);
+    };
+    match here {
+        Ok(mut job) => {
+            job["node"] = node.into();
+            return Ok(Ok(job));
+        }
+        Err(why) if why != "unknown" => return Ok(Err(why)),
+        Err(_) => {}
+    }
+    for (node, answer) in app.peers.gather("jobs.retry", json!(id)).await? {
+        if let Some(why) = answer["refused"].as_str() {
+            return Ok(Err(why.to_owned()));
+        }
+        if !answer["job"].is_null() {
+            let mut job = answer["job"].clone();
+            job["node"] = node.into();
+            return Ok(Ok(job));
+        }
+    }
+    Ok(Err("unknown".into()))
+}
