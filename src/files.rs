@@ -1,11 +1,11 @@
 //! The files API (`/channels/{code}/files/{name}`) and `file_read` / `file_write`.
 //!
-//! Files live in `<data>/files/<channel>/<name>`. A name is one path segment of
-//! `[A-Za-z0-9._-]`, at most 255 bytes, not starting with a dot, so no name
-//! can leave its channel's folder.
+//! Where files live is the backend's ([`crate::backend::Files`]): a folder per
+//! channel in embedded mode, an object store in cluster mode. A name is one
+//! path segment of `[A-Za-z0-9._-]`, at most 255 bytes, not starting with a
+//! dot, so no name can leave its channel's folder.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -14,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::backend::FileError;
 use crate::channel::Channel;
 use crate::error::AppError;
+use crate::store::StoreError;
 use crate::AppState;
 
 /// Longest file name.
@@ -35,8 +37,8 @@ fn enabled(channel: &Channel) -> bool {
     channel.is_general() && channel.doc.opts.allow_files_api
 }
 
-/// The path of a file, after checking the channel and the name.
-pub fn path_of(app: &AppState, channel: &Channel, name: &str) -> Result<PathBuf, String> {
+/// Checks that the channel allows the files API and that the name is valid.
+fn check(channel: &Channel, name: &str) -> Result<(), String> {
     if !enabled(channel) {
         return Err(format!(
             "channel {:?} does not allow the files API",
@@ -46,78 +48,57 @@ pub fn path_of(app: &AppState, channel: &Channel, name: &str) -> Result<PathBuf,
     if !valid_name(name) {
         return Err(format!("{name:?} is not a valid file name"));
     }
-    Ok(app
-        .config
-        .data
-        .join("files")
-        .join(channel.code())
-        .join(name))
+    Ok(())
+}
+
+/// A script function's message for a store failure; a full disk or an
+/// unreachable cluster is also noted for the run's answer (`507`, `503`).
+fn script_failure(function: &str, e: &StoreError) -> String {
+    if e.is_full() {
+        crate::script::note_store_full();
+    }
+    if e.is_cluster_unavailable() {
+        crate::script::note_cluster_unavailable();
+    }
+    format!("{function}: {e}")
 }
 
 /// `file_read(name)`: the file as UTF-8 text.
 pub fn read_text(app: &AppState, channel: &Channel, name: &str) -> Result<String, String> {
-    let path = path_of(app, channel, name)?;
-    let bytes = std::fs::read(&path).map_err(|_| format!("file_read: no file {name:?}"))?;
+    check(channel, name)?;
+    let bytes = app
+        .files
+        .read(channel.code(), name)
+        .map_err(|e| script_failure("file_read", &e))?
+        .ok_or_else(|| format!("file_read: no file {name:?}"))?;
     String::from_utf8(bytes).map_err(|_| format!("file_read: {name:?} is not UTF-8 text"))
 }
 
 /// `file_write(name, text)`: replaces the file atomically.
 pub fn write_text(app: &AppState, channel: &Channel, name: &str, text: &str) -> Result<(), String> {
-    let path = path_of(app, channel, name)?;
+    check(channel, name)?;
     if text.len() as u64 > app.config.max_file_bytes {
         return Err(format!(
             "file_write: larger than max_file_bytes ({})",
             app.config.max_file_bytes
         ));
     }
-    check_quota(app, &path, text.len() as u64).map_err(|e| format!("file_write: {e}"))?;
-    store(&path, text.as_bytes()).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::StorageFull {
-            crate::script::note_store_full();
-        }
-        format!("file_write: {e}")
-    })
+    match app.files.write(channel.code(), name, text.as_bytes()) {
+        Ok(_) => Ok(()),
+        Err(FileError::Quota(m)) => Err(format!("file_write: {m}")),
+        Err(FileError::Store(e)) => Err(script_failure("file_write", &e)),
+    }
 }
 
-fn store(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    crate::disk::write_atomic(path, bytes)
-}
-
-/// Refuses a write of `size` bytes to `path` that would take the channel's
-/// folder past `files_max_count` files or `files_max_bytes` bytes.
-fn check_quota(app: &AppState, path: &std::path::Path, size: u64) -> Result<(), String> {
-    let Some(dir) = path.parent() else {
-        return Ok(());
-    };
-    let (mut count, mut bytes, mut replaced) = (0usize, 0u64, None);
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_file() || entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            count += 1;
-            bytes += meta.len();
-            if entry.path() == path {
-                replaced = Some(meta.len());
-            }
-        }
-    }
-    let (max_count, max_bytes) = (app.config.files_max_count, app.config.files_max_bytes);
-    if replaced.is_none() && count >= max_count {
-        return Err(format!(
-            "the channel has {max_count} files already (files_max_count)"
-        ));
-    }
-    if bytes - replaced.unwrap_or(0) + size > max_bytes {
-        return Err(format!(
-            "the channel's files would take more than {max_bytes} bytes (files_max_bytes)"
-        ));
-    }
-    Ok(())
+/// Runs a files call on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    app: &Arc<AppState>,
+    f: impl FnOnce(&AppState) -> T + Send + 'static,
+) -> Result<T, AppError> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app))
+        .await
+        .map_err(|_| AppError::Internal)
 }
 
 /// `PUT|GET|DELETE /channels/{code}/files/{name}` with channel credentials.
@@ -164,22 +145,20 @@ async fn serve(
             format!("{name:?} is not one segment of A-Z a-z 0-9 . _ - (not starting with a dot, at most {MAX_NAME})"),
         ));
     }
-    let path = app.config.data.join("files").join(code).join(name);
+    let (code, name) = (code.to_owned(), name.to_owned());
     match parts.method {
         Method::PUT => {
             let bytes =
                 crate::http::read_body_max(app, &parts.headers, body, app.config.max_file_bytes)
                     .await?;
-            let existed = path.exists();
             let size = bytes.len();
-            let quota_app = app.clone();
-            tokio::task::spawn_blocking(move || {
-                check_quota(&quota_app, &path, size as u64)
-                    .map_err(AppError::InsufficientStorage)?;
-                store(&path, &bytes).map_err(|e| AppError::io("files", &e))
-            })
-            .await
-            .map_err(|_| AppError::Internal)??;
+            let file = name.clone();
+            let existed = blocking(app, move |app| app.files.write(&code, &file, &bytes))
+                .await?
+                .map_err(|e| match e {
+                    FileError::Quota(m) => AppError::InsufficientStorage(m),
+                    FileError::Store(e) => AppError::store("files", &e),
+                })?;
             let status = if existed {
                 StatusCode::OK
             } else {
@@ -187,22 +166,35 @@ async fn serve(
             };
             Ok((status, Json(json!({ "name": name, "size": size }))).into_response())
         }
-        Method::GET => match tokio::fs::read(&path).await {
-            Ok(bytes) => {
-                Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+        Method::GET => {
+            let file = name.clone();
+            match blocking(app, move |app| app.files.read(&code, &file))
+                .await?
+                .map_err(|e| AppError::store("files", &e))?
+            {
+                Some(bytes) => Ok(
+                    ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+                ),
+                None => Err(AppError::Missing(
+                    "unknown_file",
+                    format!("no file {name:?}"),
+                )),
             }
-            Err(_) => Err(AppError::Missing(
-                "unknown_file",
-                format!("no file {name:?}"),
-            )),
-        },
-        Method::DELETE => match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-            Err(_) => Err(AppError::Missing(
-                "unknown_file",
-                format!("no file {name:?}"),
-            )),
-        },
+        }
+        Method::DELETE => {
+            let file = name.clone();
+            if blocking(app, move |app| app.files.delete(&code, &file))
+                .await?
+                .map_err(|e| AppError::store("files", &e))?
+            {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            } else {
+                Err(AppError::Missing(
+                    "unknown_file",
+                    format!("no file {name:?}"),
+                ))
+            }
+        }
         _ => Ok(StatusCode::METHOD_NOT_ALLOWED.into_response()),
     }
 }

@@ -98,6 +98,8 @@ pub struct AppState {
     pub peers: Box<dyn backend::Peers>,
     /// Jobs handed between nodes (cluster mode), or kept here.
     pub work: Box<dyn backend::Work>,
+    /// The files of the files API.
+    pub files: Box<dyn backend::Files>,
     /// Job runner wake-ups and schedule state.
     pub jobs: jobs::Jobs,
     /// The outbound HTTP client.

@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::auth::{Authenticator, Iam, Throttle};
 use crate::backend::embedded::events::LocalBus;
+use crate::backend::embedded::files::FolderFiles;
 use crate::backend::embedded::kv::EmbeddedKv;
 use crate::backend::embedded::Alone;
 use crate::backend::Backends;
@@ -71,6 +72,7 @@ pub fn state_with(
             kv,
             peers,
             work,
+            files,
         } = match cluster {
             Some(prepared) => prepared.backends(me.clone(), &config),
             None => Backends {
@@ -81,6 +83,11 @@ pub fn state_with(
                 }),
                 peers: Box::new(Alone),
                 work: Box::new(Alone),
+                files: Box::new(FolderFiles {
+                    root: config.data.join("files"),
+                    max_count: config.files_max_count,
+                    max_bytes: config.files_max_bytes,
+                }),
             },
         };
         AppState {
@@ -100,6 +107,7 @@ pub fn state_with(
             events,
             peers,
             work,
+            files,
             jobs: crate::jobs::Jobs::default(),
             http: crate::outbound::client(),
             me: me.clone(),

@@ -38,6 +38,15 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            return Self(FULL.into());
+        }
+        Self(e.to_string())
+    }
+}
+
 impl StoreError {
     /// `true` when the write failed for lack of space (answered `507`).
     pub fn is_full(&self) -> bool {

@@ -41,6 +41,12 @@ fn shared_project() -> Project {
             if q == "" { body = kv_incr("hits", 1); } else { body = kv_get("hits"); }
         "#,
         )
+        .channel(json!({"code": "docs", "token_local": "docs-token",
+            "recv_svcscriptcode": "docs", "opts": {"issync": true, "allow_files_api": true}}))
+        .script("docs", r#"
+            let q = startparam(4);
+            if q == "" { body = file_read("note.txt"); } else { file_write("note.txt", q); body = "written"; }
+        "#)
         .script("plain", r#"body = #{ ok: true };"#)
         .script(
             "feed_push",
@@ -638,5 +644,52 @@ async fn each_schedule_tick_runs_once_in_the_cluster() {
     assert!(
         (3..=5).contains(&ticks.len()),
         "one run a second in the cluster: {ticks:?}"
+    );
+}
+
+#[tokio::test]
+async fn files_are_shared_by_every_node() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    let put = client()
+        .put(a.url("/channels/docs/files/report.csv?token=docs-token"))
+        .body("a,b\n1,2\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let got = client()
+        .get(b.url("/channels/docs/files/report.csv?token=docs-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(
+        got.text().await.unwrap(),
+        "a,b\n1,2\n",
+        "a file put on one node is read on the other"
+    );
+
+    // file_write in a script on b, file_read in a script on a.
+    let (status, _) = call(&b, "/channels/docs/api?token=docs-token", "from b").await;
+    assert_eq!(status, 200);
+    let (status, body) = call(&a, "/channels/docs/api?token=docs-token", "").await;
+    assert_eq!((status, body), (200, json!("from b")));
+
+    let del = client()
+        .delete(b.url("/channels/docs/files/report.csv?token=docs-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    let gone = client()
+        .get(a.url("/channels/docs/files/report.csv?token=docs-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.status(),
+        404,
+        "a file deleted on one node is gone on the other"
     );
 }

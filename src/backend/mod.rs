@@ -41,6 +41,8 @@ pub struct Backends {
     pub peers: Box<dyn Peers>,
     /// Jobs between nodes.
     pub work: Box<dyn Work>,
+    /// Files.
+    pub files: Box<dyn Files>,
 }
 
 /// Publishing and once-per-channel delivery of system events (SPEC §6).
@@ -59,6 +61,34 @@ pub trait EventBus: Send + Sync {
     fn publish(&self, event: Event) -> BoxFuture<'static, Result<usize, StoreError>>;
     /// A connection opened on events channel `channel`: deliver its queue.
     fn connection_opened(&self, channel: &str);
+}
+
+/// Why a file was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// `files_max_count` or `files_max_bytes` of the channel would be passed (`507`).
+    #[error("{0}")]
+    Quota(String),
+    /// The store (the disk, or NATS) failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The files of the files API and `file_read` / `file_write` (SPEC §8). Every
+/// call blocks (callers are scripts, or handlers on a blocking thread); the
+/// name is checked already (one safe path segment).
+///
+/// Guarantee: once a write returned, a read on any node sees it; a write
+/// replaces the whole file at once (a reader sees the old one or the new
+/// one); a channel holds at most `files_max_count` files and
+/// `files_max_bytes` bytes.
+pub trait Files: Send + Sync {
+    /// The file's bytes, or `None`.
+    fn read(&self, channel: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes the file; `true` when it replaced one.
+    fn write(&self, channel: &str, name: &str, bytes: &[u8]) -> Result<bool, FileError>;
+    /// Removes the file; `true` when it was there.
+    fn delete(&self, channel: &str, name: &str) -> Result<bool, StoreError>;
 }
 
 /// The other nodes: websocket pushes and connection lists that cross nodes,

@@ -1,6 +1,7 @@
 //! The embedded backend: one process and its SQLite store (the default).
 
 pub mod events;
+pub mod files;
 pub mod kv;
 
 use futures_util::future::BoxFuture;

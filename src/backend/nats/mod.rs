@@ -7,6 +7,8 @@
 //! |---|---|---|
 //! | channel documents and scripts | KV bucket `{prefix}_docs` | [`docs`] |
 //! | kv of scripts | KV bucket `{prefix}_kv` | [`kv`] |
+//! | files | object store `{prefix}_files` | [`files`] |
+//! | send jobs, inbox requests | streams `{prefix}_send`, `{prefix}_inbox`; ticks in KV bucket `{prefix}_ticks` | [`work`] |
 //! | events, per-channel queues | stream `{prefix}_events`, a durable consumer per events channel | [`events`] |
 //! | pushes, connection lists | core subjects `{prefix}.push.*`, `{prefix}.node.*` | [`live`] |
 //! | nodes alive | KV bucket `{prefix}_nodes`, entries expire after [`NODE_TTL`] | here |
@@ -17,6 +19,7 @@
 
 pub mod docs;
 pub mod events;
+pub mod files;
 pub mod kv;
 pub mod live;
 pub mod work;
@@ -236,6 +239,7 @@ pub struct Prepared {
         jetstream::stream::Stream,
         jkv::Store,
     ),
+    files: jetstream::object_store::ObjectStore,
 }
 
 impl Prepared {
@@ -258,11 +262,13 @@ impl Prepared {
         .await?;
         let stream = events::NatsBus::open_stream(&cluster, config.event_ttl).await?;
         let work = work::NatsWork::open(cluster.clone(), config.inbox_max).await?;
+        let files = files::open(&cluster).await?;
         Ok(Prepared {
             cluster,
             docs,
             stream,
             work,
+            files,
         })
     }
 
@@ -283,7 +289,7 @@ impl Prepared {
             max_keys: config.kv_max_keys,
         };
         let peers = NatsPeers {
-            cluster: self.cluster,
+            cluster: self.cluster.clone(),
             live,
             docs: self.docs,
             bus: bus.clone(),
@@ -293,6 +299,12 @@ impl Prepared {
             kv: Box::new(kv),
             peers: Box::new(peers),
             work: Box::new(work::Jobs(work)),
+            files: Box::new(files::NatsFiles {
+                cluster: self.cluster.clone(),
+                store: self.files,
+                max_count: config.files_max_count,
+                max_bytes: config.files_max_bytes,
+            }),
         }
     }
 }
