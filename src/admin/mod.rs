@@ -45,6 +45,8 @@ const SECRET_FIELDS: [&str; 4] = [
     "token_remote_test",
 ];
 
+pub use channels::answer_questions;
+
 /// The `/admin` routes (authentication is [`guard`]).
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

@@ -113,8 +113,11 @@ pub trait Peers: Send + Sync {
     /// `None` in embedded mode; in cluster mode the node's name and whether
     /// NATS is reachable now.
     fn cluster(&self) -> Option<(String, bool)>;
+    /// A reload of this node's folders begins; what it returns goes to
+    /// [`reloaded`](Peers::reloaded) (which changes from other nodes it holds).
+    fn reloading(&self) -> u64;
     /// This node reloaded its folders: share what changed with the others.
-    fn reloaded(&self);
+    fn reloaded(&self, mark: u64);
     /// Answers the other nodes' questions on `topic` with `handler`.
     fn answer(&self, topic: &'static str, handler: Handler);
     /// Asks every other node alive on `topic`: `(node, answer)` of each (none
@@ -157,7 +160,7 @@ pub enum Taken {
     Queued,
     /// It finished here already (a redelivery): done in the cluster too.
     Finished,
-    /// Not here, not now (its channel is stopped here): give it back.
+    /// Not here, not now (its channel is not loaded here yet): give it back.
     Refused,
 }
 
@@ -187,6 +190,11 @@ pub trait Work: Send + Sync {
     fn stop(&self) -> BoxFuture<'static, ()>;
     /// Whether this node runs schedule tick `key` (`<channel>/<entry>/<time>`).
     fn claim_tick(&self, key: String) -> BoxFuture<'static, Result<bool, StoreError>>;
+    /// Whether no run of schedule entry `entry` is under way on another node
+    /// (then this node's run holds the entry until [`ran`](Work::ran)).
+    fn run_alone(&self, entry: String) -> BoxFuture<'static, Result<bool, StoreError>>;
+    /// The run of `entry` that [`run_alone`](Work::run_alone) let start ended.
+    fn ran(&self, entry: String);
 }
 
 /// The per-channel key-value map of `kv_*` (SPEC §10). Every call blocks: the

@@ -188,6 +188,34 @@ pub(super) async fn run_schedule(
             return;
         }
     }
+    // ... and never while the entry's previous run goes on, on any node.
+    let entry = format!("{code}/{script}");
+    match app.work.run_alone(entry.clone()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            metrics::counter!("switchyard_schedule_skipped_total", "channel" => code.clone())
+                .increment(1);
+            tracing::warn!(channel = %code, script = %script, "schedule tick skipped: the previous run is still going on another node");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(channel = %code, "schedule tick not run: {e}");
+            return;
+        }
+    }
+    run_tick(app, channel, script, at, id, code).await;
+    app.work.ran(entry);
+}
+
+/// Runs one tick of a schedule entry as a job.
+async fn run_tick(
+    app: &Arc<AppState>,
+    channel: &Arc<Channel>,
+    script: &str,
+    at: String,
+    id: String,
+    code: String,
+) {
     let input = json!({ "script": script, "scheduled": at }).to_string();
     let (job, ch, test) = (id.clone(), code.clone(), channel.test_mode());
     let created = app

@@ -53,14 +53,9 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
     ) else {
         return Err(StoreError(format!("not a job: {job}")));
     };
-    // Not loaded here yet, disabled or stopped here: another node (or later).
-    let runnable = app
-        .registry
-        .snapshot()
-        .channel(&code)
-        .is_some_and(|c| !c.doc.opts.disabled)
-        && !app.stopped.contains(&code);
-    if !runnable {
+    // Not loaded here (yet): another node, or later. A stopped or disabled
+    // channel's job is taken and waits here, as in embedded mode.
+    if app.registry.snapshot().channel(&code).is_none() {
         return Ok(Taken::Refused);
     }
     let tags: Vec<String> = job["tags"]

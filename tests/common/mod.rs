@@ -26,6 +26,36 @@ pub struct Project {
     config: String,
     /// The test calls a function that exists nowhere on purpose.
     unknown_calls: bool,
+    /// `SWITCHYARD_TEST_CLUSTER` runs: the NATS server and the other node,
+    /// kept across restarts of this project's server.
+    cluster: Option<Box<TestCluster>>,
+}
+
+/// What a test project runs beside its server when `SWITCHYARD_TEST_CLUSTER`
+/// is set (see [`cluster_mode`]): a NATS server and a second node.
+struct TestCluster {
+    nats: Nats,
+    other: Option<Server>,
+}
+
+/// The suite's mode: with `SWITCHYARD_TEST_CLUSTER=2` every test project's
+/// server joins a 2-node cluster on its own nats-server (the second node,
+/// with empty folders, takes the project's channels and scripts from the
+/// cluster and runs jobs too); unset, the embedded mode.
+pub fn cluster_mode() -> bool {
+    std::env::var("SWITCHYARD_TEST_CLUSTER").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `true` (and says so) in a cluster run, for a test of the embedded store
+/// itself (its file, its disk, its backup): in cluster mode that state is in
+/// NATS, whose own tests are in `tests/cluster.rs`.
+pub fn embedded_store_only(what: &str) -> bool {
+    if cluster_mode() {
+        eprintln!(
+            "cluster run: {what} is a property of the embedded store; tested in embedded runs"
+        );
+    }
+    cluster_mode()
 }
 
 impl Default for Project {
@@ -44,6 +74,7 @@ impl Project {
             dir,
             config: String::new(),
             unknown_calls: false,
+            cluster: None,
         }
     }
 
@@ -139,7 +170,17 @@ impl Project {
     }
 
     /// Starts the server with extra environment variables and arguments.
-    pub fn start_with(self, env: &[(&str, &str)], args: &[&str]) -> Server {
+    pub fn start_with(mut self, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if cluster_mode() && !args.iter().any(|a| a == "--cluster") {
+            let cluster = self.cluster.get_or_insert_with(|| {
+                Box::new(TestCluster {
+                    nats: Nats::start(),
+                    other: None,
+                })
+            });
+            args.extend(["--cluster".to_owned(), cluster.nats.url()]);
+        }
         if !self.unknown_calls {
             let (_, out, _) = self.check_with_env(env);
             let alarms: Vec<&str> = out
@@ -167,14 +208,25 @@ impl Project {
             .arg(self.path().join("scripts"))
             .arg("--data")
             .arg(self.path().join("data"))
-            .args(args)
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Server::spawn(cmd, Some(self))
+        let config = self.config.clone();
+        let mut server = Server::spawn(cmd, Some(self));
+        // The second node joins once the first has published the project.
+        let project = server.project.as_mut().expect("just started");
+        if let Some(cluster) = project.cluster.as_mut() {
+            if cluster.other.is_none() {
+                let mut other = Project::new().config(&config);
+                other.unknown_calls = true;
+                cluster.other = Some(other.start_with(env, &["--cluster", &cluster.nats.url()]));
+            }
+        }
+        server
     }
 }
 

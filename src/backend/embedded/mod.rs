@@ -33,7 +33,11 @@ impl crate::backend::Peers for Alone {
         None
     }
 
-    fn reloaded(&self) {}
+    fn reloading(&self) -> u64 {
+        0
+    }
+
+    fn reloaded(&self, _: u64) {}
 
     fn answer(&self, _: &'static str, _: Handler) {}
 
@@ -66,4 +70,10 @@ impl crate::backend::Work for Alone {
     fn claim_tick(&self, _: String) -> BoxFuture<'static, Result<bool, StoreError>> {
         Box::pin(async { Ok(true) })
     }
+
+    fn run_alone(&self, _: String) -> BoxFuture<'static, Result<bool, StoreError>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    fn ran(&self, _: String) {}
 }

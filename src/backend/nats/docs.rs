@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::kv::Operation;
@@ -36,6 +37,10 @@ pub struct Docs {
     scripts: PathBuf,
     /// Key → bytes as last in step with the bucket.
     synced: Mutex<HashMap<String, Vec<u8>>>,
+    /// The newest bucket revision this node's registry has loaded.
+    applied: AtomicU64,
+    /// The newest bucket revision written into the folders (loaded at the next reload).
+    written: AtomicU64,
 }
 
 impl Docs {
@@ -51,6 +56,8 @@ impl Docs {
             channels,
             scripts,
             synced: Mutex::default(),
+            applied: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         });
         // Watch first, so nothing written meanwhile is missed; applying twice is harmless.
         let watch = docs
@@ -70,8 +77,9 @@ impl Docs {
             .await;
         let (mut taken, mut published) = (0, 0);
         for key in &keys {
-            if let Ok(Some(bytes)) = docs.cluster.docs.get(key).await {
-                if docs.apply(key, Some(bytes.to_vec())) {
+            if let Ok(Some(entry)) = docs.cluster.docs.entry(key).await {
+                docs.seen(entry.revision);
+                if docs.apply(key, Some(entry.value.to_vec())) {
                     taken += 1;
                 }
             }
@@ -81,7 +89,8 @@ impl Docs {
                 continue;
             }
             match docs.cluster.docs.create(&key, bytes.clone().into()).await {
-                Ok(_) => {
+                Ok(revision) => {
+                    docs.seen(revision);
                     docs.remember(&key, Some(bytes));
                     published += 1;
                 }
@@ -106,7 +115,12 @@ impl Docs {
                 match entry {
                     Ok(e) => {
                         let bytes = (e.operation == Operation::Put).then(|| e.value.to_vec());
-                        follower.apply(&e.key, bytes);
+                        if follower.apply(&e.key, bytes) {
+                            // In the registry once the reload that follows has run.
+                            follower.written.fetch_max(e.revision, Ordering::AcqRel);
+                        } else {
+                            follower.seen(e.revision);
+                        }
                     }
                     Err(e) => tracing::warn!("cluster: document watch: {e}"),
                 }
@@ -116,6 +130,26 @@ impl Docs {
             );
         });
         Ok(docs)
+    }
+
+    /// The newest revision of the bucket this node's folders hold: work made
+    /// on a node that held a newer one waits until this node has it too.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// The newest revision written into the folders so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// A reload that began when [`written`](Self::written) was `mark` has run.
+    pub fn loaded(&self, mark: u64) {
+        self.seen(mark);
+    }
+
+    fn seen(&self, revision: u64) {
+        self.applied.fetch_max(revision, Ordering::AcqRel);
     }
 
     fn remember(&self, key: &str, bytes: Option<Vec<u8>>) {
@@ -216,16 +250,21 @@ impl Docs {
         };
         let n = changed.len() + removed.len();
         for (key, bytes) in changed {
-            self.cluster
+            let revision = self
+                .cluster
                 .docs
                 .put(&key, bytes.clone().into())
                 .await
                 .map_err(unavailable)?;
             self.remember(&key, Some(bytes));
+            self.seen(revision);
         }
         for key in removed {
             self.cluster.docs.delete(&key).await.map_err(unavailable)?;
             self.remember(&key, None);
+            if let Ok(Some(marker)) = self.cluster.docs.entry(&key).await {
+                self.seen(marker.revision);
+            }
         }
         if n > 0 {
             tracing::info!(files = n, "cluster: published this node's changes");

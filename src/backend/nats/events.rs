@@ -46,6 +46,11 @@ const BATCH: usize = 64;
 const PULL_WAIT: Duration = Duration::from_millis(500);
 /// Delay before a given-back event comes again.
 const RETRY: Duration = Duration::from_millis(50);
+/// How long a pulled event waits for room in a full connection before it is
+/// given back (in order: the rest of the batch waits behind it).
+const WAIT_FOR_ROOM: Duration = Duration::from_secs(10);
+/// How often a full connection is looked at again.
+const ROOM_POLL: Duration = Duration::from_millis(5);
 
 /// [`EventBus`] on JetStream.
 pub struct NatsBus {
@@ -74,7 +79,8 @@ impl NatsBus {
                 storage: StorageType::File,
                 num_replicas: cluster.replicas,
                 max_age: ttl,
-                duplicate_window: Duration::from_secs(120),
+                // JetStream wants the window no longer than the age limit.
+                duplicate_window: Duration::from_secs(120).min(ttl),
                 ..Default::default()
             })
             .await
@@ -221,7 +227,15 @@ impl NatsBus {
                     .ok()
                     .and_then(|v| v["name"].as_str().map(str::to_owned))
                     .unwrap_or_default();
-                match self.deliver(&app, &channel, &name, text).await {
+                let mut outcome = self.deliver(&app, &channel, &name, text.clone()).await;
+                // Every connection that wants it is full: wait for room rather
+                // than drop, keeping the order.
+                let waiting_since = tokio::time::Instant::now();
+                while outcome == Some(false) && waiting_since.elapsed() < WAIT_FOR_ROOM {
+                    tokio::time::sleep(ROOM_POLL).await;
+                    outcome = self.deliver(&app, &channel, &name, text.clone()).await;
+                }
+                match outcome {
                     Some(true) => {
                         count("switchyard_events_delivered_total", &channel, 1);
                         let _ = message.ack().await;

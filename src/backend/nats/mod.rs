@@ -275,7 +275,12 @@ impl Prepared {
     /// The backends of the server state `app` (made inside `Arc::new_cyclic`).
     pub fn backends(self, app: Weak<AppState>, config: &Config) -> Backends {
         let live = live::Live::new(self.cluster.clone(), app.clone());
-        let work = work::NatsWork::new(self.cluster.clone(), app.clone(), self.work);
+        let work = work::NatsWork::new(
+            self.cluster.clone(),
+            app.clone(),
+            self.work,
+            self.docs.clone(),
+        );
         let bus = events::NatsBus::new(
             self.cluster.clone(),
             live.clone(),
@@ -369,8 +374,17 @@ impl Peers for NatsPeers {
         Box::pin(async move { live.gather(topic, body).await })
     }
 
-    fn reloaded(&self) {
-        self.docs.publish_soon();
+    fn reloading(&self) -> u64 {
+        self.docs.written()
+    }
+
+    fn reloaded(&self, mark: u64) {
+        self.docs.loaded(mark);
+        // Published before the change is answered (reloads run on blocking
+        // threads), so work made after it never runs with the older version.
+        if self.cluster.block(self.docs.publish_changes()).is_err() {
+            self.docs.publish_soon();
+        }
         let bus = self.bus.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { bus.ensure_consumers().await });

@@ -47,6 +47,8 @@ const SEND_HELD: usize = 64;
 const PULL_WAIT: Duration = Duration::from_secs(1);
 /// A refused job comes again after this.
 const REFUSED_AGAIN: Duration = Duration::from_secs(1);
+/// A job made with documents this node has not got yet comes again after this.
+const DOCS_AGAIN: Duration = Duration::from_millis(100);
 /// How long a tick's claim is remembered.
 const TICKS_KEPT: Duration = Duration::from_secs(3600);
 
@@ -62,6 +64,8 @@ pub struct NatsWork {
     /// The channels whose inbox this node takes from.
     taking: Arc<Mutex<HashSet<String>>>,
     take: Mutex<Option<Take>>,
+    /// The mirror of the documents: a job waits for the version it was made with.
+    docs: Arc<super::docs::Docs>,
 }
 
 impl NatsWork {
@@ -118,6 +122,7 @@ impl NatsWork {
         cluster: Arc<Cluster>,
         app: Weak<AppState>,
         (inbox, send, ticks): (stream::Stream, stream::Stream, jkv::Store),
+        docs: Arc<super::docs::Docs>,
     ) -> Arc<NatsWork> {
         Arc::new(NatsWork {
             cluster,
@@ -128,6 +133,7 @@ impl NatsWork {
             held: Arc::default(),
             taking: Arc::default(),
             take: Mutex::default(),
+            docs,
         })
     }
 
@@ -169,6 +175,11 @@ impl NatsWork {
             }
         };
         let id = job["id"].as_str().unwrap_or_default().to_owned();
+        // Made after a change of channels or scripts this node has not got yet.
+        if job["docs_rev"].as_u64().unwrap_or(0) > self.docs.applied() {
+            let _ = message.ack_with(AckKind::Nak(Some(DOCS_AGAIN))).await;
+            return;
+        }
         match take(job).await {
             Ok(Taken::Queued) => {
                 self.held.insert(id, message);
@@ -329,8 +340,10 @@ impl Work for Jobs {
             }
             let stream = if job.kind == "recv" { "inbox" } else { "send" };
             let subject = cluster.subject(&format!("{stream}.{}", token(&job.channel)));
+            let mut body = job.job;
+            body["docs_rev"] = work.docs.applied().into();
             let publish = PublishMessage::build()
-                .payload(job.job.to_string().into())
+                .payload(body.to_string().into())
                 .message_id(&job.id);
             let ack = cluster
                 .js
@@ -414,5 +427,41 @@ impl Work for Jobs {
                 Err(e) => Err(unavailable(e)),
             }
         })
+    }
+
+    fn run_alone(&self, entry: String) -> BoxFuture<'static, Result<bool, StoreError>> {
+        let work = self.0.clone();
+        Box::pin(async move {
+            let key = format!("run.{}", token(&entry));
+            let me = work.cluster.node.clone();
+            match work.ticks.create(&key, me.clone().into()).await {
+                Ok(_) => return Ok(true),
+                Err(e) if matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            // Held: by a node alive, or left behind by one that died mid-run.
+            let Some(held) = work.ticks.entry(&key).await.map_err(unavailable)? else {
+                return Ok(false);
+            };
+            let holder = String::from_utf8_lossy(&held.value).into_owned();
+            if work.cluster.nodes_alive().await?.contains(&holder) {
+                return Ok(false);
+            }
+            Ok(work
+                .ticks
+                .update(&key, me.into(), held.revision)
+                .await
+                .is_ok())
+        })
+    }
+
+    fn ran(&self, entry: String) {
+        let work = self.0.clone();
+        tokio::spawn(async move {
+            let key = format!("run.{}", token(&entry));
+            if let Err(e) = work.ticks.purge(&key).await {
+                tracing::warn!("cluster: releasing schedule entry {entry}: {e}");
+            }
+        });
     }
 }
