@@ -24,6 +24,7 @@
 //! - `jobs`: send jobs, the durable inbox, schedules, the job view.
 //! - `outbound`: `webquery`, a script's call to its external system.
 //! - `files`: the files API and `file_read` / `file_write`.
+//! - `migrate`: `switchyard migrate`, an embedded store into a cluster.
 //! - `store`: the embedded SQLite store, group commit (event queues, kv…).
 //! - `telemetry`: logs, metrics, the per-request layer.
 //! - `server`: binding, the router, connection limits, graceful shutdown.
@@ -49,6 +50,7 @@ pub mod headers;
 pub mod history;
 pub mod http;
 pub mod jobs;
+pub mod migrate;
 pub mod net;
 pub mod outbound;
 pub mod pattern;

@@ -52,6 +52,17 @@ enum Command {
         /// Where to write the copy (a SQLite file; restore it as DATA/switchyard.db).
         file: PathBuf,
     },
+    /// Move an embedded store into a cluster: kv, files, queued events, unfinished jobs (SPEC §13).
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+        /// Folder of the embedded store.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// NATS URL(s) of the cluster, comma-separated; overrides `[cluster] nats_url`.
+        #[arg(long)]
+        cluster: Option<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -149,6 +160,34 @@ fn main() -> ExitCode {
             match clap_mangen::Man::new(Cli::command()).render(&mut out) {
                 Ok(()) => print_all(&out),
                 Err(e) => fail(&format!("manpage: {e}")),
+            }
+        }
+        Command::Migrate {
+            common,
+            data,
+            cluster,
+        } => {
+            let mut config = match common.load() {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            config.data = data;
+            if let Some(urls) = cluster {
+                config.cluster.nats_url = urls;
+            }
+            if config.cluster.nats_url.is_empty() {
+                return fail("migrate: no cluster: give --cluster URL or [cluster] nats_url");
+            }
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+            };
+            match runtime.block_on(switchyard::migrate::migrate(&config)) {
+                Ok(report) => {
+                    println!("migrated {}: {report}", config.data.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
             }
         }
         Command::Backup { data, file } => match switchyard::store::backup(&data, &file) {

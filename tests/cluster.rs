@@ -693,3 +693,115 @@ async fn files_are_shared_by_every_node() {
         "a file deleted on one node is gone on the other"
     );
 }
+
+#[tokio::test]
+async fn migrate_moves_an_embedded_store_into_the_cluster() {
+    let up = Upstream::start().await;
+    let project = shared_project()
+        .channel(
+            json!({"code": "hook", "token_local": "hook-token", "url": format!("{}/", up.base),
+            "recv_svcscriptcode": "forward", "opts": {"issync": false}}),
+        )
+        .channel(
+            json!({"code": "out", "token_local": "out-token", "url": format!("{}/", up.base),
+            "send_svcscriptcode": "send", "opts": {"autostart": false}}),
+        )
+        .script(
+            "forward",
+            r#"
+            let t = timestamp(); while t.elapsed < 1.0 { }
+            webquery(#{ method: "POST", path: "inbox", body: startparam(4) });
+        "#,
+        )
+        .script(
+            "send",
+            r#"webquery(#{ method: "POST", path: "send", body: startparam(1) });"#,
+        );
+    // An embedded node with something in every table.
+    let srv = project.start_with(&[], &[]);
+    for _ in 0..3 {
+        assert_eq!(
+            call(&srv, "/channels/count/api?token=count-token", "")
+                .await
+                .0,
+            200
+        );
+    }
+    let put = client()
+        .put(srv.url("/channels/docs/files/report.csv?token=docs-token"))
+        .body("x,y\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let mut events = Vec::new();
+    for i in 0..3 {
+        let (status, body) = publish(&srv, "order.created", json!({"i": i})).await;
+        assert_eq!(status, 202);
+        events.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let job = common::send_job(&srv, ADMIN, "out", &json!({"n": 7})).await;
+    post_inbox(&srv, "0").await;
+    post_inbox(&srv, "1").await;
+    // The first request is running when the node dies: one running, one queued.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let project = srv.kill9();
+
+    let nats = Nats::start();
+    let out = std::process::Command::new(common::binary())
+        .args(["migrate", "--data"])
+        .arg(project.path().join("data"))
+        .args(["--cluster", &nats.url()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("3 queued events, 2 inbox requests, 1 send jobs moved"),
+        "{stdout}"
+    );
+
+    let a = project.start_node(&nats);
+    let b = node_project().start_node(&nats);
+    assert_eq!(
+        call(&b, "/channels/count/api?token=count-token", "read").await,
+        (200, json!(3)),
+        "kv came along"
+    );
+    let file = client()
+        .get(b.url("/channels/docs/files/report.csv?token=docs-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.text().await.unwrap(), "x,y\n", "files came along");
+    let mut ws = ws_connect(&b, "/channels/erp/ws?token=erp-token").await;
+    let got = drain_events(&mut ws, Duration::from_millis(1500)).await;
+    let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, events, "the queued events came along, in order");
+    let ran = eventually(Duration::from_secs(20), || async {
+        let seen = bodies(&up, "/inbox");
+        seen.contains(&"0".to_owned()) && seen.contains(&"1".to_owned())
+    })
+    .await;
+    assert!(
+        ran,
+        "the unfinished inbox requests ran: {:?}",
+        bodies(&up, "/inbox")
+    );
+    let (status, _) = call(&b, "/admin/channels/out/start", "").await;
+    assert_eq!(status, 401, "admin needs its token");
+    let started = client()
+        .post(b.url("/admin/channels/out/start"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    let done = common::wait_job(&a, ADMIN, &job, &["succeeded"], Duration::from_secs(20)).await;
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(bodies(&up, "/send"), [r#"{"n":7}"#]);
+}

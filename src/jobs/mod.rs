@@ -45,7 +45,9 @@ pub use create::{
     MAX_TAG_BYTES,
 };
 pub use send::Callback;
-pub use shared::{callback_any as callback, get_any, list_all, queues_all, retry_any as retry};
+pub use shared::{
+    callback_any as callback, forget, get_any, list_all, queues_all, retry_any as retry, unfinished,
+};
 pub use view::{get, list, queues, JobFilter};
 
 /// Send jobs running at once.
@@ -341,15 +343,15 @@ pub fn max_attempts(channel: &Channel) -> i64 {
 }
 
 /// Re-queues jobs a crash left running, then starts the runners. In cluster
-/// mode the unfinished send and inbox jobs belong to the cluster instead: they
-/// are dropped here, and the node starts taking jobs from the cluster.
+/// mode the unfinished send and inbox jobs go to the cluster instead, and the
+/// node starts taking jobs from the cluster.
 pub async fn start(app: &Arc<AppState>) -> Result<(), StoreError> {
     if app.work.shared() {
-        let dropped = shared::drop_unfinished(app).await?;
-        if dropped > 0 {
+        let handed = shared::hand_back_unfinished(app).await?;
+        if handed > 0 {
             tracing::info!(
-                jobs = dropped,
-                "unfinished jobs left to the cluster, which gives them out again"
+                jobs = handed,
+                "unfinished jobs of this store handed to the cluster"
             );
         }
         shared::answer_questions(app);

@@ -6,8 +6,7 @@
 //! queued job and runs it with the same machinery as in embedded mode. The
 //! job view, callbacks and retries ask every node, since each job lives in
 //! the store of the node that took it. Rows of this node's store that are
-//! not finished when it starts belong to the cluster (JetStream gives them
-//! out again), so they are dropped here.
+//! not finished when it starts go (back) to the cluster.
 
 use super::*;
 use crate::backend::{HandOff, Handed, Taken};
@@ -109,28 +108,66 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
     Ok(Taken::Queued)
 }
 
-/// At start in cluster mode: the unfinished send and inbox jobs of this
-/// node's store are the cluster's (it gives them out again); dropped here.
-pub(super) async fn drop_unfinished(app: &AppState) -> Result<usize, StoreError> {
-    app.store
-        .write(|c| {
-            const UNFINISHED: &str =
-                "kind IN ('send', 'recv') AND state IN ('queued', 'running', 'waiting')";
-            c.execute(
-                &format!(
-                    "DELETE FROM attempts WHERE job IN (SELECT id FROM jobs WHERE {UNFINISHED})"
-                ),
-                [],
-            )?;
-            c.execute(
-                &format!(
-                    "DELETE FROM job_tags WHERE job IN (SELECT id FROM jobs WHERE {UNFINISHED})"
-                ),
-                [],
-            )?;
-            c.execute(&format!("DELETE FROM jobs WHERE {UNFINISHED}"), [])
+const UNFINISHED: &str = "kind IN ('send', 'recv') AND state IN ('queued', 'running', 'waiting')";
+
+/// The unfinished send and inbox jobs of a store, in the order they came.
+pub fn unfinished(store: &crate::store::Store) -> Result<Vec<HandOff>, StoreError> {
+    store.read(|c| {
+        c.prepare(&format!(
+            "SELECT id, channel, kind, max_attempts, input, test, tags, created FROM jobs \
+             WHERE {UNFINISHED} ORDER BY seq"
+        ))?
+        .query_map([], |r| {
+            let (id, channel, kind): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let tags: Vec<String> = r
+                .get::<_, Option<String>>(6)?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            let mut job = new_job(
+                &id,
+                &channel,
+                if kind == "recv" { "recv" } else { "send" },
+                r.get(3)?,
+                r.get(4)?,
+                r.get::<_, i64>(5)? != 0,
+                &tags,
+            );
+            job.job["created"] = r.get::<_, i64>(7)?.into();
+            Ok(job)
+        })?
+        .collect()
+    })
+}
+
+/// Forgets jobs of a store that the cluster holds now.
+pub async fn forget(store: &crate::store::Store, ids: Vec<String>) -> Result<(), StoreError> {
+    store
+        .write(move |c| {
+            for id in &ids {
+                c.execute("DELETE FROM attempts WHERE job = ?1", [id])?;
+                c.execute("DELETE FROM job_tags WHERE job = ?1", [id])?;
+                c.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
+            }
+            Ok(())
         })
         .await
+}
+
+/// At start in cluster mode: the unfinished send and inbox jobs of this
+/// node's store go to the cluster (a job taken from it before a crash comes
+/// back de-duplicated by its id within JetStream's 2-minute window; one made
+/// in embedded mode joins it), then leave this store.
+pub(super) async fn hand_back_unfinished(app: &AppState) -> Result<usize, StoreError> {
+    let jobs = unfinished(&app.store)?;
+    let mut ids = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let id = job.id.clone();
+        app.work.hand_off(job).await?;
+        ids.push(id);
+    }
+    let n = ids.len();
+    forget(&app.store, ids).await?;
+    Ok(n)
 }
 
 /// The questions other nodes ask about this node's jobs.

@@ -68,6 +68,64 @@ fn consumer_name(channel: &str) -> String {
     format!("ev_{}", token(channel))
 }
 
+/// The durable consumer of events channel `channel`, created when missing:
+/// from now on, events are kept for it.
+async fn channel_consumer(
+    cluster: &Cluster,
+    stream: &stream::Stream,
+    channel: &str,
+    ttl: Duration,
+) -> Result<PullConsumer, StoreError> {
+    let name = consumer_name(channel);
+    stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("events of channel {channel}")),
+                deliver_policy: DeliverPolicy::New,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                filter_subjects: vec![
+                    cluster.subject("ev.>"),
+                    cluster.subject(&format!("evq.{}", token(channel))),
+                ],
+                // Unused for a day past the events' age: the channel is gone.
+                inactive_threshold: ttl + Duration::from_secs(86_400),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(unavailable)
+}
+
+/// Queues an event (its JSON text) for `channel` alone, after what its queue
+/// holds: `migrate` moving an embedded queue into the cluster.
+pub async fn queue_for(
+    cluster: &Cluster,
+    stream: &stream::Stream,
+    ttl: Duration,
+    channel: &str,
+    text: String,
+) -> Result<(), StoreError> {
+    channel_consumer(cluster, stream, channel, ttl).await?;
+    let id = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let publish = PublishMessage::build()
+        .payload(text.into())
+        .message_id(format!("{id}:{channel}"));
+    cluster
+        .js
+        .send_publish(cluster.subject(&format!("evq.{}", token(channel))), publish)
+        .await
+        .map_err(unavailable)?
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
 impl NatsBus {
     /// Opens the events stream, creating it when missing.
     pub async fn open_stream(cluster: &Cluster, ttl: Duration) -> Result<stream::Stream, String> {
@@ -75,7 +133,9 @@ impl NatsBus {
             .js
             .get_or_create_stream(stream::Config {
                 name: format!("{}_events", cluster.prefix),
-                subjects: vec![cluster.subject("ev.>")],
+                // ev.<name>: every channel's; evq.<channel>: one channel's
+                // queue alone (what `migrate` brings from an embedded store).
+                subjects: vec![cluster.subject("ev.>"), cluster.subject("evq.>")],
                 storage: StorageType::File,
                 num_replicas: cluster.replicas,
                 max_age: ttl,
@@ -129,23 +189,7 @@ impl NatsBus {
     }
 
     async fn consumer(&self, channel: &str) -> Result<PullConsumer, StoreError> {
-        let name = consumer_name(channel);
-        self.stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    description: Some(format!("events of channel {channel}")),
-                    deliver_policy: DeliverPolicy::New,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    // Unused for a day past the events' age: the channel is gone.
-                    inactive_threshold: self.ttl + Duration::from_secs(86_400),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(unavailable)
+        channel_consumer(&self.cluster, &self.stream, channel, self.ttl).await
     }
 
     fn ensure_pulling(self: &Arc<Self>, channel: &str) {

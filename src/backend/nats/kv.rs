@@ -210,6 +210,24 @@ impl NatsKv {
     }
 }
 
+impl NatsKv {
+    /// Writes a key as it is (`migrate`): no quota check, the expiry kept.
+    pub async fn import(
+        &self,
+        channel: &str,
+        key: &str,
+        value: &Value,
+        expires: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.cluster
+            .kv
+            .put(nats_key(channel, key), envelope(value, expires))
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
+
 impl Cluster {
     fn kv_bucket_name(&self) -> String {
         format!("{}_kv", self.prefix)

@@ -323,6 +323,33 @@ impl NatsWork {
     }
 }
 
+/// Publishes a job to its stream (`Nats-Msg-Id`: its id), made with the
+/// channel documents of bucket revision `docs_rev`; resolves on JetStream's
+/// acknowledgement.
+pub async fn publish(cluster: &Cluster, docs_rev: u64, job: HandOff) -> Result<Handed, StoreError> {
+    if !cluster.connected() {
+        return Err(unavailable("NATS is unreachable"));
+    }
+    let stream = if job.kind == "recv" { "inbox" } else { "send" };
+    let subject = cluster.subject(&format!("{stream}.{}", token(&job.channel)));
+    let mut body = job.job;
+    body["docs_rev"] = docs_rev.into();
+    let publish = PublishMessage::build()
+        .payload(body.to_string().into())
+        .message_id(&job.id);
+    let ack = cluster
+        .js
+        .send_publish(subject, publish)
+        .await
+        .map_err(unavailable)?;
+    match tokio::time::timeout(super::OP_TIMEOUT, ack).await {
+        Err(_) => Err(unavailable("JetStream did not acknowledge the job in time")),
+        Ok(Ok(_)) => Ok(Handed::Stored),
+        Ok(Err(e)) if e.to_string().contains("maximum messages") => Ok(Handed::Full),
+        Ok(Err(e)) => Err(unavailable(e)),
+    }
+}
+
 /// The handle the runtime holds.
 pub struct Jobs(pub Arc<NatsWork>);
 
@@ -333,30 +360,7 @@ impl Work for Jobs {
 
     fn hand_off(&self, job: HandOff) -> BoxFuture<'static, Result<Handed, StoreError>> {
         let work = self.0.clone();
-        Box::pin(async move {
-            let cluster = &work.cluster;
-            if !cluster.connected() {
-                return Err(unavailable("NATS is unreachable"));
-            }
-            let stream = if job.kind == "recv" { "inbox" } else { "send" };
-            let subject = cluster.subject(&format!("{stream}.{}", token(&job.channel)));
-            let mut body = job.job;
-            body["docs_rev"] = work.docs.applied().into();
-            let publish = PublishMessage::build()
-                .payload(body.to_string().into())
-                .message_id(&job.id);
-            let ack = cluster
-                .js
-                .send_publish(subject, publish)
-                .await
-                .map_err(unavailable)?;
-            match tokio::time::timeout(super::OP_TIMEOUT, ack).await {
-                Err(_) => Err(unavailable("JetStream did not acknowledge the job in time")),
-                Ok(Ok(_)) => Ok(Handed::Stored),
-                Ok(Err(e)) if e.to_string().contains("maximum messages") => Ok(Handed::Full),
-                Ok(Err(e)) => Err(unavailable(e)),
-            }
-        })
+        Box::pin(async move { publish(&work.cluster, work.docs.applied(), job).await })
     }
 
     fn start(&self, take: Take) {
