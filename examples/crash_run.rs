@@ -2,8 +2,11 @@
 //! offline channel and send jobs while killing the server with SIGKILL several
 //! times, then checks that nothing acknowledged was lost.
 //!
-//! `crash_run BINARY ROUNDS` — loopback only, bounded: each round lasts < 2 s,
-//! the final check waits at most 60 s. Prints counts and `RESULT ok=true|false`.
+//! `crash_run BINARY ROUNDS [NATS_SERVER]` — loopback only, bounded: each
+//! round lasts < 2 s, the final check waits at most 90 s. Prints counts and
+//! `RESULT ok=true|false`. With NATS_SERVER (a nats-server binary): the cluster
+//! variant, 3 nodes on one `nats-server -js`, the load spread over them, one
+//! node killed with SIGKILL each round (in turn) and started again.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -19,9 +22,14 @@ struct Server {
     base: String,
 }
 
-fn start(binary: &str, dir: &std::path::Path) -> Server {
-    let mut child = Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+fn start(binary: &str, dir: &std::path::Path, cluster: Option<&str>) -> Server {
+    let mut cmd = Command::new(binary);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+    if let Some(url) = cluster {
+        cmd.args(["--cluster", url]);
+    }
+    let mut child = cmd
+        .arg("--config")
         .arg(dir.join("switchyard.toml"))
         .arg("--channels")
         .arg(dir.join("channels"))
@@ -47,6 +55,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let binary = args[0].clone();
     let rounds: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);
+    let nats_bin = args.get(2).cloned();
 
     // The external system: records every inbox body and send job it receives.
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -99,6 +108,52 @@ async fn main() {
         "webquery(#{ method: \"POST\", body: startparam(1) });".into(),
     );
 
+    // Cluster variant: a NATS server and two more nodes with empty folders
+    // (they take the channels and scripts from the cluster).
+    let nats_dir = tempfile::tempdir().unwrap();
+    let mut nats = None;
+    let mut url = None;
+    let mut dirs = vec![dir.path().to_path_buf()];
+    let others: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    if let Some(bin) = &nats_bin {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        nats = Some(
+            Command::new(bin)
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(nats_dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nats-server"),
+        );
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        url = Some(format!("nats://127.0.0.1:{port}"));
+        for other in &others {
+            for sub in ["channels", "scripts"] {
+                std::fs::create_dir_all(other.path().join(sub)).unwrap();
+            }
+            std::fs::copy(
+                dir.path().join("switchyard.toml"),
+                other.path().join("switchyard.toml"),
+            )
+            .unwrap();
+            dirs.push(other.path().to_path_buf());
+        }
+    }
+    let url = url.as_deref();
+    let mut servers: Vec<Server> = Vec::new();
+    if url.is_some() {
+        for d in &dirs {
+            servers.push(start(&binary, d, url));
+        }
+    }
+
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
@@ -107,10 +162,13 @@ async fn main() {
     let (mut acked_requests, mut acked_events, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
     let mut n = 0u64;
     for round in 0..rounds {
-        let mut server = start(&binary, dir.path());
+        if url.is_none() {
+            servers = vec![start(&binary, dir.path(), None)];
+        }
         let kill_at = Instant::now() + Duration::from_millis(300 + 250 * (round as u64 % 4));
         while Instant::now() < kill_at {
             n += 1;
+            let server = &servers[n as usize % servers.len()];
             let body = format!("request-{n}");
             if let Ok(r) = http
                 .post(format!("{}/channels/inbox/api?token=t", server.base))
@@ -153,14 +211,24 @@ async fn main() {
                 }
             }
         }
-        server.child.kill().unwrap(); // SIGKILL
-        server.child.wait().unwrap();
-        println!("round {}: killed after {n} iterations", round + 1);
+        let victim = round % servers.len();
+        servers[victim].child.kill().unwrap(); // SIGKILL
+        servers[victim].child.wait().unwrap();
+        println!(
+            "round {}: node {victim} killed after {n} iterations",
+            round + 1
+        );
+        if url.is_some() {
+            servers[victim] = start(&binary, &dirs[victim], url);
+        }
     }
 
     // Recovery: everything acknowledged must now complete.
-    let mut server = start(&binary, dir.path());
-    let deadline = Instant::now() + Duration::from_secs(60);
+    if url.is_none() {
+        servers = vec![start(&binary, dir.path(), None)];
+    }
+    let server = &servers[0];
+    let deadline = Instant::now() + Duration::from_secs(90);
     let finished = |state: &str| matches!(state, "succeeded" | "failed" | "timed_out");
     let mut pending_jobs = jobs.len();
     let mut missing_requests = acked_requests.len();
@@ -200,8 +268,14 @@ async fn main() {
             delivered.push(v[1]["id"].as_str().unwrap_or("").to_owned());
         }
     }
-    server.child.kill().unwrap();
-    let _ = server.child.wait();
+    for mut server in servers {
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+    }
+    if let Some(mut nats) = nats {
+        let _ = nats.kill();
+        let _ = nats.wait();
+    }
 
     let runs = seen
         .lock()
