@@ -1,9 +1,10 @@
 //! Bench helper for system events (run by `bench/events.sh`). Bounded in count and time.
 //!
-//! `events_bench fanout BASE ADMIN_TOKEN CHANNELS EVENTS`
+//! `events_bench fanout BASE[,BASE2…] ADMIN_TOKEN CHANNELS EVENTS`
 //!   connects one websocket to each of CHANNELS events channels `fan0..fanN` (token
 //!   `fan-token`), publishes EVENTS events one at a time through `POST /events`,
-//!   and measures publish-to-receive latency at every connection.
+//!   and measures publish-to-receive latency at every connection. With several
+//!   bases (cluster nodes) the connections and the publishes take them in turn.
 //! `events_bench sustained BASE ADMIN_TOKEN SECONDS`
 //!   connects 4 websockets to channel `fan0`, publishes from 16 concurrent
 //!   clients for SECONDS and counts the events received.
@@ -25,13 +26,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn connect_all(
-    base: &str,
+    bases: &[&str],
     codes: &[String],
 ) -> Vec<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>
 {
     let mut out = Vec::new();
-    for chunk in codes.chunks(100) {
-        let attempts = chunk.iter().map(|code| {
+    for (c, chunk) in codes.chunks(100).enumerate() {
+        let attempts = chunk.iter().enumerate().map(|(i, code)| {
+            let base = bases[(c * 100 + i) % bases.len()];
             let url = format!(
                 "{}/channels/{code}/ws?token=fan-token",
                 base.replacen("http", "ws", 1)
@@ -50,7 +52,13 @@ async fn main() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, base, token) = (args[0].as_str(), args[1].clone(), args[2].clone());
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // A fresh connection per publish: an idle one may meet the server's
+    // header_timeout just as it is reused.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let start = Instant::now();
     let now_us = move || start.elapsed().as_micros() as u64;
 
@@ -59,7 +67,8 @@ async fn main() {
             let channels: usize = args[3].parse().unwrap();
             let events: usize = args[4].parse().unwrap();
             let codes: Vec<String> = (0..channels).map(|i| format!("fan{i}")).collect();
-            let conns = connect_all(&base, &codes).await;
+            let bases: Vec<&str> = base.split(',').collect();
+            let conns = connect_all(&bases, &codes).await;
             let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
             let received = Arc::new(AtomicU64::new(0));
             for mut ws in conns {
@@ -82,7 +91,7 @@ async fn main() {
             for i in 0..events {
                 let want = ((i + 1) * channels) as u64;
                 let body = json!({"name": "bench.fanout", "data": {"i": i, "sent_us": now_us()}});
-                http.post(format!("{base}/events"))
+                http.post(format!("{}/events", bases[i % bases.len()]))
                     .bearer_auth(&token)
                     .json(&body)
                     .send()
@@ -105,7 +114,7 @@ async fn main() {
         }
         "sustained" => {
             let secs: u64 = args[3].parse().unwrap();
-            let conns = connect_all(&base, &vec!["fan0".to_string(); 4]).await;
+            let conns = connect_all(&[base.as_str()], &vec!["fan0".to_string(); 4]).await;
             let received = Arc::new(AtomicU64::new(0));
             for mut ws in conns {
                 let received = received.clone();

@@ -1,11 +1,21 @@
 //! Bench helper: creates N send jobs through `POST /channels/{code}/send` from 32
 //! concurrent clients, then waits until all succeeded (read from `/metrics`).
-//! `jobs_bench BASE ADMIN_TOKEN CHANNEL N` prints `RESULT created_per_s=.. completed_per_s=..`.
+//! `jobs_bench BASE[,BASE2…] ADMIN_TOKEN CHANNEL N` prints `RESULT created_per_s=..
+//! completed_per_s=..`; with several bases (cluster nodes) the clients take
+//! them in turn and the jobs done are summed over every node.
 //! Bounded: at most 120 s of waiting.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+async fn succeeded_all(http: &reqwest::Client, bases: &[String], channel: &str) -> u64 {
+    let mut n = 0;
+    for base in bases {
+        n += succeeded(http, base, channel).await;
+    }
+    n
+}
 
 async fn succeeded(http: &reqwest::Client, base: &str, channel: &str) -> u64 {
     let text = http
@@ -27,17 +37,18 @@ async fn succeeded(http: &reqwest::Client, base: &str, channel: &str) -> u64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (base, token, channel) = (args[0].clone(), args[1].clone(), args[2].clone());
+    let bases: Vec<String> = args[0].split(',').map(str::to_owned).collect();
+    let (token, channel) = (args[1].clone(), args[2].clone());
     let n: usize = args[3].parse().unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let before = succeeded(&http, &base, &channel).await;
+    let before = succeeded_all(&http, &bases, &channel).await;
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let workers: Vec<_> = (0..32)
-        .map(|_| {
+        .map(|w| {
             let (http, base, token, channel, next) = (
                 http.clone(),
-                base.clone(),
+                bases[w % bases.len()].clone(),
                 token.clone(),
                 channel.clone(),
                 next.clone(),
@@ -61,11 +72,13 @@ async fn main() {
     }
     let created = start.elapsed();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while succeeded(&http, &base, &channel).await < before + n as u64 && Instant::now() < deadline {
+    while succeeded_all(&http, &bases, &channel).await < before + n as u64
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let done = start.elapsed();
-    let completed = succeeded(&http, &base, &channel).await - before;
+    let completed = succeeded_all(&http, &bases, &channel).await - before;
     println!(
         "RESULT jobs={n} completed={completed} created_per_s={:.0} completed_per_s={:.0}",
         n as f64 / created.as_secs_f64(),

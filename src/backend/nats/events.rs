@@ -40,11 +40,10 @@ use crate::events::{count, frame_of, Event};
 use crate::store::StoreError;
 use crate::AppState;
 
-/// Events pulled per request.
-const BATCH: usize = 64;
-/// How long a pull waits for events before the puller looks around again.
-const PULL_WAIT: Duration = Duration::from_millis(500);
-/// Delay before a given-back event comes again.
+/// How long one pull stays open before the puller looks around again
+/// (whether this node still holds connections of the channel).
+const PULL_WAIT: Duration = Duration::from_secs(5);
+/// How long a puller waits before it pulls a given-back event again.
 const RETRY: Duration = Duration::from_millis(50);
 /// How long a pulled event waits for room in a full connection before it is
 /// given back (in order: the rest of the batch waits behind it).
@@ -236,9 +235,13 @@ impl NatsBus {
                 }
             }
             let Some(c) = consumer.as_ref() else { continue };
+            // One waiting pull for one event at a time: it comes the moment
+            // it is published, and is taken or given back before the next
+            // pull, so a given-back event is the next to come again (order
+            // holds) and nothing is pulled that the puller cannot deal with.
             let batch = c
-                .fetch()
-                .max_messages(BATCH)
+                .batch()
+                .max_messages(1)
                 .expires(PULL_WAIT)
                 .messages()
                 .await;
@@ -254,11 +257,6 @@ impl NatsBus {
             let mut stalled = false;
             while let Some(message) = batch.next().await {
                 let Ok(message) = message else { break };
-                if stalled {
-                    // Order holds: the rest of the batch comes again after the stalled one.
-                    let _ = message.ack_with(AckKind::Nak(Some(RETRY))).await;
-                    continue;
-                }
                 let pending = message.info().map(|i| i.pending).unwrap_or(0);
                 if pending >= self.queue_max {
                     // Past the queue's bound: the oldest are dropped.
@@ -275,21 +273,24 @@ impl NatsBus {
                 // Every connection that wants it is full: wait for room rather
                 // than drop, keeping the order.
                 let waiting_since = tokio::time::Instant::now();
-                while outcome == Some(false) && waiting_since.elapsed() < WAIT_FOR_ROOM {
+                while outcome == Outcome::Full && waiting_since.elapsed() < WAIT_FOR_ROOM {
                     tokio::time::sleep(ROOM_POLL).await;
                     outcome = self.deliver(&app, &channel, &name, text.clone()).await;
                 }
                 match outcome {
-                    Some(true) => {
+                    Outcome::Taken => {
                         count("switchyard_events_delivered_total", &channel, 1);
                         let _ = message.ack().await;
                     }
-                    Some(false) => {
+                    Outcome::Full | Outcome::Offline => {
+                        // Given back: it comes again first, and stays queued
+                        // for the channel (Offline: its last connection closed).
+                        // No delay on JetStream's side, so nothing newer can
+                        // overtake it; the puller waits before its next pull.
                         stalled = true;
-                        let _ = message.ack_with(AckKind::Nak(Some(RETRY))).await;
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
                     }
-                    None => {
-                        // Nobody anywhere wants it.
+                    Outcome::Unwanted => {
                         let _ = message.ack().await;
                     }
                 }
@@ -301,33 +302,53 @@ impl NatsBus {
     }
 
     /// One connection of the channel, here or on another node, takes the event.
-    async fn deliver(
-        &self,
-        app: &AppState,
-        channel: &str,
-        name: &str,
-        text: String,
-    ) -> Option<bool> {
+    async fn deliver(&self, app: &AppState, channel: &str, name: &str, text: String) -> Outcome {
         let frame = frame_of(&text);
-        let here = app
-            .connections
-            .with_channel(channel, |c| c.and_then(|c| c.deliver_once(name, &frame)));
-        if here.is_some() {
-            return here;
+        let (held_here, here) = app.connections.with_channel(channel, |c| match c {
+            Some(c) => (true, c.deliver_once(name, &frame)),
+            None => (false, None),
+        });
+        match here {
+            Some(true) => return Outcome::Taken,
+            Some(false) => return Outcome::Full,
+            None => {}
         }
-        let node = self.live.wanted_elsewhere(channel, name)?;
-        let delivery = Delivery {
-            channel: channel.to_owned(),
-            name: name.to_owned(),
-            event: text,
-        };
-        match self.live.forward(&node, &delivery).await {
-            Some(taken) => Some(taken),
-            // The node did not answer: give it back, it comes again.
-            None if self.live.wanted_elsewhere(channel, name).is_some() => Some(false),
-            None => None,
+        if let Some(node) = self.live.wanted_elsewhere(channel, name) {
+            let delivery = Delivery {
+                channel: channel.to_owned(),
+                name: name.to_owned(),
+                event: text,
+            };
+            match self.live.forward(&node, &delivery).await {
+                Some(true) => return Outcome::Taken,
+                Some(false) => return Outcome::Full,
+                // The node did not answer: give it back, it comes again.
+                None if self.live.wanted_elsewhere(channel, name).is_some() => {
+                    return Outcome::Full
+                }
+                None => {}
+            }
+        }
+        if held_here || self.live.held_elsewhere(channel) {
+            Outcome::Unwanted
+        } else {
+            Outcome::Offline
         }
     }
+}
+
+/// What became of one pulled event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A connection took it.
+    Taken,
+    /// Every connection that wants it is full.
+    Full,
+    /// The channel has connections, none of which wants it: dropped, as in
+    /// embedded mode.
+    Unwanted,
+    /// The channel has no connection left anywhere: it stays queued.
+    Offline,
 }
 
 /// The handle the runtime holds: [`EventBus`] needs `&self`, the pullers an `Arc`.

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream::consumer::{push, DeliverPolicy};
+use async_nats::jetstream::consumer::{push, Consumer, DeliverPolicy};
 use async_nats::jetstream::kv::Operation;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -122,8 +122,12 @@ impl NatsKv {
         }
     }
 
-    /// The channel's keys as stored (live or not), with their envelopes.
-    async fn list(&self, channel: &str) -> Result<Vec<(String, Value, Option<i64>)>, StoreError> {
+    /// An ordered consumer of the newest entry of every key of `channel`
+    /// (deleted ones included), and its subject filter.
+    async fn last_entries(
+        &self,
+        channel: &str,
+    ) -> Result<(Consumer<push::OrderedConfig>, String), StoreError> {
         let stream = self
             .cluster
             .js
@@ -140,6 +144,12 @@ impl NatsKv {
             })
             .await
             .map_err(unavailable)?;
+        Ok((consumer, filter))
+    }
+
+    /// The channel's keys as stored (live or not), with their envelopes.
+    async fn list(&self, channel: &str) -> Result<Vec<(String, Value, Option<i64>)>, StoreError> {
+        let (consumer, filter) = self.last_entries(channel).await?;
         let mut out = Vec::new();
         if consumer.cached_info().num_pending == 0 {
             return Ok(out);
@@ -171,6 +181,12 @@ impl NatsKv {
     /// count, as in embedded mode until housekeeping prunes them).
     async fn room_for_new_key(&self, channel: &str) -> Result<(), StoreError> {
         if self.max_keys == usize::MAX {
+            return Ok(());
+        }
+        // Fewer entries than the bound, deleted keys included: room, without
+        // reading them. Otherwise the live keys are counted.
+        let (consumer, _) = self.last_entries(channel).await?;
+        if (consumer.cached_info().num_pending as usize) < self.max_keys {
             return Ok(());
         }
         if self.list(channel).await?.len() >= self.max_keys {

@@ -231,6 +231,13 @@ impl Live {
             .map(|(node, _)| node.clone())
     }
 
+    /// Another node alive holds a connection of `channel`.
+    pub fn held_elsewhere(&self, channel: &str) -> bool {
+        let mut others = self.others_lock();
+        others.retain(|_, p| p.seen.elapsed() < NODE_TTL);
+        others.values().any(|p| p.channels.contains_key(channel))
+    }
+
     /// Hands an event to `node` for one of its connections of `channel`:
     /// `Some(true)` delivered, `Some(false)` its connections are full, `None`
     /// it has none that wants it (or did not answer).

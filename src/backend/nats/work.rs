@@ -43,7 +43,7 @@ pub const ACK_WAIT: Duration = Duration::from_secs(10);
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 /// Send jobs a node holds at once (as many as it runs at once).
 const SEND_HELD: usize = 64;
-/// How long a pull waits for jobs.
+/// How long one waiting pull stays open before the taker looks around again.
 const PULL_WAIT: Duration = Duration::from_secs(1);
 /// A refused job comes again after this.
 const REFUSED_AGAIN: Duration = Duration::from_secs(1);
@@ -52,6 +52,25 @@ const DOCS_AGAIN: Duration = Duration::from_millis(100);
 /// How long a tick's claim is remembered.
 const TICKS_KEPT: Duration = Duration::from_secs(3600);
 
+/// A job of [`NatsWork::held`].
+#[derive(Clone)]
+enum Slot {
+    /// Being stored here; its message is with the taker.
+    Taking,
+    /// Finished before the taker got back: the taker acknowledges it.
+    Done,
+    /// Stored here and not finished: acknowledged when it is.
+    Held(Box<Message>),
+}
+
+/// Acknowledges a finished job (a double ack: it counts as done only once
+/// JetStream confirms it, so no other node runs it again).
+async fn finished(message: Message) {
+    if let Err(e) = message.double_ack().await {
+        tracing::warn!("cluster: acknowledging a finished job: {e}");
+    }
+}
+
 /// [`Work`] on JetStream.
 pub struct NatsWork {
     cluster: Arc<Cluster>,
@@ -59,8 +78,8 @@ pub struct NatsWork {
     inbox: stream::Stream,
     send: stream::Stream,
     ticks: jkv::Store,
-    /// Jobs taken and not finished here, by id.
-    held: Arc<DashMap<String, Message>>,
+    /// Jobs being taken or taken and not finished here, by id.
+    held: Arc<DashMap<String, Slot>>,
     /// The channels whose inbox this node takes from.
     taking: Arc<Mutex<HashSet<String>>>,
     take: Mutex<Option<Take>>,
@@ -175,14 +194,42 @@ impl NatsWork {
             }
         };
         let id = job["id"].as_str().unwrap_or_default().to_owned();
+        if self.app.upgrade().is_none_or(|a| a.jobs.is_stopping()) {
+            // Pulled as the node began to stop: given back at once.
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
         // Made after a change of channels or scripts this node has not got yet.
         if job["docs_rev"].as_u64().unwrap_or(0) > self.docs.applied() {
             let _ = message.ack_with(AckKind::Nak(Some(DOCS_AGAIN))).await;
             return;
         }
-        match take(job).await {
+        // Marked before the job is stored: a job that runs and finishes
+        // before `take` returns finds its mark and leaves the ack to us.
+        self.held.insert(id.clone(), Slot::Taking);
+        let taken = take(job).await;
+        if !matches!(taken, Ok(Taken::Queued)) {
+            self.held.remove(&id);
+        }
+        match taken {
             Ok(Taken::Queued) => {
-                self.held.insert(id, message);
+                let done_already = match self.held.entry(id) {
+                    dashmap::Entry::Occupied(mut e) if matches!(e.get(), Slot::Taking) => {
+                        e.insert(Slot::Held(Box::new(message.clone())));
+                        false
+                    }
+                    dashmap::Entry::Occupied(e) => {
+                        e.remove();
+                        true
+                    }
+                    dashmap::Entry::Vacant(e) => {
+                        e.insert(Slot::Held(Box::new(message.clone())));
+                        false
+                    }
+                };
+                if done_already {
+                    finished(message).await;
+                }
             }
             Ok(Taken::Finished) => {
                 let _ = message.ack().await;
@@ -221,8 +268,9 @@ impl NatsWork {
                 }
             }
             let Some(c) = consumer.as_ref() else { continue };
+            // A waiting pull: jobs come as they are published (no polling).
             match c
-                .fetch()
+                .batch()
                 .max_messages(SEND_HELD - held)
                 .expires(PULL_WAIT)
                 .messages()
@@ -276,8 +324,10 @@ impl NatsWork {
                 }
             }
             let Some(c) = consumer.as_ref() else { continue };
+            // A waiting pull: with one request in flight per channel, the
+            // next comes the moment the one held here is acknowledged.
             match c
-                .fetch()
+                .batch()
                 .max_messages(1)
                 .expires(PULL_WAIT)
                 .messages()
@@ -375,7 +425,14 @@ impl Work for Jobs {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        let held: Vec<Message> = work.held.iter().map(|m| m.value().clone()).collect();
+                        let held: Vec<Message> = work
+                            .held
+                            .iter()
+                            .filter_map(|m| match m.value() {
+                                Slot::Held(message) => Some((**message).clone()),
+                                _ => None,
+                            })
+                            .collect();
                         for message in held {
                             let _ = message.ack_with(AckKind::Progress).await;
                         }
@@ -391,13 +448,23 @@ impl Work for Jobs {
     }
 
     fn done(&self, id: &str) {
-        if let Some((_, message)) = self.0.held.remove(id) {
-            tokio::spawn(async move {
-                // Double ack: the job counts as done only once JetStream confirms it.
-                if let Err(e) = message.double_ack().await {
-                    tracing::warn!("cluster: acknowledging a finished job: {e}");
+        let message = match self.0.held.get_mut(id) {
+            Some(mut slot) if matches!(*slot, Slot::Taking) => {
+                *slot = Slot::Done;
+                None
+            }
+            Some(slot) if matches!(*slot, Slot::Done) => None,
+            Some(slot) => {
+                drop(slot);
+                match self.0.held.remove(id) {
+                    Some((_, Slot::Held(message))) => Some(*message),
+                    _ => None,
                 }
-            });
+            }
+            None => None,
+        };
+        if let Some(message) = message {
+            tokio::spawn(finished(message));
         }
     }
 
@@ -406,9 +473,12 @@ impl Work for Jobs {
             .0
             .held
             .iter()
-            .map(|m| (m.key().clone(), m.value().clone()))
+            .filter_map(|m| match m.value() {
+                Slot::Held(message) => Some((m.key().clone(), (**message).clone())),
+                _ => None,
+            })
             .collect();
-        self.0.held.clear();
+        self.0.held.retain(|_, slot| !matches!(slot, Slot::Held(_)));
         Box::pin(async move {
             for (id, message) in held {
                 tracing::info!(job = %id, "cluster: job given back on stop");
