@@ -69,6 +69,68 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// Every name `other` matches, this one matches too.
+    pub fn covers(&self, other: &Pattern) -> bool {
+        let (n, m) = (self.segments.len(), other.segments.len());
+        let lengths_fit = if self.tail {
+            // Names of `other` have at least m (+1 with its tail) segments.
+            m + usize::from(other.tail) > n
+        } else {
+            !other.tail && m == n
+        };
+        lengths_fit
+            && self
+                .segments
+                .iter()
+                .enumerate()
+                .all(|(i, seg)| match (seg, other.segments.get(i)) {
+                    (Segment::Any, _) => true,
+                    (Segment::Literal(a), Some(Segment::Literal(b))) => a == b,
+                    _ => false,
+                })
+    }
+
+    /// Some name matches both.
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        let (n, m) = (self.segments.len(), other.segments.len());
+        let lengths_meet = match (self.tail, other.tail) {
+            (false, false) => n == m,
+            (true, false) => m > n,
+            (false, true) => n > m,
+            (true, true) => true,
+        };
+        lengths_meet
+            && (0..n.max(m)).all(|i| match (self.segments.get(i), other.segments.get(i)) {
+                (Some(Segment::Literal(a)), Some(Segment::Literal(b))) => a == b,
+                _ => true,
+            })
+    }
+}
+
+/// The patterns of `patterns` that no other one covers, when those do not
+/// overlap (a name matches at most one): what a NATS consumer accepts as its
+/// subject filters. `None` when two of them overlap without either covering
+/// the other.
+pub fn disjoint(patterns: &[Pattern]) -> Option<Vec<&Pattern>> {
+    let mut kept: Vec<&Pattern> = Vec::new();
+    for (i, p) in patterns.iter().enumerate() {
+        let covered = patterns
+            .iter()
+            .enumerate()
+            .any(|(j, q)| j != i && q.covers(p) && (!p.covers(q) || j < i));
+        if !covered {
+            kept.push(p);
+        }
+    }
+    for (i, a) in kept.iter().enumerate() {
+        if kept[i + 1..].iter().any(|b| a.overlaps(b)) {
+            return None;
+        }
+    }
+    Some(kept)
+}
+
 /// `true` when `name` is a valid event name: non-empty dot-separated segments, no wildcards.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -81,6 +143,42 @@ pub fn valid_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn p(text: &str) -> Pattern {
+        Pattern::parse(text).unwrap()
+    }
+
+    #[test]
+    fn covering_and_overlapping_patterns() {
+        assert!(p("a.>").covers(&p("a.b")));
+        assert!(p("a.>").covers(&p("a.*.c")));
+        assert!(p("a.>").covers(&p("a.b.>")));
+        assert!(p("a.*").covers(&p("a.b")));
+        assert!(!p("a.*").covers(&p("a.>")));
+        assert!(!p("*.>").covers(&p("a")));
+        assert!(!p("a.*.>").covers(&p("a.>")));
+        assert!(!p("a.b").covers(&p("a.c")));
+        assert!(p("a.*.c").overlaps(&p("a.b.*")));
+        assert!(p("a.>").overlaps(&p("*.b")));
+        assert!(!p("a.*").overlaps(&p("b.*")));
+        assert!(!p("a.*").overlaps(&p("a.*.c")));
+        assert!(!p("a").overlaps(&p("a.>")));
+        let texts = |v: Option<Vec<&Pattern>>| {
+            v.map(|v| v.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>())
+        };
+        let list = [
+            p("order.*"),
+            p("order.created"),
+            p("invoice.>"),
+            p("order.*"),
+        ];
+        assert_eq!(
+            texts(disjoint(&list)),
+            Some(vec!["order.*".into(), "invoice.>".into()])
+        );
+        assert_eq!(texts(disjoint(&[p("a.*.c"), p("a.b.*")])), None);
+        assert_eq!(texts(disjoint(&[])), Some(vec![]));
+    }
 
     fn m(p: &str, n: &str) -> bool {
         Pattern::parse(p).unwrap().matches(n)

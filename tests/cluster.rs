@@ -352,6 +352,40 @@ async fn events_queue_while_no_node_holds_a_connection_and_arrive_in_order() {
 }
 
 #[tokio::test]
+async fn events_a_channel_does_not_queue_take_no_room_in_its_queue() {
+    let nats = Nats::start();
+    let config = format!("admin_token = \"{ADMIN}\"\nevent_queue_max = 5");
+    let a = Project::new()
+        .config(&config)
+        .channel(
+            json!({"code": "erp", "type": "events", "token_local": "erp-token",
+            "opts": {"events": ["order.>"]}}),
+        )
+        .start_node(&nats);
+    let b = Project::new().config(&config).start_node(&nats);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (status, body) = publish(&a, "order.created", json!({"i": i})).await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // Many more events the channel does not queue (job.finished and the like).
+    for i in 0..20 {
+        assert_eq!(publish(&b, "invoice.created", json!({"i": i})).await.0, 202);
+    }
+    let mut ws = ws_connect(&b, "/channels/erp/ws?token=erp-token").await;
+    let got = drain_events(&mut ws, Duration::from_millis(1500)).await;
+    let seen: Vec<String> = got
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        seen, ids,
+        "the three queued events are within event_queue_max: none dropped"
+    );
+}
+
+#[tokio::test]
 async fn pushes_cross_nodes_and_connections_list_every_node() {
     let nats = Nats::start();
     let (a, b) = two_nodes(&nats);

@@ -5,10 +5,18 @@
 //!   `Nats-Msg-Id` = its id, so a publish repeated after a reconnect is
 //!   de-duplicated; it resolves on JetStream's acknowledgement, so a `202` is
 //!   never answered for an event that is not stored.
-//! - **Once per channel**: each events channel has one durable consumer,
-//!   `ev_<channel>`, that sees every event. A JetStream consumer gives each
-//!   message to one puller and forgets it once acknowledged: that is the
-//!   "once". Every node holding connections of the channel pulls from it.
+//! - **Once per channel, queued**: each events channel has one durable
+//!   consumer, `ev_<channel>`, whose subject filters are the channel's
+//!   `opts.events` patterns (the events it queues while nobody is connected).
+//!   A JetStream consumer gives each message to one puller and forgets it
+//!   once acknowledged: that is the "once". Every node holding connections of
+//!   the channel pulls from it.
+//! - **Once per channel, live only**: an event outside `opts.events` goes
+//!   only to connections open when it is published (a connection's own
+//!   `subscribe` patterns), as in embedded mode: every node holding
+//!   connections of the channel subscribes to `{prefix}.ev.>` in the queue
+//!   group `{prefix}.live.<channel>`, and NATS gives each event to one member
+//!   of the group.
 //! - **Delivery**: a pulled event goes to one local connection that wants
 //!   it; if none here does but one on another node does (nodes announce their
 //!   channels and patterns, see [`super::live`]), it is forwarded to that node;
@@ -21,7 +29,7 @@
 //!   delivered then; older ones are dropped and counted. Events matching no
 //!   pattern of any connection are acknowledged and dropped, as in embedded mode.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -37,6 +45,7 @@ use super::{token, unavailable, Cluster};
 use crate::backend::EventBus;
 use crate::channel::ChannelKind;
 use crate::events::{count, frame_of, Event};
+use crate::pattern::{disjoint, Pattern};
 use crate::store::StoreError;
 use crate::AppState;
 
@@ -59,6 +68,10 @@ pub struct NatsBus {
     stream: stream::Stream,
     /// Channels this node pulls for now.
     pulling: Arc<Mutex<HashSet<String>>>,
+    /// Channels whose live-only events this node takes now.
+    listening: Arc<Mutex<HashSet<String>>>,
+    /// The filters each channel's consumer was last given here.
+    filtered: Mutex<HashMap<String, Vec<String>>>,
     queue_max: u64,
     ttl: Duration,
 }
@@ -67,35 +80,50 @@ fn consumer_name(channel: &str) -> String {
     format!("ev_{}", token(channel))
 }
 
-/// The durable consumer of events channel `channel`, created when missing:
-/// from now on, events are kept for it.
+/// The subject filters of events channel `channel` queueing `patterns`:
+/// one per pattern (JetStream wants them disjoint; patterns that overlap
+/// without covering one another fall back to every event, the puller then
+/// skipping what the channel does not queue), and its own queue (`evq`).
+fn filters(cluster: &Cluster, channel: &str, patterns: Option<&[Pattern]>) -> Vec<String> {
+    let mut out: Vec<String> = match patterns.map(disjoint) {
+        Some(Some(ps)) => ps
+            .iter()
+            .map(|p| cluster.subject(&format!("ev.{}", p.as_str())))
+            .collect(),
+        _ => vec![cluster.subject("ev.>")],
+    };
+    out.push(cluster.subject(&format!("evq.{}", token(channel))));
+    out
+}
+
+/// The durable consumer of events channel `channel`: from now on, the events
+/// of `filters` are kept for it. `update`: its filters are set to these if it
+/// exists; otherwise an existing one is taken as it is.
 async fn channel_consumer(
-    cluster: &Cluster,
     stream: &stream::Stream,
     channel: &str,
     ttl: Duration,
+    filters: Vec<String>,
+    update: bool,
 ) -> Result<PullConsumer, StoreError> {
     let name = consumer_name(channel);
-    stream
-        .get_or_create_consumer(
-            &name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                description: Some(format!("events of channel {channel}")),
-                deliver_policy: DeliverPolicy::New,
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                filter_subjects: vec![
-                    cluster.subject("ev.>"),
-                    cluster.subject(&format!("evq.{}", token(channel))),
-                ],
-                // Unused for a day past the events' age: the channel is gone.
-                inactive_threshold: ttl + Duration::from_secs(86_400),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(unavailable)
+    let config = pull::Config {
+        durable_name: Some(name.clone()),
+        description: Some(format!("events of channel {channel}")),
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        filter_subjects: filters,
+        // Unused for a day past the events' age: the channel is gone.
+        inactive_threshold: ttl + Duration::from_secs(86_400),
+        ..Default::default()
+    };
+    if update {
+        stream.create_consumer(config).await
+    } else {
+        stream.get_or_create_consumer(&name, config).await
+    }
+    .map_err(unavailable)
 }
 
 /// Queues an event (its JSON text) for `channel` alone, after what its queue
@@ -107,7 +135,8 @@ pub async fn queue_for(
     channel: &str,
     text: String,
 ) -> Result<(), StoreError> {
-    channel_consumer(cluster, stream, channel, ttl).await?;
+    // Every event until a node sets the channel's own filters at its start.
+    channel_consumer(stream, channel, ttl, filters(cluster, channel, None), false).await?;
     let id = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v["id"].as_str().map(str::to_owned))
@@ -161,6 +190,8 @@ impl NatsBus {
             live,
             stream,
             pulling: Arc::default(),
+            listening: Arc::default(),
+            filtered: Mutex::default(),
             queue_max: queue_max as u64,
             ttl,
         })
@@ -172,23 +203,111 @@ impl NatsBus {
         let Some(app) = self.app.upgrade() else {
             return;
         };
-        let codes: Vec<String> = app
+        let wanted: Vec<(String, Vec<String>)> = app
             .registry
             .snapshot()
             .channels
             .values()
             .filter(|c| c.kind == ChannelKind::Events)
-            .map(|c| c.code().to_owned())
+            .map(|c| {
+                let code = c.code().to_owned();
+                let filters = filters(&self.cluster, &code, Some(&c.events));
+                (code, filters)
+            })
             .collect();
-        for code in codes {
-            if let Err(e) = self.consumer(&code).await {
-                tracing::warn!(channel = %code, "cluster: events consumer: {e}");
+        drop(app);
+        for (code, filters) in wanted {
+            let same = lock(&self.filtered).get(&code) == Some(&filters);
+            if same {
+                continue;
+            }
+            match channel_consumer(&self.stream, &code, self.ttl, filters.clone(), true).await {
+                Ok(_) => {
+                    lock(&self.filtered).insert(code, filters);
+                }
+                Err(e) => tracing::warn!(channel = %code, "cluster: events consumer: {e}"),
             }
         }
     }
 
     async fn consumer(&self, channel: &str) -> Result<PullConsumer, StoreError> {
-        channel_consumer(&self.cluster, &self.stream, channel, self.ttl).await
+        let patterns = self.app.upgrade().and_then(|app| {
+            app.registry
+                .snapshot()
+                .channel(channel)
+                .map(|c| c.events.clone())
+        });
+        let filters = filters(&self.cluster, channel, patterns.as_deref());
+        channel_consumer(&self.stream, channel, self.ttl, filters, false).await
+    }
+
+    /// `channel` queues events named `name` (its `opts.events`).
+    fn queues(app: &AppState, channel: &str, name: &str) -> bool {
+        app.registry
+            .snapshot()
+            .channel(channel)
+            .is_some_and(|c| c.events.iter().any(|p| p.matches(name)))
+    }
+
+    /// Takes the live-only events of `channel` while this node holds
+    /// connections of it: one member of the channel's queue group gets each.
+    async fn listen(self: Arc<Self>, channel: String) {
+        let group = self.cluster.subject(&format!("live.{}", token(&channel)));
+        let mut subscriber = match self
+            .cluster
+            .client
+            .queue_subscribe(self.cluster.subject("ev.>"), group)
+            .await
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(channel = %channel, "cluster: live events: {e}");
+                None
+            }
+        };
+        let mut look = tokio::time::interval(PULL_WAIT);
+        loop {
+            let message = match subscriber.as_mut() {
+                Some(sub) => tokio::select! {
+                    m = sub.next() => m,
+                    _ = look.tick() => None,
+                },
+                None => {
+                    look.tick().await;
+                    None
+                }
+            };
+            let Some(app) = self.app.upgrade() else {
+                return;
+            };
+            if !self.has_local(&app, &channel) {
+                lock(&self.listening).remove(&channel);
+                if self.has_local(&app, &channel) {
+                    self.ensure_listening(&channel);
+                }
+                return;
+            }
+            let Some(message) = message else { continue };
+            let text = String::from_utf8_lossy(&message.payload).into_owned();
+            let name = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["name"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            if Self::queues(&app, &channel, &name) {
+                continue; // the consumer's
+            }
+            match self.deliver(&app, &channel, &name, text).await {
+                Outcome::Taken => count("switchyard_events_delivered_total", &channel, 1),
+                Outcome::Full => count("switchyard_events_dropped_total", &channel, 1),
+                Outcome::Unwanted | Outcome::Offline => {}
+            }
+        }
+    }
+
+    fn ensure_listening(self: &Arc<Self>, channel: &str) {
+        if lock(&self.listening).insert(channel.to_owned()) {
+            tokio::spawn(self.clone().listen(channel.to_owned()));
+        }
     }
 
     fn ensure_pulling(self: &Arc<Self>, channel: &str) {
@@ -269,6 +388,16 @@ impl NatsBus {
                     .ok()
                     .and_then(|v| v["name"].as_str().map(str::to_owned))
                     .unwrap_or_default();
+                let own_queue = message
+                    .subject
+                    .as_str()
+                    .starts_with(&self.cluster.subject("evq."));
+                if !own_queue && !Self::queues(&app, &channel, &name) {
+                    // Live only (filters that fell back to every event): the
+                    // queue group's.
+                    let _ = message.ack().await;
+                    continue;
+                }
                 let mut outcome = self.deliver(&app, &channel, &name, text.clone()).await;
                 // Every connection that wants it is full: wait for room rather
                 // than drop, keeping the order.
@@ -386,7 +515,12 @@ impl EventBus for Bus {
 
     fn connection_opened(&self, channel: &str) {
         self.0.ensure_pulling(channel);
+        self.0.ensure_listening(channel);
         let live = self.0.live.clone();
         tokio::spawn(async move { live.announce().await });
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
