@@ -47,6 +47,10 @@ impl From<std::io::Error> for StoreError {
     }
 }
 
+/// The start of the message of an error caused by an unreachable NATS
+/// (cluster mode, see `backend`).
+pub const CLUSTER_UNAVAILABLE: &str = "cluster_unavailable";
+
 impl StoreError {
     /// `true` when the write failed for lack of space (answered `507`).
     pub fn is_full(&self) -> bool {
@@ -55,7 +59,7 @@ impl StoreError {
 
     /// `true` when NATS was unreachable (cluster mode; answered `503`).
     pub fn is_cluster_unavailable(&self) -> bool {
-        self.0.starts_with(crate::backend::CLUSTER_UNAVAILABLE)
+        self.0.starts_with(CLUSTER_UNAVAILABLE)
     }
 }
 

@@ -62,6 +62,14 @@ fn shared_project() -> Project {
         )
 }
 
+/// The ids of events, in the order they came.
+fn ids_of(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Two nodes on `nats`: the first with the shared project, the second with empty folders.
 fn two_nodes(nats: &Nats) -> (Server, Server) {
     let a = shared_project().start_node(nats);
@@ -284,10 +292,7 @@ async fn each_event_reaches_a_channel_once_whichever_node_holds_its_connections(
     }
     let mut got = drain_events(&mut on_a, Duration::from_millis(1500)).await;
     got.extend(drain_events(&mut on_b, Duration::from_millis(300)).await);
-    let seen: Vec<String> = got
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect();
+    let seen = ids_of(&got);
     let unique: HashSet<String> = seen.iter().cloned().collect();
     assert_eq!(
         seen.len(),
@@ -341,10 +346,7 @@ async fn events_queue_while_no_node_holds_a_connection_and_arrive_in_order() {
     assert_eq!(publish(&a, "invoice.created", json!({})).await.0, 202);
     let mut ws = ws_connect(&b, "/channels/erp/ws?token=erp-token").await;
     let got = drain_events(&mut ws, Duration::from_millis(1500)).await;
-    let seen: Vec<String> = got
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect();
+    let seen = ids_of(&got);
     assert_eq!(
         seen, ids,
         "the queue arrives whole and in order on the other node"
@@ -375,10 +377,7 @@ async fn events_a_channel_does_not_queue_take_no_room_in_its_queue() {
     }
     let mut ws = ws_connect(&b, "/channels/erp/ws?token=erp-token").await;
     let got = drain_events(&mut ws, Duration::from_millis(1500)).await;
-    let seen: Vec<String> = got
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect();
+    let seen = ids_of(&got);
     assert_eq!(
         seen, ids,
         "the three queued events are within event_queue_max: none dropped"

@@ -28,8 +28,7 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// Most keys `kv_keys` returns.
 pub const MAX_LISTED_KEYS: usize = 1000;
 
-/// The start of the message of an error caused by an unreachable NATS.
-pub const CLUSTER_UNAVAILABLE: &str = "cluster_unavailable";
+pub use crate::store::CLUSTER_UNAVAILABLE;
 
 /// The backends a server state is made with.
 pub struct Backends {
