@@ -267,25 +267,31 @@ impl NatsWork {
                     }
                 }
             }
-            let Some(c) = consumer.as_ref() else { continue };
-            // A waiting pull: jobs come as they are published (no polling).
-            match c
-                .batch()
-                .max_messages(SEND_HELD - held)
-                .expires(PULL_WAIT)
-                .messages()
-                .await
-            {
-                Ok(mut batch) => {
-                    while let Some(Ok(message)) = batch.next().await {
-                        self.offer(&take, message).await;
-                    }
+            self.pull(&take, &mut consumer, SEND_HELD - held, "send jobs")
+                .await;
+        }
+    }
+
+    /// One waiting pull of at most `max` jobs from `consumer`, each offered
+    /// as it comes (no polling); on an error the consumer is looked up again.
+    async fn pull(&self, take: &Take, consumer: &mut Option<PullConsumer>, max: usize, what: &str) {
+        let Some(c) = consumer.as_ref() else { return };
+        match c
+            .batch()
+            .max_messages(max)
+            .expires(PULL_WAIT)
+            .messages()
+            .await
+        {
+            Ok(mut batch) => {
+                while let Some(Ok(message)) = batch.next().await {
+                    self.offer(take, message).await;
                 }
-                Err(e) => {
-                    tracing::debug!("cluster: taking send jobs: {e}");
-                    consumer = None;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+            }
+            Err(e) => {
+                tracing::debug!("cluster: taking {what}: {e}");
+                *consumer = None;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
@@ -323,27 +329,15 @@ impl NatsWork {
                     }
                 }
             }
-            let Some(c) = consumer.as_ref() else { continue };
-            // A waiting pull: with one request in flight per channel, the
-            // next comes the moment the one held here is acknowledged.
-            match c
-                .batch()
-                .max_messages(1)
-                .expires(PULL_WAIT)
-                .messages()
-                .await
-            {
-                Ok(mut batch) => {
-                    while let Some(Ok(message)) = batch.next().await {
-                        self.offer(&take, message).await;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(channel = %channel, "cluster: taking inbox requests: {e}");
-                    consumer = None;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
+            // With one request in flight per channel, the next comes the
+            // moment the one held here is acknowledged.
+            self.pull(
+                &take,
+                &mut consumer,
+                1,
+                &format!("inbox requests of {channel}"),
+            )
+            .await;
         }
     }
 
