@@ -184,6 +184,10 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// JetStream replicas of streams and buckets.
     pub replicas: usize,
+    /// Deliveries of one inbox request or send job before the cluster gives
+    /// it up and records it failed (a node that dies running it, a channel
+    /// no node has, each stop that gives it back count one).
+    pub max_deliver: i64,
     /// NATS credentials file.
     pub creds_file: String,
     /// NATS token.
@@ -197,6 +201,7 @@ impl Default for ClusterConfig {
             node: String::new(),
             prefix: "switchyard".into(),
             replicas: 1,
+            max_deliver: 50,
             creds_file: String::new(),
             token: String::new(),
         }
@@ -290,6 +295,9 @@ impl Config {
             return Err(format!(
                 "cluster.prefix: {prefix:?} must be letters, digits, '-' and '_' (it names streams and buckets)"
             ));
+        }
+        if self.cluster.max_deliver < 1 {
+            return Err("cluster.max_deliver: must be at least 1".into());
         }
         if !(1..=5).contains(&self.cluster.replicas) {
             return Err("cluster.replicas: must be 1 to 5 (JetStream's limit)".into());

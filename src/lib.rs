@@ -102,6 +102,8 @@ pub struct AppState {
     pub work: Box<dyn backend::Work>,
     /// The files of the files API.
     pub files: Box<dyn backend::Files>,
+    /// Recordings of the channels' traffic (`opts.record`).
+    pub recordings: Box<dyn backend::Recordings>,
     /// Job runner wake-ups and schedule state.
     pub jobs: jobs::Jobs,
     /// The outbound HTTP client.

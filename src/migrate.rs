@@ -2,16 +2,18 @@
 //! into a cluster (SPEC §13). Copies the live kv keys and the files, moves
 //! each channel's queued events (in order, to that channel alone) and the
 //! unfinished send jobs and inbox requests (in arrival order) into JetStream,
-//! then takes what it moved out of the store, so a node that later starts on
-//! this folder in cluster mode finds nothing twice. Finished jobs and
-//! recordings stay in the store: the node that keeps the folder shows them.
+//! and each channel's recordings, then takes what it moved out of the store,
+//! so a node that later starts on this folder in cluster mode finds nothing
+//! twice. Finished jobs stay in the store: the node that keeps the folder
+//! shows them (the job view lists every node's jobs).
 //! Re-running it is harmless: kv and files are written again, and what was
 //! moved is gone from the store.
 
 use rusqlite::params;
 use serde_json::Value;
 
-use crate::backend::nats::{self, events, files, kv, work, Cluster};
+use crate::backend::nats::{self, events, files, kv, recordings, work, Cluster};
+use crate::backend::Recorded;
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
@@ -28,14 +30,17 @@ pub struct Report {
     pub inbox: usize,
     /// Unfinished send jobs moved.
     pub send: usize,
+    /// Recordings moved.
+    pub recordings: usize,
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} kv keys, {} files copied; {} queued events, {} inbox requests, {} send jobs moved",
-            self.kv, self.files, self.events, self.inbox, self.send
+            "{} kv keys, {} files copied; {} queued events, {} inbox requests, {} send jobs, \
+             {} recordings moved",
+            self.kv, self.files, self.events, self.inbox, self.send, self.recordings
         )
     }
 }
@@ -121,6 +126,40 @@ pub async fn migrate(config: &Config) -> Result<Report, String> {
             report.send += 1;
         }
     }
+    // Each channel's recordings, oldest first; the first node to load the
+    // channels trims them to each channel's `opts.record`.
+    let recs = crate::backend::embedded::recordings::all(&store)
+        .map_err(|e| fail("reading recordings", e))?;
+    let mut batch: Vec<Recorded> = Vec::new();
+    for (channel, doc) in recs {
+        match batch.iter_mut().find(|r| r.channel == channel) {
+            Some(r) => r.docs.push(doc),
+            None => batch.push(Recorded {
+                channel,
+                keep: 1000,
+                docs: vec![doc],
+            }),
+        }
+    }
+    report.recordings = batch.iter().map(|r| r.docs.len()).sum();
+    let moved: Vec<String> = batch.iter().map(|r| r.channel.clone()).collect();
+    recordings::NatsRecordings::open(cluster.clone())
+        .await?
+        .import(batch)
+        .await
+        .map_err(|e| fail("moving recordings", e))?;
+    store
+        .write(move |c| {
+            for channel in &moved {
+                c.execute(
+                    "DELETE FROM recordings WHERE channel = ?1",
+                    params![channel],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| fail("moving recordings", e))?;
     store
         .checkpoint()
         .await

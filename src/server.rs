@@ -16,6 +16,7 @@ use crate::auth::{Authenticator, Iam, Throttle};
 use crate::backend::embedded::events::LocalBus;
 use crate::backend::embedded::files::FolderFiles;
 use crate::backend::embedded::kv::EmbeddedKv;
+use crate::backend::embedded::recordings::StoreRecordings;
 use crate::backend::embedded::Alone;
 use crate::backend::Backends;
 use crate::config::Config;
@@ -73,6 +74,7 @@ pub fn state_with(
             peers,
             work,
             files,
+            recordings,
         } = match cluster {
             Some(prepared) => prepared.backends(me.clone(), &config),
             None => Backends {
@@ -87,6 +89,9 @@ pub fn state_with(
                     root: config.data.join("files"),
                     max_count: config.files_max_count,
                     max_bytes: config.files_max_bytes,
+                }),
+                recordings: Box::new(StoreRecordings {
+                    store: store.clone(),
                 }),
             },
         };
@@ -108,6 +113,7 @@ pub fn state_with(
             peers,
             work,
             files,
+            recordings,
             jobs: crate::jobs::Jobs::default(),
             http: crate::outbound::client(),
             me: me.clone(),
@@ -262,6 +268,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let _ = state.listening.set(addr);
     state.peers.start().await?;
     admin::answer_questions(&state);
+    if state.work.shared() {
+        admin::join_cluster_states(&state).await;
+    }
     // The handlers exist before anyone is told where to connect.
     let signals = Signals::new().map_err(|e| format!("cannot handle signals: {e}"))?;
     crate::jobs::start(&state)

@@ -29,7 +29,7 @@ fn shared_project() -> Project {
         .channel(json!({"code": "count", "token_local": "count-token",
             "recv_svcscriptcode": "count", "opts": {"issync": true}}))
         .channel(json!({"code": "plain", "token_local": "plain-token",
-            "recv_svcscriptcode": "plain", "opts": {"issync": true}}))
+            "recv_svcscriptcode": "plain", "opts": {"issync": true, "record": 3}}))
         .channel(json!({"code": "feed", "token_local": "feed-token",
             "send_svcscriptcode_ws": "feed_push", "recv_svcscriptcode_ws": "feed_recv"}))
         .channel(json!({"code": "trigger", "token_local": "t-token",
@@ -81,6 +81,19 @@ async fn get_json(srv: &Server, path: &str) -> (u16, Value) {
     let (status, _, body) = json_of(
         client()
             .get(srv.url(path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    (status, body)
+}
+
+async fn admin_post(srv: &Server, path: &str) -> (u16, Value) {
+    let (status, _, body) = json_of(
+        client()
+            .post(srv.url(path))
             .bearer_auth(ADMIN)
             .send()
             .await
@@ -246,6 +259,83 @@ async fn channels_and_scripts_reach_every_node() {
         .path()
         .join("channels/hand.json")
         .exists());
+}
+
+#[tokio::test]
+async fn a_node_that_joins_later_knows_which_channels_are_stopped() {
+    let nats = Nats::start();
+    let a = shared_project().start_node(&nats);
+    let (status, _) = admin_post(&a, "/admin/channels/plain/stop").await;
+    assert_eq!(status, 200);
+    // b starts after the stop: it was not there to hear it.
+    let b = node_project().start_node(&nats);
+    let (_, doc) = get_json(&b, "/admin/channels/plain").await;
+    assert_eq!(doc["state"], "stopped", "{doc}");
+    let (status, body) = call(&b, "/channels/plain/api?token=plain-token", "").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("channel_stopped"))
+    );
+    // A start on b reaches a.
+    let (status, _) = admin_post(&b, "/admin/channels/plain/start").await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&a, "/channels/plain/api?token=plain-token", "").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn recordings_of_every_node_are_listed_on_any_node() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    let mut made = Vec::new();
+    for (srv, path) in [(&a, "a1"), (&a, "a2"), (&b, "b1"), (&b, "b2")] {
+        let resp = client()
+            .get(srv.url(&format!("/channels/plain/api/{path}?token=plain-token")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        made.push(resp.headers()["x-request-id"].to_str().unwrap().to_owned());
+        // Each node writes its recordings every 250 ms.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let newest: Vec<&str> = made.iter().rev().take(3).map(String::as_str).collect();
+    for srv in [&a, &b] {
+        let (_, list) = get_json(srv, "/admin/channels/plain/requests").await;
+        let ids: Vec<&str> = list["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, newest, "opts.record = 3 across the cluster: {list}");
+    }
+    // A dry run of a recording made on the other node.
+    let tried = client()
+        .post(b.url("/admin/channels/plain/try"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"record": made[0]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tried.status(), 404, "a1 was trimmed away");
+    let tried = client()
+        .post(b.url("/admin/channels/plain/try"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"record": made[1]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tried.status(), 200);
+    let cleared = client()
+        .delete(a.url("/admin/channels/plain/requests"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(cleared.status().is_success());
+    let (_, list) = get_json(&b, "/admin/channels/plain/requests").await;
+    assert_eq!(list["requests"], json!([]), "cleared for every node");
 }
 
 #[tokio::test]
@@ -629,6 +719,27 @@ async fn a_send_job_survives_the_node_that_ran_it() {
 }
 
 #[tokio::test]
+async fn a_job_no_node_finishes_is_given_up_after_max_deliver_and_shows_failed() {
+    let nats = Nats::start();
+    let up = Upstream::start().await;
+    let bounded = "[cluster]\nmax_deliver = 1";
+    let a = jobs_project(&up, 5.0).config(bounded).start_node(&nats);
+    let id = common::send_job(&a, ADMIN, "erp", &json!({"n": 1})).await;
+    // a dies in the job's first delivery, which was its last.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _project = a.kill9();
+    let b = node_project().config(bounded).start_node(&nats);
+    let job = common::wait_job(&b, ADMIN, &id, &["failed"], Duration::from_secs(30)).await;
+    let error = job["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("given up after 1 deliveries"), "{job}");
+    assert!(bodies(&up, "/send").is_empty(), "never sent");
+    // Gone from the stream: no node takes it again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, again) = get_json(&b, &format!("/admin/jobs/{id}")).await;
+    assert_eq!(again["state"], "failed", "{again}");
+}
+
+#[tokio::test]
 async fn a_callback_reaches_a_waiting_job_through_any_node() {
     let nats = Nats::start();
     let up = Upstream::start().await;
@@ -773,6 +884,21 @@ async fn migrate_moves_an_embedded_store_into_the_cluster() {
         assert_eq!(status, 202);
         events.push(body["id"].as_str().unwrap().to_owned());
     }
+    let mut recorded = Vec::new();
+    for i in 0..2 {
+        let (status, _) = call(
+            &srv,
+            &format!("/channels/plain/api/r{i}?token=plain-token"),
+            "",
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (_, list) = get_json(&srv, "/admin/channels/plain/requests").await;
+    for r in list["requests"].as_array().unwrap() {
+        recorded.push(r["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(recorded.len(), 2, "{list}");
     let job = common::send_job(&srv, ADMIN, "out", &json!({"n": 7})).await;
     post_inbox(&srv, "0").await;
     post_inbox(&srv, "1").await;
@@ -794,7 +920,7 @@ async fn migrate_moves_an_embedded_store_into_the_cluster() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("3 queued events, 2 inbox requests, 1 send jobs moved"),
+        stdout.contains("3 queued events, 2 inbox requests, 1 send jobs, 2 recordings moved"),
         "{stdout}"
     );
 
@@ -811,6 +937,14 @@ async fn migrate_moves_an_embedded_store_into_the_cluster() {
         .await
         .unwrap();
     assert_eq!(file.text().await.unwrap(), "x,y\n", "files came along");
+    let (_, list) = get_json(&b, "/admin/channels/plain/requests").await;
+    let ids: Vec<&str> = list["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, recorded, "the recordings came along, newest first");
     let mut ws = ws_connect(&b, "/channels/erp/ws?token=erp-token").await;
     let got = drain_events(&mut ws, Duration::from_millis(1500)).await;
     let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();

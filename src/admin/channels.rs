@@ -78,8 +78,21 @@ async fn set_stopped_everywhere(
     Ok(answer)
 }
 
-/// The other nodes' `stop` and `start` reach this node.
+/// The other nodes' `stop` and `start` reach this node, and a node that
+/// joins later asks which channels are stopped.
 pub fn answer_questions(app: &Arc<AppState>) {
+    let me = Arc::downgrade(app);
+    app.peers.answer(
+        "channel.states",
+        Arc::new(move |_| {
+            let app = me.upgrade();
+            Box::pin(async move {
+                let Some(app) = app else { return Value::Null };
+                let stopped: Vec<String> = app.stopped.iter().map(|c| c.clone()).collect();
+                json!({ "stopped": stopped })
+            })
+        }),
+    );
     let me = Arc::downgrade(app);
     app.peers.answer(
         "channel.stopped",
@@ -97,6 +110,37 @@ pub fn answer_questions(app: &Arc<AppState>) {
             })
         }),
     );
+}
+
+/// A node that starts while others run takes their stopped channels (a
+/// stop or start is not stored: it lives as long as some node runs); the
+/// first node of a cluster starts from each channel's `autostart`.
+pub async fn join_cluster_states(app: &AppState) {
+    let answers = match app.peers.gather("channel.states", Value::Null).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("cannot ask the other nodes which channels are stopped: {e}");
+            return;
+        }
+    };
+    let Some((node, answer)) = answers.into_iter().find(|(_, a)| a["stopped"].is_array()) else {
+        return;
+    };
+    let theirs: std::collections::HashSet<&str> = answer["stopped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let snapshot = app.registry.snapshot();
+    for code in snapshot.channels.keys() {
+        if theirs.contains(code.as_str()) {
+            app.stopped.insert(code.clone());
+        } else {
+            app.stopped.remove(code);
+        }
+    }
+    tracing::info!(from = %node, stopped = theirs.len(), "channel states taken from the cluster");
 }
 
 pub(super) fn set_stopped(

@@ -45,7 +45,7 @@ const SECRET_FIELDS: [&str; 4] = [
     "token_remote_test",
 ];
 
-pub use channels::answer_questions;
+pub use channels::{answer_questions, join_cluster_states};
 
 /// The `/admin` routes (authentication is [`guard`]).
 pub fn routes() -> Router<Arc<AppState>> {
@@ -262,18 +262,6 @@ pub fn listing_params(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, Str
 pub(super) fn count_change(kind: &'static str, action: &'static str) {
     metrics::counter!("switchyard_admin_changes_total", "kind" => kind, "action" => action)
         .increment(1);
-}
-
-/// Runs a store read on a blocking thread; a store error becomes its answer
-/// (logged with `what`).
-pub(crate) async fn read_blocking<T: Send + 'static>(
-    what: &'static str,
-    read: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, AppError> {
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(|_| AppError::Internal)?
-        .map_err(|e| AppError::store(what, &e))
 }
 
 /// Writes `bytes` to `path` atomically, then reloads; returns the new snapshot.

@@ -42,6 +42,39 @@ pub struct Backends {
     pub work: Box<dyn Work>,
     /// Files.
     pub files: Box<dyn Files>,
+    /// Recordings.
+    pub recordings: Box<dyn Recordings>,
+}
+
+/// Recordings of one channel on their way to the store: its newest `keep`
+/// are kept, these among them, oldest first.
+pub struct Recorded {
+    /// The channel's code.
+    pub channel: String,
+    /// How many the channel keeps (`opts.record`).
+    pub keep: u32,
+    /// The recordings as SPEC §15 shows them (each has its `id`), oldest first.
+    pub docs: Vec<Value>,
+}
+
+/// Recordings of the channels' traffic (SPEC §15).
+///
+/// Guarantee: once `write` resolved, `list` on any node shows them; a
+/// channel keeps at most its newest `keep` (each write trims it). Recordings
+/// are for developing scripts: losing some in an outage is allowed.
+pub trait Recordings: Send + Sync {
+    /// Stores the recordings of each channel and trims it to its `keep`.
+    fn write(&self, batch: Vec<Recorded>) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// The newest `limit` recordings of `channel`, newest first.
+    fn list(
+        &self,
+        channel: &str,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<Value>, StoreError>>;
+    /// Removes every recording of `channel`; how many.
+    fn clear(&self, channel: &str) -> BoxFuture<'static, Result<usize, StoreError>>;
+    /// Only the channels of `keep` keep recordings, each its newest `n`.
+    fn hold_to(&self, keep: Vec<(String, u32)>) -> BoxFuture<'static, Result<(), StoreError>>;
 }
 
 /// Publishing and once-per-channel delivery of system events (SPEC §6).

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 
 use super::dry::{self, DryHost, Input, PickError, Reads};
 use super::recordings;
-use crate::admin::read_blocking;
 use crate::channel::Channel;
 use crate::error::AppError;
 use crate::registry::Snapshot;
@@ -48,7 +47,6 @@ async fn list_requests(
 ) -> Result<Json<Value>, AppError> {
     let params = crate::admin::listing_params(&uri, &["limit"])?;
     channel_of(&app, &code)?;
-    app.recorder.flush(&app.store).await.map_err(store_error)?;
     let limit = match params.get("limit") {
         None => 100,
         Some(n) => n.parse::<usize>().map_err(|_| {
@@ -56,10 +54,9 @@ async fn list_requests(
         })?,
     }
     .clamp(1, 1000);
-    let list = read_blocking("recordings", move || {
-        recordings::list(&app.store, &code, limit)
-    })
-    .await?;
+    let list = recordings::list(&app, &code, limit)
+        .await
+        .map_err(store_error)?;
     Ok(Json(json!({ "requests": list })))
 }
 
@@ -68,10 +65,7 @@ async fn clear_requests(
     Path(code): Path<String>,
 ) -> Result<StatusCode, AppError> {
     channel_of(&app, &code)?;
-    app.recorder.flush(&app.store).await.map_err(store_error)?;
-    recordings::clear(&app.store, &code)
-        .await
-        .map_err(store_error)?;
+    recordings::clear(&app, &code).await.map_err(store_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -85,17 +79,15 @@ async fn input_of(app: &Arc<AppState>, code: &str, body: &Value) -> Result<Input
         let id = id
             .as_str()
             .ok_or_else(|| bad("record is a request id (a string)"))?;
-        let (app2, code2, id2) = (app.clone(), code.to_owned(), id.to_owned());
-        let rec = read_blocking("recordings", move || {
-            recordings::find(&app2.store, &code2, &id2)
-        })
-        .await?
-        .ok_or_else(|| {
-            AppError::Missing(
-                "unknown_record",
-                format!("channel {code:?} has no recording {id:?}"),
-            )
-        })?;
+        let rec = recordings::find(app, code, id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                AppError::Missing(
+                    "unknown_record",
+                    format!("channel {code:?} has no recording {id:?}"),
+                )
+            })?;
         return Input::of_recording(&rec).map_err(bad);
     }
     match body.get("kind").and_then(Value::as_str).unwrap_or("http") {
@@ -184,7 +176,6 @@ async fn try_run(
 ) -> Result<Json<Value>, AppError> {
     let body = json_body(&bytes)?;
     let channel = channel_of(&app, &code)?;
-    app.recorder.flush(&app.store).await.map_err(store_error)?;
     let input = input_of(&app, &code, &body).await?;
     let stubs = stubs_of(&body)?;
     let snapshot = app.registry.snapshot();
@@ -261,12 +252,9 @@ async fn replay(
     }
     .clamp(1, 1000);
     let snapshot = app.registry.snapshot();
-    app.recorder.flush(&app.store).await.map_err(store_error)?;
-    let (app2, code2) = (app.clone(), code.clone());
-    let list = read_blocking("recordings", move || {
-        recordings::list(&app2.store, &code2, limit)
-    })
-    .await?;
+    let list = recordings::list(&app, &code, limit)
+        .await
+        .map_err(store_error)?;
     let mut drafts: Vec<(&'static str, Arc<Script>)> = Vec::new();
     let mut results = Vec::new();
     let mut changed = 0;

@@ -5,19 +5,19 @@
 //! A recording is made off the request's path: the handler puts it in a
 //! small in-memory buffer that keeps each channel's newest N
 //! ([`Recorder::keep`], a lock and a push), and a task writes the buffer to
-//! the store every [`FLUSH_EVERY`], in one transaction, trimming each channel
-//! to its N. At a high rate most recordings are replaced in the buffer
+//! the store ([`Recordings`]: SQLite, or the cluster's stream) every
+//! [`FLUSH_EVERY`], trimming each channel to its N. At a high rate most recordings are replaced in the buffer
 //! before they are ever written, so the store sees at most N rows a channel
 //! a flush. Readers flush first, so they see every recording made so far.
 //! Credentials are left out before anything is kept.
 
 use std::sync::Arc;
 
-use rusqlite::params;
 use serde_json::{json, Value};
 
+use crate::backend::{Recorded, Recordings};
 use crate::registry::Snapshot;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::AppState;
 
 /// Bodies longer than this are cut, and the recording marked `truncated`.
@@ -36,7 +36,7 @@ struct Pending {
 #[derive(Default)]
 pub struct Recorder {
     pending: std::sync::Mutex<std::collections::HashMap<String, Pending>>,
-    /// Serialises flushes, so rows go in in the order they were made.
+    /// Serialises flushes, so recordings go in in the order they were made.
     flushing: tokio::sync::Mutex<()>,
 }
 
@@ -48,7 +48,7 @@ impl Recorder {
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             loop {
                 tick.tick().await;
-                if let Err(e) = app.recorder.flush(&app.store).await {
+                if let Err(e) = app.recorder.flush(&*app.recordings).await {
                     tracing::warn!("recordings not written: {e}");
                 }
             }
@@ -72,37 +72,24 @@ impl Recorder {
     }
 
     /// Writes what is buffered, and trims each channel written to its `keep`.
-    pub async fn flush(&self, store: &Store) -> Result<(), StoreError> {
+    pub async fn flush(&self, to: &dyn Recordings) -> Result<(), StoreError> {
         let _one = self.flushing.lock().await;
-        let items: Vec<(String, Pending)> = {
+        let batch: Vec<Recorded> = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.is_empty() {
                 return Ok(());
             }
-            std::mem::take(&mut *pending).into_iter().collect()
+            std::mem::take(&mut *pending)
+                .into_iter()
+                .map(|(channel, p)| Recorded {
+                    channel,
+                    keep: p.keep,
+                    docs: p.docs.iter().map(Recording::to_doc).collect(),
+                })
+                .collect()
         };
-        store.write(move |c| write(c, &items)).await
+        to.write(batch).await
     }
-}
-
-fn write(c: &rusqlite::Connection, items: &[(String, Pending)]) -> rusqlite::Result<()> {
-    for (channel, pending) in items {
-        for rec in &pending.docs {
-            c.prepare_cached("INSERT INTO recordings (channel, id, doc) VALUES (?1, ?2, ?3)")?
-                .execute(params![channel, rec.id(), rec.to_doc().to_string()])?;
-        }
-        trim(c, channel, pending.keep)?;
-    }
-    Ok(())
-}
-
-/// Keeps the newest `keep` recordings of `channel`.
-fn trim(c: &rusqlite::Connection, channel: &str, keep: u32) -> rusqlite::Result<usize> {
-    c.prepare_cached(
-        "DELETE FROM recordings WHERE channel = ?1 AND seq <= coalesce((SELECT seq FROM recordings \
-         WHERE channel = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2), -1)",
-    )?
-    .execute(params![channel, keep])
 }
 
 /// A body as recorded: cut at [`MAX_BODY`] (on a character boundary), and whether it was.
@@ -240,74 +227,35 @@ impl Recording {
     }
 }
 
-/// The newest `limit` recordings of `channel`, newest first.
-pub fn list(store: &Store, channel: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
-    store.read(|c| {
-        let mut stmt = c.prepare_cached(
-            "SELECT doc FROM recordings WHERE channel = ?1 ORDER BY seq DESC LIMIT ?2",
-        )?;
-        let rows = stmt
-            .query_map(params![channel, limit as i64], |r| r.get::<_, String>(0))?
-            .filter_map(|r| r.ok())
-            .filter_map(|t| serde_json::from_str(&t).ok())
-            .collect();
-        Ok(rows)
-    })
+/// The newest `limit` recordings of `channel`, newest first (every one made so far).
+pub async fn list(app: &AppState, channel: &str, limit: usize) -> Result<Vec<Value>, StoreError> {
+    app.recorder.flush(&*app.recordings).await?;
+    app.recordings.list(channel, limit).await
 }
 
 /// The recording `id` of `channel`.
-pub fn find(store: &Store, channel: &str, id: &str) -> Result<Option<Value>, StoreError> {
-    store.read(|c| {
-        use rusqlite::OptionalExtension;
-        let text: Option<String> = c
-            .prepare_cached("SELECT doc FROM recordings WHERE channel = ?1 AND id = ?2 ORDER BY seq DESC LIMIT 1")?
-            .query_row(params![channel, id], |r| r.get(0))
-            .optional()?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-    })
+pub async fn find(app: &AppState, channel: &str, id: &str) -> Result<Option<Value>, StoreError> {
+    let all = list(app, channel, 1000).await?;
+    Ok(all.into_iter().find(|r| r["id"] == id))
 }
 
 /// Removes every recording of `channel`; returns how many.
-pub async fn clear(store: &Store, channel: &str) -> Result<usize, StoreError> {
-    let channel = channel.to_owned();
-    store
-        .write(move |c| {
-            c.execute(
-                "DELETE FROM recordings WHERE channel = ?1",
-                params![channel],
-            )
-        })
-        .await
+pub async fn clear(app: &AppState, channel: &str) -> Result<usize, StoreError> {
+    app.recorder.flush(&*app.recordings).await?;
+    app.recordings.clear(channel).await
 }
 
 /// Holds the recordings to the channels: a channel that is gone, or records
 /// nothing now, keeps none; the others keep their newest `opts.record`.
 pub async fn sync(app: &AppState, snapshot: &Snapshot) -> Result<(), StoreError> {
-    app.recorder.flush(&app.store).await?;
-    let store = &app.store;
+    app.recorder.flush(&*app.recordings).await?;
     let keep: Vec<(String, u32)> = snapshot
         .channels
         .values()
         .map(|c| (c.code().to_owned(), c.doc.opts.record.unwrap_or(0)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    store
-        .write(move |c| {
-            let codes: Vec<String> = c
-                .prepare_cached("SELECT DISTINCT channel FROM recordings")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            for code in codes {
-                match keep.iter().find(|(k, _)| *k == code) {
-                    Some((_, n)) => trim(c, &code, *n)?,
-                    None => {
-                        c.execute("DELETE FROM recordings WHERE channel = ?1", params![code])?
-                    }
-                };
-            }
-            Ok(())
-        })
-        .await
+    app.recordings.hold_to(keep).await
 }
 
 #[cfg(test)]

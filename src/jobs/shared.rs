@@ -43,7 +43,13 @@ pub(super) fn hand_off_blocking(app: &AppState, job: HandOff) -> Result<bool, St
     crate::script::priority::while_waiting(|| runtime.block_on(hand_off(app, job)))
 }
 
-/// Puts a job taken from the cluster into this node's store, queued.
+/// The final states of a job.
+const FINAL: [&str; 3] = ["succeeded", "failed", "timed_out"];
+/// What [`take`]'s store write answers for a job recorded as given up.
+const GIVEN_UP: &str = "given up";
+
+/// Puts a job taken from the cluster into this node's store, queued (or,
+/// when the cluster gave it up, failed with the reason).
 pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreError> {
     let (Some(id), Some(code), Some(kind)) = (
         job["id"].as_str().map(str::to_owned),
@@ -52,9 +58,11 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
     ) else {
         return Err(StoreError(format!("not a job: {job}")));
     };
+    // Given up by the cluster (`max_deliver`): recorded here as failed.
+    let given_up = job["given_up"].as_str().map(str::to_owned);
     // Not loaded here (yet): another node, or later. A stopped or disabled
     // channel's job is taken and waits here, as in embedded mode.
-    if app.registry.snapshot().channel(&code).is_none() {
+    if given_up.is_none() && app.registry.snapshot().channel(&code).is_none() {
         return Ok(Taken::Refused);
     }
     let tags: Vec<String> = job["tags"]
@@ -82,22 +90,37 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
                 .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
                 .query_row(params![id], |r| r.get(0))
                 .optional()?;
-            if let Some(state) = now {
-                return Ok(state);
-            }
-            c.execute(
+            if let Some(state) = &now {
+                if given_up.is_none() || FINAL.contains(&state.as_str()) {
+                    return Ok(state.clone());
+                }
+            } else {
+                c.execute(
                 "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, next_attempt_at, input, test, tags) \
                  VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
                 params![id, code, kind, max, created, now_ms(), input, test, tags_json(&tags)],
             )?;
-            for tag in &tags {
-                c.prepare_cached("INSERT OR IGNORE INTO job_tags (tag, job) VALUES (?1, ?2)")?
-                    .execute(params![tag, id])?;
+                for tag in &tags {
+                    c.prepare_cached("INSERT OR IGNORE INTO job_tags (tag, job) VALUES (?1, ?2)")?
+                        .execute(params![tag, id])?;
+                }
+            }
+            if let Some(reason) = &given_up {
+                c.execute(
+                    "UPDATE jobs SET state = 'failed', updated = ?2, next_attempt_at = NULL, \
+                     last_error = ?3 WHERE id = ?1",
+                    params![id, now_ms(), reason],
+                )?;
+                return Ok(GIVEN_UP.to_owned());
             }
             Ok("queued".to_owned())
         })
         .await?;
-    if ["succeeded", "failed", "timed_out"].contains(&state.as_str()) {
+    if state == GIVEN_UP {
+        super::finished(&app, &id, &code, &kind, "failed").await;
+        return Ok(Taken::Finished);
+    }
+    if FINAL.contains(&state.as_str()) {
         return Ok(Taken::Finished);
     }
     if kind == "recv" {

@@ -3,6 +3,7 @@
 pub mod events;
 pub mod files;
 pub mod kv;
+pub mod recordings;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;

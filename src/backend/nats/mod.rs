@@ -22,6 +22,7 @@ pub mod events;
 pub mod files;
 pub mod kv;
 pub mod live;
+pub mod recordings;
 pub mod work;
 
 use std::future::Future;
@@ -61,6 +62,8 @@ pub struct Cluster {
     pub prefix: String,
     /// JetStream replicas of what the node creates.
     pub replicas: usize,
+    /// Deliveries of a job before it is given up (`[cluster] max_deliver`).
+    pub max_deliver: i64,
     /// Channel documents and scripts.
     pub docs: jkv::Store,
     /// Scripts' key-value maps.
@@ -146,6 +149,7 @@ impl Cluster {
             node,
             prefix,
             replicas,
+            max_deliver: config.max_deliver,
             docs,
             kv,
             nodes,
@@ -240,6 +244,7 @@ pub struct Prepared {
         jkv::Store,
     ),
     files: jetstream::object_store::ObjectStore,
+    recordings: recordings::NatsRecordings,
 }
 
 impl Prepared {
@@ -263,12 +268,14 @@ impl Prepared {
         let stream = events::NatsBus::open_stream(&cluster, config.event_ttl).await?;
         let work = work::NatsWork::open(cluster.clone(), config.inbox_max).await?;
         let files = files::open(&cluster).await?;
+        let recordings = recordings::NatsRecordings::open(cluster.clone()).await?;
         Ok(Prepared {
             cluster,
             docs,
             stream,
             work,
             files,
+            recordings,
         })
     }
 
@@ -310,6 +317,7 @@ impl Prepared {
                 max_count: config.files_max_count,
                 max_bytes: config.files_max_bytes,
             }),
+            recordings: Box::new(self.recordings),
         }
     }
 }

@@ -15,6 +15,11 @@
 //!   every [`PROGRESS_EVERY`]. A node that dies stops doing so: after
 //!   [`ACK_WAIT`] JetStream gives the job to another node (the attempt is
 //!   lost, not the job). On a clean stop the node gives back what it holds.
+//! - The inbox and send consumers deliver a job at most `[cluster]
+//!   max_deliver` times (a node that died with it, a clean stop that gave it
+//!   back, a second waiting for a channel no node has). Past that JetStream
+//!   publishes a `MAX_DELIVERIES` advisory; one node (a queue group) records
+//!   the job failed with the reason and removes it from its stream.
 //! - Schedule ticks: the first node to create the key of a tick in the KV
 //!   bucket `{prefix}_ticks` runs it.
 
@@ -47,8 +52,8 @@ const SEND_HELD: usize = 64;
 const PULL_WAIT: Duration = Duration::from_secs(1);
 /// A refused job comes again after this.
 const REFUSED_AGAIN: Duration = Duration::from_secs(1);
-/// A job made with documents this node has not got yet comes again after this.
-const DOCS_AGAIN: Duration = Duration::from_millis(100);
+/// How long a node waits for the documents a job was made with before it gives the job back.
+const DOCS_WAIT: Duration = Duration::from_secs(5);
 /// How long a tick's claim is remembered.
 const TICKS_KEPT: Duration = Duration::from_secs(3600);
 
@@ -160,27 +165,98 @@ impl NatsWork {
         self.take.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The durable consumer `name`, created or brought to this node's config.
     async fn consumer(
+        &self,
         stream: &stream::Stream,
         name: &str,
         filter: String,
         in_flight: i64,
     ) -> Result<PullConsumer, StoreError> {
         stream
-            .get_or_create_consumer(
-                name,
-                pull::Config {
-                    durable_name: Some(name.to_owned()),
-                    filter_subject: filter,
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
-                    max_ack_pending: in_flight,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(pull::Config {
+                durable_name: Some(name.to_owned()),
+                filter_subject: filter,
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: in_flight,
+                max_deliver: self.cluster.max_deliver,
+                ..Default::default()
+            })
             .await
             .map_err(unavailable)
+    }
+
+    /// Records as failed, here, each job JetStream gave up on after
+    /// `max_deliver` deliveries (its advisory goes to one node of the
+    /// queue group), and removes it from its stream: a job no node could
+    /// finish shows in the job view with the reason instead of vanishing.
+    async fn record_given_up(self: Arc<Self>, take: Take) {
+        // Wildcards match whole tokens: every stream's, ours picked below.
+        let subject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*".to_owned();
+        let group = self.cluster.subject("given_up");
+        let mut advisories = loop {
+            match self
+                .cluster
+                .client
+                .queue_subscribe(subject.clone(), group.clone())
+                .await
+            {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!("cluster: cannot follow given-up jobs: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        while let Some(advisory) = advisories.next().await {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&advisory.payload) else {
+                continue;
+            };
+            let (Some(name), Some(seq)) = (v["stream"].as_str(), v["stream_seq"].as_u64()) else {
+                continue;
+            };
+            let stream = if name == self.inbox.cached_info().config.name {
+                &self.inbox
+            } else if name == self.send.cached_info().config.name {
+                &self.send
+            } else {
+                continue;
+            };
+            if let Err(e) = self.give_up(&take, stream, seq, &v).await {
+                tracing::warn!(stream = name, seq, "cluster: recording a given-up job: {e}");
+            }
+        }
+    }
+
+    async fn give_up(
+        &self,
+        take: &Take,
+        stream: &stream::Stream,
+        seq: u64,
+        advisory: &serde_json::Value,
+    ) -> Result<(), String> {
+        let message = stream
+            .get_raw_message(seq)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut job: serde_json::Value =
+            serde_json::from_slice(&message.payload).map_err(|e| e.to_string())?;
+        let deliveries = advisory["deliveries"].as_u64().unwrap_or(0);
+        let channel = job["channel"].as_str().unwrap_or_default().to_owned();
+        job["given_up"] = format!(
+            "given up after {deliveries} deliveries (cluster.max_deliver): no node finished it \
+             (nodes that died running it, or channel {channel:?} loaded on no node)"
+        )
+        .into();
+        tracing::error!(job = %job["id"], channel = %channel, deliveries, "cluster: job given up");
+        take(job).await.map_err(|e| e.to_string())?;
+        stream
+            .delete_message(seq)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Gives one message to the jobs module; holds it while the job runs here.
@@ -199,10 +275,16 @@ impl NatsWork {
             let _ = message.ack_with(AckKind::Nak(None)).await;
             return;
         }
-        // Made after a change of channels or scripts this node has not got yet.
-        if job["docs_rev"].as_u64().unwrap_or(0) > self.docs.applied() {
-            let _ = message.ack_with(AckKind::Nak(Some(DOCS_AGAIN))).await;
-            return;
+        // Made after a change of channels or scripts this node has not got
+        // yet: waited for here (a give-back would count a delivery).
+        let rev = job["docs_rev"].as_u64().unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + DOCS_WAIT;
+        while rev > self.docs.applied() {
+            if tokio::time::Instant::now() >= deadline {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // Marked before the job is stored: a job that runs and finishes
         // before `take` returns finds its mark and leaves the ack to us.
@@ -258,7 +340,7 @@ impl NatsWork {
                 continue;
             }
             if consumer.is_none() {
-                match Self::consumer(&self.send, "send", filter.clone(), -1).await {
+                match self.consumer(&self.send, "send", filter.clone(), -1).await {
                     Ok(c) => consumer = Some(c),
                     Err(e) => {
                         tracing::debug!("cluster: send consumer: {e}");
@@ -320,7 +402,7 @@ impl NatsWork {
             }
             drop(app);
             if consumer.is_none() {
-                match Self::consumer(&self.inbox, &name, filter.clone(), 1).await {
+                match self.consumer(&self.inbox, &name, filter.clone(), 1).await {
                     Ok(c) => consumer = Some(c),
                     Err(e) => {
                         tracing::debug!(channel = %channel, "cluster: inbox consumer: {e}");
@@ -411,6 +493,7 @@ impl Work for Jobs {
         let work = self.0.clone();
         *work.take.lock().unwrap_or_else(|p| p.into_inner()) = Some(take.clone());
         tokio::spawn(work.clone().take_sends(take.clone()));
+        tokio::spawn(work.clone().record_given_up(take.clone()));
         work.take_inboxes(&take);
         // New inbox channels (a reload) get a taker; held jobs stay ours.
         tokio::spawn(async move {
