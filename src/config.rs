@@ -55,7 +55,7 @@ pub struct Config {
     /// Age after which finished schedule runs are pruned.
     #[serde(deserialize_with = "de_duration")]
     pub schedule_run_retention: Duration,
-    /// TLS certificate (PEM); with `tls_key`: HTTPS (SPEC §17, not built yet).
+    /// TLS certificate chain (PEM); with `tls_key`: HTTPS (SPEC §17).
     pub tls_cert: String,
     /// TLS private key (PEM).
     pub tls_key: String,
@@ -272,15 +272,14 @@ impl Config {
         }
         // Known keys of features still to come: refused rather than silently ignored,
         // so nobody believes they serve HTTPS or run a cluster when they do not.
-        let not_yet = [
-            ("tls_cert", !self.tls_cert.is_empty(), "TLS (SPEC §17)"),
-            ("tls_key", !self.tls_key.is_empty(), "TLS (SPEC §17)"),
-            (
-                "otlp_endpoint",
-                !self.otlp_endpoint.is_empty(),
-                "trace export (SPEC §11)",
-            ),
-        ];
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return Err("tls_cert and tls_key: give both (HTTPS) or neither (plain HTTP)".into());
+        }
+        let not_yet = [(
+            "otlp_endpoint",
+            !self.otlp_endpoint.is_empty(),
+            "trace export (SPEC §11)",
+        )];
         if let Some((key, _, what)) = not_yet.iter().find(|(_, set, _)| *set) {
             return Err(format!(
                 "{key}: {what} is not built into this version yet; leave it empty"

@@ -132,6 +132,30 @@ pub async fn api(
     serve(app, peer, &request_id, code, req).await
 }
 
+/// A channel API request on the hot path (no router, no middleware stack:
+/// the admin guard does not apply), with panics caught as in the router.
+pub async fn api_fast(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    code: String,
+    req: Request,
+) -> Response {
+    use futures_util::FutureExt;
+    if let Some(e) = framing_error(&req) {
+        discard(req.into_body());
+        return e.into_response();
+    }
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    std::panic::AssertUnwindSafe(serve(state, peer, &request_id, code, req))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(crate::telemetry::panicked)
+}
+
 /// The channel code of a `/channels/{code}/api[/…]` path, when the code needs no
 /// percent-decoding: such requests skip the router (the server's hot path).
 pub fn api_route(path: &str) -> Option<&str> {

@@ -50,6 +50,7 @@ pub mod headers;
 pub mod history;
 pub mod http;
 pub mod jobs;
+pub mod listener;
 pub mod migrate;
 pub mod net;
 pub mod outbound;
@@ -60,6 +61,7 @@ pub mod script;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod ws;
 
 use std::sync::Arc;

@@ -1,16 +1,13 @@
 //! Binding, the router and graceful shutdown.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
 
 use crate::auth::{Authenticator, Iam, Throttle};
 use crate::backend::embedded::events::LocalBus;
@@ -20,7 +17,6 @@ use crate::backend::embedded::recordings::StoreRecordings;
 use crate::backend::embedded::Alone;
 use crate::backend::Backends;
 use crate::config::Config;
-use crate::conn_io::{ConnIo, ConnectionSlot};
 use crate::connections::{ConnectionTable, CLOSE_GOING_AWAY};
 use crate::error::AppError;
 use crate::registry::{self, Registry};
@@ -157,7 +153,9 @@ pub fn app(state: Arc<AppState>) -> Router {
             admin::guard,
         ))
         .layer(axum::middleware::from_fn(http::framing_guard))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            telemetry::panicked,
+        ))
         .layer(axum::middleware::from_fn(telemetry::request_layer))
         .with_state(state)
 }
@@ -193,37 +191,6 @@ async fn fault_panic() -> AppError {
 
 /// A panic inside a handler: counted, answered as `500 {"error":"internal"}` and
 /// logged with the request id by the request layer; the server keeps serving.
-fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    metrics::counter!("switchyard_panics_total").increment(1);
-    let mut response = AppError::Internal.into_response();
-    let what = telemetry::panic_text(err.as_ref()).to_owned();
-    response.extensions_mut().insert(telemetry::Panicked(what));
-    response
-}
-
-/// A channel API request on the hot path, with panics caught as in the router.
-async fn api_fast(
-    state: Arc<AppState>,
-    peer: SocketAddr,
-    code: String,
-    req: axum::extract::Request,
-) -> axum::response::Response {
-    use futures_util::FutureExt;
-    if let Some(e) = http::framing_error(&req) {
-        http::discard(req.into_body());
-        return e.into_response();
-    }
-    let request_id = req
-        .extensions()
-        .get::<telemetry::RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    std::panic::AssertUnwindSafe(http::serve(state, peer, &request_id, code, req))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(panicked)
-}
-
 async fn metrics(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
 ) -> impl IntoResponse {
@@ -258,6 +225,16 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // HTTPS: a certificate that does not load stops start-up.
+    let tls = if config.tls_cert.is_empty() {
+        None
+    } else {
+        let tls = crate::tls::Tls::new(
+            config.tls_cert.clone().into(),
+            config.tls_key.clone().into(),
+        )?;
+        Some(Arc::new(tls))
+    };
     // In cluster mode the folders come into step with the cluster before the first load.
     let cluster = if config.cluster.nats_url.is_empty() {
         None
@@ -282,15 +259,20 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     spawn_housekeeping(state.clone());
     reload::spawn_watcher(state.clone());
+    if let Some(tls) = &tls {
+        tls.watch();
+    }
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let _ = writeln!(out, "listening on {scheme}://{addr}");
         let _ = out.flush();
     }
     tracing::info!(%addr, "serving");
     let router = app(state.clone());
-    accept_loop(listener, router, state.clone(), signals).await;
+    let shutdown = shutdown_signal(state.clone(), signals);
+    crate::listener::accept_loop(listener, router, state.clone(), tls, shutdown).await;
     // Every connection is done; jobs stopped claiming at the signal. Let the
     // job scripts already running finish and record their outcome.
     let longest_script = Duration::from_secs(crate::channel::MAX_RECV_TIMEOUT + 5);
@@ -327,166 +309,6 @@ impl Signals {
         tokio::select! {
             _ = self.term.recv() => {},
             _ = self.int.recv() => {},
-        }
-    }
-}
-
-/// Open connections per sender address (the socket peer).
-#[derive(Default)]
-struct PerIp(dashmap::DashMap<std::net::IpAddr, usize>);
-
-/// One open connection of an address, counted until dropped.
-struct IpSlot(Arc<PerIp>, std::net::IpAddr);
-
-impl PerIp {
-    /// A slot for `ip`, unless it has `max` connections open already.
-    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
-        let ip = ip.to_canonical();
-        let mut n = self.0.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        self.0 .0.remove_if_mut(&self.1, |_, n| {
-            *n -= 1;
-            *n == 0
-        });
-    }
-}
-
-/// Accepts connections until SIGINT/SIGTERM, at most `max_connections` at once
-/// (the next ones wait in the accept backlog), with the header read timeout;
-/// then lets every connection finish its request and returns.
-async fn accept_loop(
-    listener: TcpListener,
-    router: Router,
-    state: Arc<AppState>,
-    signals: Signals,
-) {
-    let max = state.config.max_connections;
-    let slots = Arc::new(Semaphore::new(max));
-    let per_ip = Arc::new(PerIp::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let signal = shutdown_signal(state.clone(), signals);
-    tokio::pin!(signal);
-    loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
-            _ = &mut signal => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut signal => break,
-        };
-        // One address may not hold every slot: past its share it is refused
-        // (closed at once), so other addresses are always served.
-        let Some(ip_slot) = per_ip.take(peer.ip(), state.config.max_connections_per_ip) else {
-            metrics::counter!("switchyard_connections_refused_total", "reason" => "per_ip")
-                .increment(1);
-            drop(stream);
-            continue;
-        };
-        let slot = ConnectionSlot(Arc::new((slot, ip_slot)));
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            router.clone(),
-            slot,
-            state.clone(),
-            stop_rx.clone(),
-        ));
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    // Every connection (and websocket) gives its slot back when it is done.
-    let longest_script = Duration::from_secs(crate::channel::MAX_RECV_TIMEOUT + 5);
-    let _ = tokio::time::timeout(longest_script, slots.acquire_many(max as u32)).await;
-}
-
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    router: Router,
-    slot: ConnectionSlot,
-    state: Arc<AppState>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (io, shared) = ConnIo::new(stream, state.config.write_timeout);
-    let app_state = state.clone();
-    let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            use futures_util::future::Either;
-            // The hot path: channel API calls go straight to their handler, inside the
-            // same request layer and panic catcher as everything else, without the
-            // router's middleware stack (the admin guard does not apply to them).
-            if let Some(code) = http::api_route(req.uri().path()) {
-                let code = code.to_owned();
-                let state = app_state.clone();
-                let req = req.map(axum::body::Body::new);
-                return Either::Left(async move {
-                    Ok::<_, std::convert::Infallible>(
-                        telemetry::observe(req, |req| api_fast(state, peer, code, req)).await,
-                    )
-                });
-            }
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req.extensions_mut().insert(slot.clone());
-            let mut router = router.clone();
-            Either::Right(async move {
-                tower::Service::call(&mut router, req.map(axum::body::Body::new)).await
-            })
-        });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(state.config.header_timeout)
-        .max_buf_size(state.config.max_header_bytes)
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            // Keep driving the connection until its request is answered.
-            conn.as_mut().await
-        }
-    };
-    if let Err(e) = result {
-        if e.is_timeout() && shared.request_begun() {
-            // Counted like any answered request, with no channel (none was named yet);
-            // before the answer, so a client that sees the 408 also sees it counted.
-            telemetry::count_request("", 408);
-            let body =
-                r#"{"error":"request_timeout","message":"request headers not received in time"}"#;
-            let response = format!(
-                "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            shared
-                .last_word(response.as_bytes(), Duration::from_secs(1))
-                .await;
-            tracing::info!(target: "switchyard::http", peer = %peer, status = 408, "request headers not received in time");
-        } else if e.is_timeout() {
-            // An idle keep-alive connection: closed without a word, so that no
-            // unsolicited 408 races a client that is reusing it.
-            tracing::debug!(peer = %peer, "idle connection closed");
-        } else {
-            tracing::debug!(peer = %peer, "connection ended: {e}");
         }
     }
 }

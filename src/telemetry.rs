@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
@@ -248,5 +248,15 @@ where
             })
         });
     }
+    response
+}
+
+/// The answer to a handler that panicked: `500`, counted, and marked so that
+/// the request's log line says what happened.
+pub fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    metrics::counter!("switchyard_panics_total").increment(1);
+    let mut response = crate::error::AppError::Internal.into_response();
+    let what = panic_text(err.as_ref()).to_owned();
+    response.extensions_mut().insert(Panicked(what));
     response
 }

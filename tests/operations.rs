@@ -503,14 +503,14 @@ async fn config_keys_of_the_contract_are_known_and_unbuilt_ones_say_so() {
         .script("ok", "body = 1;");
     let srv = project.start();
     assert_serving(&srv).await;
-    let project = Project::new().config("tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"");
+    let project = Project::new();
     let (code, _, err) = {
         let out = std::process::Command::new(common::binary())
             .arg("serve")
             .arg("--config")
             .arg({
                 let p = project.path().join("switchyard.toml");
-                std::fs::write(&p, "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n").unwrap();
+                std::fs::write(&p, "otlp_endpoint = \"http://127.0.0.1:4318\"\n").unwrap();
                 p
             })
             .arg("--data")
@@ -524,7 +524,7 @@ async fn config_keys_of_the_contract_are_known_and_unbuilt_ones_say_so() {
         )
     };
     assert_eq!(code, Some(1));
-    assert!(err.contains("tls_cert"), "{err}");
+    assert!(err.contains("otlp_endpoint"), "{err}");
 }
 
 fn open_fds(srv: &Server) -> usize {

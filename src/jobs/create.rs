@@ -66,6 +66,19 @@ fn send_hand_off(
     data: &Value,
     tags: &[String],
 ) -> Result<crate::backend::HandOff, CreateError> {
+    let (tags, max, test) = send_checks(app, code, tags)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let input = json!({ "data": data }).to_string();
+    Ok(shared::new_job(&id, code, "send", max, input, test, &tags))
+}
+
+/// The checks of a new send job: its tags without repeats, and the
+/// channel's attempts and test mode.
+fn send_checks(
+    app: &AppState,
+    code: &str,
+    tags: &[String],
+) -> Result<(Vec<String>, i64, bool), CreateError> {
     let tags = check_tags(tags).map_err(CreateError::BadTags)?;
     let snapshot = app.registry.snapshot();
     let channel = snapshot
@@ -74,17 +87,7 @@ fn send_hand_off(
     if channel.script_for(ScriptField::Send).is_none() {
         return Err(CreateError::NoScript(code.to_owned()));
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    let input = json!({ "data": data }).to_string();
-    Ok(shared::new_job(
-        &id,
-        code,
-        "send",
-        max_attempts(channel),
-        input,
-        channel.test_mode(),
-        &tags,
-    ))
+    Ok((tags, max_attempts(channel), channel.test_mode()))
 }
 
 /// A committed send job: counted, and the dispatcher woken.
@@ -102,17 +105,9 @@ pub(super) fn send_insert(
     data: &Value,
     tags: &[String],
 ) -> Result<(String, Insert), CreateError> {
-    let tags = check_tags(tags).map_err(CreateError::BadTags)?;
-    let snapshot = app.registry.snapshot();
-    let channel = snapshot
-        .channel(code)
-        .ok_or_else(|| CreateError::UnknownChannel(code.to_owned()))?;
-    if channel.script_for(ScriptField::Send).is_none() {
-        return Err(CreateError::NoScript(code.to_owned()));
-    }
+    let (tags, max, test) = send_checks(app, code, tags)?;
     let id = uuid::Uuid::new_v4().to_string();
-    let (job, channel_code, max) = (id.clone(), code.to_owned(), max_attempts(channel));
-    let test = channel.test_mode();
+    let (job, channel_code) = (id.clone(), code.to_owned());
     let input = json!({ "data": data }).to_string();
     let insert: Insert = Box::new(move |c| {
         let now = now_ms();

@@ -109,6 +109,16 @@ impl Project {
     }
 
     /// Appends TOML to `switchyard.toml`.
+    /// In cluster mode (`SWITCHYARD_TEST_CLUSTER`), kills the project's other
+    /// node, so that its next start restarts the whole cluster (a "server
+    /// restart" of the contract); nothing in embedded mode.
+    pub fn whole_cluster_down(mut self) -> Self {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.other = None;
+        }
+        self
+    }
+
     pub fn config(mut self, toml: &str) -> Self {
         self.config.push_str(toml);
         self.config.push('\n');
