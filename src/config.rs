@@ -275,14 +275,13 @@ impl Config {
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return Err("tls_cert and tls_key: give both (HTTPS) or neither (plain HTTP)".into());
         }
-        let not_yet = [(
-            "otlp_endpoint",
-            !self.otlp_endpoint.is_empty(),
-            "trace export (SPEC §11)",
-        )];
-        if let Some((key, _, what)) = not_yet.iter().find(|(_, set, _)| *set) {
+        if !self.otlp_endpoint.is_empty()
+            && !self.otlp_endpoint.starts_with("http://")
+            && !self.otlp_endpoint.starts_with("https://")
+        {
             return Err(format!(
-                "{key}: {what} is not built into this version yet; leave it empty"
+                "otlp_endpoint: {:?} is not an http:// or https:// URL",
+                self.otlp_endpoint
             ));
         }
         let prefix = &self.cluster.prefix;

@@ -289,6 +289,11 @@ async fn serve_api(
         })));
         return Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response());
     }
+    let parent = parts
+        .extensions
+        .get::<crate::trace::Current>()
+        .map(|c| c.0.clone());
+    let mut span = crate::trace::script_span(&channel, &request_id, parent.as_ref());
     let ctx = RunContext {
         channel: channel.clone(),
         request_id: request_id.clone(),
@@ -298,11 +303,17 @@ async fn serve_api(
         host: app.clone(),
         job: None,
         lazy: Some(LazyParam::new(5, move || headers_json(&parts.headers))),
+        trace: span.context().clone(),
     };
-    let answer = app
+    let run = app
         .engine
         .run(script, ctx, channel.timeout, RECV_OUTPUTS)
-        .await
+        .await;
+    if let Err(e) = &run {
+        span.fail(|| e.to_string());
+    }
+    drop(span);
+    let answer = run
         .map_err(|e| script_failure(app, &channel, &request_id, e))
         .and_then(|outputs| {
             http_answer(&outputs)

@@ -62,6 +62,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod ws;
 
 use std::sync::Arc;
@@ -211,8 +212,9 @@ impl script::Host for AppState {
         channel: &channel::Channel,
         request: serde_json::Value,
         budget: std::time::Duration,
+        trace: &opentelemetry::trace::SpanContext,
     ) -> Result<serde_json::Value, String> {
-        outbound::webquery(self, channel, request, budget)
+        outbound::webquery(self, channel, request, budget, trace)
     }
 
     fn kv_get(&self, channel: &str, key: &str) -> Result<Option<serde_json::Value>, String> {

@@ -163,6 +163,7 @@ pub fn webquery(
     channel: &Channel,
     request: Value,
     budget: Duration,
+    trace: &opentelemetry::trace::SpanContext,
 ) -> Result<Value, String> {
     let request = parse_request(&request)?;
     let own = app.listening.get().copied();
@@ -186,15 +187,21 @@ pub fn webquery(
         return Err("webquery: no time left in this run".into());
     }
     let origin = url.origin().ascii_serialization();
+    let mut span = crate::trace::webquery_span(trace, request.method.as_str(), &url);
     let mut call = app.http.request(request.method, url).timeout(timeout);
-    let mut has_type = false;
+    let (mut has_type, mut has_parent) = (false, false);
     for (name, value) in request.headers.into_iter().flatten() {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("webquery: {name:?} is not a header name"))?;
         let value = HeaderValue::from_str(&value_text(value))
             .map_err(|_| format!("webquery: header {name}: not a valid value"))?;
         has_type |= header == CONTENT_TYPE;
+        has_parent |= header.as_str() == "traceparent";
         call = call.header(header, value);
+    }
+    // The trace goes on upstream (a script's own `traceparent` is left as it is).
+    if !has_parent {
+        call = call.header("traceparent", crate::trace::traceparent(span.context()));
     }
     call = match request.body {
         Value::Null => call,
@@ -240,7 +247,7 @@ pub fn webquery(
             Ok((status, headers, body))
         })
     });
-    let (status, headers, body) = answer.map_err(|failure| match failure {
+    let answer = answer.map_err(|failure| match failure {
         Failure::TooLarge => {
             format!("webquery: {origin} answered with a body over the {limit}-byte string limit")
         }
@@ -255,7 +262,23 @@ pub fn webquery(
             // `without_url`: the URL may carry secrets in its query.
             format!("webquery: {origin} {why}: {}", e.without_url())
         }
-    })?;
+    });
+    let (status, headers, body) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            span.fail(|| e.clone());
+            return Err(e);
+        }
+    };
+    span.set(|| {
+        vec![opentelemetry::KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        )]
+    });
+    if status >= 500 {
+        span.fail(|| format!("status {status}"));
+    }
     Ok(json!({ "status": status, "headers": headers, "body": body }))
 }
 

@@ -225,6 +225,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Traces over OTLP (the exporter's HTTP client is made off the runtime).
+    if !config.otlp_endpoint.is_empty() {
+        let endpoint = config.otlp_endpoint.clone();
+        std::thread::spawn(move || crate::trace::export_to(&endpoint))
+            .join()
+            .map_err(|_| "otlp_endpoint: the exporter could not be made".to_owned())??;
+    }
     // HTTPS: a certificate that does not load stops start-up.
     let tls = if config.tls_cert.is_empty() {
         None
@@ -282,6 +289,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     // In cluster mode, what this node took and did not finish goes to another node now.
     state.work.stop().await;
+    // The spans still waiting go out (off the runtime: the exporter blocks).
+    if crate::trace::exporting() {
+        let _ = tokio::task::spawn_blocking(crate::trace::flush).await;
+    }
     match state.store.checkpoint().await {
         Ok(()) => tracing::info!(store = %state.store.path().display(), "store checkpointed"),
         Err(e) => tracing::error!("checkpoint on stop: {e}"),

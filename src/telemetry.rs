@@ -191,6 +191,9 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
+    let mut span = crate::trace::request_span(&method, &path, req.headers(), &id_text);
+    req.extensions_mut()
+        .insert(crate::trace::Current(span.context().clone()));
     let mut response = handler(req).await;
     if let Some(err) = response.extensions_mut().remove::<ErrorBody>() {
         let mut body = serde_json::json!({ "error": err.code, "request_id": &*id_text });
@@ -218,6 +221,16 @@ where
         .map(|c| c.0.clone())
         .unwrap_or_default();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.set(|| {
+        vec![
+            opentelemetry::KeyValue::new("switchyard.channel", channel.to_string()),
+            opentelemetry::KeyValue::new("http.response.status_code", i64::from(status)),
+        ]
+    });
+    if status >= 500 {
+        span.fail(|| format!("status {status}"));
+    }
+    drop(span);
     if let Some(Panicked(what)) = response.extensions_mut().remove::<Panicked>() {
         tracing::error!(
             target: "switchyard::http",

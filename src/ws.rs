@@ -460,6 +460,8 @@ impl Reader<'_> {
             permit = self.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = self.closing.changed() => return,
         };
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let span = crate::trace::frame_span(channel.code(), &request_id, &frame.qid);
         let task = MessageRun {
             app: self.app.clone(),
             conn: self.conn.clone(),
@@ -468,7 +470,8 @@ impl Reader<'_> {
             frame,
             key,
             inflight: self.inflight.clone(),
-            request_id: uuid::Uuid::new_v4().to_string(),
+            span,
+            request_id,
             started: Instant::now(),
             _permit: permit,
         };
@@ -589,6 +592,8 @@ struct MessageRun {
     inflight: Arc<Mutex<HashSet<String>>>,
     request_id: String,
     started: Instant,
+    /// The frame's span (ended when the run is dropped, after its answer).
+    span: crate::trace::Span,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -624,7 +629,10 @@ impl MessageRun {
     }
 
     /// Frees the qid, answers, logs and counts.
-    async fn finish(self, (success, data): Outcome) {
+    async fn finish(mut self, (success, data): Outcome) {
+        if !success {
+            self.span.fail(|| data.clone());
+        }
         // The qid is free again before the client can see the answer.
         self.inflight
             .lock()
@@ -722,6 +730,7 @@ impl MessageRun {
             host: self.app.clone(),
             job: None,
             lazy: None,
+            trace: self.span.context().clone(),
         };
         Ok((script, Arc::new(ctx)))
     }
@@ -829,6 +838,7 @@ pub fn run_send_ws(app: &Arc<AppState>, code: &str, data: Value) -> Result<(), S
         host: app.clone(),
         job: None,
         lazy: None,
+        trace: opentelemetry::trace::SpanContext::empty_context(),
     };
     let Some(running) = SendWsRun::start(code) else {
         return Err(format!(

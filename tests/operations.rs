@@ -492,7 +492,7 @@ async fn scripts_outside_the_folder_or_too_big_are_not_loaded() {
 }
 
 #[tokio::test]
-async fn config_keys_of_the_contract_are_known_and_unbuilt_ones_say_so() {
+async fn config_keys_of_the_contract_are_known_and_bad_values_say_so() {
     let project = Project::new()
         .config(
             "max_connections_per_ip = 64\nwrite_timeout = \"20s\"\nmax_header_bytes = 32768\n\
@@ -510,7 +510,7 @@ async fn config_keys_of_the_contract_are_known_and_unbuilt_ones_say_so() {
             .arg("--config")
             .arg({
                 let p = project.path().join("switchyard.toml");
-                std::fs::write(&p, "otlp_endpoint = \"http://127.0.0.1:4318\"\n").unwrap();
+                std::fs::write(&p, "otlp_endpoint = \"collector:4318\"\n").unwrap();
                 p
             })
             .arg("--data")

@@ -116,7 +116,13 @@ impl Host for DryHost {
         Ok(format!("dry-run-{}", uuid::Uuid::new_v4()))
     }
 
-    fn webquery(&self, _: &Channel, request: Value, _: Duration) -> Result<Value, String> {
+    fn webquery(
+        &self,
+        _: &Channel,
+        request: Value,
+        _: Duration,
+        _: &opentelemetry::trace::SpanContext,
+    ) -> Result<Value, String> {
         crate::outbound::check_request(&request)?;
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
         self.effect("webquery", vec![request]);
@@ -490,6 +496,7 @@ pub async fn run(
         host: host.clone(),
         job: job.map(Arc::new),
         lazy: None,
+        trace: opentelemetry::trace::SpanContext::empty_context(),
     };
     let started = Instant::now();
     // Straight to a blocking thread: an inline attempt would log its prints twice.

@@ -435,6 +435,8 @@ struct Outcome {
 /// HTTP answer variables of a recv script (accepted, not sent anywhere).
 const JOB_OUTPUTS: &[&str] = &["result", "status", "body", "content_type", "headers"];
 
+/// Runs attempt `attempt` of a job of `kind` (`send`, `recv`, `schedule`), in its span.
+#[allow(clippy::too_many_arguments)]
 async fn run_script(
     app: &Arc<AppState>,
     channel: &Arc<Channel>,
@@ -442,6 +444,25 @@ async fn run_script(
     params: Vec<String>,
     identity: Identity,
     job: Arc<JobRun>,
+    kind: &str,
+    attempt: i64,
+) -> Outcome {
+    let mut span = crate::trace::job_span(kind, channel.code(), &job.id, attempt);
+    let outcome = run_script_in(app, channel, script_code, params, identity, job, &span).await;
+    if let Some(error) = &outcome.error {
+        span.fail(|| error.clone());
+    }
+    outcome
+}
+
+async fn run_script_in(
+    app: &Arc<AppState>,
+    channel: &Arc<Channel>,
+    script_code: Option<&str>,
+    params: Vec<String>,
+    identity: Identity,
+    job: Arc<JobRun>,
+    span: &crate::trace::Span,
 ) -> Outcome {
     let snapshot = app.registry.snapshot();
     let Some(script) = script_code.and_then(|c| snapshot.scripts.get(c).cloned()) else {
@@ -461,6 +482,7 @@ async fn run_script(
         host: app.clone(),
         job: Some(job.clone()),
         lazy: None,
+        trace: span.context().clone(),
     };
     match app
         .engine

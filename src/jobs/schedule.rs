@@ -270,7 +270,7 @@ pub(super) async fn run_once(
     let (id, code) = (job.id.clone(), channel.code().to_owned());
     let started = Instant::now();
     let started_ms = now_ms();
-    let outcome = run_script(app, channel, script, params, identity, job).await;
+    let outcome = run_script(app, channel, script, params, identity, job, kind, attempt).await;
     let duration_ms = started.elapsed().as_millis() as i64;
     let state = if outcome.error.is_some() {
         "failed"

@@ -146,6 +146,8 @@ pub(super) async fn run_send(
                 params,
                 identity,
                 job,
+                "send",
+                attempt,
             )
             .await
         }

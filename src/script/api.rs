@@ -218,7 +218,7 @@ pub(super) fn register(engine: &mut Engine) {
         let request = json_value(&Dynamic::from_map(request))?;
         let budget = super::remaining();
         let answer = with_context(|c| match c {
-            Some(c) => c.host.webquery(&c.channel, request, budget),
+            Some(c) => c.host.webquery(&c.channel, request, budget, &c.trace),
             None => Err("not available outside a run".into()),
         });
         answer.map(|v| convert::from_json(&v)).or_else(fail)

@@ -112,12 +112,14 @@ pub trait Host: Send + Sync {
         data: serde_json::Value,
         tags: &[String],
     ) -> Result<String, String>;
-    /// Calls the channel's external system; `budget` is what is left of the run's time.
+    /// Calls the channel's external system; `budget` is what is left of the
+    /// run's time; the call is a span under `trace` (the run's span).
     fn webquery(
         &self,
         channel: &Channel,
         request: serde_json::Value,
         budget: Duration,
+        trace: &opentelemetry::trace::SpanContext,
     ) -> Result<serde_json::Value, String>;
     /// The channel's value for `key`, if any.
     fn kv_get(&self, channel: &str, key: &str) -> Result<Option<serde_json::Value>, String>;
@@ -178,6 +180,7 @@ impl Host for NoHost {
         _: &Channel,
         _: serde_json::Value,
         _: Duration,
+        _: &opentelemetry::trace::SpanContext,
     ) -> Result<serde_json::Value, String> {
         Err(Self::NO.into())
     }
@@ -252,6 +255,8 @@ pub struct RunContext {
     pub job: Option<Arc<JobRun>>,
     /// A `startparam` computed only if the script asks for it.
     pub lazy: Option<LazyParam>,
+    /// The span the run is part of: `webquery` calls are its children.
+    pub trace: opentelemetry::trace::SpanContext,
 }
 
 /// The job a run belongs to (send, inbox and schedule runs): lets `job_wait`
@@ -1018,6 +1023,7 @@ mod tests {
             host: Arc::new(NoHost),
             job: None,
             lazy: None,
+            trace: opentelemetry::trace::SpanContext::empty_context(),
         };
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         run_here(
@@ -1040,6 +1046,7 @@ mod tests {
             host: Arc::new(NoHost),
             job: None,
             lazy: None,
+            trace: opentelemetry::trace::SpanContext::empty_context(),
         })
     }
 
