@@ -20,12 +20,8 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 command -v h2load >/dev/null || { echo "h2load is needed: apt-get install nghttp2-client" >&2; exit 1; }
 echo "building (release)..." >&2
 cargo build --release --quiet --bin switchyard
-ulimit -n "$(ulimit -Hn)"
-ROOT="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$ROOT"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
@@ -33,17 +29,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 cp bench/switchyard.toml "$ROOT/plain.toml"
 { cat bench/switchyard.toml; echo "tls_cert = \"$ROOT/cert.pem\""; echo "tls_key = \"$ROOT/key.pem\""; } >"$ROOT/tls.toml"
 
-start() { # config port
-    mkdir -p "$ROOT/data.$2"
-    RUST_LOG=warn taskset -c 0 target/release/switchyard serve --config "$1" --listen "127.0.0.1:$2" \
-        --channels bench/channels --scripts bench/scripts --data "$ROOT/data.$2" >"$ROOT/out.$2" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do grep -q "listening on" "$ROOT/out.$2" && return; sleep 0.1; done
-    echo "server on $2 did not start:"; cat "$ROOT/out.$2"; exit 1
-}
 PLAIN=$(free_port); TLS=$(free_port)
-start "$ROOT/plain.toml" "$PLAIN"
-start "$ROOT/tls.toml" "$TLS"
+start_bench_server "$ROOT/plain.toml" "$PLAIN"
+start_bench_server "$ROOT/tls.toml" "$TLS"
 PATH_Q="/channels/bench/api?token=bench-token"
 BODY='{"qid":1,"data":{"name":"bench","value":42,"tags":["a","b"]}}'
 printf '%s' "$BODY" >"$ROOT/body.json"

@@ -14,12 +14,8 @@ CONNS="${2:-32}"
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 echo "building (release)..." >&2
 cargo build --release --quiet --bin switchyard --example otlp_sink
-ulimit -n "$(ulimit -Hn)"
-ROOT="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$ROOT"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 SINK=$(free_port)
 taskset -c 1 target/release/examples/otlp_sink "$SINK" &
@@ -27,17 +23,9 @@ PIDS+=($!)
 cp bench/switchyard.toml "$ROOT/off.toml"
 { cat bench/switchyard.toml; echo "otlp_endpoint = \"http://127.0.0.1:$SINK\""; } >"$ROOT/on.toml"
 
-start() { # config port
-    mkdir -p "$ROOT/data.$2"
-    RUST_LOG=warn taskset -c 0 target/release/switchyard serve --config "$1" --listen "127.0.0.1:$2" \
-        --channels bench/channels --scripts bench/scripts --data "$ROOT/data.$2" >"$ROOT/out.$2" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do grep -q "listening on" "$ROOT/out.$2" && return; sleep 0.1; done
-    echo "server on $2 did not start:"; cat "$ROOT/out.$2"; exit 1
-}
 OFF=$(free_port); ON=$(free_port)
-start "$ROOT/off.toml" "$OFF"
-start "$ROOT/on.toml" "$ON"
+start_bench_server "$ROOT/off.toml" "$OFF"
+start_bench_server "$ROOT/on.toml" "$ON"
 PATH_Q="/channels/bench/api?token=bench-token"
 
 row() { # name port

@@ -77,10 +77,11 @@ fn two_nodes(nats: &Nats) -> (Server, Server) {
     (a, b)
 }
 
-async fn get_json(srv: &Server, path: &str) -> (u16, Value) {
+/// An admin request (Bearer `ADMIN`) with no body: status and JSON answer.
+async fn admin(srv: &Server, method: reqwest::Method, path: &str) -> (u16, Value) {
     let (status, _, body) = json_of(
         client()
-            .get(srv.url(path))
+            .request(method, srv.url(path))
             .bearer_auth(ADMIN)
             .send()
             .await
@@ -90,17 +91,12 @@ async fn get_json(srv: &Server, path: &str) -> (u16, Value) {
     (status, body)
 }
 
+async fn get_json(srv: &Server, path: &str) -> (u16, Value) {
+    admin(srv, reqwest::Method::GET, path).await
+}
+
 async fn admin_post(srv: &Server, path: &str) -> (u16, Value) {
-    let (status, _, body) = json_of(
-        client()
-            .post(srv.url(path))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    (status, body)
+    admin(srv, reqwest::Method::POST, path).await
 }
 
 async fn call(srv: &Server, path: &str, body: &str) -> (u16, Value) {
@@ -327,13 +323,13 @@ async fn recordings_of_every_node_are_listed_on_any_node() {
         .await
         .unwrap();
     assert_eq!(tried.status(), 200);
-    let cleared = client()
-        .delete(a.url("/admin/channels/plain/requests"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert!(cleared.status().is_success());
+    let (status, _) = admin(
+        &a,
+        reqwest::Method::DELETE,
+        "/admin/channels/plain/requests",
+    )
+    .await;
+    assert_eq!(status, 204);
     let (_, list) = get_json(&b, "/admin/channels/plain/requests").await;
     assert_eq!(list["requests"], json!([]), "cleared for every node");
 }
