@@ -317,7 +317,7 @@ async fn a_certificate_that_does_not_load_stops_start_up() {
 /// A plain project (h2c).
 fn plain_project() -> Project {
     Project::new()
-        .config("header_timeout = \"2s\"")
+        .config("header_timeout = \"2s\"\nmax_body_bytes = 65536\nbody_timeout = \"2s\"")
         .channel(
             json!({"code": "hello", "token_local": "t", "recv_svcscriptcode": "hello",
             "opts": {"issync": true}}),
@@ -611,4 +611,79 @@ async fn idle_http2_connections_are_closed_after_header_timeout() {
     let mut tcp = h2c(&srv).await;
     let (got, closed) = frames(&mut tcp, Duration::from_secs(8)).await;
     assert!(got.iter().any(|f| f.0 == GOAWAY) && closed, "{got:?}");
+}
+
+/// POST `body` to `path` over HTTP/2 on `io`: the status.
+async fn h2_post<I>(io: I, path: &str, body: Vec<u8>) -> u16
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::post(format!("http://localhost{path}"))
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("an HTTP/2 answer");
+    resp.status().as_u16()
+}
+
+#[tokio::test]
+async fn body_limits_hold_over_http2() {
+    let srv = plain_project().start();
+    let tcp = TcpStream::connect(addr(&srv)).await.unwrap();
+    let status = h2_post(tcp, "/channels/hello/api?token=t", vec![b'x'; 100 * 1024]).await;
+    assert_eq!(status, 413, "a body over max_body_bytes");
+    // A body that stops coming: body_timeout (2 s) answers 408.
+    let mut tcp = h2c(&srv).await;
+    let block = header_block(true, "/channels/hello/api?token=t", &[]);
+    tcp.write_all(&frame(HEADERS, END_HEADERS, 1, &block))
+        .await
+        .unwrap();
+    tcp.write_all(&frame(DATA, 0, 1, b"{\"a\":")).await.unwrap();
+    let (got, _) = frames(&mut tcp, Duration::from_secs(3)).await;
+    let answer = got
+        .iter()
+        .find(|f| f.0 == HEADERS && f.2 == 1)
+        .expect("an answer on stream 1");
+    // `:status 408` is not in HPACK's static table: a literal, not 0x88 (200).
+    assert_ne!(answer.3.first(), Some(&0x88), "{answer:?}");
+    let body: Vec<u8> = got
+        .iter()
+        .filter(|f| f.0 == DATA && f.2 == 1)
+        .flat_map(|f| f.3.clone())
+        .collect();
+    assert!(
+        String::from_utf8_lossy(&body).contains("request_timeout"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    still_serves(&srv).await;
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_comes_is_closed_after_header_timeout() {
+    let ca = Ca::new();
+    let (cert, key, _) = ca.issue("one");
+    let srv = tls_project(&cert, &key).start();
+    let mut tcp = TcpStream::connect(addr(&srv)).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(8), tcp.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed, not left open: {read:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "not before header_timeout (2 s)"
+    );
+    // The slot it held is free again; the server serves.
+    let tls = tls_connect(&srv, &ca, &[b"h2"]).await;
+    let (status, _, _) = h2_get(tls, "https://localhost", "/healthz").await;
+    assert_eq!(status, 200);
 }
