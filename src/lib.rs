@@ -51,6 +51,7 @@ pub mod history;
 pub mod http;
 pub mod jobs;
 pub mod listener;
+pub mod log_writer;
 pub mod migrate;
 pub mod net;
 pub mod outbound;

@@ -220,7 +220,7 @@ fn main() -> ExitCode {
             if let Some(urls) = cluster {
                 config.cluster.nats_url = urls;
             }
-            switchyard::telemetry::init_logs(config.log_format);
+            let logs = switchyard::telemetry::init_logs(config.log_format);
             switchyard::telemetry::init_panic_hook();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -231,6 +231,8 @@ fn main() -> ExitCode {
                 Ok(rt) => rt.block_on(switchyard::serve(config)),
                 Err(e) => Err(format!("cannot start the runtime: {e}")),
             };
+            // Every queued log line is written before the exit.
+            drop(logs);
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),

@@ -196,6 +196,8 @@ async fn metrics(
 ) -> impl IntoResponse {
     // Seconds until each channel's token_local expires (negative: expired), so
     // operators can alert ahead; set when the page is asked for.
+    metrics::counter!("switchyard_log_lines_dropped_total")
+        .absolute(telemetry::log_lines_dropped());
     let now = chrono::Utc::now();
     for channel in app.registry.snapshot().channels.values() {
         if let Some(until) = channel.valid_until {

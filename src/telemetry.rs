@@ -66,17 +66,37 @@ pub fn init_panic_hook() {
     }));
 }
 
+/// Lines the log writer dropped (its buffer was full).
+static LOG_LINES: OnceLock<crate::log_writer::Lines> = OnceLock::new();
+
+pub use crate::log_writer::LogWriter;
+
 /// Starts `tracing` on stderr; `RUST_LOG` sets the level (default `info`).
-pub fn init_logs(format: LogFormat) {
+/// Lines go through [`crate::log_writer`]: formatted by the thread that
+/// logs, written in batches by a thread of their own.
+pub fn init_logs(format: LogFormat) -> LogWriter {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let limit = std::env::var("SWITCHYARD_LOG_BUFFER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(crate::log_writer::BUFFER_BYTES);
+    let (lines, writer) = crate::log_writer::start(std::io::stderr(), limit);
+    let _ = LOG_LINES.set(lines.clone());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(lines);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    writer
+}
+
+/// Log lines dropped so far because the writer's buffer was full.
+pub fn log_lines_dropped() -> u64 {
+    LOG_LINES.get().map_or(0, crate::log_writer::Lines::dropped)
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle.

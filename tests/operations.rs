@@ -1016,3 +1016,126 @@ async fn finished_schedule_runs_have_their_own_retention() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Sends `n` GETs to `url`, `width` at a time; each must be answered 200.
+async fn burst(url: &str, n: usize, width: usize) {
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(width);
+        let calls: Vec<_> = (0..batch)
+            .map(|_| {
+                let url = url.to_owned();
+                tokio::spawn(async move { client().get(url).send().await.unwrap().status() })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), 200);
+        }
+        left -= batch;
+    }
+}
+
+/// A server whose stderr is a pipe the test reads when it wants; stdout's
+/// `listening on` line read. Returns the child and the base URL.
+fn spawn_unread(project: &Project, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let config = project.path().join("switchyard.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut cmd = std::process::Command::new(common::binary());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--channels")
+        .arg(project.path().join("channels"))
+        .arg("--scripts")
+        .arg(project.path().join("scripts"))
+        .arg("--data")
+        .arg(project.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    (child, base)
+}
+
+#[tokio::test]
+async fn no_request_line_is_lost_on_a_clean_stop() {
+    let project = Project::new()
+        .channel(channel("c", "ok"))
+        .script("ok", "body = 1;");
+    // A slow reader of stderr (4 KiB every 20 ms): lines wait in the
+    // writer's queue when the stop comes.
+    let (mut child, base) = spawn_unread(&project, &[]);
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut logs = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut stderr, &mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => logs.extend_from_slice(&chunk[..n]),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        String::from_utf8_lossy(&logs).into_owned()
+    });
+    burst(&format!("{base}/channels/c/api?token=c-token"), 2000, 32).await;
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let logs = reader.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    let lines = logs
+        .lines()
+        .filter(|l| l.contains("switchyard::http") && l.contains("channel=c "))
+        .count();
+    assert_eq!(lines, 2000, "one line per request, none lost");
+    assert!(logs.contains("stopped"));
+}
+
+#[tokio::test]
+async fn a_log_reader_that_stalls_drops_counted_lines_and_slows_no_request() {
+    let project = Project::new()
+        .channel(channel("c", "ok"))
+        .script("ok", "body = 1;");
+    // stderr is a pipe nobody reads: once its buffer is full the writer
+    // blocks, and the log buffer (20 000 bytes here) fills.
+    let (mut child, base) = spawn_unread(&project, &[("SWITCHYARD_LOG_BUFFER", "20000")]);
+    let started = Instant::now();
+    burst(&format!("{base}/channels/c/api?token=c-token"), 3000, 32).await;
+    let took = started.elapsed();
+    let metrics = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("switchyard_log_lines_dropped_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        dropped > 1000,
+        "lines past the queue are dropped and counted: {dropped}"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "every request answered: {took:?}"
+    );
+}
