@@ -1,4 +1,5 @@
-//! Binding, the router and graceful shutdown.
+//! The server state, the router, start-up and graceful shutdown (the
+//! connections themselves are [`crate::listener`]'s).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,8 +190,7 @@ async fn fault_panic() -> AppError {
     panic!("injected fault: handler panic")
 }
 
-/// A panic inside a handler: counted, answered as `500 {"error":"internal"}` and
-/// logged with the request id by the request layer; the server keeps serving.
+/// `GET /metrics`: Prometheus text.
 async fn metrics(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
 ) -> impl IntoResponse {

@@ -284,8 +284,9 @@ where
     response
 }
 
-/// The answer to a handler that panicked: `500`, counted, and marked so that
-/// the request's log line says what happened.
+/// The answer to a handler that panicked: `500 {"error":"internal"}`,
+/// counted, and marked so that the request layer logs it with the request
+/// id; the server keeps serving.
 pub fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     metrics::counter!("switchyard_panics_total").increment(1);
     let mut response = crate::error::AppError::Internal.into_response();
