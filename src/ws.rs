@@ -658,7 +658,7 @@ impl MessageRun {
             connection = %self.conn.id,
             qid = %self.frame.qid,
             success,
-            duration_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0),
+            duration_ms = %crate::telemetry::Millis(self.started.elapsed()),
             "message"
         );
         crate::telemetry::count_ws_message(self.channel.code(), success);
