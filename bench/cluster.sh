@@ -27,13 +27,8 @@ NATS="${SWITCHYARD_NATS_SERVER:-$(command -v nats-server || true)}"
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 echo "building (release)..." >&2
 cargo build --release --quiet --bin switchyard --example jobs_bench --example events_bench
-ulimit -n "$(ulimit -Hn)"
-ROOT="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$ROOT"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # A node's folders; the first node's hold the bench channels and CHANNELS events channels.
 project() {

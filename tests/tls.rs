@@ -119,18 +119,30 @@ async fn presented(srv: &Server, ca: &Ca) -> Vec<u8> {
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-/// GET `path` over HTTP/2 on `io`: status, version and body.
-async fn h2_get<I>(io: I, authority: &str, path: &str) -> (u16, hyper::Version, String)
+/// An HTTP/2 client connection on `io` (its driver spawned), ready to send requests.
+async fn h2_client<B, I>(io: I) -> hyper::client::conn::http2::SendRequest<B>
 where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+    let (sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(io),
     )
     .await
     .expect("HTTP/2 handshake");
     tokio::spawn(conn);
+    sender
+}
+
+/// GET `path` over HTTP/2 on `io`: status, version and body.
+async fn h2_get<I>(io: I, authority: &str, path: &str) -> (u16, hyper::Version, String)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut sender = h2_client(io).await;
     let req = hyper::Request::get(format!("{authority}{path}"))
         .body(Empty::<Bytes>::new())
         .unwrap();
@@ -618,13 +630,7 @@ async fn h2_post<I>(io: I, path: &str, body: Vec<u8>) -> u16
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(io),
-    )
-    .await
-    .expect("HTTP/2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(io).await;
     let req = hyper::Request::post(format!("http://localhost{path}"))
         .body(http_body_util::Full::new(Bytes::from(body)))
         .unwrap();
