@@ -338,7 +338,15 @@ impl Live {
         if !self.cluster.connected() {
             return Err(unavailable("NATS is unreachable"));
         }
-        let expected = self.cluster.nodes_alive().await?.len().saturating_sub(1);
+        // The others, whether or not this node's first heartbeat is written yet.
+        let me = &self.cluster.node;
+        let expected = self
+            .cluster
+            .nodes_alive()
+            .await?
+            .iter()
+            .filter(|n| *n != me)
+            .count();
         if expected == 0 {
             return Ok(Vec::new());
         }

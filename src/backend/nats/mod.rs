@@ -339,6 +339,10 @@ impl Peers for NatsPeers {
         Box::pin(async move {
             live.start().await?;
             bus.ensure_consumers().await;
+            // Listed among the nodes alive before the server answers anyone.
+            if let Err(e) = cluster.beat().await {
+                tracing::warn!("cluster heartbeat: {e}");
+            }
             cluster.spawn_heartbeat();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(CONSUMERS_EVERY);
