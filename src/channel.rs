@@ -26,13 +26,14 @@ pub const DEFAULT_RECV_TIMEOUT: u64 = 10;
 pub const WS_APIS: [&str; 3] = ["subscribe", "unsubscribe", "publish"];
 
 /// A channel document exactly as written (unknown fields are refused).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelDoc {
     /// UUID; filled in when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The channel code, equal to the file name stem.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")]
     pub code: String,
     /// `general`, `events` or a configured solution type.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -46,6 +47,7 @@ pub struct ChannelDoc {
         deserialize_with = "de_ipmask",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[schema(schema_with = ipmask_schema)]
     pub ipmask: Vec<String>,
     /// Secret scripts use when calling out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,11 +81,12 @@ pub struct ChannelDoc {
     pub opts: ChannelOpts,
     /// Extra keys; `ct` and `lwt` are set by the runtime.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub ext: Map<String, Value>,
 }
 
 /// `opts` of a channel document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChannelOpts {
     /// Enables the files API.
@@ -107,6 +110,7 @@ pub struct ChannelOpts {
     /// Every inbound call gets 503.
     pub disabled: bool,
     /// Attempts of a send job after the first.
+    #[schema(maximum = 4294967295_u64)]
     pub send_retries: u32,
     /// Scripts run on a timer or cron expression.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -153,7 +157,7 @@ impl Default for ChannelOpts {
 }
 
 /// One `opts.schedule` entry: `every` or `cron`, and the script to run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleEntry {
     /// An interval such as `30s` or `5m`.
@@ -164,6 +168,21 @@ pub struct ScheduleEntry {
     pub cron: Option<String>,
     /// The script code to run.
     pub script: String,
+}
+
+/// `ipmask` in the API description: what [`de_ipmask`] takes.
+fn ipmask_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    let one_of = OneOfBuilder::new()
+        .item(ArrayBuilder::new().items(text()))
+        .item(text())
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "Sender CIDRs allowed to use token_local: a list, or one comma-separated string",
+        ))
+        .build();
+    Schema::OneOf(one_of)
 }
 
 fn de_ipmask<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

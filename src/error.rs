@@ -124,8 +124,42 @@ pub struct ErrorBody {
     pub code: &'static str,
     /// The optional `message`.
     pub message: Option<String>,
-    /// More fields of the body (`line`, `col` of a compile error).
-    pub extra: Vec<(&'static str, serde_json::Value)>,
+    /// Line and column of a compile error.
+    pub at: Option<(usize, usize)>,
+}
+
+impl ErrorBody {
+    /// The body sent, with the request's id.
+    pub fn answer<'a>(&'a self, request_id: &'a str) -> ErrorAnswer<'a> {
+        ErrorAnswer {
+            error: self.code,
+            message: self.message.as_deref(),
+            request_id,
+            line: self.at.map(|a| a.0),
+            col: self.at.map(|a| a.1),
+        }
+    }
+}
+
+/// Every error answer's JSON body (SPEC §4, §18).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorAnswer<'a> {
+    /// A stable code: `unknown_channel`, `unauthorized`, `bad_request`,
+    /// `invalid_channel`, `compile_error`, `channel_stopped`…
+    #[schema(example = "unknown_channel")]
+    pub error: &'a str,
+    /// What went wrong, for a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+    /// The request's id, as in the `x-request-id` header and the log.
+    pub request_id: &'a str,
+    /// The line of a `compile_error` (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// The column of a `compile_error` (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub col: Option<usize>,
 }
 
 impl AppError {
@@ -201,14 +235,14 @@ impl IntoResponse for AppError {
             }
             _ => {}
         }
-        let extra = match &self {
-            Self::Compile(e) => vec![("line", e.line.into()), ("col", e.col.into())],
-            _ => Vec::new(),
+        let at = match &self {
+            Self::Compile(e) => Some((e.line, e.col)),
+            _ => None,
         };
         response.extensions_mut().insert(ErrorBody {
             code,
             message: self.message(),
-            extra,
+            at,
         });
         response
     }

@@ -102,6 +102,29 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `PUT|GET|DELETE /channels/{code}/files/{name}` with channel credentials.
+#[utoipa::path(
+    method(get, put, delete), path = "/channels/{code}/files/{name}", tag = "channel",
+    operation_id = "file",
+    params(
+        ("code" = String, Path, description = "The channel code"),
+        ("name" = String, Path, description = "One segment of A-Z a-z 0-9 . _ - (not starting with a dot, at most 255 bytes)"),
+    ),
+    security(("channel_bearer" = []), ("channel_query" = [])),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "PUT: the file's bytes (at most max_file_bytes)"),
+    responses(
+        (status = 200, description = "GET: the file's bytes; PUT: replaced `{\"name\", \"size\"}`", content_type = "application/octet-stream"),
+        (status = 201, description = "PUT: created `{\"name\", \"size\"}`"),
+        (status = 204, description = "DELETE: removed"),
+        (status = 400, description = "Not a valid file name", body = crate::api_doc::ErrorAnswer),
+        (status = 401, description = "No valid channel credential", body = crate::api_doc::ErrorAnswer),
+        (status = 403, description = "The sender's address is outside the channel's ipmask", body = crate::api_doc::ErrorAnswer),
+        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
+        (status = 429, description = "Too many failed authentications (Retry-After)", body = crate::api_doc::ErrorAnswer),
+        (status = 503, description = "The channel is stopped or disabled", body = crate::api_doc::ErrorAnswer),
+        (status = 413, description = "Larger than max_file_bytes", body = crate::api_doc::ErrorAnswer),
+        (status = 507, description = "The channel's files quota or the disk is full", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 pub async fn handle(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

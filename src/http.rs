@@ -117,6 +117,25 @@ pub fn admit(
 
 /// Handles `ANY /channels/{code}/api` and `ANY /channels/{code}/api/{*path}`
 /// when the request came through the router (see [`api_route`] for the usual way).
+#[utoipa::path(
+    method(get, post, put, patch, delete), path = "/channels/{code}/api/{path}", tag = "channel",
+    operation_id = "channel_api",
+    description = "Runs the channel's recv script (SPEC §4). `{path}` is any rest of the path, also empty (`/channels/{code}/api`). The answer is the script's: its status, headers and body; with `opts.issync = false` it is `202` at once.",
+    params(
+        ("code" = String, Path, description = "The channel code"),
+        ("path" = String, Path, description = "The rest of the path, handed to the script as `path`"),
+    ),
+    security(("channel_bearer" = []), ("channel_query" = [])),
+    request_body(content = Vec<u8>, content_type = "*/*", description = "Any body, handed to the script"),
+    responses(
+        (status = "2XX", description = "The script's answer"),
+        (status = "4XX", description = "The script's answer, or an error of the runtime", body = crate::api_doc::ErrorAnswer),
+        (status = 500, description = "The script failed (`script_error`)", body = crate::api_doc::ErrorAnswer),
+        (status = 501, description = "The channel has no recv script (`no_script`)", body = crate::api_doc::ErrorAnswer),
+        (status = 503, description = "The channel is stopped or disabled", body = crate::api_doc::ErrorAnswer),
+        (status = 504, description = "The script ran past the channel's timeout", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 pub async fn api(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -340,6 +359,26 @@ async fn serve_api(
 
 /// `POST /channels/{code}/jobs/{id}/result` (channel credentials): the external
 /// system's answer to a waiting send job.
+#[utoipa::path(
+    post, path = "/channels/{code}/jobs/{id}/result", tag = "channel",
+    params(
+        ("code" = String, Path, description = "The channel code"),
+        ("id" = String, Path, description = "The send job waiting for this answer"),
+    ),
+    security(("channel_bearer" = []), ("channel_query" = [])),
+    request_body(content = crate::api_doc::JobResultIn),
+    responses(
+        (status = 200, description = "Taken: the job's new state", body = crate::api_doc::JobResultTaken),
+        (status = 400, description = "Not JSON, or success is not a boolean", body = crate::api_doc::ErrorAnswer),
+        (status = 401, description = "No valid channel credential", body = crate::api_doc::ErrorAnswer),
+        (status = 403, description = "The sender's address is outside the channel's ipmask", body = crate::api_doc::ErrorAnswer),
+        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
+        (status = 429, description = "Too many failed authentications (Retry-After)", body = crate::api_doc::ErrorAnswer),
+        (status = 503, description = "The channel is stopped or disabled", body = crate::api_doc::ErrorAnswer),
+        (status = 409, description = "The job is not waiting", body = crate::api_doc::ErrorAnswer),
+        (status = 413, description = "Larger than max_body_bytes", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 pub async fn job_result(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -386,6 +425,22 @@ pub async fn job_result(
 }
 
 /// `POST /channels/{code}/send` (admin credentials): the body is the data of a new send job.
+#[utoipa::path(
+    post, path = "/channels/{code}/send", tag = "jobs",
+    params(
+        ("code" = String, Path, description = "The channel code"),
+        ("tag" = Option<String>, Query, description = "A business key of the job; repeatable", min_length = 1, max_length = 256),
+    ),
+    security(("admin" = [])),
+    request_body(content = Option<serde_json::Value>, description = "The data of the send job: any JSON; empty is null"),
+    responses(
+        (status = 202, description = "Queued", body = crate::api_doc::JobAccepted),
+        (status = 400, description = "Not JSON, or a bad tag", body = crate::api_doc::ErrorAnswer),
+        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
+        (status = 413, description = "Larger than max_body_bytes", body = crate::api_doc::ErrorAnswer),
+        (status = 501, description = "The channel has no send script", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 pub async fn send(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,

@@ -33,6 +33,7 @@
 pub mod activity;
 pub mod admin;
 pub mod answer;
+pub mod api_doc;
 pub mod auth;
 pub mod authoring;
 pub mod backend;

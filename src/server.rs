@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{Authenticator, Iam, Throttle};
 use crate::backend::embedded::events::LocalBus;
@@ -128,25 +129,25 @@ pub fn app(state: Arc<AppState>) -> Router {
     if telemetry::fault_injection() {
         router = router.route("/admin/fault/panic", get(fault_panic));
     }
+    // Every route but the channel API's (any method, any rest of the path:
+    // described by `api_doc::Frame`) is registered from its description.
+    let (described, doc) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(ws::upgrade))
+        .routes(routes!(http::send))
+        .routes(routes!(http::job_result))
+        .routes(routes!(files::handle))
+        .routes(routes!(crate::api_doc::openapi))
+        .merge(admin::routes())
+        .merge(crate::dev::api::routes())
+        .split_for_parts();
+    crate::api_doc::publish(doc);
     router
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .route("/channels/{code}/api", any(http::api))
         .route("/channels/{code}/api/", any(http::api))
         .route("/channels/{code}/api/{*path}", any(http::api))
-        .route("/channels/{code}/ws", get(ws::upgrade))
-        .route("/channels/{code}/send", axum::routing::post(http::send))
-        .route(
-            "/channels/{code}/jobs/{id}/result",
-            axum::routing::post(http::job_result),
-        )
-        .route(
-            "/channels/{code}/files/{name}",
-            get(files::handle).put(files::handle).delete(files::handle),
-        )
-        .route("/events", axum::routing::post(admin::post_event))
-        .merge(admin::routes())
-        .merge(crate::dev::api::routes())
+        .merge(described)
         .merge(crate::console::routes())
         .fallback(|| async { AppError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
@@ -163,6 +164,13 @@ pub fn app(state: Arc<AppState>) -> Router {
 
 /// `GET /healthz`: `200 {"status":"ok"}`, or `503 {"status":"degraded","store":"full"}`
 /// while store writes fail for lack of space (reads are still served).
+#[utoipa::path(
+    get, path = "/healthz", tag = "server", security(()),
+    responses(
+        (status = 200, description = "Serving; in cluster mode with the node and `cluster: connected`", body = crate::api_doc::Health),
+        (status = 503, description = "Degraded: the store is full, or NATS is unreachable", body = crate::api_doc::Health),
+    )
+)]
 async fn healthz(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
 ) -> axum::response::Response {
@@ -191,6 +199,10 @@ async fn fault_panic() -> AppError {
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(
+    get, path = "/metrics", tag = "server", security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")),
+)]
 async fn metrics(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
 ) -> impl IntoResponse {

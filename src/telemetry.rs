@@ -216,14 +216,8 @@ where
         .insert(crate::trace::Current(span.context().clone()));
     let mut response = handler(req).await;
     if let Some(err) = response.extensions_mut().remove::<ErrorBody>() {
-        let mut body = serde_json::json!({ "error": err.code, "request_id": &*id_text });
-        if let Some(message) = err.message {
-            body["message"] = message.into();
-        }
-        for (key, value) in err.extra {
-            body[key] = value;
-        }
-        *response.body_mut() = Body::from(body.to_string());
+        let body = serde_json::to_string(&err.answer(&id_text)).unwrap_or_default();
+        *response.body_mut() = Body::from(body);
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

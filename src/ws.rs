@@ -68,6 +68,22 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 pub const MESSAGE_OUTPUTS: &[&str] = &["data", "success"];
 
 /// Handles the upgrade request: authenticated exactly like HTTP before upgrading.
+#[utoipa::path(
+    get, path = "/channels/{code}/ws", tag = "channel", operation_id = "websocket",
+    description = "Opens a websocket to the channel (SPEC §5): an HTTP/1.1 upgrade with channel credentials.",
+    params(("code" = String, Path, description = "The channel code")),
+    security(("channel_bearer" = []), ("channel_query" = [])),
+    responses(
+        (status = 101, description = "Switching to the websocket protocol"),
+        (status = 400, description = "Not a websocket upgrade", content_type = "text/plain"),
+        (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain"),
+        (status = 401, description = "No valid channel credential", body = crate::api_doc::ErrorAnswer),
+        (status = 403, description = "The sender's address is outside the channel's ipmask", body = crate::api_doc::ErrorAnswer),
+        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
+        (status = 429, description = "Too many failed authentications (Retry-After)", body = crate::api_doc::ErrorAnswer),
+        (status = 503, description = "The channel is stopped or disabled", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 pub async fn upgrade(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

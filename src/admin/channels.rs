@@ -6,31 +6,33 @@ use super::*;
 /// A channel as the API shows it: secrets masked, plus its load `status`,
 /// its `state` (running, stopped, disabled) and whether its `credential` is
 /// still valid. None of the three is stored; POST and PUT ignore them.
-pub(super) fn shown(app: &AppState, channel: &Channel, snapshot: &Snapshot) -> Value {
-    let mut doc = serde_json::to_value(&channel.doc).unwrap_or_default();
+pub(super) fn shown(app: &AppState, channel: &Channel, snapshot: &Snapshot) -> ChannelShown {
+    let mut doc = channel.doc.clone();
     for field in SECRET_FIELDS {
-        if doc[field].as_str().is_some_and(|s| !s.is_empty()) {
-            doc[field] = MASK.into();
+        let secret = secret_mut(&mut doc, field);
+        if secret.as_deref().is_some_and(|s| !s.is_empty()) {
+            *secret = Some(MASK.into());
         }
     }
-    doc["status"] = status_of(snapshot, FileKind::Channel, channel.code());
-    doc["state"] = state_of(app, channel).into();
-    doc["credential"] = if channel.credential_expired() {
-        "expired"
-    } else {
-        "valid"
+    ChannelShown {
+        doc,
+        status: status_of(snapshot, FileKind::Channel, channel.code()),
+        state: state_of(app, channel),
+        credential: if channel.credential_expired() {
+            Credential::Expired
+        } else {
+            Credential::Valid
+        },
     }
-    .into();
-    doc
 }
 
-pub(super) fn state_of(app: &AppState, channel: &Channel) -> &'static str {
+pub(super) fn state_of(app: &AppState, channel: &Channel) -> ChannelState {
     if channel.doc.opts.disabled {
-        "disabled"
+        ChannelState::Disabled
     } else if app.stopped.contains(channel.code()) {
-        "stopped"
+        ChannelState::Stopped
     } else {
-        "running"
+        ChannelState::Running
     }
 }
 
@@ -50,17 +52,35 @@ pub(super) fn refuse_disabled(channel: &Channel) -> Result<(), AppError> {
 
 /// `POST /admin/channels/{code}/stop` and `/start`: an operator pauses a
 /// channel (nothing runs, nothing queued is lost) or resumes it. Not stored.
+#[utoipa::path(
+    post, path = "/admin/channels/{code}/stop", tag = "channels",
+    params(("code" = String, Path, description = "The channel code")),
+    responses(
+        (status = 200, description = "Stopped: inbound calls answer 503 channel_stopped, queued work waits", body = StateChange),
+        (status = 404, description = "No such channel", body = ErrorAnswer),
+        (status = 409, description = "The channel is disabled", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn stop_channel(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<StateChange>, AppError> {
     set_stopped_everywhere(&app, code, true).await
 }
 
+#[utoipa::path(
+    post, path = "/admin/channels/{code}/start", tag = "channels",
+    params(("code" = String, Path, description = "The channel code")),
+    responses(
+        (status = 200, description = "Running again", body = StateChange),
+        (status = 404, description = "No such channel", body = ErrorAnswer),
+        (status = 409, description = "The channel is disabled", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn start_channel(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<StateChange>, AppError> {
     set_stopped_everywhere(&app, code, false).await
 }
 
@@ -69,13 +89,13 @@ async fn set_stopped_everywhere(
     app: &Arc<AppState>,
     code: String,
     stop: bool,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<StateChange>, AppError> {
     let answer = set_stopped(app, code.clone(), stop)?;
     app.peers
         .gather("channel.stopped", json!({"code": code, "stop": stop}))
         .await
         .map_err(|e| AppError::store("stopping a channel on every node", &e))?;
-    Ok(answer)
+    Ok(Json(answer))
 }
 
 /// The other nodes' `stop` and `start` reach this node, and a node that
@@ -104,7 +124,7 @@ pub fn answer_questions(app: &Arc<AppState>) {
                 };
                 let stop = body["stop"].as_bool().unwrap_or(false);
                 match set_stopped(&app, code.to_owned(), stop) {
-                    Ok(Json(v)) => v,
+                    Ok(change) => serde_json::to_value(change).unwrap_or_default(),
                     Err(_) => Value::Null,
                 }
             })
@@ -147,7 +167,7 @@ pub(super) fn set_stopped(
     app: &AppState,
     code: String,
     stop: bool,
-) -> Result<Json<Value>, AppError> {
+) -> Result<StateChange, AppError> {
     let snapshot = app.registry.snapshot();
     let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
     refuse_disabled(channel)?;
@@ -163,29 +183,44 @@ pub(super) fn set_stopped(
         crate::jobs::resume(app, &code);
     }
     let state = state_of(app, channel);
-    tracing::info!(channel = %code, state, "channel {}", if stop { "stopped" } else { "started" });
-    Ok(Json(json!({ "code": code, "state": state })))
+    tracing::info!(channel = %code, state = state.as_str(), "channel {}", if stop { "stopped" } else { "started" });
+    Ok(StateChange { code, state })
 }
 
+#[utoipa::path(
+    get, path = "/admin/channels", tag = "channels",
+    responses(
+        (status = 200, description = "Every channel, by code, secrets masked", body = ChannelList),
+        (status = 400, description = "A query parameter (this listing takes none)", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn list_channels(
     State(app): State<Arc<AppState>>,
     uri: Uri,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ChannelList>, AppError> {
     listing_params(&uri, &[])?;
     let snapshot = app.registry.snapshot();
     let mut codes: Vec<&String> = snapshot.channels.keys().collect();
     codes.sort();
-    let channels: Vec<Value> = codes
+    let channels = codes
         .into_iter()
         .map(|c| shown(&app, &snapshot.channels[c], &snapshot))
         .collect();
-    Ok(Json(json!({ "channels": channels })))
+    Ok(Json(ChannelList { channels }))
 }
 
+#[utoipa::path(
+    get, path = "/admin/channels/{code}", tag = "channels",
+    params(("code" = String, Path, description = "The channel code")),
+    responses(
+        (status = 200, description = "The document, secrets masked", body = ChannelShown),
+        (status = 404, description = "No such channel, or its file does not load", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn get_channel(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ChannelShown>, AppError> {
     let snapshot = app.registry.snapshot();
     match snapshot.channel(&code) {
         Some(ch) => Ok(Json(shown(&app, ch, &snapshot))),
@@ -241,6 +276,16 @@ pub(super) fn validate(
     Ok(channel)
 }
 
+#[utoipa::path(
+    post, path = "/admin/channels", tag = "channels",
+    request_body(content = ChannelDoc, description = "A channel document (SPEC §2); `state`, `credential` and `status` are ignored"),
+    responses(
+        (status = 201, description = "Created and loaded", body = ChannelShown),
+        (status = 400, description = "Not a valid document: the message names the field", body = ErrorAnswer),
+        (status = 409, description = "The code exists", body = ErrorAnswer),
+        (status = 413, description = "Larger than max_body_bytes", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn create_channel(
     State(app): State<Arc<AppState>>,
     req: Request,
@@ -273,15 +318,29 @@ pub(super) async fn create_channel(
     let code = ch.code().to_owned();
     let snapshot = write_and_reload(&app, channel_file(&app, &code), doc_bytes(&ch.doc)?).await?;
     count_change("channel", "create");
-    let shown = snapshot.channel(&code).map(|c| shown(&app, c, &snapshot));
-    Ok((StatusCode::CREATED, Json(shown.unwrap_or(Value::Null))).into_response())
+    let shown = snapshot
+        .channel(&code)
+        .map(|c| shown(&app, c, &snapshot))
+        .ok_or(AppError::Internal)?;
+    Ok((StatusCode::CREATED, Json(shown)).into_response())
 }
 
+#[utoipa::path(
+    put, path = "/admin/channels/{code}", tag = "channels",
+    params(("code" = String, Path, description = "The channel code")),
+    request_body(content = ChannelDoc, description = "The whole document; a secret sent as `\"***\"` keeps the stored one"),
+    responses(
+        (status = 200, description = "Replaced and loaded", body = ChannelShown),
+        (status = 400, description = "Not a valid document, or its code is not the path's", body = ErrorAnswer),
+        (status = 404, description = "No such channel", body = ErrorAnswer),
+        (status = 413, description = "Larger than max_body_bytes", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn replace_channel(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
     req: Request,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ChannelShown>, AppError> {
     let bytes = body_of(&app, req).await?;
     let mut doc = parse_doc(&bytes)?;
     if doc.code != code {
@@ -315,17 +374,28 @@ pub(super) async fn replace_channel(
     let ch = validate(&app, doc, &snapshot)?;
     let snapshot = write_and_reload(&app, channel_file(&app, &code), doc_bytes(&ch.doc)?).await?;
     count_change("channel", "update");
-    let shown = snapshot.channel(&code).map(|c| shown(&app, c, &snapshot));
-    Ok(Json(shown.unwrap_or(Value::Null)))
+    snapshot
+        .channel(&code)
+        .map(|c| Json(shown(&app, c, &snapshot)))
+        .ok_or(AppError::Internal)
 }
 
 /// `GET /admin/channels/{code}/token`: the channel's `token_local`, shown on
 /// demand (to an admin: a console viewer sees the mask only).
+#[utoipa::path(
+    get, path = "/admin/channels/{code}/token", tag = "channels",
+    params(("code" = String, Path, description = "The channel code")),
+    responses(
+        (status = 200, description = "The channel's token_local", body = TokenShown),
+        (status = 403, description = "A console viewer does not see secrets", body = ErrorAnswer),
+        (status = 404, description = "No such channel", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn reveal_token(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
     role: Option<axum::Extension<crate::console::Role>>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<TokenShown>, AppError> {
     if role.is_some_and(|r| r.0 != crate::console::Role::Admin) {
         return Err(AppError::Forbidden(
             "read_only",
@@ -334,20 +404,28 @@ pub(super) async fn reveal_token(
     }
     let snapshot = app.registry.snapshot();
     let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
-    Ok(Json(json!({
-        "code": code,
-        "token_local": channel.doc.token_local.clone().unwrap_or_default(),
-        "token_valid_until": channel.doc.opts.token_valid_until,
-    })))
+    Ok(Json(TokenShown {
+        token_local: channel.doc.token_local.clone().unwrap_or_default(),
+        token_valid_until: channel.doc.opts.token_valid_until.clone(),
+        code,
+    }))
 }
 
 /// `POST /admin/channels/{code}/token`: a new random `token_local`, written as
 /// a PUT would; the old one stops working at once (the reload closes the
 /// websockets it admitted). The new token is in this answer only.
+#[utoipa::path(
+    post, path = "/admin/channels/{code}/token", tag = "channels",
+    params(("code" = String, Path, description = "The channel code")),
+    responses(
+        (status = 200, description = "A new token_local, shown this once; the old one stops working", body = TokenNew),
+        (status = 404, description = "No such channel", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn regenerate_token(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<TokenNew>, AppError> {
     let _serial = app.admin_lock.lock().await;
     let snapshot = app.registry.snapshot();
     let channel = snapshot.channel(&code).ok_or(AppError::UnknownChannel)?;
@@ -362,9 +440,20 @@ pub(super) async fn regenerate_token(
     write_and_reload(&app, channel_file(&app, &code), doc_bytes(&doc)?).await?;
     count_change("channel", "update");
     tracing::info!(channel = %code, "token_local regenerated");
-    Ok(Json(json!({ "code": code, "token_local": token })))
+    Ok(Json(TokenNew {
+        code,
+        token_local: token,
+    }))
 }
 
+#[utoipa::path(
+    delete, path = "/admin/channels/{code}", tag = "channels",
+    params(("code" = String, Path, description = "The channel code")),
+    responses(
+        (status = 204, description = "Removed; its websockets closed with 1001"),
+        (status = 404, description = "No such channel", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn delete_channel(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
@@ -391,10 +480,17 @@ pub(super) fn secret_mut<'a>(doc: &'a mut ChannelDoc, field: &str) -> &'a mut Op
 /// `POST /admin/queues/{name}/production`: every channel of the queue in test
 /// mode goes to production, its document written as a PUT would; answers the
 /// codes switched.
+#[utoipa::path(
+    post, path = "/admin/queues/{name}/production", tag = "jobs",
+    params(("name" = String, Path, description = "The job-processing queue")),
+    responses(
+        (status = 200, description = "The channels of the queue switched from test to production", body = Switched),
+    )
+)]
 pub(super) async fn queue_to_production(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Switched>, AppError> {
     let _serial = app.admin_lock.lock().await;
     let snapshot = app.registry.snapshot();
     let mut switched = Vec::new();
@@ -424,5 +520,8 @@ pub(super) async fn queue_to_production(
         .map_err(|_| AppError::Internal)??;
         count_change("channel", "update");
     }
-    Ok(Json(json!({ "queue": name, "switched": switched })))
+    Ok(Json(Switched {
+        queue: name,
+        switched,
+    }))
 }

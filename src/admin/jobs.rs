@@ -7,6 +7,24 @@ pub(super) const JOB_FILTERS: &[&str] = &[
     "channel", "kind", "state", "queue", "test", "tag", "limit", "offset",
 ];
 
+#[utoipa::path(
+    get, path = "/admin/jobs", tag = "jobs",
+    description = "Each filter given narrows the listing; an empty one (`?channel=`) is no filter.",
+    params(
+        ("channel" = Option<String>, Query, description = "Jobs of this channel"),
+        ("kind" = Option<String>, Query, description = "send, recv or schedule"),
+        ("state" = Option<String>, Query, description = "queued, running, waiting, done, failed or timed_out"),
+        ("queue" = Option<String>, Query, description = "Jobs of every channel of this queue"),
+        ("test" = Option<String>, Query, description = "`true`: only jobs made in test mode; `false`: none of them; empty: all", pattern = "^(true|false)?$"),
+        ("tag" = Option<String>, Query, description = "Jobs with this business key"),
+        ("limit" = Option<String>, Query, description = "At most this many: a whole number, taken into 1..1000; empty or absent: 100", pattern = "^[0-9]*$"),
+        ("offset" = Option<String>, Query, description = "Skip this many (a whole number; empty or absent: 0)", pattern = "^[0-9]*$"),
+    ),
+    responses(
+        (status = 200, description = "Newest first", body = JobList),
+        (status = 400, description = "An unknown filter or a bad value", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn list_jobs(
     State(app): State<Arc<AppState>>,
     uri: Uri,
@@ -67,6 +85,13 @@ pub(super) async fn list_jobs(
 }
 
 /// `GET /admin/queues`: the job-processing queues, their channels and jobs by state.
+#[utoipa::path(
+    get, path = "/admin/queues", tag = "jobs",
+    responses(
+        (status = 200, description = "Each queue with its channels and its jobs by state", body = QueueList),
+        (status = 400, description = "A query parameter (this listing takes none)", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn list_queues(
     State(app): State<Arc<AppState>>,
     uri: Uri,
@@ -78,6 +103,14 @@ pub(super) async fn list_queues(
         .map_err(|e| AppError::store("queues", &e))
 }
 
+#[utoipa::path(
+    get, path = "/admin/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job with its attempts", body = Job),
+        (status = 404, description = "No such job", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn get_job(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -89,6 +122,15 @@ pub(super) async fn get_job(
         .ok_or_else(|| AppError::Missing("unknown_job", "no such job".into()))
 }
 
+#[utoipa::path(
+    post, path = "/admin/jobs/{id}/retry", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Queued again", body = Job),
+        (status = 404, description = "No such job", body = ErrorAnswer),
+        (status = 409, description = "Only failed or timed_out send and recv jobs are retried", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn retry_job(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,

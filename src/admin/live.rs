@@ -3,6 +3,13 @@
 
 use super::*;
 
+#[utoipa::path(
+    get, path = "/admin/connections", tag = "live",
+    responses(
+        (status = 200, description = "Open websockets per channel, of every node", body = ConnectionList),
+        (status = 400, description = "A query parameter (this listing takes none)", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn list_connections(
     State(app): State<Arc<AppState>>,
     uri: Uri,
@@ -17,6 +24,17 @@ pub(super) async fn list_connections(
 }
 
 /// `POST /events` (admin credentials): publishes `{"name", "data"}` as source `system`.
+#[utoipa::path(
+    post, path = "/events", tag = "live",
+    security(("admin" = [])),
+    request_body(content = EventIn),
+    responses(
+        (status = 202, description = "Published to the events channels", body = EventAccepted),
+        (status = 400, description = "Not JSON, or not a valid event name", body = ErrorAnswer),
+        (status = 401, description = "No admin credentials", body = ErrorAnswer),
+        (status = 413, description = "Larger than max_body_bytes", body = ErrorAnswer),
+    )
+)]
 pub async fn post_event(
     State(app): State<Arc<AppState>>,
     req: Request,
@@ -37,6 +55,13 @@ pub async fn post_event(
 
 /// `GET /admin/overview`: each channel's last hour, a bucket a minute
 /// (requests, errors, p99), for the console's charts.
+#[utoipa::path(
+    get, path = "/admin/overview", tag = "live",
+    responses(
+        (status = 200, description = "Requests, errors and p99 a minute, per channel", body = Overview),
+        (status = 400, description = "A query parameter (this listing takes none)", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn overview(
     State(app): State<Arc<AppState>>,
     uri: Uri,
@@ -53,6 +78,12 @@ pub(super) async fn overview(
 
 /// `GET /admin/stream`: server-sent events of the server's activity
 /// (`request`, `event`, `job`), one JSON object each, as they happen.
+#[utoipa::path(
+    get, path = "/admin/stream", tag = "live",
+    responses(
+        (status = 200, description = "Server-sent events, one JSON object each (`type`: request, event, job, lagged)", content_type = "text/event-stream"),
+    )
+)]
 pub(super) async fn stream() -> axum::response::sse::Sse<
     impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {

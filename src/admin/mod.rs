@@ -17,10 +17,11 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::api_doc::*;
 use crate::authoring;
 use crate::channel::{self, Channel, ChannelDoc, ValidationContext};
 use crate::error::AppError;
@@ -34,8 +35,6 @@ mod jobs;
 mod live;
 mod scripts;
 
-pub use live::post_event;
-
 /// Shown instead of a secret; sent back in a PUT, it keeps the stored secret.
 pub const MASK: &str = "***";
 const SECRET_FIELDS: [&str; 4] = [
@@ -47,53 +46,35 @@ const SECRET_FIELDS: [&str; 4] = [
 
 pub use channels::{answer_questions, join_cluster_states};
 
-/// The `/admin` routes (authentication is [`guard`]).
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/admin/channels",
-            get(channels::list_channels).post(channels::create_channel),
-        )
-        .route(
-            "/admin/channels/{code}",
-            get(channels::get_channel)
-                .put(channels::replace_channel)
-                .delete(channels::delete_channel),
-        )
-        .route(
-            "/admin/channels/{code}/stop",
-            axum::routing::post(channels::stop_channel),
-        )
-        .route(
-            "/admin/channels/{code}/start",
-            axum::routing::post(channels::start_channel),
-        )
-        .route("/admin/scripts", get(scripts::list_scripts))
-        .route("/admin/connections", get(live::list_connections))
-        .route("/admin/jobs", get(jobs::list_jobs))
-        .route("/admin/queues", get(jobs::list_queues))
-        .route(
-            "/admin/queues/{name}/production",
-            axum::routing::post(channels::queue_to_production),
-        )
-        .route("/admin/jobs/{id}", get(jobs::get_job))
-        .route(
-            "/admin/jobs/{id}/retry",
-            axum::routing::post(jobs::retry_job),
-        )
-        .route(
-            "/admin/scripts/{code}",
-            get(scripts::get_script)
-                .put(scripts::put_script)
-                .delete(scripts::delete_script),
-        )
-        .route(
-            "/admin/channels/{code}/token",
-            get(channels::reveal_token).post(channels::regenerate_token),
-        )
-        .route("/admin/check", axum::routing::post(scripts::check_script))
-        .route("/admin/stream", get(live::stream))
-        .route("/admin/overview", get(live::overview))
+/// The `/admin` routes (authentication is [`guard`]), each registered from
+/// its handler's description (SPEC §18).
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(channels::list_channels, channels::create_channel))
+        .routes(routes!(
+            channels::get_channel,
+            channels::replace_channel,
+            channels::delete_channel
+        ))
+        .routes(routes!(channels::stop_channel))
+        .routes(routes!(channels::start_channel))
+        .routes(routes!(channels::reveal_token, channels::regenerate_token))
+        .routes(routes!(channels::queue_to_production))
+        .routes(routes!(scripts::list_scripts))
+        .routes(routes!(
+            scripts::get_script,
+            scripts::put_script,
+            scripts::delete_script
+        ))
+        .routes(routes!(scripts::check_script))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::retry_job))
+        .routes(routes!(jobs::list_queues))
+        .routes(routes!(live::list_connections))
+        .routes(routes!(live::post_event))
+        .routes(routes!(live::stream))
+        .routes(routes!(live::overview))
 }
 
 /// Refuses every `/admin` request without admin credentials (401), before routing.
@@ -179,40 +160,45 @@ pub(super) fn warnings_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> Ve
     }
 }
 
-pub(super) fn status_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {
+pub(super) fn status_of(snapshot: &Snapshot, kind: FileKind, code: &str) -> LoadStatus {
     let warnings = warnings_of(snapshot, kind, code);
     let mut status = status_error(snapshot, kind, code);
     if !warnings.is_empty() {
-        status["warnings"] = warnings
-            .into_iter()
-            .map(|w| json!({"line": w.line, "col": w.col, "message": w.message}))
-            .collect();
+        status.warnings = Some(warnings);
     }
     status
 }
 
-pub(super) fn status_error(snapshot: &Snapshot, kind: FileKind, code: &str) -> Value {
-    match snapshot.error(kind, code) {
-        None => json!({ "ok": true }),
-        Some(e) => {
-            let serving = match kind {
-                FileKind::Script => snapshot
-                    .scripts
-                    .get(code)
-                    .is_some_and(|s| s.compiled.is_ok()),
-                FileKind::Channel => snapshot.channel(code).is_some(),
-            };
-            json!({
-                "ok": false,
-                "error": e.message,
-                "error_at": e.since,
-                "serving": if serving {
-                    "the last good version"
-                } else {
-                    "nothing: it has not loaded since the server started"
-                },
-            })
-        }
+pub(super) fn status_error(snapshot: &Snapshot, kind: FileKind, code: &str) -> LoadStatus {
+    let Some(e) = snapshot.error(kind, code) else {
+        return LoadStatus {
+            ok: true,
+            error: None,
+            error_at: None,
+            serving: None,
+            warnings: None,
+        };
+    };
+    let serving = match kind {
+        FileKind::Script => snapshot
+            .scripts
+            .get(code)
+            .is_some_and(|s| s.compiled.is_ok()),
+        FileKind::Channel => snapshot.channel(code).is_some(),
+    };
+    LoadStatus {
+        ok: false,
+        error: Some(e.message.clone()),
+        error_at: Some(e.since.clone()),
+        serving: Some(
+            if serving {
+                "the last good version"
+            } else {
+                "nothing: it has not loaded since the server started"
+            }
+            .into(),
+        ),
+        warnings: None,
     }
 }
 

@@ -3,27 +3,40 @@
 
 use super::*;
 
+#[utoipa::path(
+    get, path = "/admin/scripts", tag = "scripts",
+    responses(
+        (status = 200, description = "Every script, whether it loads, and the channels naming it", body = ScriptList),
+        (status = 400, description = "A query parameter (this listing takes none)", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn list_scripts(
     State(app): State<Arc<AppState>>,
     uri: Uri,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ScriptList>, AppError> {
     listing_params(&uri, &[])?;
     let snapshot = app.registry.snapshot();
     let mut codes: Vec<&String> = snapshot.scripts.keys().collect();
     codes.sort();
-    let scripts: Vec<Value> = codes
+    let scripts = codes
         .into_iter()
-        .map(|code| {
-            json!({
-                "code": code,
-                "status": status_of(&snapshot, FileKind::Script, code),
-                "used_by": snapshot.channels_using(code),
-            })
+        .map(|code| ScriptEntry {
+            code: code.clone(),
+            status: status_of(&snapshot, FileKind::Script, code),
+            used_by: snapshot.channels_using(code),
         })
         .collect();
-    Ok(Json(json!({ "scripts": scripts })))
+    Ok(Json(ScriptList { scripts }))
 }
 
+#[utoipa::path(
+    get, path = "/admin/scripts/{code}", tag = "scripts",
+    params(("code" = String, Path, description = "The script code")),
+    responses(
+        (status = 200, description = "The Rhai source", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such script", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn get_script(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
@@ -47,6 +60,19 @@ pub(super) async fn get_script(
         .into_response())
 }
 
+#[utoipa::path(
+    put, path = "/admin/scripts/{code}", tag = "scripts",
+    params(("code" = String, Path, description = "The script code (1 to 64 of A-Z a-z 0-9 _ . -)")),
+    request_body(content = Option<String>, content_type = "text/plain", description = "Rhai source (empty is an empty script)"),
+    responses(
+        (status = 200, description = "Replaced and loaded", body = ScriptSaved),
+        (status = 201, description = "Created and loaded", body = ScriptSaved),
+        (status = 400, description = "Not a valid script code", body = ErrorAnswer),
+        (status = 413, description = "Larger than max_script_bytes", body = ErrorAnswer),
+        (status = 415, description = "Not UTF-8", body = ErrorAnswer),
+        (status = 422, description = "Does not compile, or calls a function that exists nowhere (`line`, `col`)", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn put_script(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
@@ -95,11 +121,23 @@ pub(super) async fn put_script(
     };
     Ok((
         status,
-        Json(json!({ "code": code, "status": status_of(&snapshot, FileKind::Script, &code) })),
+        Json(ScriptSaved {
+            status: status_of(&snapshot, FileKind::Script, &code),
+            code,
+        }),
     )
         .into_response())
 }
 
+#[utoipa::path(
+    delete, path = "/admin/scripts/{code}", tag = "scripts",
+    params(("code" = String, Path, description = "The script code")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such script", body = ErrorAnswer),
+        (status = 409, description = "A channel names it", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn delete_script(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
@@ -129,22 +167,34 @@ pub(super) async fn delete_script(
 
 /// `POST /admin/check`: compiles the body (Rhai source) and runs the authoring
 /// check without saving anything: `{"ok", "errors": [{line, col, message}]}`.
+#[utoipa::path(
+    post, path = "/admin/check", tag = "scripts",
+    request_body(content = Option<String>, content_type = "text/plain", description = "Rhai source (empty is an empty script)"),
+    responses(
+        (status = 200, description = "Whether it compiles and calls only functions that exist; nothing is saved", body = CheckResult),
+        (status = 413, description = "Larger than max_body_bytes", body = ErrorAnswer),
+        (status = 415, description = "Not UTF-8", body = ErrorAnswer),
+    )
+)]
 pub(super) async fn check_script(
     State(app): State<Arc<AppState>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<CheckResult>, AppError> {
     let source = String::from_utf8(body.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
     let engine = app.engine.clone();
     let scripts = app.registry.snapshot().scripts.clone();
     let errors = tokio::task::spawn_blocking(move || match engine.compile(&source) {
-        Err(e) => vec![json!({"line": e.line, "col": e.col, "message": e.message})],
-        Ok(ast) => engine
-            .unknown_calls(&ast, &scripts)
-            .into_iter()
-            .map(|f| json!({"line": f.line, "col": f.col, "message": f.message}))
-            .collect(),
+        Err(e) => vec![Finding {
+            line: e.line,
+            col: e.col,
+            message: e.message,
+        }],
+        Ok(ast) => engine.unknown_calls(&ast, &scripts),
     })
     .await
     .map_err(|_| AppError::Internal)?;
-    Ok(Json(json!({ "ok": errors.is_empty(), "errors": errors })))
+    Ok(Json(CheckResult {
+        ok: errors.is_empty(),
+        errors,
+    }))
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::dry::{self, DryHost, Input, PickError, Reads};
 use super::recordings;
@@ -17,15 +17,12 @@ use crate::registry::Snapshot;
 use crate::script::Script;
 use crate::AppState;
 
-/// The routes, under the admin guard.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/admin/channels/{code}/requests",
-            get(list_requests).delete(clear_requests),
-        )
-        .route("/admin/channels/{code}/try", post(try_run))
-        .route("/admin/channels/{code}/replay", post(replay))
+/// The routes, under the admin guard, registered from their descriptions.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_requests, clear_requests))
+        .routes(routes!(try_run))
+        .routes(routes!(replay))
 }
 
 fn channel_of(app: &AppState, code: &str) -> Result<Arc<Channel>, AppError> {
@@ -40,6 +37,18 @@ fn store_error(e: crate::store::StoreError) -> AppError {
     AppError::store("recordings", &e)
 }
 
+#[utoipa::path(
+    get, path = "/admin/channels/{code}/requests", tag = "develop",
+    params(
+        ("code" = String, Path, description = "The channel code"),
+        ("limit" = Option<usize>, Query, description = "At most this many (1..1000, default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The channel's recordings, newest first", body = crate::api_doc::RequestList),
+        (status = 400, description = "An unknown parameter or a bad limit", body = crate::api_doc::ErrorAnswer),
+        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 async fn list_requests(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
@@ -60,6 +69,14 @@ async fn list_requests(
     Ok(Json(json!({ "requests": list })))
 }
 
+#[utoipa::path(
+    delete, path = "/admin/channels/{code}/requests", tag = "develop",
+    params(("code" = String, Path, description = "The channel code")),
+    responses(
+        (status = 204, description = "The recordings are cleared"),
+        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 async fn clear_requests(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
@@ -169,6 +186,18 @@ fn json_body(bytes: &[u8]) -> Result<Value, AppError> {
     Ok(body)
 }
 
+#[utoipa::path(
+    post, path = "/admin/channels/{code}/try", tag = "develop",
+    params(("code" = String, Path, description = "The channel code")),
+    request_body(content = crate::api_doc::TryIn, description = "`request` or `record`; nothing the run does is done (SPEC §15)"),
+    responses(
+        (status = 200, description = "What the script answered, logged and would have done", body = crate::api_doc::TryResult),
+        (status = 400, description = "Not a valid body, an unknown record, or no script for it", body = crate::api_doc::ErrorAnswer),
+        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
+        (status = 413, description = "Larger than max_body_bytes", body = crate::api_doc::ErrorAnswer),
+        (status = 422, description = "The draft does not compile (`line`, `col`)", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 async fn try_run(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
@@ -234,6 +263,18 @@ async fn pick(
     })
 }
 
+#[utoipa::path(
+    post, path = "/admin/channels/{code}/replay", tag = "develop",
+    params(("code" = String, Path, description = "The channel code")),
+    request_body(content = crate::api_doc::ReplayIn),
+    responses(
+        (status = 200, description = "The draft's answer against each recording's", body = crate::api_doc::ReplayResult),
+        (status = 400, description = "Not a valid body, or no script for a recording", body = crate::api_doc::ErrorAnswer),
+        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
+        (status = 413, description = "Larger than max_body_bytes", body = crate::api_doc::ErrorAnswer),
+        (status = 422, description = "The draft does not compile (`line`, `col`)", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 async fn replay(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use rhai::{ASTNode, Engine, Expr, Stmt, AST};
 
 /// One finding, at a 1-based line and column.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Finding {
     /// 1-based line.
     pub line: usize,
