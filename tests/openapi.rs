@@ -227,6 +227,8 @@ fn schemathesis_run(srv: &Server, phases: &str, examples: &str) -> String {
             .args(["--exclude-path", "/admin/stream"])
             .args(["--phases", phases, "--max-examples", examples])
             .args(["--workers", "2", "--seed", "20261201"])
+            // Its cache of crashes goes to the project's folder, not the repository.
+            .current_dir(srv.project.as_ref().unwrap().path())
             .env("NO_COLOR", "1"),
         "schemathesis",
     );
