@@ -21,7 +21,8 @@ use crate::channel::ChannelDoc;
 pub use crate::error::ErrorAnswer;
 use crate::script::lint::Finding;
 
-/// The frame of the document; the paths come from the routers.
+/// The frame of the document; the paths come from the routers (and the
+/// channel API's from `http::ChannelApi`).
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -29,7 +30,6 @@ use crate::script::lint::Finding;
         description = "Scriptable integration channels: the admin API, the channel routes, jobs, files, events and dry runs (SPEC §18).",
         license(name = "MIT OR Apache-2.0")
     ),
-    paths(crate::http::api),
     components(schemas(ErrorAnswer)),
     modifiers(&Security),
     security(("admin" = [])),

@@ -115,6 +115,12 @@ pub fn admit(
     })
 }
 
+/// The channel API's description: routed by hand (any method, any rest of
+/// the path), so not registered from its attribute like the other routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(api))]
+pub struct ChannelApi;
+
 /// Handles `ANY /channels/{code}/api` and `ANY /channels/{code}/api/{*path}`
 /// when the request came through the router (see [`api_route`] for the usual way).
 #[utoipa::path(

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{Authenticator, Iam, Throttle};
@@ -130,8 +131,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         router = router.route("/admin/fault/panic", get(fault_panic));
     }
     // Every route but the channel API's (any method, any rest of the path:
-    // described by `api_doc::Frame`) is registered from its description.
-    let (described, doc) = OpenApiRouter::new()
+    // described by `http::ChannelApi`) is registered from its description.
+    let (described, doc) = OpenApiRouter::with_openapi(http::ChannelApi::openapi())
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(ws::upgrade))
