@@ -119,8 +119,10 @@ pub fn document(routers: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 }
 
 /// The answers every guarded route may give besides its own: the admin
-/// guard's (401, 403 for a console session, 429 throttled), a body's bounds
-/// (408, 413) and the cluster's (503 `cluster_unavailable`).
+/// guard's (401, 403 for a console session, 429 throttled), a channel
+/// credential's (SPEC §3: 401, 403 `forbidden_ip`, 404, 429, 503 stopped or
+/// disabled), a body's bounds (408, 413) and the cluster's (503
+/// `cluster_unavailable`).
 fn add_common_answers(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let error = |description: &str| {
@@ -167,6 +169,19 @@ fn add_common_answers(doc: &mut utoipa::openapi::OpenApi) {
                     "429",
                     "Too many failed authentications from this sender (`throttled`, Retry-After)",
                 );
+            }
+            if !admin && path.starts_with("/channels/") {
+                add("401", "No valid channel credential (`unauthorized`)");
+                add(
+                    "403",
+                    "The sender's address is outside the channel's ipmask (`forbidden_ip`)",
+                );
+                add("404", "No such channel (`unknown_channel`)");
+                add(
+                    "429",
+                    "Too many failed authentications from this sender (`throttled`, Retry-After)",
+                );
+                add("503", "The channel is stopped or disabled (`channel_stopped`, `channel_disabled`), or, in cluster mode, NATS is unreachable");
             }
             if body {
                 add(

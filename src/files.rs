@@ -116,11 +116,6 @@ async fn blocking<T: Send + 'static>(
         (status = 201, description = "PUT: created `{\"name\", \"size\"}`"),
         (status = 204, description = "DELETE: removed"),
         (status = 400, description = "Not a valid file name", body = crate::api_doc::ErrorAnswer),
-        (status = 401, description = "No valid channel credential", body = crate::api_doc::ErrorAnswer),
-        (status = 403, description = "The sender's address is outside the channel's ipmask", body = crate::api_doc::ErrorAnswer),
-        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
-        (status = 429, description = "Too many failed authentications (Retry-After)", body = crate::api_doc::ErrorAnswer),
-        (status = 503, description = "The channel is stopped or disabled", body = crate::api_doc::ErrorAnswer),
         (status = 413, description = "Larger than max_file_bytes", body = crate::api_doc::ErrorAnswer),
         (status = 507, description = "The channel's files quota or the disk is full", body = crate::api_doc::ErrorAnswer),
     )

@@ -376,11 +376,6 @@ async fn serve_api(
     responses(
         (status = 200, description = "Taken: the job's new state", body = crate::api_doc::JobResultTaken),
         (status = 400, description = "Not JSON, or success is not a boolean", body = crate::api_doc::ErrorAnswer),
-        (status = 401, description = "No valid channel credential", body = crate::api_doc::ErrorAnswer),
-        (status = 403, description = "The sender's address is outside the channel's ipmask", body = crate::api_doc::ErrorAnswer),
-        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
-        (status = 429, description = "Too many failed authentications (Retry-After)", body = crate::api_doc::ErrorAnswer),
-        (status = 503, description = "The channel is stopped or disabled", body = crate::api_doc::ErrorAnswer),
         (status = 409, description = "The job is not waiting", body = crate::api_doc::ErrorAnswer),
         (status = 413, description = "Larger than max_body_bytes", body = crate::api_doc::ErrorAnswer),
     )

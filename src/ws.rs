@@ -77,11 +77,6 @@ pub const MESSAGE_OUTPUTS: &[&str] = &["data", "success"];
         (status = 101, description = "Switching to the websocket protocol"),
         (status = 400, description = "Not a websocket upgrade", content_type = "text/plain"),
         (status = 426, description = "The connection cannot be upgraded", content_type = "text/plain"),
-        (status = 401, description = "No valid channel credential", body = crate::api_doc::ErrorAnswer),
-        (status = 403, description = "The sender's address is outside the channel's ipmask", body = crate::api_doc::ErrorAnswer),
-        (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
-        (status = 429, description = "Too many failed authentications (Retry-After)", body = crate::api_doc::ErrorAnswer),
-        (status = 503, description = "The channel is stopped or disabled", body = crate::api_doc::ErrorAnswer),
     )
 )]
 pub async fn upgrade(

@@ -202,17 +202,7 @@ async fn the_orders_websocket_looks_orders_up() {
 #[tokio::test]
 async fn created_orders_are_kept_and_the_poller_publishes_new_ones() {
     // The shipped folders, copied, so the poller can be made to poll every second.
-    let project = common::Project::new();
-    for dir in ["channels", "scripts"] {
-        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(
-                &path,
-                project.path().join(dir).join(path.file_name().unwrap()),
-            )
-            .unwrap();
-        }
-    }
+    let project = common::Project::new().with_examples();
     let srv = project.config("admin_token = \"adm\"").start();
     let c = client();
     let (status, _, created) = json_of(

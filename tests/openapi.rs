@@ -11,7 +11,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{client, json_of, repo, Project, Server};
+use common::{client, json_of, Project, Server};
 use serde_json::{json, Value};
 
 const ADMIN: &str = "openapi-admin";
@@ -27,25 +27,14 @@ fn schemathesis() -> String {
 /// The shipped examples, an admin token, and a trusted proxy (so a test can
 /// speak for many senders and stay under the failed-authentication throttle).
 fn project() -> Project {
-    let mut project = Project::new()
+    Project::new()
+        .with_examples()
         .config(&format!(
             "admin_token = \"{ADMIN}\"\ntrusted_proxies = [\"127.0.0.1/32\"]"
         ))
         .channel(json!({"code": "nosend", "token_local": "nosend-token",
             "recv_svcscriptcode": "echo", "opts": {"issync": true}}))
-        .script("echo", "body = #{ ok: true };");
-    for dir in ["channels", "scripts"] {
-        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(
-                &path,
-                project.path().join(dir).join(path.file_name().unwrap()),
-            )
-            .unwrap();
-        }
-    }
-    project = project.with_unknown_calls();
-    project
+        .script("echo", "body = #{ ok: true };")
 }
 
 async fn description(srv: &Server) -> Value {

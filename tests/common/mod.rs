@@ -82,6 +82,18 @@ impl Project {
         self.dir.path()
     }
 
+    /// Copies the shipped example channels and scripts in.
+    pub fn with_examples(self) -> Self {
+        for dir in ["channels", "scripts"] {
+            for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                std::fs::copy(&path, self.path().join(dir).join(path.file_name().unwrap()))
+                    .unwrap();
+            }
+        }
+        self
+    }
+
     /// Writes `channels/<code>.json` from a JSON value (must contain `code`).
     pub fn channel(self, doc: Value) -> Self {
         let code = doc["code"].as_str().expect("code").to_owned();
