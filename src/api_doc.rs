@@ -348,7 +348,7 @@ pub struct Job {
     pub channel: String,
     /// `send`, `recv` or `schedule`.
     pub kind: String,
-    /// `queued`, `running`, `waiting`, `done`, `failed`, `timed_out`.
+    /// `queued`, `running`, `waiting`, `succeeded`, `failed`, `timed_out`.
     pub state: String,
     pub attempt: i64,
     pub max_attempts: i64,

@@ -13,7 +13,7 @@ pub(super) const JOB_FILTERS: &[&str] = &[
     params(
         ("channel" = Option<String>, Query, description = "Jobs of this channel"),
         ("kind" = Option<String>, Query, description = "send, recv or schedule"),
-        ("state" = Option<String>, Query, description = "queued, running, waiting, done, failed or timed_out"),
+        ("state" = Option<String>, Query, description = "queued, running, waiting, succeeded, failed or timed_out"),
         ("queue" = Option<String>, Query, description = "Jobs of every channel of this queue"),
         ("test" = Option<String>, Query, description = "`true`: only jobs made in test mode; `false`: none of them; empty: all", pattern = "^(true|false)?$"),
         ("tag" = Option<String>, Query, description = "Jobs with this business key"),
