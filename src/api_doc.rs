@@ -150,8 +150,7 @@ fn add_common_answers(doc: &mut utoipa::openapi::OpenApi) {
         .into_iter()
         .flatten()
         {
-            // The paths admin::guard admits only with admin credentials.
-            let admin = path.starts_with("/admin/") || path == "/events" || path.ends_with("/send");
+            let admin = crate::auth::admin_only(path);
             let body = op.request_body.is_some();
             let answers = &mut op.responses.responses;
             let mut add = |status: &str, description: &str| {
@@ -188,9 +187,10 @@ fn add_common_answers(doc: &mut utoipa::openapi::OpenApi) {
                     "408",
                     "The body did not arrive within body_timeout (`request_timeout`)",
                 );
+                // A route whose body has another bound names it in its own attribute.
                 add(
                     "413",
-                    "The body is larger than its bound (`payload_too_large`)",
+                    "The body is larger than max_body_bytes (`payload_too_large`)",
                 );
             }
             if path != "/admin/openapi.json" {

@@ -138,6 +138,23 @@ async fn the_description_is_valid_openapi_3_1_and_names_every_route() {
     ] {
         assert!(opts.get(field).is_some(), "opts.{field} is not described");
     }
+    // Every operation with a body says it may be too large, naming its bound.
+    for (method, path) in &ops {
+        let op = &doc["paths"][path][method];
+        if op.get("requestBody").is_none() {
+            continue;
+        }
+        let too_large = op["responses"]["413"]["description"].as_str();
+        let bound = match path.as_str() {
+            "/channels/{code}/files/{name}" => "max_file_bytes",
+            "/admin/scripts/{code}" => "max_script_bytes",
+            _ => "max_body_bytes",
+        };
+        assert!(
+            too_large.is_some_and(|d| d.contains(bound)),
+            "{method} {path}: 413 {too_large:?} does not name {bound}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -283,7 +283,6 @@ pub(super) fn validate(
         (status = 201, description = "Created and loaded", body = ChannelShown),
         (status = 400, description = "Not a valid document: the message names the field", body = ErrorAnswer),
         (status = 409, description = "The code exists", body = ErrorAnswer),
-        (status = 413, description = "Larger than max_body_bytes", body = ErrorAnswer),
     )
 )]
 pub(super) async fn create_channel(
@@ -333,7 +332,6 @@ pub(super) async fn create_channel(
         (status = 200, description = "Replaced and loaded", body = ChannelShown),
         (status = 400, description = "Not a valid document, or its code is not the path's", body = ErrorAnswer),
         (status = 404, description = "No such channel", body = ErrorAnswer),
-        (status = 413, description = "Larger than max_body_bytes", body = ErrorAnswer),
     )
 )]
 pub(super) async fn replace_channel(

@@ -32,7 +32,6 @@ pub(super) async fn list_connections(
         (status = 202, description = "Published to the events channels", body = EventAccepted),
         (status = 400, description = "Not JSON, or not a valid event name", body = ErrorAnswer),
         (status = 401, description = "No admin credentials", body = ErrorAnswer),
-        (status = 413, description = "Larger than max_body_bytes", body = ErrorAnswer),
     )
 )]
 pub async fn post_event(

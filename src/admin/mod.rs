@@ -85,9 +85,7 @@ pub async fn guard(
     next: Next,
 ) -> Response {
     let path = req.uri().path();
-    let send =
-        path.starts_with("/channels/") && path.ends_with("/send") && path.matches('/').count() == 3;
-    if path == "/admin" || path.starts_with("/admin/") || path == "/events" || send {
+    if crate::auth::admin_only(path) {
         // A console session (cookie) when no credential is given in the header.
         let bearer = req.headers().contains_key(header::AUTHORIZATION);
         if let Some((_, session)) = (!bearer)
@@ -230,7 +228,7 @@ pub(super) fn script_file(app: &AppState, code: &str) -> PathBuf {
 pub fn listing_params(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, String>, AppError> {
     let mut out = HashMap::new();
     for (k, v) in crate::auth::query_pairs(uri.query().unwrap_or("")) {
-        if !allowed.contains(&k.as_str()) {
+        if !allowed.contains(&k.as_ref()) {
             return Err(AppError::BadRequest(if allowed.is_empty() {
                 format!("unknown query parameter {k:?}: this listing takes none")
             } else {
@@ -240,7 +238,7 @@ pub fn listing_params(uri: &Uri, allowed: &[&str]) -> Result<HashMap<String, Str
                 )
             }));
         }
-        out.insert(k, v);
+        out.insert(k.into_owned(), v.into_owned());
     }
     Ok(out)
 }

@@ -172,7 +172,6 @@ pub(super) async fn delete_script(
     request_body(content = Option<String>, content_type = "text/plain", description = "Rhai source (empty is an empty script)"),
     responses(
         (status = 200, description = "Whether it compiles and calls only functions that exist; nothing is saved", body = CheckResult),
-        (status = 413, description = "Larger than max_body_bytes", body = ErrorAnswer),
         (status = 415, description = "Not UTF-8", body = ErrorAnswer),
     )
 )]
