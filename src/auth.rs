@@ -4,6 +4,7 @@
 //! (404, by the caller), throttled (429), no or wrong credential (401), sender
 //! outside the mask (403), channel disabled (503, by the caller).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,6 +24,16 @@ use crate::net::in_nets;
 pub const THROTTLE_LIMIT: u32 = 20;
 /// The throttle's window.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The paths that take admin credentials instead of a channel's: `/admin` and
+/// everything under it, `/events` and `/channels/{code}/send`. It reads a
+/// request's path and a route template alike (the guard and the API
+/// description both ask it).
+pub fn admin_only(path: &str) -> bool {
+    let send =
+        path.starts_with("/channels/") && path.ends_with("/send") && path.matches('/').count() == 3;
+    path == "/admin" || path.starts_with("/admin/") || path == "/events" || send
+}
 
 /// The credential a request presents.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +68,7 @@ pub fn credential(headers: &HeaderMap, query: Option<&str>) -> Credential {
         }
     }
     for (key, value) in query_pairs(query.unwrap_or("")) {
-        if key == "token" && !offer(value) {
+        if key == "token" && !offer(value.into_owned()) {
             return Credential::Conflicting;
         }
     }
@@ -74,18 +85,25 @@ fn bearer(value: &str) -> Option<&str> {
 }
 
 /// Decoded `key=value` pairs of a query string (`+` is a space).
-pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> + '_ {
     query.split('&').filter(|p| !p.is_empty()).map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (decode_component(k), decode_component(v))
     })
 }
 
-fn decode_component(s: &str) -> String {
+/// A query component decoded; borrowed when there is nothing to decode (a
+/// token in every call's query: no allocation for it).
+fn decode_component(s: &str) -> Cow<'_, str> {
+    if !s.contains(['+', '%']) {
+        return Cow::Borrowed(s);
+    }
     let s = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&s)
-        .decode_utf8_lossy()
-        .into_owned()
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 /// The raw query string without its `token` parameters.
@@ -232,6 +250,9 @@ pub enum Realm {
 #[derive(Default)]
 pub struct Throttle {
     windows: DashMap<(IpAddr, Realm), Window>,
+    /// Entries in `windows`: while there are none (no failure in the last
+    /// minute, the usual case) a request is let through without a lookup.
+    entries: std::sync::atomic::AtomicUsize,
 }
 
 struct Window {
@@ -251,9 +272,13 @@ fn throttle_key(ip: IpAddr) -> IpAddr {
 }
 
 impl Throttle {
-    /// Seconds to wait when `ip` is throttled in `realm`, else `None`.
-    pub fn blocked(&self, ip: IpAddr, realm: &Realm) -> Option<u64> {
-        let w = self.windows.get(&(throttle_key(ip), realm.clone()))?;
+    /// Seconds to wait when `ip` is throttled in `realm` (made only when
+    /// there is something to look up), else `None`.
+    pub fn blocked(&self, ip: IpAddr, realm: impl FnOnce() -> Realm) -> Option<u64> {
+        if self.entries.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let w = self.windows.get(&(throttle_key(ip), realm()))?;
         let age = w.start.elapsed();
         if w.failures >= THROTTLE_LIMIT && age < THROTTLE_WINDOW {
             Some((THROTTLE_WINDOW - age).as_secs_f64().ceil().max(1.0) as u64)
@@ -268,9 +293,13 @@ impl Throttle {
         let mut w = self
             .windows
             .entry((throttle_key(ip), realm.clone()))
-            .or_insert(Window {
-                start: now,
-                failures: 0,
+            .or_insert_with(|| {
+                self.entries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Window {
+                    start: now,
+                    failures: 0,
+                }
             });
         if now.duration_since(w.start) >= THROTTLE_WINDOW {
             w.start = now;
@@ -281,8 +310,14 @@ impl Throttle {
 
     /// Forgets windows that are over, so the table stays small.
     pub fn sweep(&self) {
-        self.windows
-            .retain(|_, w| w.start.elapsed() < THROTTLE_WINDOW);
+        self.windows.retain(|_, w| {
+            let keep = w.start.elapsed() < THROTTLE_WINDOW;
+            if !keep {
+                self.entries
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            keep
+        });
     }
 }
 
@@ -307,7 +342,7 @@ impl Authenticator {
     ) -> Result<Identity, AppError> {
         if let Some(secs) = self
             .throttle
-            .blocked(sender, &Realm::Channel(channel.code().to_owned()))
+            .blocked(sender, || Realm::Channel(channel.code().to_owned()))
         {
             return Err(AppError::Throttled(secs));
         }
@@ -352,7 +387,7 @@ impl Authenticator {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<Identity, AppError> {
-        if let Some(secs) = self.throttle.blocked(sender, &Realm::Admin) {
+        if let Some(secs) = self.throttle.blocked(sender, || Realm::Admin) {
             return Err(AppError::Throttled(secs));
         }
         let in_query = query_pairs(query.unwrap_or("")).any(|(k, _)| k == "token");
@@ -379,7 +414,7 @@ impl Authenticator {
     /// The console's sign-in (SPEC §16): the admin token, or an IAM JWT with
     /// role `admin` or `viewer`; throttled like the admin API (§3).
     pub fn console_caller(&self, sender: IpAddr, token: &str) -> Result<Identity, AppError> {
-        if let Some(secs) = self.throttle.blocked(sender, &Realm::Admin) {
+        if let Some(secs) = self.throttle.blocked(sender, || Realm::Admin) {
             return Err(AppError::Throttled(secs));
         }
         let admin_token = &self.config.admin_token;
@@ -521,18 +556,18 @@ mod tests {
         for _ in 0..THROTTLE_LIMIT - 1 {
             t.fail(a, &ch);
         }
-        assert_eq!(t.blocked(a, &ch), None);
+        assert_eq!(t.blocked(a, || ch.clone()), None);
         t.fail(a, &ch);
-        let secs = t.blocked(a, &ch).unwrap();
+        let secs = t.blocked(a, || ch.clone()).unwrap();
         assert!((1..=60).contains(&secs));
-        assert_eq!(t.blocked(b, &ch), None);
-        assert_eq!(t.blocked(a, &Realm::Channel("other".into())), None);
-        assert_eq!(t.blocked(a, &Realm::Admin), None);
+        assert_eq!(t.blocked(b, || ch.clone()), None);
+        assert_eq!(t.blocked(a, || Realm::Channel("other".into())), None);
+        assert_eq!(t.blocked(a, || Realm::Admin), None);
         // IPv6 senders count by their /64.
         for _ in 0..THROTTLE_LIMIT {
             t.fail(ip("2001:db8:1:2::1"), &ch);
         }
-        assert!(t.blocked(ip("2001:db8:1:2::ffff"), &ch).is_some());
-        assert_eq!(t.blocked(ip("2001:db8:1:3::1"), &ch), None);
+        assert!(t.blocked(ip("2001:db8:1:2::ffff"), || ch.clone()).is_some());
+        assert_eq!(t.blocked(ip("2001:db8:1:3::1"), || ch.clone()), None);
     }
 }

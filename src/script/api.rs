@@ -54,7 +54,7 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("parse_query", |query: &str| -> Fallible<Map> {
         super::heavy(query.len())?;
         Ok(crate::auth::query_pairs(query.trim_start_matches('?'))
-            .map(|(k, v)| (k.into(), v.into()))
+            .map(|(k, v)| (k.as_ref().into(), Dynamic::from(v.into_owned())))
             .collect())
     });
 
