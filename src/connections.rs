@@ -173,7 +173,8 @@ impl Connection {
         sent
     }
 
-    /// Called by the writer when a frame leaves the queue: its room is free again.
+    /// Called by the writer, holding the socket, as it hands a frame over: the
+    /// frame's room is free again (until then it counts as queued).
     pub fn dequeued(&self, outgoing: Outgoing) -> Message {
         outgoing.message
     }

@@ -4,7 +4,9 @@
 //! `message` frame, at most `ws_max_inflight` at once: past that it stops
 //! reading the socket (backpressure) instead of dropping frames. The writer
 //! drains the connection's send queue, pings every 30 s and closes a
-//! connection that has sent nothing for 90 s (see [`ping_every`]).
+//! connection that has sent nothing for 90 s (see [`ping_every`]). An answer
+//! with nothing queued ahead of it while the writer is idle is written to the
+//! socket by whoever made it (see [`answer`]): no hop through the writer task.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -161,8 +163,14 @@ async fn session(app: Arc<AppState>, caller: Caller, socket: WebSocket) {
     tracing::info!(channel = %channel.code(), connection = %conn.id, address = %conn.address, "websocket opened");
     let clock = Clock::new();
     let (sink, stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, outbox, conn.clone(), clock.clone()));
-    let end = read_loop(&app, &conn, stream, &clock).await;
+    let sink: SharedSink = Arc::new(tokio::sync::Mutex::new(sink));
+    let writer = tokio::spawn(write_loop(
+        sink.clone(),
+        outbox,
+        conn.clone(),
+        clock.clone(),
+    ));
+    let end = read_loop(&app, &conn, sink, stream, &clock).await;
     let (code, reason) = end.clone().unwrap_or((1000, String::new()));
     conn.close(code, &reason);
     let _ = writer.await;
@@ -200,12 +208,59 @@ impl Clock {
 /// Most frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut outbox: Outbox,
-    conn: Arc<Connection>,
-    clock: Clock,
-) {
+/// The socket's sending half, shared by the writer task and the direct answers.
+/// A frame taken from the queue keeps its room until the writer, holding this
+/// lock, has handed it to the socket: so "no room taken" seen under the lock
+/// means no frame is waiting to be written.
+type SharedSink = Arc<tokio::sync::Mutex<SplitSink<WebSocket, Message>>>;
+
+/// How an answer left.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// On the socket, or queued for the writer, or the connection is gone.
+    Done,
+    /// Handed to the socket unflushed: the reader flushes before it waits for input.
+    Unflushed,
+}
+
+/// Sends an answer: written straight to the socket when no frame is queued
+/// ahead of it and nobody is writing, otherwise queued (waiting for room: a
+/// client that does not read stops the reader, not the server). With `flush`
+/// false (the reader's own answers) a direct write is left in the socket's
+/// buffer, so answers to frames that arrived together leave in one write.
+async fn answer(
+    conn: &Connection,
+    sink: &SharedSink,
+    closing: &mut watch::Receiver<Option<(u16, String)>>,
+    text: String,
+    flush: bool,
+) -> Sent {
+    if let Ok(mut sink) = sink.try_lock() {
+        if conn.queued_bytes() == 0 {
+            if closing.borrow().is_some() {
+                return Sent::Done;
+            }
+            let message = Message::Text(text.into());
+            let write = async {
+                if flush {
+                    sink.send(message).await.map(|()| Sent::Done)
+                } else {
+                    sink.feed(message).await.map(|()| Sent::Unflushed)
+                }
+            };
+            // A client that stopped reading must not hold up a close request.
+            return tokio::select! {
+                biased;
+                _ = closing.changed() => Sent::Done,
+                sent = write => sent.unwrap_or(Sent::Done),
+            };
+        }
+    }
+    conn.answer(text).await;
+    Sent::Done
+}
+
+async fn write_loop(sink: SharedSink, mut outbox: Outbox, conn: Arc<Connection>, clock: Clock) {
     let every = ping_every();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
@@ -215,15 +270,18 @@ async fn write_loop(
                 let request = if changed.is_ok() { outbox.close.borrow().clone() } else { None };
                 if let Some((code, reason)) = request {
                     let frame = CloseFrame { code, reason: reason.into() };
-                    let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+                    let send = async { sink.lock().await.send(Message::Close(Some(frame))).await };
+                    let _ = tokio::time::timeout(CLOSE_WAIT, send).await;
                 }
                 break;
             }
             next = outbox.frames.recv() => {
                 let Some(outgoing) = next else { break };
                 // Everything already queued goes out in one write (one flush).
+                // Each frame gives its room back only once the lock is held.
                 let frames = &mut outbox.frames;
                 let write = async {
+                    let mut sink = sink.lock().await;
                     sink.feed(conn.dequeued(outgoing)).await?;
                     for _ in 1..WRITE_BATCH {
                         match frames.try_recv() {
@@ -245,47 +303,64 @@ async fn write_loop(
             _ = ping.tick() => {
                 if clock.silent_for() >= idle_limit() {
                     conn.close(CLOSE_GOING_AWAY, "no answer for three ping intervals");
-                } else if sink.send(Message::Ping(Default::default())).await.is_err() {
+                } else if sink.lock().await.send(Message::Ping(Default::default())).await.is_err() {
                     break;
                 }
             }
         }
     }
-    let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async { sink.lock().await.close().await }).await;
 }
 
 /// Per-connection state of the reader.
 struct Reader<'a> {
     app: &'a Arc<AppState>,
     conn: &'a Arc<Connection>,
+    sink: SharedSink,
     permits: Arc<Semaphore>,
     inflight: Arc<Mutex<HashSet<String>>>,
     rate: RateLimit,
     closing: watch::Receiver<Option<(u16, String)>>,
     /// `startparam(3)` and `startparam(4)` of message scripts, made once per connection.
     conn_params: [rhai::ImmutableString; 2],
+    /// Answers handed to the socket and not flushed yet.
+    unflushed: bool,
 }
 
 /// Reads until the client leaves or a frame ends the session; returns the close to send.
 async fn read_loop(
     app: &Arc<AppState>,
     conn: &Arc<Connection>,
+    sink: SharedSink,
     mut stream: SplitStream<WebSocket>,
     clock: &Clock,
 ) -> Option<(u16, String)> {
     let mut reader = Reader {
         app,
         conn,
+        sink,
         permits: Arc::new(Semaphore::new(app.config.ws_max_inflight)),
         inflight: Arc::default(),
         rate: RateLimit::new(app.config.ws_max_rate),
         closing: conn.closing(),
         conn_params: [conn.id.to_string().into(), conn.address.to_string().into()],
+        unflushed: false,
     };
     loop {
-        let next = tokio::select! {
-            next = stream.next() => next,
-            _ = reader.closing.changed() => return None,
+        if reader.closing.borrow().is_some() {
+            return None;
+        }
+        // Frames already here are read first; the answers written meanwhile
+        // are flushed once, before waiting for more.
+        let next = match stream.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                reader.flush().await;
+                tokio::select! {
+                    next = stream.next() => next,
+                    _ = reader.closing.changed() => return None,
+                }
+            }
         };
         let message = match next {
             None => return None,
@@ -414,21 +489,41 @@ fn failure(kind: &str, qid: &Value, error: &str) -> String {
 }
 
 impl Reader<'_> {
+    async fn answer(&mut self, text: String) {
+        if answer(self.conn, &self.sink, &mut self.closing, text, false).await == Sent::Unflushed {
+            self.unflushed = true;
+        }
+    }
+
+    /// Flushes what the reader's answers left in the socket's buffer. When the
+    /// writer holds the socket it flushes them with its own frames.
+    async fn flush(&mut self) {
+        if !std::mem::take(&mut self.unflushed) {
+            return;
+        }
+        if let Ok(mut sink) = self.sink.try_lock() {
+            tokio::select! {
+                biased;
+                _ = self.closing.changed() => {}
+                _ = sink.flush() => {}
+            }
+        }
+    }
+
     /// Handles one text frame; returns a close when the session must end.
     async fn frame(&mut self, text: &str) -> Option<(u16, String)> {
         let frame = match parse_frame(text) {
             Ok(frame) => frame,
             Err(bad) => {
                 let answer = json!(["error", {"qid": bad.qid, "error": "bad_frame", "message": bad.message}]);
-                self.conn.answer(answer.to_string()).await;
+                self.answer(answer.to_string()).await;
                 return None;
             }
         };
         match self.rate.check(Instant::now()) {
             Rate::Ok => {}
             Rate::Over => {
-                self.conn
-                    .answer(failure(&frame.kind, &frame.qid, "rate_limited"))
+                self.answer(failure(&frame.kind, &frame.qid, "rate_limited"))
                     .await;
                 return None;
             }
@@ -442,11 +537,10 @@ impl Reader<'_> {
             "message" => self.message(frame, channel).await,
             "subscribe" | "unsubscribe" | "publish" => {
                 let answer = self.token_api(&frame, &channel).await;
-                self.conn.answer(answer).await;
+                self.answer(answer).await;
             }
             _ => {
-                self.conn
-                    .answer(failure(&frame.kind, &frame.qid, "unknown_kind"))
+                self.answer(failure(&frame.kind, &frame.qid, "unknown_kind"))
                     .await;
             }
         }
@@ -461,21 +555,27 @@ impl Reader<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone());
         if !fresh {
-            self.conn
-                .answer(failure("message", &frame.qid, "duplicate_qid"))
+            self.answer(failure("message", &frame.qid, "duplicate_qid"))
                 .await;
             return;
         }
         // Past the cap, wait here: the socket is not read until a slot frees up.
-        let permit = tokio::select! {
-            permit = self.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = self.closing.changed() => return,
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.flush().await;
+                tokio::select! {
+                    permit = self.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                    _ = self.closing.changed() => return,
+                }
+            }
         };
         let request_id = uuid::Uuid::new_v4().to_string();
         let span = crate::trace::frame_span(channel.code(), &request_id, &frame.qid);
         let task = MessageRun {
             app: self.app.clone(),
             conn: self.conn.clone(),
+            sink: self.sink.clone(),
             conn_params: self.conn_params.clone(),
             channel,
             frame,
@@ -486,7 +586,9 @@ impl Reader<'_> {
             started: Instant::now(),
             _permit: permit,
         };
-        task.start().await;
+        if task.start(&mut self.closing).await == Sent::Unflushed {
+            self.unflushed = true;
+        }
     }
 
     async fn token_api(&self, frame: &Frame, channel: &Channel) -> String {
@@ -596,6 +698,7 @@ impl Reader<'_> {
 struct MessageRun {
     app: Arc<AppState>,
     conn: Arc<Connection>,
+    sink: SharedSink,
     conn_params: [rhai::ImmutableString; 2],
     channel: Arc<Channel>,
     frame: Frame,
@@ -615,19 +718,20 @@ impl MessageRun {
     /// Runs the frame: answered right here when the script finishes inline (most
     /// do, within 1 ms and without side effects), otherwise on its own task so the
     /// reader goes on with the next frames.
-    async fn start(self) {
+    async fn start(self, closing: &mut watch::Receiver<Option<(u16, String)>>) -> Sent {
         self.conn.inflight.fetch_add(1, Ordering::Relaxed);
         let (script, ctx) = match self.prepare() {
             Ok(ready) => ready,
-            Err(outcome) => return self.finish(outcome).await,
+            Err(outcome) => return self.finish(outcome, closing, false).await,
         };
         let engine = &self.app.engine;
         let timeout = self.channel.timeout;
         if let Some(done) = engine.try_inline(&script, &ctx, self.started, timeout, MESSAGE_OUTPUTS)
         {
             let outcome = self.settle(done);
-            return self.finish(outcome).await;
+            return self.finish(outcome, closing, false).await;
         }
+        let mut closing = closing.clone();
         tokio::spawn(async move {
             let done = self
                 .app
@@ -635,12 +739,19 @@ impl MessageRun {
                 .run_off_thread(script, ctx, self.started, timeout, MESSAGE_OUTPUTS)
                 .await;
             let outcome = self.settle(done);
-            self.finish(outcome).await
+            self.finish(outcome, &mut closing, true).await
         });
+        Sent::Done
     }
 
     /// Frees the qid, answers, logs and counts.
-    async fn finish(mut self, (success, data): Outcome) {
+    /// `flush` is false when the reader itself answers (it flushes later).
+    async fn finish(
+        mut self,
+        (success, data): Outcome,
+        closing: &mut watch::Receiver<Option<(u16, String)>>,
+        flush: bool,
+    ) -> Sent {
         if !success {
             self.span.fail(|| data.clone());
         }
@@ -649,14 +760,8 @@ impl MessageRun {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.key);
-        self.conn
-            .answer(result_frame_text(
-                "message",
-                &self.frame.qid,
-                success,
-                &data,
-            ))
-            .await;
+        let text = result_frame_text("message", &self.frame.qid, success, &data);
+        let sent = answer(&self.conn, &self.sink, closing, text, flush).await;
         self.conn.inflight.fetch_sub(1, Ordering::Relaxed);
         let keep = self.channel.doc.opts.record.unwrap_or(0);
         if keep > 0 {
@@ -673,6 +778,7 @@ impl MessageRun {
             "message"
         );
         crate::telemetry::count_ws_message(self.channel.code(), success);
+        sent
     }
 
     /// Keeps the frame and its answer (`opts.record`).
