@@ -52,6 +52,7 @@ pub mod history;
 pub mod http;
 pub mod jobs;
 pub mod listener;
+pub mod log_format;
 pub mod log_writer;
 pub mod migrate;
 pub mod net;

@@ -89,7 +89,7 @@ pub fn init_logs(format: LogFormat) -> LogWriter {
         .with_writer(lines);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.event_format(crate::log_format::TextLine).try_init(),
     };
     writer
 }
