@@ -208,26 +208,31 @@ mod tests {
         }
     }
 
-    /// The same events through tracing-subscriber's default format (no
-    /// colours) and through ours.
+    /// What `log` writes through tracing-subscriber's default format (no
+    /// colours), or through ours.
+    fn written(ours: bool, log: impl Fn()) -> String {
+        let sink = Sink::default();
+        let writer = {
+            let sink = sink.clone();
+            move || sink.clone()
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(writer);
+        if ours {
+            tracing::subscriber::with_default(builder.event_format(TextLine).finish(), log);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), log);
+        }
+        let bytes = sink.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// The same events through both formats, each line without its timestamp.
     fn both(log: impl Fn()) -> (String, String) {
         let lines = |ours: bool| {
-            let sink = Sink::default();
-            let writer = {
-                let sink = sink.clone();
-                move || sink.clone()
-            };
-            let builder = tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_writer(writer);
-            if ours {
-                tracing::subscriber::with_default(builder.event_format(TextLine).finish(), &log);
-            } else {
-                tracing::subscriber::with_default(builder.finish(), &log);
-            }
-            let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-            // The timestamps differ; everything after them must not.
-            text.lines()
+            written(ours, &log)
+                .lines()
                 .map(|l| l.split_once(' ').map_or("", |(_, rest)| rest).to_owned())
                 .collect::<Vec<_>>()
                 .join("\n")
@@ -254,17 +259,7 @@ mod tests {
 
     #[test]
     fn the_timestamp_is_rfc3339_utc_with_microseconds() {
-        let sink = Sink::default();
-        let writer = {
-            let sink = sink.clone();
-            move || sink.clone()
-        };
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(writer)
-            .event_format(TextLine)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || tracing::info!("x"));
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let text = written(true, || tracing::info!("x"));
         let stamp = text.split(' ').next().unwrap();
         assert!(
             chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
