@@ -377,7 +377,6 @@ async fn serve_api(
         (status = 200, description = "Taken: the job's new state", body = crate::api_doc::JobResultTaken),
         (status = 400, description = "Not JSON, or success is not a boolean", body = crate::api_doc::ErrorAnswer),
         (status = 409, description = "The job is not waiting", body = crate::api_doc::ErrorAnswer),
-        (status = 413, description = "Larger than max_body_bytes", body = crate::api_doc::ErrorAnswer),
     )
 )]
 pub async fn job_result(
@@ -438,7 +437,6 @@ pub async fn job_result(
         (status = 202, description = "Queued", body = crate::api_doc::JobAccepted),
         (status = 400, description = "Not JSON, or a bad tag", body = crate::api_doc::ErrorAnswer),
         (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
-        (status = 413, description = "Larger than max_body_bytes", body = crate::api_doc::ErrorAnswer),
         (status = 501, description = "The channel has no send script", body = crate::api_doc::ErrorAnswer),
     )
 )]

@@ -194,7 +194,6 @@ fn json_body(bytes: &[u8]) -> Result<Value, AppError> {
         (status = 200, description = "What the script answered, logged and would have done", body = crate::api_doc::TryResult),
         (status = 400, description = "Not a valid body, an unknown record, or no script for it", body = crate::api_doc::ErrorAnswer),
         (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
-        (status = 413, description = "Larger than max_body_bytes", body = crate::api_doc::ErrorAnswer),
         (status = 422, description = "The draft does not compile (`line`, `col`)", body = crate::api_doc::ErrorAnswer),
     )
 )]
@@ -271,7 +270,6 @@ async fn pick(
         (status = 200, description = "The draft's answer against each recording's", body = crate::api_doc::ReplayResult),
         (status = 400, description = "Not a valid body, or no script for a recording", body = crate::api_doc::ErrorAnswer),
         (status = 404, description = "No such channel", body = crate::api_doc::ErrorAnswer),
-        (status = 413, description = "Larger than max_body_bytes", body = crate::api_doc::ErrorAnswer),
         (status = 422, description = "The draft does not compile (`line`, `col`)", body = crate::api_doc::ErrorAnswer),
     )
 )]
