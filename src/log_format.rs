@@ -7,10 +7,16 @@
 //! escaped the same way) without its styling and `fmt` round trips, which
 //! cost ≈ 11 000 instructions a line: a sixth of a scripted request. The
 //! server opens no `tracing` spans, so none are written.
+//!
+//! The two lines written for every call (a request, a websocket message)
+//! skip `tracing`'s event machinery as well: [`direct`] writes them, in the
+//! same layout, straight into the log buffer when the text format is on and
+//! `RUST_LOG` lets them through (the callers ask `tracing::enabled!`).
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -59,9 +65,89 @@ fn level(level: &Level) -> &'static str {
     }
 }
 
+/// The log buffer lines are written into directly; set when the text format is on.
+static DIRECT: OnceLock<crate::log_writer::Lines> = OnceLock::new();
+
+/// Lets [`direct`] write into `lines` (the text format is on).
+pub fn enable_direct(lines: crate::log_writer::Lines) {
+    let _ = DIRECT.set(lines);
+}
+
+/// A field of a line written by [`direct`].
+pub enum Value<'a> {
+    /// Written as it is (a `%` field).
+    Text(&'a str),
+    /// A number.
+    Number(u64),
+    /// `true` or `false`.
+    Bool(bool),
+    /// Milliseconds with three decimals.
+    Millis(Duration),
+    /// JSON text (a websocket frame's qid).
+    Json(&'a serde_json::Value),
+}
+
+/// Writes an info line of `target` into the log buffer without `tracing`:
+/// `false` when the text format is off (the caller then logs through
+/// `tracing`). The caller has checked that the level lets it through.
+pub fn direct(target: &str, message: &str, fields: &[(&str, Value<'_>)]) -> bool {
+    let Some(lines) = DIRECT.get() else {
+        return false;
+    };
+    thread_local! {
+        static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    LINE.with(|line| {
+        let mut line = line.borrow_mut();
+        line.clear();
+        let _ = info_line(&mut *line, target, message, fields);
+        let mut out = tracing_subscriber::fmt::MakeWriter::make_writer(lines);
+        let _ = std::io::Write::write_all(&mut out, line.as_bytes());
+    });
+    true
+}
+
+/// The text of an info line, as [`TextLine`] lays out the same event.
+fn info_line(
+    out: &mut impl Write,
+    target: &str,
+    message: &str,
+    fields: &[(&str, Value<'_>)],
+) -> fmt::Result {
+    timestamp(out)?;
+    out.write_str(level(&Level::INFO))?;
+    out.write_str(target)?;
+    out.write_str(": ")?;
+    Escaping(out).write_str(message)?;
+    for (name, value) in fields {
+        out.write_char(' ')?;
+        out.write_str(name)?;
+        out.write_char('=')?;
+        match value {
+            Value::Text(text) => out.write_str(text)?,
+            Value::Number(n) => write!(out, "{n}")?,
+            Value::Bool(b) => out.write_str(if *b { "true" } else { "false" })?,
+            Value::Millis(d) => write!(out, "{}", Millis(*d))?,
+            Value::Json(v) => out.write_str(&serde_json::to_string(v).unwrap_or_default())?,
+        }
+    }
+    out.write_char('\n')
+}
+
+/// A duration as milliseconds with three decimals (`12.345`), written with
+/// integers: a float's exact formatting costs more than the rest of a log line's fields.
+pub struct Millis(pub Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
+}
+
 /// `2026-12-01T17:31:52.694951Z` (UTC, microseconds); the part up to the
 /// seconds is made once a second per thread.
-fn timestamp(out: &mut Writer<'_>) -> fmt::Result {
+fn timestamp(out: &mut impl Write) -> fmt::Result {
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -162,9 +248,9 @@ impl Visit for Fields<'_, '_> {
 /// Escapes the terminal control characters tracing-subscriber escapes in a
 /// message (ESC, BEL, BS, FF, DEL and the C1 controls), so a message cannot
 /// drive the terminal of whoever reads the log.
-struct Escaping<'a, 'w>(&'a mut Writer<'w>);
+struct Escaping<'a, W: Write>(&'a mut W);
 
-impl Write for Escaping<'_, '_> {
+impl<W: Write> Write for Escaping<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let clean = |c: char| {
             !matches!(
@@ -255,6 +341,45 @@ mod tests {
         });
         assert!(theirs.contains("INFO"), "{theirs}");
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn a_direct_line_is_what_tracing_would_write() {
+        let qid = serde_json::json!("q-1");
+        let took = Duration::from_micros(12_345);
+        let (theirs, _) = both(|| {
+            tracing::info!(
+                target: "switchyard::ws",
+                channel = %"bench",
+                connection = %"c1",
+                qid = %qid,
+                success = true,
+                status = 200u16,
+                duration_ms = %Millis(took),
+                "message"
+            )
+        });
+        let mut ours = String::new();
+        let fields = [
+            ("channel", Value::Text("bench")),
+            ("connection", Value::Text("c1")),
+            ("qid", Value::Json(&qid)),
+            ("success", Value::Bool(true)),
+            ("status", Value::Number(200)),
+            ("duration_ms", Value::Millis(took)),
+        ];
+        info_line(&mut ours, "switchyard::ws", "message", &fields).unwrap();
+        assert!(ours.ends_with('\n'), "{ours:?}");
+        let (stamp, rest) = ours.trim_end().split_once(' ').unwrap();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+            "{stamp}"
+        );
+        assert_eq!(rest, theirs);
+        assert!(
+            theirs.contains("qid=\"q-1\" success=true status=200 duration_ms=12.345"),
+            "{theirs}"
+        );
     }
 
     #[test]

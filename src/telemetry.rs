@@ -86,10 +86,13 @@ pub fn init_logs(format: LogFormat) -> LogWriter {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(lines);
+        .with_writer(lines.clone());
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.event_format(crate::log_format::TextLine).try_init(),
+        LogFormat::Text => {
+            crate::log_format::enable_direct(lines.clone());
+            builder.event_format(crate::log_format::TextLine).try_init()
+        }
     };
     writer
 }
@@ -254,16 +257,30 @@ where
             "handler panicked: {what}"
         );
     }
-    tracing::info!(
-        target: "switchyard::http",
-        channel = %channel,
-        request_id = %id_text,
-        method = %method,
-        path = %path,
-        status,
-        duration_ms = %Millis(started.elapsed()),
-        "request"
-    );
+    if tracing::enabled!(target: "switchyard::http", tracing::Level::INFO) {
+        use crate::log_format::{direct, Value};
+        let elapsed = started.elapsed();
+        let fields = [
+            ("channel", Value::Text(&channel)),
+            ("request_id", Value::Text(&id_text)),
+            ("method", Value::Text(method.as_str())),
+            ("path", Value::Text(&path)),
+            ("status", Value::Number(status.into())),
+            ("duration_ms", Value::Millis(elapsed)),
+        ];
+        if !direct("switchyard::http", "request", &fields) {
+            tracing::info!(
+                target: "switchyard::http",
+                channel = %channel,
+                request_id = %id_text,
+                method = %method,
+                path = %path,
+                status,
+                duration_ms = %Millis(elapsed),
+                "request"
+            );
+        }
+    }
     count_request(&channel, status);
     crate::history::record(&channel, status, duration_ms);
     if !path.starts_with("/admin/stream") {
@@ -289,13 +306,4 @@ pub fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     response
 }
 
-/// A duration as milliseconds with three decimals (`12.345`), written with
-/// integers: a float's exact formatting costs more than the rest of a log line's fields.
-pub struct Millis(pub std::time::Duration);
-
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let micros = self.0.as_micros();
-        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
-    }
-}
+pub use crate::log_format::Millis;

@@ -767,16 +767,30 @@ impl MessageRun {
         if keep > 0 {
             self.record(keep, success, &data);
         }
-        tracing::info!(
-            target: "switchyard::ws",
-            channel = %self.channel.code(),
-            request_id = %self.request_id,
-            connection = %self.conn.id,
-            qid = %self.frame.qid,
-            success,
-            duration_ms = %crate::telemetry::Millis(self.started.elapsed()),
-            "message"
-        );
+        if tracing::enabled!(target: "switchyard::ws", tracing::Level::INFO) {
+            use crate::log_format::{direct, Value};
+            let elapsed = self.started.elapsed();
+            let fields = [
+                ("channel", Value::Text(self.channel.code())),
+                ("request_id", Value::Text(&self.request_id)),
+                ("connection", Value::Text(&self.conn_params[0])),
+                ("qid", Value::Json(&self.frame.qid)),
+                ("success", Value::Bool(success)),
+                ("duration_ms", Value::Millis(elapsed)),
+            ];
+            if !direct("switchyard::ws", "message", &fields) {
+                tracing::info!(
+                    target: "switchyard::ws",
+                    channel = %self.channel.code(),
+                    request_id = %self.request_id,
+                    connection = %self.conn.id,
+                    qid = %self.frame.qid,
+                    success,
+                    duration_ms = %crate::telemetry::Millis(elapsed),
+                    "message"
+                );
+            }
+        }
         crate::telemetry::count_ws_message(self.channel.code(), success);
         sent
     }

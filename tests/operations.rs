@@ -1100,6 +1100,25 @@ async fn no_request_line_is_lost_on_a_clean_stop() {
         .filter(|l| l.contains("switchyard::http") && l.contains("channel=c "))
         .count();
     assert_eq!(lines, 2000, "one line per request, none lost");
+    // The request line's layout (SPEC §11): timestamp, level, target, fields.
+    let line = logs
+        .lines()
+        .find(|l| l.contains("switchyard::http") && l.contains("channel=c "))
+        .unwrap();
+    let (stamp, rest) = line.split_once(' ').unwrap();
+    assert!(stamp.ends_with('Z') && stamp.len() == 27, "{line}");
+    assert!(
+        rest.starts_with(" INFO switchyard::http: request channel=c request_id="),
+        "{line}"
+    );
+    let tail = rest.split_once(" method=").map(|(_, t)| t).unwrap_or("");
+    assert!(
+        tail.starts_with("GET path=/channels/c/api status=200 duration_ms="),
+        "{line}"
+    );
+    let ms = tail.rsplit_once("duration_ms=").unwrap().1;
+    let (whole, frac) = ms.split_once('.').unwrap();
+    assert!(whole.parse::<u64>().is_ok() && frac.len() == 3, "{line}");
     assert!(logs.contains("stopped"));
 }
 
