@@ -252,27 +252,23 @@ struct Escaping<'a, W: Write>(&'a mut W);
 
 impl<W: Write> Write for Escaping<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let clean = |c: char| {
-            !matches!(
+        let escaped = |c: char| {
+            matches!(
                 c,
                 '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
             )
         };
-        if s.chars().all(clean) {
-            return self.0.write_str(s);
-        }
-        for c in s.chars() {
-            match c {
-                '\x1b' => self.0.write_str("\\x1b")?,
-                '\x07' => self.0.write_str("\\x07")?,
-                '\x08' => self.0.write_str("\\x08")?,
-                '\x0c' => self.0.write_str("\\x0c")?,
-                '\x7f' => self.0.write_str("\\x7f")?,
-                '\u{80}'..='\u{9f}' => write!(self.0, "\\u{{{:x}}}", c as u32)?,
-                c => self.0.write_char(c)?,
+        let mut rest = s;
+        while let Some(at) = rest.find(escaped) {
+            self.0.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            match c as u32 {
+                n @ 0x80.. => write!(self.0, "\\u{{{n:x}}}")?,
+                n => write!(self.0, "\\x{n:02x}")?,
             }
+            rest = &rest[at + c.len_utf8()..];
         }
-        Ok(())
+        self.0.write_str(rest)
     }
 }
 
@@ -335,7 +331,7 @@ mod tests {
                 code = -3i64,
                 "websocket closed"
             );
-            tracing::error!(r#type = ?Some(1), "bad \x1b[31m news \u{85}");
+            tracing::error!(r#type = ?Some(1), "bad \x1b[31m news \u{85}\x07\x08\x0c\x7f end");
             tracing::debug!("only a message");
             tracing::info!(ms = 1.5f64, "a float");
         });

@@ -237,7 +237,8 @@ where
         .get::<ChannelTag>()
         .map(|c| c.0.clone())
         .unwrap_or_default();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
     span.set(|| {
         vec![
             opentelemetry::KeyValue::new("switchyard.channel", channel.to_string()),
@@ -259,7 +260,6 @@ where
     }
     if tracing::enabled!(target: "switchyard::http", tracing::Level::INFO) {
         use crate::log_format::{direct, Value};
-        let elapsed = started.elapsed();
         let fields = [
             ("channel", Value::Text(&channel)),
             ("request_id", Value::Text(&id_text)),
