@@ -56,6 +56,33 @@ async fn wait_until(srv: &Server, path: &str, want: (u16, &str), limit: Duration
     }
 }
 
+/// Polls the admin `path` until `found` picks a status object out of its answer that is
+/// not ok and whose error names `needle`, up to `limit`. Waiting on the log is not enough:
+/// a watcher that catches a file half-written logs a passing error naming the same file.
+async fn wait_for_error(
+    srv: &Server,
+    path: &str,
+    found: impl Fn(&Value) -> Option<Value>,
+    needle: &str,
+    limit: Duration,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let (_, body) = admin(srv, "GET", path, None).await;
+        if let Some(status) = found(&body) {
+            if status["ok"] == false && status["error"].as_str().is_some_and(|e| e.contains(needle))
+            {
+                return status;
+            }
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{path}: no error naming {needle} after {limit:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn admin_needs_the_admin_token_or_an_admin_jwt() {
     let srv = project().start();
@@ -380,17 +407,23 @@ async fn files_changed_by_hand_take_effect_and_broken_ones_keep_the_last_good_ve
 
     // A broken script: the last good version keeps serving, and the error is shown.
     std::fs::write(root.join("scripts/v.rhai"), "body = ;").unwrap();
+    let script_v = |list: &Value| {
+        list["scripts"]
+            .as_array()?
+            .iter()
+            .find(|s| s["code"] == "v")
+            .map(|s| s["status"].clone())
+    };
+    wait_for_error(
+        &srv,
+        "/admin/scripts",
+        script_v,
+        "v.rhai:1:",
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(srv.wait_for_log("v.rhai:1:", Duration::from_secs(3)));
     assert_eq!(get_text(&srv, url).await, (200, "v2".into()));
-    let (_, list) = admin(&srv, "GET", "/admin/scripts", None).await;
-    let v = list["scripts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["code"] == "v")
-        .unwrap();
-    assert_eq!(v["status"]["ok"], false);
-    assert!(v["status"]["error"].as_str().unwrap().contains("v.rhai:1:"));
 
     // A new channel document written by hand serves within 2 s.
     let doc = channel("hand", "v").to_string();
@@ -409,17 +442,16 @@ async fn files_changed_by_hand_take_effect_and_broken_ones_keep_the_last_good_ve
         "{\"code\": \"hand\", \"opts\": {\"recv_timeout\": 99}}",
     )
     .unwrap();
-    assert!(srv.wait_for_log("hand.json", Duration::from_secs(3)));
-    let (status, shown) = admin(&srv, "GET", "/admin/channels/hand", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(shown["status"]["ok"], false);
-    assert!(shown["status"]["error"]
-        .as_str()
-        .unwrap()
-        .contains("opts.recv_timeout"));
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(shown["status"]["error_at"].as_str().unwrap()).is_ok()
-    );
+    let shown = wait_for_error(
+        &srv,
+        "/admin/channels/hand",
+        |shown| Some(shown["status"].clone()),
+        "opts.recv_timeout",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(srv.wait_for_log("opts.recv_timeout", Duration::from_secs(3)));
+    assert!(chrono::DateTime::parse_from_rfc3339(shown["error_at"].as_str().unwrap()).is_ok());
     assert_eq!(
         get_text(&srv, "/channels/hand/api?token=hand-token")
             .await
