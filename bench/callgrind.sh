@@ -8,7 +8,8 @@
 # SWITCHYARD_BIN=path measures another build of Switchyard (no build then). Counting starts after a warm-up and
 # stops before the load ends, so start-up and shutdown are not counted.
 # Needs valgrind and the harness's peers (../shared/bench/setup.sh builds them).
-# KEEP=DIR keeps the profiles (callgrind_annotate them for more).
+# KEEP=DIR keeps the profiles (callgrind_annotate them for more); SWITCHYARD_LOG=info
+# counts with the per-call log line (the default is warn; it sets every row's RUST_LOG).
 # Loopback only, bounded in time; prints figures, asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +49,7 @@ measure() {
     local port; port="$(free_port)"
     local cmd=("${@//\{port\}/$port}")
     url="${url//\{port\}/$port}"
-    RUST_LOG=warn taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
+    RUST_LOG="${SWITCHYARD_LOG:-warn}" taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
         --callgrind-out-file="$ROOT/$name.cg" "${cmd[@]}" >"$ROOT/$name.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
