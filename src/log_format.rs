@@ -128,6 +128,9 @@ fn info_line(
             Value::Number(n) => out.write_str(itoa::Buffer::new().format(*n))?,
             Value::Bool(b) => out.write_str(if *b { "true" } else { "false" })?,
             Value::Millis(d) => millis(out, *d)?,
+            Value::Json(serde_json::Value::Number(n)) if n.is_u64() => {
+                out.write_str(itoa::Buffer::new().format(n.as_u64().unwrap_or(0)))?
+            }
             Value::Json(v) => write!(out, "{v}")?,
         }
     }
@@ -354,41 +357,51 @@ mod tests {
 
     #[test]
     fn a_direct_line_is_what_tracing_would_write() {
-        let qid = serde_json::json!("q-1");
         let took = Duration::from_micros(12_345);
-        let (theirs, _) = both(|| {
-            tracing::info!(
-                target: "switchyard::ws",
-                channel = %"bench",
-                connection = %"c1",
-                qid = %qid,
-                success = true,
-                status = 200u16,
-                duration_ms = %Millis(took),
-                "message"
-            )
-        });
-        let mut ours = String::new();
-        let fields = [
-            ("channel", Value::Text("bench")),
-            ("connection", Value::Text("c1")),
-            ("qid", Value::Json(&qid)),
-            ("success", Value::Bool(true)),
-            ("status", Value::Number(200)),
-            ("duration_ms", Value::Millis(took)),
-        ];
-        info_line(&mut ours, "switchyard::ws", "message", &fields).unwrap();
-        assert!(ours.ends_with('\n'), "{ours:?}");
-        let (stamp, rest) = ours.trim_end().split_once(' ').unwrap();
-        assert!(
-            chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
-            "{stamp}"
-        );
-        assert_eq!(rest, theirs);
-        assert!(
-            theirs.contains("qid=\"q-1\" success=true status=200 duration_ms=12.345"),
-            "{theirs}"
-        );
+        for qid in [
+            serde_json::json!("q-1"),
+            serde_json::json!(17),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(-3),
+            serde_json::json!(1.5),
+            serde_json::json!(null),
+        ] {
+            let (theirs, _) = both(|| {
+                tracing::info!(
+                    target: "switchyard::ws",
+                    channel = %"bench",
+                    connection = %"c1",
+                    qid = %qid,
+                    success = true,
+                    status = 200u16,
+                    duration_ms = %Millis(took),
+                    "message"
+                )
+            });
+            let mut ours = String::new();
+            let fields = [
+                ("channel", Value::Text("bench")),
+                ("connection", Value::Text("c1")),
+                ("qid", Value::Json(&qid)),
+                ("success", Value::Bool(true)),
+                ("status", Value::Number(200)),
+                ("duration_ms", Value::Millis(took)),
+            ];
+            info_line(&mut ours, "switchyard::ws", "message", &fields).unwrap();
+            assert!(ours.ends_with('\n'), "{ours:?}");
+            let (stamp, rest) = ours.trim_end().split_once(' ').unwrap();
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+                "{stamp}"
+            );
+            assert_eq!(rest, theirs);
+            assert!(
+                theirs.contains(&format!(
+                    "qid={qid} success=true status=200 duration_ms=12.345"
+                )),
+                "{theirs}"
+            );
+        }
     }
 
     #[test]
