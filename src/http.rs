@@ -175,7 +175,9 @@ pub async fn api_fast(
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    std::panic::AssertUnwindSafe(serve(state, peer, &request_id, code, req))
+    // Boxed: the script run's state is large, and unboxed it would be copied
+    // each time a future around it (the catcher, the request layer) is moved.
+    std::panic::AssertUnwindSafe(Box::pin(serve(state, peer, &request_id, code, req)))
         .catch_unwind()
         .await
         .unwrap_or_else(crate::telemetry::panicked)

@@ -262,14 +262,12 @@ impl Conn {
                 let code = code.to_owned();
                 let state = state.clone();
                 let req = req.map(axum::body::Body::new);
-                // Boxed: hyper keeps and moves the request's future by value, and
-                // unboxed its whole state (body read, script run, answer) is copied.
-                return Either::Left(Box::pin(async move {
+                return Either::Left(async move {
                     let response =
                         telemetry::observe(req, |req| http::api_fast(state, peer, code, req)).await;
                     drop(active);
                     Ok::<_, std::convert::Infallible>(response)
-                }));
+                });
             }
             req.extensions_mut().insert(ConnectInfo(peer));
             req.extensions_mut().insert(slot.clone());
