@@ -262,6 +262,8 @@ impl Conn {
                 let code = code.to_owned();
                 let state = state.clone();
                 let req = req.map(axum::body::Body::new);
+                // Not boxed: the script run inside is (http::api_fast), so this
+                // future is small when hyper moves it.
                 return Either::Left(async move {
                     let response =
                         telemetry::observe(req, |req| http::api_fast(state, peer, code, req)).await;
