@@ -9,9 +9,10 @@
 //! server opens no `tracing` spans, so none are written.
 //!
 //! The two lines written for every call (a request, a websocket message)
-//! skip `tracing`'s event machinery as well: [`direct`] writes them, in the
-//! same layout, straight into the log buffer when the text format is on and
-//! `RUST_LOG` lets them through (the callers ask `tracing::enabled!`).
+//! skip `tracing`'s event machinery as well: [`direct`] writes them straight
+//! into the log buffer, in this layout or in tracing-subscriber's JSON one
+//! (`log_format = "json"`), when `RUST_LOG` lets them through (the callers
+//! ask `tracing::enabled!`).
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};
@@ -65,12 +66,22 @@ fn level(level: &Level) -> &'static str {
     }
 }
 
-/// The log buffer lines are written into directly; set when the text format is on.
-static DIRECT: OnceLock<crate::log_writer::Lines> = OnceLock::new();
+/// The layout [`direct`] writes lines in: `log_format`'s.
+#[derive(Clone, Copy)]
+pub enum Layout {
+    /// [`TextLine`]'s.
+    Text,
+    /// tracing-subscriber's JSON format with flattened fields.
+    Json,
+}
 
-/// Lets [`direct`] write into `lines` (the text format is on).
-pub fn enable_direct(lines: crate::log_writer::Lines) {
-    let _ = DIRECT.set(lines);
+/// The log buffer lines are written into directly, and their layout; set
+/// when the logs are set up.
+static DIRECT: OnceLock<(crate::log_writer::Lines, Layout)> = OnceLock::new();
+
+/// Lets [`direct`] write into `lines` in `layout`.
+pub fn enable_direct(lines: crate::log_writer::Lines, layout: Layout) {
+    let _ = DIRECT.set((lines, layout));
 }
 
 /// A field of a line written by [`direct`].
@@ -87,24 +98,72 @@ pub enum Value<'a> {
     Json(&'a serde_json::Value),
 }
 
-/// Writes an info line of `target` into the log buffer without `tracing`:
-/// `false` when the text format is off (the caller then logs through
-/// `tracing`). The caller has checked that the level lets it through.
-pub fn direct(target: &str, message: &str, fields: &[(&str, Value<'_>)]) -> bool {
-    let Some(lines) = DIRECT.get() else {
-        return false;
+/// Writes an info line of `target` into the log buffer without `tracing`,
+/// laid out as `tracing` would lay out the same event (a `%` field for each
+/// text, `Millis` and `Json` value). The caller has checked that the level lets
+/// it through (`tracing::enabled!`); before the logs are set up nothing is written.
+pub fn direct(target: &str, message: &str, fields: &[(&str, Value<'_>)]) {
+    let Some((lines, layout)) = DIRECT.get() else {
+        return;
     };
     thread_local! {
-        static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+        static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
     LINE.with(|line| {
         let mut line = line.borrow_mut();
         line.clear();
-        let _ = info_line(&mut *line, target, message, fields);
+        let _ = match layout {
+            Layout::Text => info_line(&mut Bytes(&mut line), target, message, fields),
+            Layout::Json => json_line(&mut line, target, message, fields),
+        };
         let mut out = tracing_subscriber::fmt::MakeWriter::make_writer(lines);
-        let _ = std::io::Write::write_all(&mut out, line.as_bytes());
+        let _ = std::io::Write::write_all(&mut out, &line);
     });
-    true
+}
+
+/// Text written into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The JSON of an info line, as tracing-subscriber's JSON format with
+/// flattened fields lays out the same event.
+fn json_line(
+    out: &mut Vec<u8>,
+    target: &str,
+    message: &str,
+    fields: &[(&str, Value<'_>)],
+) -> fmt::Result {
+    let string = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s).map_err(|_| fmt::Error);
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    timestamp(&mut Bytes(out))?;
+    out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":");
+    string(out, message)?;
+    for (name, value) in fields {
+        out.push(b',');
+        string(out, name)?;
+        out.push(b':');
+        match value {
+            Value::Text(text) => string(out, text)?,
+            Value::Number(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+            Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Value::Millis(d) => {
+                out.push(b'"');
+                millis(&mut Bytes(out), *d)?;
+                out.push(b'"');
+            }
+            Value::Json(v) => string(out, &v.to_string())?,
+        }
+    }
+    out.extend_from_slice(b",\"target\":");
+    string(out, target)?;
+    out.extend_from_slice(b"}\n");
+    Ok(())
 }
 
 /// The text of an info line, as [`TextLine`] lays out the same event.
@@ -138,16 +197,8 @@ fn info_line(
 }
 
 /// A duration as milliseconds with three decimals (`12.345`), written with
-/// integers: a float's exact formatting costs more than the rest of a log line's fields.
-pub struct Millis(pub Duration);
-
-impl fmt::Display for Millis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        millis(f, self.0)
-    }
-}
-
-/// [`Millis`]'s text, without `core::fmt`'s machinery (a third of a line's cost).
+/// integers: a float's exact formatting, or `core::fmt`'s, costs more than the
+/// rest of a line's fields.
 fn millis(out: &mut impl Write, d: Duration) -> fmt::Result {
     let micros = d.as_micros();
     out.write_str(itoa::Buffer::new().format(micros / 1000))?;
@@ -374,7 +425,7 @@ mod tests {
                     qid = %qid,
                     success = true,
                     status = 200u16,
-                    duration_ms = %Millis(took),
+                    duration_ms = %"12.345",
                     "message"
                 )
             });
@@ -416,11 +467,93 @@ mod tests {
             (86_400_000_001, "86400000.001"),
         ] {
             let d = Duration::from_micros(micros);
-            assert_eq!(Millis(d).to_string(), text);
             let mut direct = String::new();
             let _ = info_line(&mut direct, "t", "m", &[("d", Value::Millis(d))]);
             assert!(direct.ends_with(&format!(" d={text}\n")), "{direct}");
+            let mut json = Vec::new();
+            let _ = json_line(&mut json, "t", "m", &[("d", Value::Millis(d))]);
+            let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(json["d"], text);
         }
+    }
+
+    #[test]
+    fn a_direct_json_line_is_what_tracing_would_write() {
+        let sink = Sink::default();
+        let writer = {
+            let sink = sink.clone();
+            move || sink.clone()
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(writer)
+            .json()
+            .flatten_event(true)
+            .finish();
+        let qids = [
+            serde_json::json!("q-\"1\"\u{7}"),
+            serde_json::json!(17),
+            serde_json::json!(null),
+        ];
+        let mut ours = Vec::new();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                target: "switchyard::http",
+                channel = %"bench",
+                request_id = %"r-1",
+                method = %"POST",
+                path = %"/channels/bench/api/\"quoted\"\\ ünï",
+                status = 200u16,
+                duration_ms = %"12.345",
+                "request"
+            );
+            let fields = [
+                ("channel", Value::Text("bench")),
+                ("request_id", Value::Text("r-1")),
+                ("method", Value::Text("POST")),
+                ("path", Value::Text("/channels/bench/api/\"quoted\"\\ ünï")),
+                ("status", Value::Number(200)),
+                ("duration_ms", Value::Millis(Duration::from_micros(12_345))),
+            ];
+            json_line(&mut ours, "switchyard::http", "request", &fields).unwrap();
+            for qid in &qids {
+                tracing::info!(
+                    target: "switchyard::ws",
+                    channel = %"bench",
+                    connection = %"c1",
+                    qid = %qid,
+                    success = false,
+                    duration_ms = %"0.007",
+                    "message"
+                );
+                let fields = [
+                    ("channel", Value::Text("bench")),
+                    ("connection", Value::Text("c1")),
+                    ("qid", Value::Json(qid)),
+                    ("success", Value::Bool(false)),
+                    ("duration_ms", Value::Millis(Duration::from_micros(7))),
+                ];
+                json_line(&mut ours, "switchyard::ws", "message", &fields).unwrap();
+            }
+        });
+        let theirs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let ours = String::from_utf8(ours).unwrap();
+        let without_stamp = |text: &str| {
+            text.lines()
+                .map(|line| {
+                    let (stamp, rest) = line.split_once("\",\"level\"").unwrap();
+                    let stamp = stamp.strip_prefix("{\"timestamp\":\"").unwrap();
+                    assert!(
+                        chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+                        "{line}"
+                    );
+                    rest.to_owned()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(theirs.lines().count(), 4, "{theirs}");
+        assert_eq!(without_stamp(&ours), without_stamp(&theirs));
+        assert!(ours.ends_with('\n'));
     }
 
     #[test]

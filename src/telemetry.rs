@@ -88,9 +88,12 @@ pub fn init_logs(format: LogFormat) -> LogWriter {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(lines.clone());
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => {
+            crate::log_format::enable_direct(lines.clone(), crate::log_format::Layout::Json);
+            builder.json().flatten_event(true).try_init()
+        }
         LogFormat::Text => {
-            crate::log_format::enable_direct(lines.clone());
+            crate::log_format::enable_direct(lines.clone(), crate::log_format::Layout::Text);
             builder.event_format(crate::log_format::TextLine).try_init()
         }
     };
@@ -268,18 +271,7 @@ where
             ("status", Value::Number(status.into())),
             ("duration_ms", Value::Millis(elapsed)),
         ];
-        if !direct("switchyard::http", "request", &fields) {
-            tracing::info!(
-                target: "switchyard::http",
-                channel = %channel,
-                request_id = %id_text,
-                method = %method,
-                path = %path,
-                status,
-                duration_ms = %Millis(elapsed),
-                "request"
-            );
-        }
+        direct("switchyard::http", "request", &fields);
     }
     count_request(&channel, status);
     crate::history::record(&channel, status, duration_ms);
@@ -305,5 +297,3 @@ pub fn panicked(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     response.extensions_mut().insert(Panicked(what));
     response
 }
-
-pub use crate::log_format::Millis;

@@ -778,18 +778,7 @@ impl MessageRun {
                 ("success", Value::Bool(success)),
                 ("duration_ms", Value::Millis(elapsed)),
             ];
-            if !direct("switchyard::ws", "message", &fields) {
-                tracing::info!(
-                    target: "switchyard::ws",
-                    channel = %self.channel.code(),
-                    request_id = %self.request_id,
-                    connection = %self.conn.id,
-                    qid = %self.frame.qid,
-                    success,
-                    duration_ms = %crate::telemetry::Millis(elapsed),
-                    "message"
-                );
-            }
+            direct("switchyard::ws", "message", &fields);
         }
         crate::telemetry::count_ws_message(self.channel.code(), success);
         sent
