@@ -357,14 +357,19 @@ mod tests {
         }
     }
 
+    impl Sink {
+        /// A `MakeWriter` for a subscriber: every line lands in this sink.
+        fn make_writer(&self) -> impl Fn() -> Sink + Send + Sync + 'static {
+            let sink = self.clone();
+            move || sink.clone()
+        }
+    }
+
     /// What `log` writes through tracing-subscriber's default format (no
     /// colours), or through ours.
     fn written(ours: bool, log: impl Fn()) -> String {
         let sink = Sink::default();
-        let writer = {
-            let sink = sink.clone();
-            move || sink.clone()
-        };
+        let writer = sink.make_writer();
         let builder = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(writer);
@@ -480,10 +485,7 @@ mod tests {
     #[test]
     fn a_direct_json_line_is_what_tracing_would_write() {
         let sink = Sink::default();
-        let writer = {
-            let sink = sink.clone();
-            move || sink.clone()
-        };
+        let writer = sink.make_writer();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(writer)
