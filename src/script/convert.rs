@@ -282,6 +282,33 @@ mod tests {
         );
     }
 
+    /// The vendored Rhai's patch (vendor/README.md): a map or an array becomes a
+    /// value as it is, its entries where they were, not taken apart and rebuilt
+    /// (which cost a third of parsing a small body).
+    #[test]
+    fn maps_and_arrays_become_values_without_being_rebuilt() {
+        // Where each value lives: a rebuilt map puts them in new tree nodes (40
+        // entries fill several nodes, so the allocator cannot hand all of them
+        // back at the same addresses).
+        fn places(map: &Map) -> Vec<*const Dynamic> {
+            map.values().map(|v| v as *const Dynamic).collect()
+        }
+        let map = || Map::from_iter((0..40).map(|i| (format!("k{i:02}").into(), i.into())));
+        let (by_from, by_into) = (map(), map());
+        let (from_at, into_at) = (places(&by_from), places(&by_into));
+        let (by_from, by_into): (Dynamic, Dynamic) = (Dynamic::from(by_from), by_into.into());
+        assert_eq!(places(&by_from.read_lock::<Map>().unwrap()), from_at);
+        assert_eq!(places(&by_into.read_lock::<Map>().unwrap()), into_at);
+        assert_eq!(by_into.read_lock::<Map>().unwrap().len(), 40);
+
+        let list = || -> Array { vec![1.into(), "x".into()] };
+        let (by_from, by_into) = (list(), list());
+        let (from_at, into_at) = (by_from.as_ptr(), by_into.as_ptr());
+        let (by_from, by_into): (Dynamic, Dynamic) = (Dynamic::from(by_from), by_into.into());
+        assert_eq!(by_from.read_lock::<Array>().unwrap().as_ptr(), from_at);
+        assert_eq!(by_into.read_lock::<Array>().unwrap().as_ptr(), into_at);
+    }
+
     #[test]
     fn parses_text_like_values() {
         for text in [

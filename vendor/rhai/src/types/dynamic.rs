@@ -1391,12 +1391,12 @@ impl Dynamic {
         reify! { value => |v: ()| return v.into() }
 
         #[cfg(not(feature = "no_index"))]
-        reify! { value => |v: Array| return v.into() }
+        reify! { value => |v: Array| return Self::from_array(v) }
         #[cfg(not(feature = "no_index"))]
         // don't use blob.into() because it'll be converted into an Array
         reify! { value => |v: Blob| return Self::from_blob(v) }
         #[cfg(not(feature = "no_object"))]
-        reify! { value => |v: Map| return v.into() }
+        reify! { value => |v: Map| return Self::from_map(v) }
         reify! { value => |v: FnPtr| return v.into() }
 
         #[cfg(not(feature = "no_time"))]
@@ -2951,6 +2951,8 @@ impl FromStr for Dynamic {
 impl<T: Variant + Clone> From<Vec<T>> for Dynamic {
     #[inline]
     fn from(value: Vec<T>) -> Self {
+        // Switchyard patch: an `Array` is moved in as it is, not rebuilt item by item.
+        reify! { value => |array: Array| return Self::from_array(array) }
         Self(Union::Array(
             Box::new(value.into_iter().map(Self::from).collect()),
             DEFAULT_TAG_VALUE,
@@ -3012,11 +3014,14 @@ impl<K: Into<crate::Identifier>> From<std::collections::HashSet<K>> for Dynamic 
     }
 }
 #[cfg(not(feature = "no_object"))]
-impl<K: Into<crate::Identifier>, T: Variant + Clone> From<std::collections::BTreeMap<K, T>>
-    for Dynamic
+impl<K: Into<crate::Identifier> + 'static, T: Variant + Clone>
+    From<std::collections::BTreeMap<K, T>> for Dynamic
 {
     #[inline]
     fn from(value: std::collections::BTreeMap<K, T>) -> Self {
+        // Switchyard patch: a `Map` is moved in as it is; it was taken apart and
+        // rebuilt (every entry moved, sorted and put in new tree nodes).
+        reify! { value => |map: crate::Map| return Self::from_map(map) }
         Self(Union::Map(
             Box::new(
                 value
