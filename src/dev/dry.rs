@@ -357,13 +357,12 @@ pub fn draft(
         });
     }
     ast.set_source(code);
-    Ok(Arc::new(Script {
-        code: code.to_owned(),
-        path: format!("{code}.rhai").into(),
-        version: crate::script::version_of(source),
-        source: source.to_owned(),
-        compiled: Ok(Arc::new(ast)),
-    }))
+    Ok(Arc::new(Script::new(
+        code,
+        format!("{code}.rhai").into(),
+        source.to_owned(),
+        Ok(Arc::new(ast)),
+    )))
 }
 
 /// Where a dry run runs: the engine, the channel and the scripts it sees.

@@ -83,6 +83,99 @@ pub struct Script {
     pub compiled: Result<Arc<AST>, CompileError>,
     /// A short hash of the source: which version answered (recordings).
     pub version: String,
+    /// Which function each call resolved to, kept between runs.
+    caches: KeptCaches,
+}
+
+impl Script {
+    /// A script read from `path`, with its compile result.
+    pub fn new(
+        code: &str,
+        path: PathBuf,
+        source: String,
+        compiled: Result<Arc<AST>, CompileError>,
+    ) -> Self {
+        Script {
+            code: code.to_owned(),
+            path,
+            version: version_of(&source),
+            caches: KeptCaches::for_script(compiled.as_deref().ok()),
+            source,
+            compiled,
+        }
+    }
+}
+
+/// Rhai's function-resolution caches, kept between runs of one script instead
+/// of being built anew for each run (issue #17): a run finds each function it
+/// calls by hashing the name and argument types and searching the script's
+/// own functions and the engine's modules, ≈ 640 instructions a call; from the
+/// third run on it finds the answer in the cache. The caches say which function
+/// a call resolved to and hold no value of any run, and they belong to one
+/// compiled script on one engine, so a reloaded script starts with empty ones.
+/// A script that imports a module keeps none: its modules are evaluated anew
+/// by every run, and their methods would be found through the caches.
+/// A few are kept (one per thread that ran the script at once, up to
+/// [`KeptCaches::MAX`]); a run that finds none starts with empty ones.
+struct KeptCaches(Option<std::sync::Mutex<Vec<rhai::Caches>>>);
+
+impl KeptCaches {
+    /// The most caches kept for one script.
+    const MAX: usize = 8;
+
+    fn for_script(ast: Option<&AST>) -> Self {
+        let imports = |ast: &AST| {
+            !ast.walk(&mut |path: &[rhai::ASTNode]| {
+                !matches!(
+                    path.last(),
+                    Some(rhai::ASTNode::Stmt(rhai::Stmt::Import(..)))
+                )
+            })
+        };
+        Self(
+            ast.filter(|ast| !imports(ast))
+                .map(|_| std::sync::Mutex::new(Vec::new())),
+        )
+    }
+
+    /// Caches for a run: kept ones if there are, empty ones otherwise.
+    fn take(&self) -> rhai::Caches {
+        self.0
+            .as_ref()
+            .and_then(|pool| pool.lock().ok()?.pop())
+            .unwrap_or_default()
+    }
+
+    /// Gives back the caches of a run that ended (in any way).
+    fn give(&self, mut caches: rhai::Caches) {
+        if let Some(pool) = &self.0 {
+            // Only the script's own level: the levels of blocks and functions
+            // are popped as they end, but keep nothing else by construction.
+            caches.rewind_fn_resolution_caches(1);
+            if let Ok(mut pool) = pool.lock() {
+                if pool.len() < Self::MAX {
+                    pool.push(caches);
+                }
+            }
+        }
+    }
+
+    /// Calls whose resolution is kept, over all kept caches (for tests).
+    #[cfg(test)]
+    fn kept_calls(&self) -> Option<usize> {
+        let pool = self.0.as_ref()?.lock().ok()?;
+        Some(
+            pool.iter()
+                .map(|c| c.clone().fn_resolution_cache_mut().dict.len())
+                .sum(),
+        )
+    }
+}
+
+impl std::fmt::Debug for KeptCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "kept" } else { "none" })
+    }
 }
 
 /// What scripts reach beyond the engine: pushes, events. Implemented by the
@@ -641,13 +734,7 @@ impl ScriptEngine {
             }
             ast
         });
-        Script {
-            code: code.to_owned(),
-            path,
-            version: version_of(&source),
-            source,
-            compiled,
-        }
+        Script::new(code, path, source, compiled)
     }
 
     /// Runs `script` on a blocking thread and returns the values of `outputs`
@@ -834,7 +921,10 @@ fn run_here(
     for name in outputs {
         scope.push_dynamic(*name, Dynamic::UNIT);
     }
-    match engine.run_ast_with_scope(&mut scope, ast) {
+    let mut caches = script.caches.take();
+    let result = engine.run_ast_with_caches(&mut caches, &mut scope, ast);
+    script.caches.give(caches);
+    match result {
         // Taken out of the scope, not cloned: the scope is dropped next.
         Ok(()) => Ok(outputs
             .iter()
@@ -1048,6 +1138,55 @@ mod tests {
             lazy: None,
             trace: opentelemetry::trace::SpanContext::empty_context(),
         })
+    }
+
+    #[test]
+    fn resolution_caches_are_kept_per_script_and_resolve_by_argument_types() {
+        let engine = ScriptEngine::new();
+        let source = |n: usize| {
+            format!(
+                "fn twice(v) {{ {} }}
+                 let v = parse_json(startparam(1));
+                 body = type_of(v) + \":\" + twice(v);",
+                vec!["v"; n].join(" + ")
+            )
+        };
+        let scripts = table(
+            &engine,
+            &[
+                ("main", &source(2)),
+                ("lib", "export const K = 1;"),
+                ("user", "import \"lib\" as l; body = l::K;"),
+            ],
+        );
+        let run = |script: &Script, input: &str| {
+            let mut ctx = Arc::into_inner(context(scripts.clone())).unwrap();
+            ctx.params = vec![input.into()];
+            let deadline = Instant::now() + Duration::from_secs(5);
+            run_here(&engine.engine, script, Arc::new(ctx), deadline, &["body"]).unwrap()[0]
+                .to_string()
+        };
+        // The same calls with other argument types each find their own function.
+        for (input, answer) in [
+            ("2", "i64:4"),
+            ("\"ab\"", "string:abab"),
+            ("2.5", "f64:5.0"),
+            ("3", "i64:6"),
+            ("\"c\"", "string:cc"),
+        ] {
+            assert_eq!(run(&scripts["main"], input), answer);
+        }
+        assert!(scripts["main"].caches.kept_calls().unwrap() > 0);
+        // A new version of the script starts with caches of its own.
+        let reloaded = engine.load("main", "main".into(), source(3));
+        assert_eq!(reloaded.caches.kept_calls(), Some(0));
+        for _ in 0..3 {
+            assert_eq!(run(&reloaded, "2"), "i64:6");
+            assert_eq!(run(&scripts["main"], "2"), "i64:4");
+        }
+        // A script that imports keeps none.
+        assert_eq!(run(&scripts["user"], "1"), "1");
+        assert_eq!(scripts["user"].caches.kept_calls(), None);
     }
 
     #[test]

@@ -120,7 +120,20 @@ impl Engine {
     /// ```
     #[inline]
     pub fn run_ast_with_scope(&self, scope: &mut Scope, ast: &AST) -> RhaiResultOf<()> {
-        let caches = &mut Caches::new();
+        self.run_ast_with_caches(&mut Caches::new(), scope, ast)
+    }
+    /// Switchyard patch: [`run_ast_with_scope`][Engine::run_ast_with_scope] with
+    /// function-resolution caches the caller keeps between runs of the same
+    /// [`AST`] on the same [`Engine`] (they hold which function each call
+    /// resolved to, never a value). The global state is new for every run.
+    /// `Caches` is public with the `internals` feature.
+    #[inline]
+    pub fn run_ast_with_caches(
+        &self,
+        caches: &mut Caches,
+        scope: &mut Scope,
+        ast: &AST,
+    ) -> RhaiResultOf<()> {
         let global = &mut self.new_global_runtime_state();
         global.source = ast.source_raw().cloned();
 
