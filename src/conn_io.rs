@@ -147,6 +147,31 @@ impl ConnIo {
 
 use std::future::Future as _;
 
+/// Reads what the socket holds into `into`, as `TcpStream::try_read` does, and
+/// when that is less than `into` could take (the socket is drained) also
+/// clears the socket's read readiness, as tokio's own `poll_read` does: the
+/// next read then waits for the next readiness event instead of asking the
+/// kernel once more only to hear `EAGAIN` (one `recvfrom` in two per request
+/// was that). `try_io` clears the readiness it saw before the read, and only
+/// when the closure reports `WouldBlock`, so the closure reports it after a
+/// short read and the bytes are passed out beside; readiness that came in
+/// during the read has a newer tick and is kept.
+fn read_clearing(socket: &TcpStream, into: &mut [u8]) -> io::Result<usize> {
+    let mut short = None;
+    let read = socket.try_io(tokio::io::Interest::READABLE, || {
+        let n = socket.try_read(into)?;
+        if n > 0 && n < into.len() {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match short {
+        Some(n) => Ok(n),
+        None => read,
+    }
+}
+
 impl AsyncRead for ConnIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -163,7 +188,7 @@ impl AsyncRead for ConnIo {
             let room = buf.remaining().min(READ_CHUNK);
             let read = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                let n = this.shared.socket.try_read(&mut scratch[..room])?;
+                let n = read_clearing(&this.shared.socket, &mut scratch[..room])?;
                 buf.put_slice(&scratch[..n]);
                 Ok::<_, io::Error>(n)
             });
@@ -174,7 +199,7 @@ impl AsyncRead for ConnIo {
                     }
                     return Poll::Ready(Ok(()));
                 }
-                // Readiness was cleared by `try_read`: poll again to register.
+                // Readiness was cleared: poll again to register.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -212,5 +237,63 @@ impl AsyncWrite for ConnIo {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         shutdown_write(&self.shared.socket);
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A short read leaves the socket's read readiness cleared, so the next read
+    /// waits for the kernel's next event instead of asking for `EAGAIN`; and
+    /// bytes that come later are still read (no readiness is lost).
+    #[tokio::test]
+    async fn a_short_read_clears_readiness_and_later_bytes_still_arrive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let (mut io, shared) = ConnIo::new(socket, Duration::from_secs(5));
+        let ready = |socket: &TcpStream| {
+            socket
+                .try_io(tokio::io::Interest::READABLE, || Ok(()))
+                .is_ok()
+        };
+
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut got = vec![0; 1024];
+        let n = io.read(&mut got).await.unwrap();
+        assert_eq!(&got[..n], b"GET / HTTP/1.1\r\n");
+        assert!(!ready(&shared.socket), "a short read clears the readiness");
+
+        for part in [&b"Host: x\r\n"[..], b"\r\n"] {
+            let later = async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                client.write_all(part).await.unwrap();
+            };
+            let (read, ()) = tokio::join!(
+                tokio::time::timeout(Duration::from_secs(5), io.read(&mut got)),
+                later
+            );
+            let n = read.expect("later bytes wake the reader").unwrap();
+            assert_eq!(&got[..n], part);
+        }
+
+        // A read that fills the buffer leaves the readiness as it is: more may wait.
+        client.write_all(&[b'x'; 64]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut small = [0; 16];
+        assert_eq!(io.read(&mut small).await.unwrap(), 16);
+        assert!(ready(&shared.socket));
+        let mut rest = vec![0; 1024];
+        assert_eq!(io.read(&mut rest).await.unwrap(), 48);
+        drop(client);
+        assert_eq!(
+            io.read(&mut rest).await.unwrap(),
+            0,
+            "the end of the stream"
+        );
     }
 }

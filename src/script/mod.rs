@@ -149,8 +149,8 @@ impl KeptCaches {
     /// Gives back the caches of a run that ended (in any way).
     fn give(&self, mut caches: rhai::Caches) {
         if let Some(pool) = &self.0 {
-            // Only the script's own level: the levels of blocks and functions
-            // are popped as they end, but keep nothing else by construction.
+            // The script's own level only: blocks and function calls pop the
+            // levels they push as they end, even on an error; this makes sure.
             caches.rewind_fn_resolution_caches(1);
             if let Ok(mut pool) = pool.lock() {
                 if pool.len() < Self::MAX {
