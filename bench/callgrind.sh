@@ -10,6 +10,9 @@
 # Needs valgrind and the harness's peers (../shared/bench/setup.sh builds them).
 # KEEP=DIR keeps the profiles (callgrind_annotate them for more); SWITCHYARD_LOG=info
 # counts with the per-call log line (the default is warn; it sets every row's RUST_LOG).
+# CACHE=1 also simulates the caches and branch predictor (slower) and prints, per
+# call, first-level instruction and data cache misses and mispredicted branches:
+# what equal instruction counts can still differ in.
 # Loopback only, bounded in time; prints figures, asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,12 +53,18 @@ measure() {
     local cmd=("${@//\{port\}/$port}")
     url="${url//\{port\}/$port}"
     RUST_LOG="${SWITCHYARD_LOG:-warn}" taskset -c 1 valgrind --tool=callgrind --instr-atstart=no \
-        --callgrind-out-file="$ROOT/$name.cg" "${cmd[@]}" >"$ROOT/$name.log" 2>&1 &
+        "${SIM[@]}" --callgrind-out-file="$ROOT/$name.cg" "${cmd[@]}" >"$ROOT/$name.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
     for _ in $(seq 600); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1
     done
+    # Switchyard's port accepts before its start-up ends (the router and its
+    # OpenAPI description are made after the bind): wait for its announcement,
+    # so that none of the start-up falls into the counted run.
+    if [[ "$name" == *switchyard* ]]; then
+        for _ in $(seq 600); do grep -q "listening on" "$ROOT/$name.log" && break; sleep 0.1; done
+    fi
     load "$kind" "$url" 2 >/dev/null 2>&1
     callgrind_control -i on "$pid" >/dev/null 2>&1
     load "$kind" "$url" "$SECS" >"$ROOT/$name.load" 2>&1
@@ -68,11 +77,14 @@ measure() {
     else
         calls="$(sed -n 's/.* msgs=\([0-9]*\) .*/\1/p' "$ROOT/$name.load")"
     fi
-    local total
-    total="$(callgrind_annotate "$(ls "$ROOT/$name.cg"* | tail -1)" 2>/dev/null \
-        | awk '/PROGRAM TOTALS/ && !t {t = $1; gsub(",", "", t)} END {print t}')"
     echo "$calls" >"$ROOT/$name.calls"
-    awk -v n="$name" -v c="$calls" -v t="$total" 'BEGIN { printf "%-34s %8d calls %9.0f instructions/call\n", n, c, t / c }'
+    # The totals line: Ir, then (with CACHE=1) Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim,
+    # each followed by its percentage.
+    callgrind_annotate "$(ls "$ROOT/$name.cg"* | tail -1)" 2>/dev/null \
+        | awk -v n="$name" -v c="$calls" '/PROGRAM TOTALS/ && !done { done = 1; gsub(",", "")
+            printf "%-34s %8d calls %9.0f instructions/call", n, c, $1 / c
+            if (NF > 20) printf "  I1 misses %5.0f  D1 misses %5.0f  mispredicted %5.0f", $7 / c, ($9 + $11) / c, ($21 + $25) / c
+            printf "\n" }'
 }
 
 # top NAME: the functions of NAME's profile costing over 1 000 instructions per
@@ -80,7 +92,7 @@ measure() {
 top() {
     local calls; calls="$(cat "$ROOT/$1.calls")"
     echo "$1: functions over 1 000 instructions per call, inclusive"
-    callgrind_annotate --inclusive=yes --threshold=100 "$(ls "$ROOT/$1.cg"* | tail -1)" 2>/dev/null \
+    callgrind_annotate --inclusive=yes --show=Ir --threshold=100 "$(ls "$ROOT/$1.cg"* | tail -1)" 2>/dev/null \
         | awk -v calls="$calls" '/^ *[0-9,]+ / {
             n = $1; gsub(",", "", n); per = n / calls
             if (per < 1000) next
@@ -90,6 +102,8 @@ top() {
             printf "  %7.0f  %s\n", per, substr(line, 1, 150) }'
 }
 
+SIM=()
+[ "${CACHE:-0}" = 1 ] && SIM=(--cache-sim=yes --branch-sim=yes)
 SY=("$BIN" serve --config bench/switchyard.toml --listen "127.0.0.1:{port}"
     --channels bench/channels --scripts bench/scripts --data "$ROOT/data")
 mkdir -p "$ROOT/data"

@@ -2,13 +2,16 @@
 //! request): a line, formatted by the thread that logs it, is appended to
 //! one shared buffer under a lock held for a copy; a writer thread of its
 //! own takes the buffer every [`WRITE_EVERY`] and writes it to stderr in
-//! one call. Nothing on the request's path writes, wakes a thread or makes a
-//! syscall. Past the buffer's bound (a reader of stderr that stalls) a line
-//! is dropped and counted, never waited for. On a clean stop every line
-//! still buffered is written ([`LogWriter`]'s drop).
+//! one call. While lines come, nothing on the request's path writes, wakes a
+//! thread or makes a syscall. A writer that found the buffer empty sleeps
+//! until a line comes (an idle server does not wake a hundred times a
+//! second): the first line after the quiet wakes it, once. Past the
+//! buffer's bound (a reader of stderr that stalls) a line is dropped and
+//! counted, never waited for. On a clean stop every line still buffered is
+//! written ([`LogWriter`]'s drop).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -27,6 +30,10 @@ struct Shared {
     /// Set to stop the writer; the writer sets `done` when it has written the rest.
     stop: Mutex<(bool, bool)>,
     wake: Condvar,
+    /// The writer sleeps until a line comes (set and waited on under `stop`).
+    idle: AtomicBool,
+    /// Rounds of the writer (each a wake-up).
+    rounds: AtomicU64,
 }
 
 /// Where `tracing`'s formatter writes: the shared buffer.
@@ -44,6 +51,13 @@ impl Write for Line<'_> {
             self.0.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             buffer.extend_from_slice(bytes);
+            drop(buffer);
+            // The first line after a quiet spell wakes the writer; under `stop`,
+            // so the wake cannot fall between its look at the buffer and its wait.
+            if self.0.idle.load(Ordering::Relaxed) && self.0.idle.swap(false, Ordering::SeqCst) {
+                let _stop = self.0.stop.lock().unwrap_or_else(|p| p.into_inner());
+                self.0.wake.notify_all();
+            }
         }
         Ok(bytes.len())
     }
@@ -65,6 +79,11 @@ impl Lines {
     /// Lines dropped so far because the buffer was full.
     pub fn dropped(&self) -> u64 {
         self.0.dropped.load(Ordering::Relaxed)
+    }
+
+    /// How many times the writer has woken so far.
+    pub fn writer_rounds(&self) -> u64 {
+        self.0.rounds.load(Ordering::Relaxed)
     }
 }
 
@@ -89,19 +108,35 @@ pub fn start(out: impl Write + Send + 'static, limit: usize) -> (Lines, LogWrite
 
 fn write_loop(shared: &Shared, mut out: impl Write) {
     let mut spare = Vec::new();
+    let mut found_none = false;
     loop {
         let stopping = {
-            let stop = shared.stop.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stop = shared.stop.lock().unwrap_or_else(|p| p.into_inner());
+            if found_none && !stop.0 {
+                // Nothing came last round: sleep until a line does (or the stop).
+                shared.idle.store(true, Ordering::SeqCst);
+                if shared.buffer.lock().map_or(true, |b| !b.is_empty()) {
+                    shared.idle.store(false, Ordering::SeqCst);
+                } else {
+                    stop = shared
+                        .wake
+                        .wait_while(stop, |s| !s.0 && shared.idle.load(Ordering::SeqCst))
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            // Lines are coming: gather them for one interval.
             let (stop, _) = shared
                 .wake
                 .wait_timeout_while(stop, WRITE_EVERY, |s| !s.0)
                 .unwrap_or_else(|p| p.into_inner());
             stop.0
         };
+        shared.rounds.fetch_add(1, Ordering::Relaxed);
         {
             let mut buffer = shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::swap(&mut *buffer, &mut spare);
         }
+        found_none = spare.is_empty();
         if !spare.is_empty() {
             let _ = out.write_all(&spare);
             let _ = out.flush();
@@ -161,6 +196,39 @@ mod tests {
         let expected: String = (0..1000).map(|i| format!("line {i}\n")).collect();
         assert_eq!(text, expected);
         assert_eq!(lines.dropped(), 0);
+    }
+
+    /// Waits (at most 5 s) until `sink` holds `want`.
+    fn wait_for(sink: &Sink, want: &str) {
+        for _ in 0..500 {
+            if String::from_utf8_lossy(&sink.0.lock().unwrap()).contains(want) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{want:?} never written");
+    }
+
+    #[test]
+    fn an_idle_writer_sleeps_until_a_line_comes_and_writes_it_then() {
+        let sink = Sink::default();
+        let (lines, writer) = start(sink.clone(), 1 << 20);
+        for round in 0..3 {
+            let mut line = tracing_subscriber::fmt::MakeWriter::make_writer(&lines);
+            writeln!(line, "line {round}").unwrap();
+            wait_for(&sink, &format!("line {round}\n"));
+            // One more round finds nothing; then the writer sleeps.
+            std::thread::sleep(WRITE_EVERY * 5);
+            let asleep = lines.writer_rounds();
+            std::thread::sleep(WRITE_EVERY * 20);
+            assert_eq!(lines.writer_rounds(), asleep, "the idle writer woke up");
+        }
+        // A stop wakes a sleeping writer, and it ends.
+        drop(writer);
+        assert_eq!(
+            String::from_utf8(sink.0.lock().unwrap().clone()).unwrap(),
+            "line 0\nline 1\nline 2\n"
+        );
     }
 
     #[test]

@@ -284,6 +284,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
     if let Some(tls) = &tls {
         tls.watch();
     }
+    // Built (its OpenAPI description included) before the address is announced.
+    let router = app(state.clone());
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -292,7 +294,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
         let _ = out.flush();
     }
     tracing::info!(%addr, "serving");
-    let router = app(state.clone());
     let shutdown = shutdown_signal(state.clone(), signals);
     crate::listener::accept_loop(listener, router, state.clone(), tls, shutdown).await;
     // Every connection is done; jobs stopped claiming at the signal. Let the
