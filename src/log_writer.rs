@@ -217,9 +217,18 @@ mod tests {
             let mut line = tracing_subscriber::fmt::MakeWriter::make_writer(&lines);
             writeln!(line, "line {round}").unwrap();
             wait_for(&sink, &format!("line {round}\n"));
-            // One more round finds nothing; then the writer sleeps.
-            std::thread::sleep(WRITE_EVERY * 5);
-            let asleep = lines.writer_rounds();
+            // One more round finds nothing; then the writer sleeps (on a busy
+            // machine that round may come late: wait for it, at most 5 s).
+            let mut asleep = lines.writer_rounds();
+            for tries in 0.. {
+                std::thread::sleep(WRITE_EVERY * 5);
+                let now = lines.writer_rounds();
+                if now == asleep {
+                    break;
+                }
+                assert!(tries < 100, "the writer never went to sleep");
+                asleep = now;
+            }
             std::thread::sleep(WRITE_EVERY * 20);
             assert_eq!(lines.writer_rounds(), asleep, "the idle writer woke up");
         }
