@@ -28,15 +28,9 @@ RUST_LOG=warn taskset -c 1 "$PEERS/axum_peer" rhai "$RHAI_PORT" "$HARNESS/script
     "$HARNESS/scripts/ws.rhai" >"$ROOT/rhai.log" 2>&1 &
 RHAI_PID=$!
 PIDS+=("$RHAI_PID")
-mkdir -p "$ROOT/data"
-RUST_LOG=warn taskset -c 1 target/release/switchyard serve --config bench/switchyard.toml \
-    --listen "127.0.0.1:$SY_PORT" --channels bench/channels --scripts bench/scripts \
-    --data "$ROOT/data" >"$ROOT/sy.log" 2>&1 &
-SY_PID=$!
-PIDS+=("$SY_PID")
-for port in "$RHAI_PORT" "$SY_PORT"; do
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
+start_bench_server bench/switchyard.toml "$SY_PORT" 1
+SY_PID="${PIDS[-1]}"
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$RHAI_PORT") 2>/dev/null && break; sleep 0.1; done
 RHAI_URL="http://127.0.0.1:$RHAI_PORT/api/channels/bench/recv?token=bench-token"
 SY_URL="http://127.0.0.1:$SY_PORT/channels/bench/api?token=bench-token"
 

@@ -82,7 +82,8 @@ impl Lines {
     }
 
     /// How many times the writer has woken so far.
-    pub fn writer_rounds(&self) -> u64 {
+    #[cfg(test)]
+    fn writer_rounds(&self) -> u64 {
         self.0.rounds.load(Ordering::Relaxed)
     }
 }
