@@ -41,6 +41,7 @@ use crate::script::lint::Finding;
         (name = "develop", description = "Recordings, dry runs, replays"),
         (name = "channel", description = "What external systems call"),
         (name = "server", description = "Health and metrics"),
+        (name = "console", description = "The web console's sign-in"),
     )
 )]
 pub struct Frame;

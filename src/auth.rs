@@ -196,6 +196,12 @@ impl Iam {
     /// Verifies `token`; `audience` must be in `aud` when the token has one.
     /// Returns the subject and the roles claim.
     pub fn verify(&self, token: &str, audience: &str) -> Option<(String, Vec<String>)> {
+        self.verify_until(token, audience)
+            .map(|(sub, roles, _)| (sub, roles))
+    }
+
+    /// [`Iam::verify`], with the token's `exp` (seconds since the epoch).
+    pub fn verify_until(&self, token: &str, audience: &str) -> Option<(String, Vec<String>, u64)> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         let (alg, key) = self.keys.iter().find(|(alg, _)| *alg == header.alg)?;
         let mut validation = Validation::new(*alg);
@@ -232,7 +238,12 @@ impl Iam {
                 .collect(),
             _ => Vec::new(),
         };
-        Some((sub, roles))
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+            .max(0.0) as u64;
+        Some((sub, roles, exp))
     }
 }
 
@@ -413,21 +424,32 @@ impl Authenticator {
 
     /// The console's sign-in (SPEC §16): the admin token, or an IAM JWT with
     /// role `admin` or `viewer`; throttled like the admin API (§3).
-    pub fn console_caller(&self, sender: IpAddr, token: &str) -> Result<Identity, AppError> {
+    /// The caller signing in to the console, and when its credential ends
+    /// (a JWT's `exp`; the admin token does not end).
+    pub fn console_caller(
+        &self,
+        sender: IpAddr,
+        token: &str,
+    ) -> Result<(Identity, Option<std::time::SystemTime>), AppError> {
         if let Some(secs) = self.throttle.blocked(sender, || Realm::Admin) {
             return Err(AppError::Throttled(secs));
         }
         let admin_token = &self.config.admin_token;
         if !token.is_empty() && !admin_token.is_empty() && secret_eq(token, admin_token) {
-            return Ok(Identity {
+            let admin = Identity {
                 user_id: "admin".into(),
                 roles: vec!["admin".into()],
-            });
+            };
+            return Ok((admin, None));
         }
         if self.iam.enabled() {
-            if let Some((sub, roles)) = self.iam.verify(token, "admin") {
+            if let Some((sub, roles, exp)) = self.iam.verify_until(token, "admin") {
                 if roles.iter().any(|r| r == "admin" || r == "viewer") {
-                    return Ok(Identity::with_user_roles(sub, roles, &self.config));
+                    let ends = std::time::UNIX_EPOCH + std::time::Duration::from_secs(exp);
+                    return Ok((
+                        Identity::with_user_roles(sub, roles, &self.config),
+                        Some(ends),
+                    ));
                 }
             }
         }

@@ -47,6 +47,9 @@ pub enum AppError {
     /// 413 `payload_too_large`.
     #[error("body larger than {0} bytes")]
     PayloadTooLarge(u64),
+    /// 431 `headers_too_large`: the request line and headers past `max_header_bytes`.
+    #[error("the request line and headers are larger than {0} bytes (max_header_bytes)")]
+    HeadersTooLarge(usize),
     /// 415 `unsupported_body`.
     #[error("body is not UTF-8 text")]
     UnsupportedBody,
@@ -178,6 +181,10 @@ impl AppError {
             Self::Script(_) => (StatusCode::INTERNAL_SERVER_ERROR, "script_error"),
             Self::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             Self::UnsupportedBody => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_body"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
@@ -200,6 +207,7 @@ impl AppError {
         match self {
             Self::Script(m) => m.clone(),
             Self::PayloadTooLarge(_)
+            | Self::HeadersTooLarge(_)
             | Self::BadRequest(_)
             | Self::Throttled(_)
             | Self::InvalidChannel(_)
@@ -228,7 +236,7 @@ impl IntoResponse for AppError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             // The rest of the body is not wanted; the connection cannot be reused.
-            Self::PayloadTooLarge(_) => {
+            Self::PayloadTooLarge(_) | Self::HeadersTooLarge(_) => {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

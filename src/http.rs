@@ -34,8 +34,15 @@ pub struct Caller {
 /// A request whose framing the server does not take (SPEC §14): an HTTP/1.1
 /// request without exactly one `Host`, or a transfer coding other than
 /// `chunked` (hyper would decode the chunks and pass `gzip` bytes on as the body).
-pub fn framing_error(req: &Request) -> Option<AppError> {
+///
+/// And a request line and headers larger than `max_head` bytes (`431`): hyper's
+/// own bound on HTTP/1.1 is its read buffer, which a last read may overrun by
+/// up to 8 KiB.
+pub fn framing_error(req: &Request, max_head: usize) -> Option<AppError> {
     let headers = req.headers();
+    if head_len(req) > max_head {
+        return Some(AppError::HeadersTooLarge(max_head));
+    }
     if req.version() == axum::http::Version::HTTP_11 {
         let mut hosts = headers.get_all(header::HOST).iter();
         // host[:port]: visible ASCII, no user info, path, query or fragment.
@@ -75,9 +82,26 @@ pub fn framing_error(req: &Request) -> Option<AppError> {
     None
 }
 
+/// The bytes of a request's line and headers as an HTTP/1.1 client sends
+/// them (`METHOD target HTTP/1.1\r\n`, `name: value\r\n` each, `\r\n`).
+fn head_len(req: &Request) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + fields + 2
+}
+
 /// [`framing_error`] as middleware of the router.
-pub async fn framing_guard(req: Request, next: axum::middleware::Next) -> Response {
-    match framing_error(&req) {
+pub async fn framing_guard(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match framing_error(&req, app.config.max_header_bytes) {
         Some(e) => {
             discard(req.into_body());
             e.into_response()
@@ -166,7 +190,7 @@ pub async fn api_fast(
     req: Request,
 ) -> Response {
     use futures_util::FutureExt;
-    if let Some(e) = framing_error(&req) {
+    if let Some(e) = framing_error(&req, state.config.max_header_bytes) {
         discard(req.into_body());
         return e.into_response();
     }
@@ -516,6 +540,20 @@ pub(crate) async fn read_body(
     body: Body,
 ) -> Result<Bytes, AppError> {
     read_body_max(app, headers, body, app.config.max_body_bytes).await
+}
+
+/// A request body read by [`read_body`]: the one way a handler takes a body
+/// (an extractor), so every route answers `413` past `max_body_bytes` and
+/// `408` when the body stalls past `body_timeout`, before any work is done.
+pub struct LimitedBody(pub Bytes);
+
+impl axum::extract::FromRequest<Arc<AppState>> for LimitedBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, app: &Arc<AppState>) -> Result<Self, AppError> {
+        let (parts, body) = req.into_parts();
+        read_body(app, &parts.headers, body).await.map(LimitedBody)
+    }
 }
 
 /// [`read_body`] with another limit (the files API uses `max_file_bytes`).

@@ -183,7 +183,7 @@ fn info_line(
         out.write_str(name)?;
         out.write_char('=')?;
         match value {
-            Value::Text(text) => out.write_str(text)?,
+            Value::Text(text) => Escaping(out).write_str(text)?,
             Value::Number(n) => out.write_str(itoa::Buffer::new().format(*n))?,
             Value::Bool(b) => out.write_str(if *b { "true" } else { "false" })?,
             Value::Millis(d) => millis(out, *d)?,
@@ -267,13 +267,9 @@ impl Fields<'_, '_> {
 
     fn value(&mut self, field: &Field, value: fmt::Arguments<'_>) {
         if self.result.is_ok() {
-            self.result = self.start(field).and_then(|()| {
-                if field.name() == "message" {
-                    Escaping(&mut *self.out).write_fmt(value)
-                } else {
-                    self.out.write_fmt(value)
-                }
-            });
+            self.result = self
+                .start(field)
+                .and_then(|()| Escaping(&mut *self.out).write_fmt(value));
         }
     }
 }
@@ -314,22 +310,23 @@ impl Visit for Fields<'_, '_> {
 
 /// Escapes the terminal control characters tracing-subscriber escapes in a
 /// message (ESC, BEL, BS, FF, DEL and the C1 controls), so a message cannot
-/// drive the terminal of whoever reads the log.
+/// drive the terminal of whoever reads the log, and every other control
+/// character but the tab (line feed and carriage return as `\n` and `\r`),
+/// so a value cannot end its line and forge the next one. Applied to the
+/// message and to every field written as text.
 struct Escaping<'a, W: Write>(&'a mut W);
 
 impl<W: Write> Write for Escaping<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let escaped = |c: char| {
-            matches!(
-                c,
-                '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
-            )
-        };
+        let escaped =
+            |c: char| matches!(c, '\x00'..='\x08' | '\x0a'..='\x1f' | '\x7f' | '\u{80}'..='\u{9f}');
         let mut rest = s;
         while let Some(at) = rest.find(escaped) {
             self.0.write_str(&rest[..at])?;
             let c = rest[at..].chars().next().unwrap_or_default();
             match c as u32 {
+                0x0a => self.0.write_str("\\n")?,
+                0x0d => self.0.write_str("\\r")?,
                 n @ 0x80.. => write!(self.0, "\\u{{{n:x}}}")?,
                 n => write!(self.0, "\\x{n:02x}")?,
             }
@@ -409,6 +406,29 @@ mod tests {
         });
         assert!(theirs.contains("INFO"), "{theirs}");
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn a_line_break_in_a_message_or_a_field_cannot_forge_a_line() {
+        let forged = "ok\n2026-12-04T00:00:00.000000Z  INFO switchyard::http: admin signed in\r";
+        let ours = written(true, || {
+            tracing::info!(target: "switchyard::script", channel = %forged, "script: {forged}");
+        });
+        assert_eq!(ours.lines().count(), 1, "{ours}");
+        assert!(
+            ours.contains(r"script: ok\n2026-12-04T00:00:00.000000Z  INFO switchyard::http: admin signed in\r channel=ok\n2026"),
+            "{ours}"
+        );
+        let mut line = String::new();
+        info_line(
+            &mut line,
+            "switchyard::http",
+            "request",
+            &[("path", Value::Text(forged))],
+        )
+        .unwrap();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.contains(r"path=ok\n2026"), "{line}");
     }
 
     #[test]

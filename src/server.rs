@@ -142,6 +142,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .routes(routes!(crate::api_doc::openapi))
         .merge(admin::routes())
         .merge(crate::dev::api::routes())
+        .merge(crate::console::session_routes())
         .split_for_parts();
     crate::api_doc::publish(doc);
     router
@@ -155,7 +156,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             admin::guard,
         ))
-        .layer(axum::middleware::from_fn(http::framing_guard))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::framing_guard,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             telemetry::panicked,
         ))

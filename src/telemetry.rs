@@ -234,6 +234,9 @@ where
         "x-request-id",
         HeaderValue::from_str(&id_text).expect("a UUID is a valid header value"),
     );
+    if !path.starts_with("/console") {
+        crate::headers::confine(response.headers_mut());
+    }
     let status = response.status().as_u16();
     let channel = response
         .extensions()

@@ -287,9 +287,8 @@ pub(super) fn validate(
 )]
 pub(super) async fn create_channel(
     State(app): State<Arc<AppState>>,
-    req: Request,
+    crate::http::LimitedBody(bytes): crate::http::LimitedBody,
 ) -> Result<Response, AppError> {
-    let bytes = body_of(&app, req).await?;
     let mut doc = parse_doc(&bytes)?;
     for field in SECRET_FIELDS {
         if secret_mut(&mut doc, field).as_deref() == Some(MASK) {
@@ -337,9 +336,8 @@ pub(super) async fn create_channel(
 pub(super) async fn replace_channel(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
-    req: Request,
+    crate::http::LimitedBody(bytes): crate::http::LimitedBody,
 ) -> Result<Json<ChannelShown>, AppError> {
-    let bytes = body_of(&app, req).await?;
     let mut doc = parse_doc(&bytes)?;
     if doc.code != code {
         return Err(AppError::InvalidChannel(format!(

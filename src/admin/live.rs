@@ -36,9 +36,8 @@ pub(super) async fn list_connections(
 )]
 pub async fn post_event(
     State(app): State<Arc<AppState>>,
-    req: Request,
+    crate::http::LimitedBody(bytes): crate::http::LimitedBody,
 ) -> Result<Response, AppError> {
-    let bytes = body_of(&app, req).await?;
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|e| AppError::BadRequest(format!("the body is not JSON: {e}")))?;
     let name = body.get("name").and_then(Value::as_str).unwrap_or("");

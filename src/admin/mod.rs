@@ -204,11 +204,6 @@ pub(super) fn now() -> String {
     channel::rfc3339(std::time::SystemTime::now())
 }
 
-pub(super) async fn body_of(app: &AppState, req: Request) -> Result<axum::body::Bytes, AppError> {
-    let (parts, body) = req.into_parts();
-    crate::http::read_body(app, &parts.headers, body).await
-}
-
 pub(super) fn doc_bytes(doc: &ChannelDoc) -> Result<Vec<u8>, AppError> {
     let mut bytes = serde_json::to_vec_pretty(doc).map_err(|_| AppError::Internal)?;
     bytes.push(b'\n');

@@ -177,7 +177,7 @@ pub(super) async fn delete_script(
 )]
 pub(super) async fn check_script(
     State(app): State<Arc<AppState>>,
-    body: axum::body::Bytes,
+    crate::http::LimitedBody(body): crate::http::LimitedBody,
 ) -> Result<Json<CheckResult>, AppError> {
     let source = String::from_utf8(body.to_vec()).map_err(|_| AppError::UnsupportedBody)?;
     let engine = app.engine.clone();

@@ -34,7 +34,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; \
                    frame-ancestors 'none'";
 
-/// The console's routes (outside the admin guard: signing in is how one gets past it).
+/// The console's pages (outside the admin guard: signing in is how one gets past it).
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route(
@@ -43,13 +43,33 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/console/", get(|| async { asset("index.html") }))
         .route(
-            "/console/session",
-            get(current).post(sign_in).delete(sign_out),
-        )
-        .route(
             "/console/{*file}",
             get(|Path(file): Path<String>| async move { asset(&file) }),
         )
+}
+
+/// The console's session routes, described in the API description.
+pub fn session_routes() -> utoipa_axum::router::OpenApiRouter<Arc<AppState>> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(current, sign_in, sign_out))
+}
+
+/// A console session as `GET` and `POST /console/session` show it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SessionShown {
+    /// `admin` or `viewer`.
+    pub role: String,
+    /// The signed-in user (`admin` for the admin token, else the JWT's `sub`).
+    pub user: String,
+    /// The token every change must carry in `X-CSRF-Token`.
+    pub csrf: String,
+}
+
+/// `POST /console/session`'s body.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub struct SignIn {
+    /// The admin token, or an IAM JWT with role `admin` or `viewer`.
+    pub token: String,
 }
 
 /// The headers every console answer carries.
@@ -98,6 +118,14 @@ fn described(s: &Session) -> Value {
     json!({ "role": s.role.as_str(), "user": s.user, "csrf": s.csrf })
 }
 
+/// `GET /console/session`: the session of the request's cookie.
+#[utoipa::path(
+    get, path = "/console/session", tag = "console", security(()),
+    responses(
+        (status = 200, description = "Signed in", body = SessionShown),
+        (status = 401, description = "No live session (`unauthorized`)", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 async fn current(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match session_of(&app, &headers) {
         Some((_, s)) => secure(Json(described(&s)).into_response()),
@@ -105,19 +133,30 @@ async fn current(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respon
     }
 }
 
+/// `POST /console/session`: signs in; the session cookie is set for
+/// `/console` and `/admin` only.
+#[utoipa::path(
+    post, path = "/console/session", tag = "console", security(()),
+    request_body(content = SignIn),
+    responses(
+        (status = 200, description = "Signed in: the session cookie is set (`Path=/console` and `Path=/admin`, HttpOnly, SameSite=Strict, Secure over TLS)", body = SessionShown),
+        (status = 401, description = "Not the admin token nor a JWT with role admin or viewer (`unauthorized`)", body = crate::api_doc::ErrorAnswer),
+        (status = 429, description = "Too many failed sign-ins from this sender (`throttled`, Retry-After)", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 async fn sign_in(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    crate::http::LimitedBody(body): crate::http::LimitedBody,
 ) -> Response {
     let token = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v["token"].as_str().map(str::to_owned))
         .unwrap_or_default();
     let sender = crate::net::sender_addr(peer.ip(), &headers, &app.config.trusted_proxies);
-    let identity = match app.auth.console_caller(sender, token.trim()) {
-        Ok(identity) => identity,
+    let (identity, ends) = match app.auth.console_caller(sender, token.trim()) {
+        Ok(caller) => caller,
         Err(e) => return secure(e.into_response()),
     };
     let role = if identity.roles.iter().any(|r| r == "admin") {
@@ -125,22 +164,44 @@ async fn sign_in(
     } else {
         Role::Viewer
     };
-    let (id, session) = app.sessions.open(role, identity.user_id);
+    let (id, session) = app.sessions.open(role, identity.user_id, ends);
     tracing::info!(user = %session.user, role = role.as_str(), "console sign-in");
-    // A browser-session cookie: the server ends the session after IDLE unused
-    // (an expiry here would end an active one). `Secure` is added once the
-    // server serves TLS itself (SPEC §17, not built yet).
-    let cookie = format!(
-        "{}={id}; Path=/; HttpOnly; SameSite=Strict",
-        session::COOKIE
-    );
     let mut response = Json(described(&session)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
+    set_cookie(&app, &mut response, &id, "");
     secure(response)
 }
 
+/// Sets the session cookie `value` (with `attrs` after it) on the two paths
+/// that take it, `/console` and `/admin`: a browser never sends it to a
+/// channel's routes, and a channel's page can never read it. A
+/// browser-session cookie: the server ends the session after IDLE unused or
+/// at the end of its credential. `Secure` whenever the server serves TLS.
+fn set_cookie(app: &AppState, response: &mut Response, value: &str, attrs: &str) {
+    let secure = if app.config.tls_cert.is_empty() {
+        ""
+    } else {
+        "; Secure"
+    };
+    for path in ["/console", "/admin"] {
+        let cookie = format!(
+            "{}={value}; Path={path}; HttpOnly; SameSite=Strict{secure}{attrs}",
+            session::COOKIE
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+/// `DELETE /console/session`: signs out (with the session's CSRF token).
+#[utoipa::path(
+    delete, path = "/console/session", tag = "console", security(()),
+    params(("X-CSRF-Token" = Option<String>, Header, description = "The session's CSRF token (needed while a session is live)")),
+    responses(
+        (status = 204, description = "Signed out; the cookie is cleared"),
+        (status = 403, description = "A live session without its CSRF token (`csrf`)", body = crate::api_doc::ErrorAnswer),
+    )
+)]
 async fn sign_out(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some((id, s)) = session_of(&app, &headers) {
         if let Err(e) = s.check_csrf(&headers) {
@@ -148,13 +209,7 @@ async fn sign_out(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         }
         app.sessions.close(&id);
     }
-    let cookie = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-        session::COOKIE
-    );
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
+    set_cookie(&app, &mut response, "", "; Max-Age=0");
     secure(response)
 }

@@ -2,14 +2,14 @@
 //! `HttpOnly`, `SameSite=Strict` cookie, with a CSRF token that every change
 //! must carry, and an idle expiry.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 
 use crate::error::AppError;
 
 /// The session cookie's name.
-pub const COOKIE: &str = "switchyard_session";
+pub const COOKIE: &str = crate::headers::SESSION_COOKIE;
 
 /// The header a change must carry the session's CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -45,6 +45,9 @@ pub struct Session {
     pub user: String,
     pub csrf: String,
     last_seen: Instant,
+    /// When the credential it was opened with ends (a JWT's `exp`): the
+    /// session ends then too, however much it is used.
+    ends: Option<SystemTime>,
 }
 
 /// Every live session, by its (random) id.
@@ -78,8 +81,9 @@ impl Sessions {
         }
     }
 
-    /// A new session for `user` with `role`; returns its id.
-    pub fn open(&self, role: Role, user: String) -> (String, Session) {
+    /// A new session for `user` with `role`, ending at `ends` at the latest;
+    /// returns its id.
+    pub fn open(&self, role: Role, user: String, ends: Option<SystemTime>) -> (String, Session) {
         self.sweep();
         let id = random_token();
         let session = Session {
@@ -87,6 +91,7 @@ impl Sessions {
             user,
             csrf: random_token(),
             last_seen: Instant::now(),
+            ends,
         };
         self.map.insert(id.clone(), session.clone());
         (id, session)
@@ -95,7 +100,7 @@ impl Sessions {
     /// The live session `id`, its idle clock reset.
     pub fn touch(&self, id: &str) -> Option<Session> {
         let mut entry = self.map.get_mut(id)?;
-        if entry.last_seen.elapsed() > self.idle {
+        if entry.last_seen.elapsed() > self.idle || entry.ended() {
             drop(entry);
             self.map.remove(id);
             return None;
@@ -112,7 +117,8 @@ impl Sessions {
     /// Forgets idle sessions, and the oldest past [`MAX_SESSIONS`].
     fn sweep(&self) {
         let idle = self.idle;
-        self.map.retain(|_, s| s.last_seen.elapsed() <= idle);
+        self.map
+            .retain(|_, s| s.last_seen.elapsed() <= idle && !s.ended());
         while self.map.len() >= MAX_SESSIONS {
             let oldest = self
                 .map
@@ -128,6 +134,11 @@ impl Sessions {
 }
 
 impl Session {
+    /// Whether the credential the session was opened with has ended.
+    fn ended(&self) -> bool {
+        self.ends.is_some_and(|ends| SystemTime::now() >= ends)
+    }
+
     /// A change carries this session's CSRF token in [`CSRF_HEADER`], or is
     /// refused with `403 csrf`.
     pub fn check_csrf(&self, headers: &axum::http::HeaderMap) -> Result<(), AppError> {
@@ -162,7 +173,7 @@ mod tests {
     #[test]
     fn a_session_ends_when_idle_and_lives_while_used() {
         let sessions = Sessions::with_idle(Duration::from_millis(200));
-        let (id, s) = sessions.open(Role::Viewer, "vera".into());
+        let (id, s) = sessions.open(Role::Viewer, "vera".into(), None);
         assert_eq!(s.role, Role::Viewer);
         assert_ne!(s.csrf, id, "the CSRF token is not the session id");
         for _ in 0..4 {
@@ -171,9 +182,19 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(300));
         assert!(sessions.touch(&id).is_none(), "idle past its limit");
-        let (id, _) = sessions.open(Role::Admin, "a".into());
+        let (id, _) = sessions.open(Role::Admin, "a".into(), None);
         sessions.close(&id);
         assert!(sessions.touch(&id).is_none());
+    }
+
+    #[test]
+    fn a_session_ends_with_the_credential_it_was_opened_with() {
+        let sessions = Sessions::default();
+        let ends = SystemTime::now() + Duration::from_millis(300);
+        let (id, _) = sessions.open(Role::Admin, "jwt-user".into(), Some(ends));
+        assert!(sessions.touch(&id).is_some(), "before exp");
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(sessions.touch(&id).is_none(), "used, but past exp");
     }
 
     #[test]

@@ -200,7 +200,7 @@ fn json_body(bytes: &[u8]) -> Result<Value, AppError> {
 async fn try_run(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
-    bytes: axum::body::Bytes,
+    crate::http::LimitedBody(bytes): crate::http::LimitedBody,
 ) -> Result<Json<Value>, AppError> {
     let body = json_body(&bytes)?;
     let channel = channel_of(&app, &code)?;
@@ -276,7 +276,7 @@ async fn pick(
 async fn replay(
     State(app): State<Arc<AppState>>,
     Path(code): Path<String>,
-    bytes: axum::body::Bytes,
+    crate::http::LimitedBody(bytes): crate::http::LimitedBody,
 ) -> Result<Json<Value>, AppError> {
     let body = json_body(&bytes)?;
     let channel = channel_of(&app, &code)?;

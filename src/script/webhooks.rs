@@ -94,6 +94,11 @@ pub fn verify(
     now: i64,
     tolerance: i64,
 ) -> Result<Verdict, String> {
+    // An empty key signs for anyone who knows the scheme (a channel whose
+    // token_remote is not set passes ""): it never verifies anything.
+    if SCHEMES.contains(&scheme) && secret.trim().is_empty() {
+        return Ok(Verdict::BadSecret);
+    }
     let hex_of = |msg: &[u8]| hex::encode(hmac(secret.as_bytes(), msg));
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(match scheme {
@@ -110,6 +115,9 @@ pub fn verify(
             let Ok(key) = b64.decode(encoded.trim()) else {
                 return Ok(Verdict::BadSecret);
             };
+            if key.is_empty() {
+                return Ok(Verdict::BadSecret);
+            }
             if !fresh(&ts, now, tolerance) {
                 return Ok(Verdict::StaleTimestamp);
             }
@@ -316,6 +324,63 @@ mod tests {
                 .iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn a_signature_made_with_an_empty_key_is_refused_by_every_scheme() {
+        let now = 1_700_000_000;
+        let body = br#"{"id":1}"#;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let ts = now.to_string();
+        let hex_empty = |msg: &[u8]| hex::encode(hmac(b"", msg));
+        let standard = format!(
+            "v1,{}",
+            b64.encode(hmac(b"", format!("m.{now}.{{\"id\":1}}").as_bytes()))
+        );
+        let stripe = format!(
+            "t={now},v1={}",
+            hex_empty(format!("{now}.{{\"id\":1}}").as_bytes())
+        );
+        let github = format!("sha256={}", hex_empty(body));
+        let shopify = b64.encode(hmac(b"", body));
+        let slack = format!(
+            "v0={}",
+            hex_empty(format!("v0:{now}:{{\"id\":1}}").as_bytes())
+        );
+        let cases: [(&str, Vec<(&str, &str)>); 5] = [
+            (
+                "standard",
+                vec![
+                    ("webhook-id", "m"),
+                    ("webhook-timestamp", &ts),
+                    ("webhook-signature", &standard),
+                ],
+            ),
+            ("stripe", vec![("stripe-signature", &stripe)]),
+            ("github", vec![("x-hub-signature-256", &github)]),
+            ("shopify", vec![("x-shopify-hmac-sha256", &shopify)]),
+            (
+                "slack",
+                vec![
+                    ("x-slack-signature", &slack),
+                    ("x-slack-request-timestamp", &ts),
+                ],
+            ),
+        ];
+        for (scheme, h) in &cases {
+            let empty_key: &[&str] = if *scheme == "standard" {
+                &["", "  ", "whsec_"]
+            } else {
+                &["", "  "]
+            };
+            for secret in empty_key {
+                assert_eq!(
+                    verify(scheme, secret, &headers(h), body, now, 300),
+                    Ok(Verdict::BadSecret),
+                    "{scheme} with {secret:?}"
+                );
+            }
         }
     }
 
