@@ -252,6 +252,10 @@ impl Iam {
 pub enum Realm {
     /// `/admin`, `POST /events`, `POST /channels/{code}/send`.
     Admin,
+    /// The console's sign-in: its failures do not lock a sender out of the
+    /// admin API (a script holding the admin token keeps working while a
+    /// browser on the same address mistypes).
+    Console,
     /// A channel's own routes.
     Channel(String),
 }
@@ -431,7 +435,7 @@ impl Authenticator {
         sender: IpAddr,
         token: &str,
     ) -> Result<(Identity, Option<std::time::SystemTime>), AppError> {
-        if let Some(secs) = self.throttle.blocked(sender, || Realm::Admin) {
+        if let Some(secs) = self.throttle.blocked(sender, || Realm::Console) {
             return Err(AppError::Throttled(secs));
         }
         let admin_token = &self.config.admin_token;
@@ -453,7 +457,7 @@ impl Authenticator {
                 }
             }
         }
-        self.throttle.fail(sender, &Realm::Admin);
+        self.throttle.fail(sender, &Realm::Console);
         Err(AppError::Unauthorized)
     }
 

@@ -280,6 +280,18 @@ impl Channel {
         self.doc.opts.mode.as_deref() == Some("test")
     }
 
+    /// The channel as it would be in test mode (`true`) or in production: a
+    /// job runs every attempt in the mode it was created in, whatever the
+    /// channel's mode is now.
+    pub fn in_mode(self: &std::sync::Arc<Self>, test: bool) -> std::sync::Arc<Self> {
+        if self.test_mode() == test {
+            return self.clone();
+        }
+        let mut pinned = Channel::clone(self);
+        pinned.doc.opts.mode = Some(if test { "test" } else { "production" }.into());
+        std::sync::Arc::new(pinned)
+    }
+
     /// The external system's URL: `url_test` in test mode when set, else `url`.
     pub fn outbound_url(&self) -> Option<&str> {
         let test = self.test_mode().then_some(&self.doc.url_test).into_iter();

@@ -53,8 +53,9 @@ fn check(channel: &Channel, name: &str) -> Result<(), String> {
 
 /// A script function's message for a store failure; a full disk or an
 /// unreachable cluster is also noted for the run's answer (`507`, `503`).
-fn script_failure(function: &str, e: &StoreError) -> String {
+fn script_failure(app: &AppState, function: &str, e: &StoreError) -> String {
     if e.is_full() {
+        app.store.note_disk_full();
         crate::script::note_store_full();
     }
     if e.is_cluster_unavailable() {
@@ -69,7 +70,7 @@ pub fn read_text(app: &AppState, channel: &Channel, name: &str) -> Result<String
     let bytes = app
         .files
         .read(channel.code(), name)
-        .map_err(|e| script_failure("file_read", &e))?
+        .map_err(|e| script_failure(app, "file_read", &e))?
         .ok_or_else(|| format!("file_read: no file {name:?}"))?;
     String::from_utf8(bytes).map_err(|_| format!("file_read: {name:?} is not UTF-8 text"))
 }
@@ -86,7 +87,7 @@ pub fn write_text(app: &AppState, channel: &Channel, name: &str, text: &str) -> 
     match app.files.write(channel.code(), name, text.as_bytes()) {
         Ok(_) => Ok(()),
         Err(FileError::Quota(m)) => Err(format!("file_write: {m}")),
-        Err(FileError::Store(e)) => Err(script_failure("file_write", &e)),
+        Err(FileError::Store(e)) => Err(script_failure(app, "file_write", &e)),
     }
 }
 
@@ -175,7 +176,12 @@ async fn serve(
                 .await?
                 .map_err(|e| match e {
                     FileError::Quota(m) => AppError::InsufficientStorage(m),
-                    FileError::Store(e) => AppError::store("files", &e),
+                    FileError::Store(e) => {
+                        if e.is_full() {
+                            app.store.note_disk_full();
+                        }
+                        AppError::store("files", &e)
+                    }
                 })?;
             let status = if existed {
                 StatusCode::OK

@@ -152,10 +152,11 @@ async fn sniff(socket: &tokio::net::TcpStream, limit: Duration) -> Option<bool> 
     }
 }
 
-/// When an HTTP/2 connection last started a request, and how many are under way.
+/// When an HTTP/2 connection last started or finished answering a request,
+/// and how many are under way (an answer counts until its body is sent).
 struct Activity {
     began: tokio::time::Instant,
-    /// Milliseconds after `began` of the last request's start.
+    /// Milliseconds after `began` of the last request's start or answer's end.
     last: AtomicU64,
     active: AtomicUsize,
 }
@@ -186,8 +187,31 @@ impl Activity {
 /// A request under way on an HTTP/2 connection, until dropped.
 struct Active(Arc<Activity>);
 
+impl Active {
+    /// `response` with `active` held until its body is sent (or dropped): a
+    /// long download or an event stream is not idleness.
+    fn held_by(
+        active: Option<Active>,
+        response: axum::response::Response,
+    ) -> axum::response::Response {
+        use http_body_util::BodyExt;
+        match active {
+            None => response,
+            Some(active) => response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _held = &active;
+                    frame
+                }))
+            }),
+        }
+    }
+}
+
 impl Drop for Active {
     fn drop(&mut self) {
+        // Idle from the end of the last answer on.
+        let now = self.0.began.elapsed().as_millis() as u64;
+        self.0.last.store(now, Ordering::Relaxed);
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -267,8 +291,7 @@ impl Conn {
                 return Either::Left(async move {
                     let response =
                         telemetry::observe(req, |req| http::api_fast(state, peer, code, req)).await;
-                    drop(active);
-                    Ok::<_, std::convert::Infallible>(response)
+                    Ok::<_, std::convert::Infallible>(Active::held_by(active, response))
                 });
             }
             req.extensions_mut().insert(ConnectInfo(peer));
@@ -277,8 +300,7 @@ impl Conn {
             Either::Right(Box::pin(async move {
                 let response =
                     tower::Service::call(&mut router, req.map(axum::body::Body::new)).await;
-                drop(active);
-                response
+                response.map(|r| Active::held_by(active, r))
             }))
         })
     }

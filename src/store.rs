@@ -78,6 +78,11 @@ pub struct Store {
     path: PathBuf,
     /// Set while writes fail for lack of space; cleared by the next write that lands.
     full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set when a write beside the store (a file of the files API) failed for
+    /// lack of space; cleared by [`Store::recover`] once a file of the same
+    /// kind can be written again (a store write may land in free pages of the
+    /// database while the disk has no room for a file).
+    disk_full: std::sync::atomic::AtomicBool,
     _lock: FolderLock,
 }
 
@@ -282,22 +287,57 @@ impl Store {
             reader: Mutex::new(reader),
             path,
             full,
+            disk_full: Default::default(),
             _lock: lock,
         };
         store.keep_reserve();
         Ok(store)
     }
 
-    /// `true` while writes fail for lack of space.
+    /// `true` while writes fail for lack of space: the store's, or a file's
+    /// beside it ([`Store::note_disk_full`]).
     pub fn is_full(&self) -> bool {
-        self.full.load(std::sync::atomic::Ordering::Relaxed)
+        use std::sync::atomic::Ordering::Relaxed;
+        self.full.load(Relaxed) || self.disk_full.load(Relaxed)
+    }
+
+    /// A write on the store's disk outside the store (a file) failed for
+    /// lack of space: the store counts as full until [`Store::recover`] finds
+    /// room for a file again.
+    pub fn note_disk_full(&self) {
+        if !self
+            .disk_full
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(store = %self.path.display(), "the data disk is full: file writes answer 507 until space is freed");
+        }
+    }
+
+    /// Whether a small file can be written, synced and removed beside the store.
+    fn file_fits(&self) -> bool {
+        let Some(dir) = self.path.parent() else {
+            return true;
+        };
+        let probe = dir.join(".space_probe");
+        let written = std::fs::File::create(&probe).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&[0u8; 64 * 1024])?;
+            f.sync_all()
+        });
+        let _ = std::fs::remove_file(&probe);
+        written.is_ok()
     }
 
     /// While full: tries a small real write, which clears the state once space
     /// was freed. Otherwise: makes the reserve again if it was given up and
     /// there is ample room. Called periodically.
     pub async fn recover(&self) {
-        if self.is_full() {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.disk_full.load(Relaxed) && self.file_fits() {
+            self.disk_full.store(false, Relaxed);
+            tracing::info!(store = %self.path.display(), "the data disk has room for files again");
+        }
+        if self.full.load(Relaxed) {
             let now = chrono::Utc::now().to_rfc3339();
             let probe = self
                 .write(move |c| {
@@ -498,6 +538,14 @@ pub fn backup(dir: &Path, file: &Path) -> Result<(), StoreError> {
     let source = dir.join("switchyard.db");
     if !source.is_file() {
         return Err(StoreError(format!("{}: no store there", source.display())));
+    }
+    // SQLite takes a 0-byte file for an empty database: a copy of it would
+    // look like a good backup of nothing.
+    if std::fs::metadata(&source).is_ok_and(|m| m.len() == 0) {
+        return Err(StoreError(format!(
+            "{} is empty (0 bytes): it is not a store, or a truncated one; nothing was copied",
+            source.display()
+        )));
     }
     let named = |p: &Path, e: rusqlite::Error| StoreError(format!("{}: {e}", p.display()));
     let from = Connection::open_with_flags(&source, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

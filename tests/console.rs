@@ -615,6 +615,207 @@ async fn changes_need_the_sessions_csrf_token() {
     assert_eq!(last, 429);
 }
 
+/// A channel page (text/html answered by a script, on the console's origin)
+/// visited by a signed-in admin cannot act with the console's session: its
+/// scripts do not run (`Content-Security-Policy: sandbox`), the session cookie
+/// is not sent to channel paths, and a script never sees it in startparam(5).
+#[tokio::test]
+async fn a_channel_page_cannot_act_with_the_consoles_session() {
+    const PAGE: &str = r#"content_type = "text/html; charset=utf-8";
+body = `<html><head><title>page</title></head><body>hello<script>
+document.title = 'ran';
+fetch('/console/session').then(r => r.json()).then(s =>
+  fetch('/admin/channels/shop/stop', {method: 'POST', headers: {'X-CSRF-Token': s.csrf}}))
+.then(() => { document.title = 'acted'; });
+</script></body></html>`;"#;
+    let srv = project()
+        .channel(
+            json!({"code": "page", "token_local": "page-token", "recv_svcscriptcode": "page",
+            "opts": {"issync": true}}),
+        )
+        .script("page", PAGE)
+        .channel(
+            json!({"code": "echo", "token_local": "echo-token", "recv_svcscriptcode": "echo",
+            "opts": {"issync": true}}),
+        )
+        .script("echo", "body = parse_json(startparam(5));")
+        .start();
+
+    // What every channel answer carries, and the console's own pages do not.
+    let resp = client()
+        .get(srv.url("/channels/page/api?token=page-token"))
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("content-security-policy"), "sandbox");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("x-frame-options"), "DENY");
+    let console = client().get(srv.url("/console/")).send().await.unwrap();
+    let csp = console.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(!csp.contains("sandbox"), "{csp}");
+
+    // The session cookie is scoped to /console and /admin.
+    let signed = client()
+        .post(srv.url("/console/session"))
+        .json(&json!({"token": ADMIN}))
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<String> = signed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    assert!(cookies[0].contains("; Path=/console;"), "{cookies:?}");
+    assert!(cookies[1].contains("; Path=/admin;"), "{cookies:?}");
+    assert!(
+        cookies.iter().all(|c| !c.contains("Secure")),
+        "plain HTTP: {cookies:?}"
+    );
+
+    // A caller that sends it anyway: the script sees its other cookies only.
+    let session = cookies[0].split(';').next().unwrap().to_owned();
+    let seen: Value = client()
+        .get(srv.url("/channels/echo/api?token=echo-token"))
+        .header("cookie", format!("theme=dark; {session}; lang=en"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["cookie"], json!("theme=dark; lang=en"), "{seen}");
+
+    // In a browser signed in to the console.
+    let (c, _driver) = browser().await;
+    sign_in(&c, &srv, ADMIN).await;
+    wait(&c, "tr[data-code='shop']").await;
+    c.goto(&srv.url("/channels/page/api?token=page-token"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.title().await.unwrap(), "page", "the page's script ran");
+    assert_eq!(
+        status_of(&srv, "/channels/shop/api?token=shop-token").await,
+        200,
+        "the page stopped a channel with the admin's session"
+    );
+    c.goto(&srv.url("/channels/echo/api?token=echo-token"))
+        .await
+        .unwrap();
+    let text = c
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("user-agent"), "{text}");
+    assert!(!text.contains("switchyard_session"), "{text}");
+    c.close().await.unwrap();
+}
+
+/// A session opened with a JWT ends when the JWT does.
+#[tokio::test]
+async fn a_session_ends_with_the_jwt_it_was_opened_with() {
+    let srv = project().start();
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "ada", "roles": ["admin"], "exp": chrono::Utc::now().timestamp() + 3}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let resp = client()
+        .post(srv.url("/console/session"))
+        .json(&json!({"token": jwt}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let status = |path: &'static str| {
+        let session = session.clone();
+        let url = srv.url(path);
+        async move {
+            client()
+                .get(url)
+                .header("cookie", session)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status("/console/session").await, 200);
+    assert_eq!(status("/admin/channels").await, 200);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(status("/console/session").await, 401, "outlived its JWT");
+    assert_eq!(status("/admin/channels").await, 401, "outlived its JWT");
+}
+
+/// Sign-in takes its body through the one body reader: max_body_bytes (413)
+/// and body_timeout (408) hold for it as for every other body.
+#[tokio::test]
+async fn sign_in_bodies_are_bounded_like_every_other() {
+    let srv = Project::new()
+        .config(&format!(
+            "admin_token = \"{ADMIN}\"\nmax_body_bytes = 4096\nbody_timeout = \"1s\""
+        ))
+        .start();
+    let (status, _, body) = json_of(
+        client()
+            .post(srv.url("/console/session"))
+            .header("content-type", "application/json")
+            .body(format!("{{\"token\": \"{}\"}}", "x".repeat(100_000)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (413, json!("payload_too_large"))
+    );
+    // A sign-in whose body stops coming.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(srv.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /console/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"token\":",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A good sign-in still works.
+    let resp = client()
+        .post(srv.url("/console/session"))
+        .json(&json!({"token": ADMIN}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
 #[tokio::test]
 async fn the_overview_keeps_each_channels_last_hour() {
     let srv = project().start();

@@ -281,39 +281,47 @@ async fn panics_are_caught_answered_logged_with_the_request_id_and_counted() {
 #[tokio::test]
 async fn runaway_scripts_do_not_hold_up_other_channels() {
     use serde_json::json;
+    let spin = |code: &str| {
+        json!({"code": code, "token_local": "spin-token", "recv_svcscriptcode": "spin",
+            "opts": {"issync": true, "recv_timeout": 3}})
+    };
     let srv = Project::new()
-        .channel(
-            json!({"code": "spin", "token_local": "spin-token", "recv_svcscriptcode": "spin",
-            "opts": {"issync": true, "recv_timeout": 3}}),
-        )
+        .channel(spin("spin"))
+        .channel(spin("spin2"))
         .channel(channel("kv", "kv"))
+        .channel(channel("logs", "logs"))
         .script("spin", "let n = 0; loop { n += 1; }")
         .script("kv", r#"kv_set("k", 1); body = `${kv_get("k")}`;"#)
+        .script("logs", r#"log_info("still here"); body = "logged";"#)
         .start();
-    // More runaways than there are slots (4 per core).
+    // More runaways than there are slots (4 per core) and long-run places (32)
+    // together, on one channel, and a second runaway channel besides.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut spinning = Vec::new();
-    for _ in 0..cores * 4 + 2 {
-        spinning.push(tokio::spawn(
-            client()
-                .get(srv.url("/channels/spin/api?token=spin-token"))
-                .send(),
-        ));
+    for (code, n) in [("spin", cores * 4 + 32 + 8), ("spin2", cores * 4 + 4)] {
+        for _ in 0..n {
+            spinning.push(tokio::spawn(
+                client()
+                    .get(srv.url(&format!("/channels/{code}/api?token=spin-token")))
+                    .send(),
+            ));
+        }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    let resp = client()
-        .get(srv.url("/channels/kv/api?token=kv-token"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.text().await.unwrap(), "1");
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "the kv channel waited {:?} behind the runaways",
-        started.elapsed()
-    );
+    for (path, answer) in [
+        ("/channels/kv/api?token=kv-token", "1"),
+        ("/channels/logs/api?token=logs-token", "logged"),
+    ] {
+        let started = Instant::now();
+        let resp = client().get(srv.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.text().await.unwrap(), answer);
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{path} waited {:?} behind the runaways",
+            started.elapsed()
+        );
+    }
     for call in spinning {
         assert_eq!(call.await.unwrap().unwrap().status(), 504);
     }

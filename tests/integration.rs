@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{client, json_of, send_job, wait_job, ws_close_code, ws_connect, Project, Server};
 use serde_json::{json, Value};
@@ -39,13 +39,13 @@ fn failing_sender(retries: u32) -> Server {
 
 /// Waits until the job's first attempt has failed and it is queued for its next.
 async fn wait_first_failure(srv: &Server, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let j = job(srv, id).await;
         if j["state"] == "queued" && j["attempt"] == 1 {
             return j;
         }
-        assert!(std::time::Instant::now() < deadline, "{j}");
+        assert!(Instant::now() < deadline, "{j}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -304,6 +304,48 @@ async fn test_mode_calls_the_test_system_with_the_test_secret() {
 }
 
 #[tokio::test]
+async fn a_test_job_retried_after_the_switch_to_production_still_calls_the_test_system() {
+    let production = common::Upstream::start().await;
+    let test = common::Upstream::start().await;
+    let doc = |mode: &str| {
+        json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", production.base),
+            "url_test": format!("{}/", test.base), "token_remote": "live-secret",
+            "token_remote_test": "test-secret", "send_svcscriptcode": "call",
+            "opts": {"mode": mode, "send_retries": 2}})
+    };
+    let srv = Project::new()
+        .config(&format!(
+            "admin_token = \"{ADMIN}\"\noutbound_any_host = false"
+        ))
+        .channel(doc("test"))
+        .script(
+            "call",
+            r#"webquery(#{ path: "ok", headers: #{ authorization: `Bearer ${token_remote()}` } });
+               if startparam(4) == "1" { throw "the partner wants a second try"; }
+               result = channel_mode();"#,
+        )
+        .start();
+    let id = send_job(&srv, ADMIN, "erp", &json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while test.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the first attempt never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The retry waits about a second: the channel goes to production meanwhile.
+    put_channel(&srv, &doc("production")).await;
+    let done = wait_job(&srv, ADMIN, &id, &["succeeded"], Duration::from_secs(10)).await;
+    assert_eq!(done["attempts"].as_array().map(Vec::len), Some(2), "{done}");
+    assert_eq!(done["result"], "test", "{done}");
+    assert!(
+        production.seen().is_empty(),
+        "a test job's retry called production"
+    );
+    let seen = test.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].authorization.as_deref(), Some("Bearer test-secret"));
+}
+
+#[tokio::test]
 async fn test_mode_marks_jobs_and_events_and_a_queue_goes_to_production_at_once() {
     let doc = |code: &str, mode: &str| {
         json!({"code": code, "token_local": format!("{code}-token"), "send_svcscriptcode": "done",
@@ -497,14 +539,14 @@ async fn queued_inbox_requests_wait_through_a_stop_a_start_and_a_restart_in_orde
     );
     // A restart: the channel autostarts, and the rest runs, in order.
     let srv = srv.kill9().start();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let now = seen(&srv);
         if now.as_array().is_some_and(|s| s.len() == 5) {
             assert_eq!(now, json!(["n=1", "n=2", "n=3", "n=4", "n=5"]));
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{now}");
+        assert!(Instant::now() < deadline, "{now}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

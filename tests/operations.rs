@@ -79,6 +79,12 @@ async fn http11_framing_is_strict() {
     // Headers over max_header_bytes: 431.
     let big = get(&format!("Host: a\r\nX-Big: {}\r\n", "y".repeat(20_000)));
     assert_eq!(status_of(&raw(&srv, big.as_bytes(), limit).await), 431);
+    // The limit is the head's size, to the byte's neighbourhood: not 8 KiB looser.
+    let over = get(&format!("Host: a\r\nX-Big: {}\r\n", "y".repeat(16_384)));
+    let answer = raw(&srv, over.as_bytes(), limit).await;
+    assert_eq!(status_of(&answer), 431, "{answer}");
+    let under = get(&format!("Host: a\r\nX-Big: {}\r\n", "y".repeat(15_000)));
+    assert_eq!(status_of(&raw(&srv, under.as_bytes(), limit).await), 200);
     // Websocket upgrades need a real key and no body.
     let upgrade = |key: &str, extra: &str| {
         format!(
@@ -372,13 +378,27 @@ async fn backup_copies_the_store_while_serving() {
     );
     assert_eq!(db_count(&file, "SELECT count(*) FROM kv"), 50);
     // A store copied back is served.
-    drop(srv);
     let project = Project::new()
         .channel(channel("k", "count"))
         .script("count", r#"body = kv_get("missing") == ();"#);
     std::fs::copy(&file, project.path().join("data/switchyard.db")).unwrap();
     let srv = project.start();
     assert_serving(&srv).await;
+    // A store cut to 0 bytes is not backed up as if it were an empty one.
+    let cut = tempfile::tempdir().unwrap();
+    std::fs::write(cut.path().join("switchyard.db"), b"").unwrap();
+    let empty = out.path().join("empty.db");
+    let run = std::process::Command::new(common::binary())
+        .arg("backup")
+        .arg("--data")
+        .arg(cut.path())
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("empty (0 bytes)"), "{err}");
+    assert!(!empty.exists(), "no copy is left behind");
 }
 
 /// Runs `serve` on `project` and expects it to refuse to start; returns stderr.
@@ -803,6 +823,68 @@ async fn a_full_disk_answers_507_keeps_serving_reads_and_recovers_by_itself() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    drop(srv);
+    drop(disk);
+}
+
+#[tokio::test]
+async fn a_file_write_that_fills_the_disk_turns_healthz_degraded_until_space_is_freed() {
+    if common::embedded_store_only("a full disk under the embedded files") {
+        return;
+    }
+    let disk = SmallDisk::mount("6m");
+    let data = disk.0.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let project = Project::new().channel(json!({
+        "code": "f", "token_local": "f-token", "recv_svcscriptcode": "ok",
+        "opts": {"issync": true, "allow_files_api": true}
+    }));
+    let project = project.script("ok", "body = 1;");
+    std::fs::remove_dir_all(project.path().join("data")).unwrap();
+    std::os::unix::fs::symlink(&data, project.path().join("data")).unwrap();
+    let srv = project.start();
+    let put = |i: usize| {
+        client()
+            .put(srv.url(&format!("/channels/f/files/part{i}?token=f-token")))
+            .body(vec![b'x'; 512 * 1024])
+            .send()
+    };
+    let mut stored = 0;
+    let full = loop {
+        let (status, _, body) = json_of(put(stored).await.unwrap()).await;
+        if status != 201 {
+            break (status, body);
+        }
+        stored += 1;
+        assert!(stored < 40, "the disk never filled");
+    };
+    assert_eq!(full.0, 507, "{}", full.1);
+    assert_eq!(full.1["error"], "insufficient_storage");
+    let resp = client().get(srv.url("/healthz")).send().await.unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!(
+        (status, body.clone()),
+        (503, json!({"status": "degraded", "store": "full"})),
+        "a full data disk is not ok"
+    );
+    // Space comes back: so does /healthz, without a restart.
+    for i in 0..stored {
+        let url = srv.url(&format!("/channels/f/files/part{i}?token=f-token"));
+        assert_eq!(client().delete(url).send().await.unwrap().status(), 204);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client()
+        .get(srv.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "healthz did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(put(0).await.unwrap().status(), 201);
     drop(srv);
     drop(disk);
 }

@@ -206,6 +206,40 @@ async fn https_serves_http1_and_http2_chosen_by_alpn() {
     assert!(!presented(&srv, &ca).await.is_empty());
 }
 
+/// Over TLS the console's session cookie is `Secure` (on both its paths).
+#[tokio::test]
+async fn the_console_cookie_is_secure_over_tls() {
+    let ca = Ca::new();
+    let (cert, key, _) = ca.issue("one");
+    let srv = tls_project(&cert, &key).start();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!(
+            "https://localhost:{}/console/session",
+            addr(&srv).rsplit(':').next().unwrap()
+        ))
+        .json(&json!({"token": "adm"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookies: Vec<&str> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    for (cookie, path) in cookies.iter().zip(["/console", "/admin"]) {
+        assert!(cookie.contains(&format!("; Path={path};")), "{cookie}");
+        assert!(cookie.contains("; Secure"), "{cookie}");
+        assert!(cookie.contains("HttpOnly"), "{cookie}");
+    }
+}
+
 #[tokio::test]
 async fn a_websocket_works_over_tls() {
     let ca = Ca::new();
@@ -359,6 +393,46 @@ async fn plain_listeners_take_http2_with_prior_knowledge() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+/// An answer still being sent is not idleness: a server-sent event stream
+/// over HTTP/2 outlives header_timeout (2 s) many times over and still gets
+/// what happens.
+#[tokio::test]
+async fn an_http2_stream_being_answered_is_not_idle() {
+    let srv = plain_project().config("admin_token = \"adm\"").start();
+    let tcp = TcpStream::connect(addr(&srv)).await.unwrap();
+    let mut sender = h2_client(tcp).await;
+    let req = hyper::Request::get("http://localhost/admin/stream")
+        .header("authorization", "Bearer adm")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("an HTTP/2 answer");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    // Nothing happens for three times header_timeout: the stream stays open.
+    let quiet = tokio::time::timeout(Duration::from_secs(6), body.frame()).await;
+    assert!(quiet.is_err(), "the stream ended while idle: {quiet:?}");
+    // Then a request: the stream shows it.
+    let resp = common::client()
+        .get(srv.url("/channels/hello/api/seen?token=t"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = String::new();
+    while !seen.contains("/seen") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    seen.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            other => panic!("the stream ended or stalled: {other:?}; so far {seen}"),
+        }
+    }
 }
 
 // --- HTTP/2 frames written by hand: the floods hyper's settings bound. ---

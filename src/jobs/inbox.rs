@@ -19,7 +19,7 @@ pub(super) async fn inbox_worker(app: Arc<AppState>, code: String, wake: Arc<Not
         } else {
             claim_recv(&app, &code).await
         };
-        let (id, attempt, input) = match claimed {
+        let (id, attempt, input, test) = match claimed {
             Ok(Some(job)) => job,
             Ok(None) => {
                 drop(running);
@@ -36,7 +36,10 @@ pub(super) async fn inbox_worker(app: Arc<AppState>, code: String, wake: Arc<Not
                 continue;
             }
         };
-        let channel = channel.expect("claimed only for a loaded channel");
+        // In the mode the request arrived in (as send jobs).
+        let channel = channel
+            .expect("claimed only for a loaded channel")
+            .in_mode(test);
         let input: Value = serde_json::from_str(&input).unwrap_or(Value::Null);
         let params: Vec<String> = input["params"]
             .as_array()
@@ -72,16 +75,19 @@ pub(super) async fn inbox_worker(app: Arc<AppState>, code: String, wake: Arc<Not
 pub(super) async fn claim_recv(
     app: &AppState,
     code: &str,
-) -> Result<Option<(String, i64, String)>, StoreError> {
+) -> Result<Option<(String, i64, String, bool)>, StoreError> {
     let channel = code.to_owned();
     app.store
         .write(move |c| {
             c.prepare_cached(
                 "UPDATE jobs SET state = 'running', attempt = attempt + 1, updated = ?2 \
                  WHERE seq = (SELECT seq FROM jobs WHERE channel = ?1 AND kind = 'recv' AND state = 'queued' ORDER BY seq LIMIT 1) \
-                 RETURNING id, attempt, input",
+                 RETURNING id, attempt, input, test",
             )?
-            .query_row(params![channel, now_ms()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(params![channel, now_ms()], |r| {
+                let test: i64 = r.get(3)?;
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, test != 0))
+            })
             .optional()
         })
         .await

@@ -24,12 +24,12 @@ pub(super) async fn send_dispatcher(app: Arc<AppState>) {
         };
         match claimed {
             Ok(jobs) => {
-                for (id, channel, attempt, input) in jobs {
+                for (id, channel, attempt, input, test) in jobs {
                     let permit = permits.clone().acquire_owned().await.expect("never closed");
                     let running = Running::start(&app);
                     let app = app.clone();
                     tokio::spawn(async move {
-                        run_send(&app, id, channel, attempt, input).await;
+                        run_send(&app, id, channel, attempt, input, test).await;
                         drop((permit, running));
                     });
                 }
@@ -62,7 +62,7 @@ pub(super) async fn claim_sends(
     app: &AppState,
     limit: usize,
     stopped: String,
-) -> Result<Vec<(String, String, i64, String)>, StoreError> {
+) -> Result<Vec<(String, String, i64, String, bool)>, StoreError> {
     app.store
         .write(move |c| {
             let mut stmt = c.prepare_cached(
@@ -71,11 +71,12 @@ pub(super) async fn claim_sends(
                                AND next_attempt_at <= ?1 \
                                AND channel NOT IN (SELECT value FROM json_each(?3)) \
                                ORDER BY next_attempt_at LIMIT ?2) \
-                 RETURNING id, channel, attempt, input",
+                 RETURNING id, channel, attempt, input, test",
             )?;
             let rows = stmt
                 .query_map(params![now_ms(), limit as i64, stopped], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    let test: i64 = r.get(4)?;
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, test != 0))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
@@ -109,12 +110,15 @@ pub(super) async fn run_send(
     code: String,
     attempt: i64,
     input: String,
+    test: bool,
 ) {
     let _live = Live::start(app, &id);
     let started = Instant::now();
     let started_ms = now_ms();
     let snapshot = app.registry.snapshot();
-    let channel = snapshot.channel(&code).cloned();
+    // In the mode the job was made in: a switch to production does not send
+    // a test job's next attempt to the production URL with its token.
+    let channel = snapshot.channel(&code).map(|c| c.in_mode(test));
     let data = serde_json::from_str::<Value>(&input)
         .ok()
         .map(|v| v["data"].clone())

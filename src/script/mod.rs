@@ -797,13 +797,10 @@ impl ScriptEngine {
         let answer_by = tokio::time::Instant::from_std(started + timeout + DEADLINE_GRACE);
         // Waiting for a computing slot counts against the deadline too.
         let run = async move {
-            let slots = priority::slots().clone();
-            let slot = slots
-                .acquire_owned()
-                .await
-                .expect("the slots are never closed");
+            let key: Arc<str> = Arc::from(ctx.channel.code());
+            let slot = priority::slots().acquire(&key).await;
             tokio::task::spawn_blocking(move || {
-                let _watch = priority::Watch::start(Some(slot));
+                let _watch = priority::Watch::start(key, Some(slot), started + timeout);
                 run_here(&engine, &script, ctx, started + timeout, outputs)
             })
             .await

@@ -10,18 +10,25 @@
 //!
 //! Runs on blocking threads also take one of a bounded number of computing
 //! slots ([`slots`]), given up while they wait on the network or a commit and
-//! for good once they turn out long.
+//! for good once they turn out long. The slots are shared fairly between
+//! channels: one channel holds at most [`Slots::cap`] of them and
+//! [`MAX_LONG_RUNS_PER_CHANNEL`] long-run places; a freed slot goes to the
+//! waiting run whose channel holds the fewest; and a long run that kept its
+//! slot hands it over at its next check when a channel holding fewer waits.
+//! So another channel's run gets a slot within milliseconds, however many
+//! runaways one channel starts.
 //!
 //! Raising the priority back at the end of the run needs `CAP_SYS_NICE` (or an
 //! `RLIMIT_NICE` of 20); without it the thread stays low until the runtime
 //! retires it (after 10 s idle), which is logged once.
 
 use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 /// CPU time a blocking-thread run may use at normal priority.
 pub const FAIR_SHARE: Duration = Duration::from_millis(1);
@@ -35,6 +42,10 @@ pub const LOW: i32 = 19;
 /// threads plus the slots, however many are started.
 pub const MAX_LONG_RUNS: usize = 32;
 
+/// Long runs of one channel that may have given their slot up at once: half
+/// the places, so that a channel's runaways leave the rest to other channels.
+pub const MAX_LONG_RUNS_PER_CHANNEL: usize = MAX_LONG_RUNS / 2;
+
 /// Long runs that gave their slot up, now.
 static LONG_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -43,31 +54,229 @@ static LONG_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 /// commit ([`while_waiting`]), so slow outbound calls do not hold others up.
 /// Without the bound, 32 concurrent runs on one core leave the thread that
 /// reads and answers the sockets a 33rd of it, and latency has a long tail.
-pub fn slots() -> &'static Arc<Semaphore> {
-    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+pub fn slots() -> &'static Slots {
+    static SLOTS: OnceLock<Slots> = OnceLock::new();
     SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Arc::new(Semaphore::new((cores * 4).max(4)))
+        Slots::new((cores * 4).max(4))
     })
+}
+
+/// The computing slots, shared fairly between channels.
+pub struct Slots {
+    total: usize,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    free: usize,
+    /// Slots held, and long-run places taken, per channel (entries at 0 are removed).
+    held: HashMap<Arc<str>, Holding>,
+    /// Runs waiting for a slot, oldest first.
+    waiting: VecDeque<(Arc<str>, oneshot::Sender<Slot>)>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Holding {
+    slots: usize,
+    long: usize,
+}
+
+/// One computing slot, held for `channel` until dropped.
+pub struct Slot {
+    /// `None` once counted back by [`Slots::hand_out`] itself.
+    channel: Option<Arc<str>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(channel) = &self.channel {
+            slots().release(channel);
+        }
+    }
+}
+
+impl Slots {
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            state: Mutex::new(SlotState {
+                free: total,
+                ..SlotState::default()
+            }),
+        }
+    }
+
+    /// The most slots one channel holds at once: three quarters (at least
+    /// one), so one channel's runs always leave some to the others.
+    pub fn cap(&self) -> usize {
+        (self.total - self.total / 4).max(1)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a run of `channel`: at once when one is free and the channel
+    /// is under its cap and nobody waits ahead of it, else in fair order.
+    pub async fn acquire(&self, channel: &Arc<str>) -> Slot {
+        let waiting = {
+            let mut state = self.lock();
+            let mine = state.held.get(channel).map_or(0, |h| h.slots);
+            if state.free > 0 && mine < self.cap() && state.waiting.is_empty() {
+                state.free -= 1;
+                state.held.entry(channel.clone()).or_default().slots += 1;
+                return Slot {
+                    channel: Some(channel.clone()),
+                };
+            }
+            let (tx, rx) = oneshot::channel();
+            state.waiting.push_back((channel.clone(), tx));
+            // Free slots that waiting runs of capped channels could not take.
+            self.hand_out(&mut state);
+            rx
+        };
+        // Each `Slots::release` hands a slot to a live waiter or frees it.
+        waiting
+            .await
+            .expect("a waiting run is always handed a slot or dropped")
+    }
+
+    /// Gives a slot of `channel` back: to the waiting run whose channel holds
+    /// the fewest (under its cap; the oldest of those first), else it is free.
+    fn release(&self, channel: &Arc<str>) {
+        let mut state = self.lock();
+        if let Some(h) = state.held.get_mut(channel) {
+            h.slots = h.slots.saturating_sub(1);
+            if h.slots == 0 && h.long == 0 {
+                state.held.remove(channel);
+            }
+        }
+        state.free += 1;
+        self.hand_out(&mut state);
+    }
+
+    /// Hands free slots to waiting runs, fewest-held channel first.
+    fn hand_out(&self, state: &mut SlotState) {
+        while state.free > 0 {
+            state.waiting.retain(|(_, tx)| !tx.is_closed());
+            let held = |state: &SlotState, c: &Arc<str>| state.held.get(c).map_or(0, |h| h.slots);
+            let next = state
+                .waiting
+                .iter()
+                .enumerate()
+                .filter(|(_, (c, _))| held(state, c) < self.cap())
+                .min_by_key(|(i, (c, _))| (held(state, c), *i))
+                .map(|(i, _)| i);
+            let Some((channel, tx)) = next.and_then(|i| state.waiting.remove(i)) else {
+                return;
+            };
+            state.free -= 1;
+            state.held.entry(channel.clone()).or_default().slots += 1;
+            if let Err(mut slot) = tx.send(Slot {
+                channel: Some(channel),
+            }) {
+                // Gave up waiting just now: count the slot back here (the
+                // lock is held, so not through `release`).
+                if let Some(channel) = slot.channel.take() {
+                    if let Some(h) = state.held.get_mut(&channel) {
+                        h.slots -= 1;
+                    }
+                }
+                state.free += 1;
+            }
+        }
+    }
+
+    /// Whether a run of another channel holding fewer slots than `channel`
+    /// (or none) waits: then a long run of `channel` hands its slot over.
+    fn wanted_elsewhere(&self, channel: &Arc<str>) -> bool {
+        let state = self.lock();
+        if state.waiting.is_empty() {
+            return false;
+        }
+        let held = |c: &Arc<str>| state.held.get(c).map_or(0, |h| h.slots);
+        let mine = held(channel);
+        state
+            .waiting
+            .iter()
+            .any(|(c, tx)| c != channel && !tx.is_closed() && held(c) < mine)
+    }
+
+    /// Takes one of `channel`'s long-run places, if it has one left.
+    fn take_long_place(&self, channel: &Arc<str>) -> bool {
+        let mut state = self.lock();
+        let h = state.held.entry(channel.clone()).or_default();
+        if h.long >= MAX_LONG_RUNS_PER_CHANNEL {
+            return false;
+        }
+        let counted = LONG_RUNS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_LONG_RUNS).then_some(n + 1)
+            })
+            .is_ok();
+        if counted {
+            h.long += 1;
+        } else if h.slots == 0 && h.long == 0 {
+            state.held.remove(channel);
+        }
+        counted
+    }
+
+    fn give_long_place_back(&self, channel: &Arc<str>) {
+        let mut state = self.lock();
+        if let Some(h) = state.held.get_mut(channel) {
+            h.long = h.long.saturating_sub(1);
+            if h.slots == 0 && h.long == 0 {
+                state.held.remove(channel);
+            }
+        }
+        LONG_RUNS.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Slots held by `channel` now (for tests and metrics).
+    pub fn held_by(&self, channel: &str) -> usize {
+        self.lock().held.get(channel).map_or(0, |h| h.slots)
+    }
 }
 
 /// Gives this run's slot up while `wait` waits (an outbound call, a commit),
 /// then takes one again; outside a run on a blocking thread it just calls `wait`.
 pub fn while_waiting<T>(wait: impl FnOnce() -> T) -> T {
-    let held = SLOT.with(|s| s.borrow_mut().take()).is_some();
+    let held = SLOT.with(|s| s.borrow_mut().take());
+    let channel = held.as_ref().and_then(|s| s.channel.clone());
+    drop(held);
     let out = wait();
-    if held {
-        let again = tokio::runtime::Handle::try_current()
-            .ok()
-            .and_then(|rt| rt.block_on(slots().clone().acquire_owned()).ok());
-        SLOT.with(|s| *s.borrow_mut() = again);
+    if let Some(channel) = channel {
+        take_again(&channel);
     }
     out
 }
 
+/// Waits (on this blocking thread) for a slot of `channel` again, until the
+/// run's deadline at most: past it the run stops at its next check anyway.
+fn take_again(channel: &Arc<str>) {
+    let deadline = RUN_DEADLINE.with(Cell::get);
+    let again = tokio::runtime::Handle::try_current().ok().and_then(|rt| {
+        rt.block_on(async {
+            let acquire = slots().acquire(channel);
+            match deadline {
+                Some(at) => tokio::time::timeout_at(at.into(), acquire).await.ok(),
+                None => Some(acquire.await),
+            }
+        })
+    });
+    SLOT.with(|s| *s.borrow_mut() = again);
+}
+
 thread_local! {
     /// The computing slot of the run on this thread.
-    static SLOT: RefCell<Option<OwnedSemaphorePermit>> = const { RefCell::new(None) };
+    static SLOT: RefCell<Option<Slot>> = const { RefCell::new(None) };
+    /// The channel of the run on this thread.
+    static CHANNEL: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+    /// The deadline of the run on this thread.
+    static RUN_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
     /// The next wall-clock moment at which to look at the run's CPU time.
     static CHECK_AT: Cell<Option<Instant>> = const { Cell::new(None) };
     /// This thread's CPU time when the run started.
@@ -83,9 +292,12 @@ thread_local! {
 pub struct Watch(());
 
 impl Watch {
-    /// Starts watching the run about to start on this thread, which holds `slot`.
-    pub fn start(slot: Option<OwnedSemaphorePermit>) -> Self {
+    /// Starts watching the run of `channel` about to start on this thread,
+    /// which holds `slot` and ends by `deadline`.
+    pub fn start(channel: Arc<str>, slot: Option<Slot>, deadline: Instant) -> Self {
         SLOT.with(|s| *s.borrow_mut() = slot);
+        CHANNEL.with(|c| *c.borrow_mut() = Some(channel));
+        RUN_DEADLINE.with(|d| d.set(Some(deadline)));
         CPU_AT_START.with(|c| c.set(thread_cpu()));
         CHECK_AT.with(|c| c.set(Some(Instant::now() + FAIR_SHARE)));
         Watch(())
@@ -102,6 +314,8 @@ impl Drop for Watch {
 /// thread's priority once the run has used its fair share of CPU time.
 pub fn check(now: Instant) {
     if LOWERED.with(Cell::get) {
+        // A long run that kept its slot hands it to a channel holding fewer.
+        hand_over_if_wanted();
         // A lowered thread still gets whole time slices (milliseconds) now and
         // then; giving the CPU back every check keeps other requests' latency.
         std::thread::yield_now();
@@ -120,12 +334,12 @@ pub fn check(now: Instant) {
     CHECK_AT.with(|c| c.set(None));
     // A long run is background work from now on: it gives its computing slot
     // to the short runs (so runaways cannot hold all the slots), while fewer
-    // than MAX_LONG_RUNS have …
-    let counted = LONG_RUNS
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < MAX_LONG_RUNS).then_some(n + 1)
-        })
-        .is_ok();
+    // than MAX_LONG_RUNS (and its channel's share of them) have …
+    let counted = CHANNEL.with(|c| {
+        c.borrow()
+            .as_ref()
+            .is_some_and(|c| slots().take_long_place(c))
+    });
     if counted {
         COUNTED.with(|c| c.set(true));
         SLOT.with(|s| s.borrow_mut().take());
@@ -138,11 +352,29 @@ pub fn check(now: Instant) {
     }
 }
 
+/// Hands this run's slot over (and waits for one again) when a run of a
+/// channel holding fewer slots waits.
+fn hand_over_if_wanted() {
+    let Some(channel) = CHANNEL.with(|c| c.borrow().clone()) else {
+        return;
+    };
+    if SLOT.with(|s| s.borrow().is_none()) || !slots().wanted_elsewhere(&channel) {
+        return;
+    }
+    SLOT.with(|s| s.borrow_mut().take());
+    metrics::counter!("switchyard_script_slots_handed_over_total").increment(1);
+    take_again(&channel);
+}
+
 /// Ends the watch; gives the thread its normal priority back if it was lowered.
 fn end() {
     SLOT.with(|s| s.borrow_mut().take());
+    let channel = CHANNEL.with(|c| c.borrow_mut().take());
+    RUN_DEADLINE.with(|d| d.set(None));
     if COUNTED.with(|c| c.replace(false)) {
-        LONG_RUNS.fetch_sub(1, Ordering::AcqRel);
+        if let Some(channel) = channel {
+            slots().give_long_place_back(&channel);
+        }
         metrics::gauge!("switchyard_script_long_runs").decrement(1.0);
     }
     CHECK_AT.with(|c| c.set(None));
@@ -213,7 +445,8 @@ mod tests {
         std::thread::spawn(move || {
             let start_nice = nice();
             // Waiting (sleeping) past the fair share uses no CPU: not lowered.
-            let watch = Watch::start(None);
+            let far = Instant::now() + Duration::from_secs(60);
+            let watch = Watch::start("test".into(), None, far);
             std::thread::sleep(FAIR_SHARE * 2);
             check(Instant::now());
             assert_eq!(nice(), start_nice);
@@ -221,7 +454,7 @@ mod tests {
 
             // Computing past the fair share: lowered, then restored at the end
             // when the process may (without CAP_SYS_NICE the thread stays low).
-            let watch = Watch::start(None);
+            let watch = Watch::start("test".into(), None, far);
             let begun = Instant::now();
             while begun.elapsed() < FAIR_SHARE * 3 {
                 std::hint::black_box(0u64.wrapping_add(1));
