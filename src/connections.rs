@@ -5,7 +5,9 @@
 //! to it: answers, pushes, events). Answers to the client's own requests wait
 //! for room, so a client that does not read its answers stops being read
 //! (backpressure); pushes and events never wait: when the queue has no room,
-//! the push is dropped and counted.
+//! the push is dropped and counted. Answers of finished runs waiting for room
+//! count too ([`WAITING_BYTES`]): past them the client is not reading, and is
+//! disconnected, so what one connection holds stays bounded in bytes.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +28,11 @@ pub const QUEUE_FRAMES: usize = 256;
 /// Bytes a connection's send queue may hold (answers, pushes and events together):
 /// past it answers wait and pushes are dropped.
 pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of answers that may wait for room in the send queue (held by runs
+/// that finished while it was full), beyond the first one: past it the
+/// connection is closed (1008), so a client that never reads its answers
+/// holds at most about `QUEUE_BYTES + WAITING_BYTES` (plus one answer) here.
+pub const WAITING_BYTES: usize = 4 * 1024 * 1024;
 /// Event patterns one connection may hold (its channel's `opts.events` included).
 pub const MAX_PATTERNS: usize = 256;
 /// Patterns one `subscribe` or `unsubscribe` frame may name.
@@ -73,8 +80,19 @@ pub struct Connection {
     pub patterns: Mutex<Vec<Pattern>>,
     /// One permit per byte that may still be queued.
     room: Arc<Semaphore>,
+    /// Bytes of answers waiting for room.
+    waiting: AtomicUsize,
     out: mpsc::Sender<Outgoing>,
     close: watch::Sender<Option<(u16, String)>>,
+}
+
+/// Bytes counted in a connection's waiting answers, until dropped.
+struct Waiting<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
 }
 
 /// A frame waiting in a send queue, with the bytes of room it holds.
@@ -112,6 +130,7 @@ impl Connection {
             inflight: AtomicUsize::new(0),
             patterns: Mutex::new(patterns),
             room: Arc::new(Semaphore::new(QUEUE_BYTES)),
+            waiting: AtomicUsize::new(0),
             out,
             close,
         });
@@ -130,15 +149,30 @@ impl Connection {
         len.clamp(1, QUEUE_BYTES) as u32
     }
 
-    /// Queues an answer, waiting for room; `false` when the connection is gone.
+    /// Queues an answer, waiting for room; `false` when the connection is gone,
+    /// or is closed now because its waiting answers are past [`WAITING_BYTES`].
     pub async fn answer(&self, text: String) -> bool {
-        let Ok(room) = self
-            .room
-            .clone()
-            .acquire_many_owned(Self::room_for(text.len()))
-            .await
-        else {
-            return false;
+        use tokio::sync::TryAcquireError;
+        let need = Self::room_for(text.len());
+        let room = match self.room.clone().try_acquire_many_owned(need) {
+            Ok(room) => room,
+            Err(TryAcquireError::Closed) => return false,
+            Err(TryAcquireError::NoPermits) => {
+                let len = text.len();
+                let before = self.waiting.fetch_add(len, Ordering::AcqRel);
+                let _counted = Waiting(&self.waiting, len);
+                if before > 0 && before + len > WAITING_BYTES {
+                    metrics::counter!("switchyard_ws_closed_not_reading_total").increment(1);
+                    self.close(CLOSE_POLICY, "answers are not being read");
+                    // Every answer still waiting gives up (and its memory) now.
+                    self.room.close();
+                    return false;
+                }
+                match self.room.clone().acquire_many_owned(need).await {
+                    Ok(room) => room,
+                    Err(_) => return false,
+                }
+            }
         };
         let message = Message::Text(text.into());
         self.out

@@ -310,6 +310,13 @@ async fn write_loop(sink: SharedSink, mut outbox: Outbox, conn: Arc<Connection>,
         }
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, async { sink.lock().await.close().await }).await;
+    // Nothing more leaves (the client took nothing for write_timeout, or the
+    // close went): the reader stops, and answers waiting for room give up.
+    conn.close(
+        CLOSE_GOING_AWAY,
+        "the client took nothing for write_timeout",
+    );
+    conn.ended();
 }
 
 /// Per-connection state of the reader.

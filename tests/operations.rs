@@ -195,6 +195,98 @@ async fn a_ping_flood_from_a_client_that_never_reads_stays_bounded() {
     assert_serving(&srv).await;
 }
 
+/// Open websockets on every node, counted from `GET /admin/connections`.
+async fn open_websockets(srv: &Server, admin: &str) -> usize {
+    let (status, body) = common::admin_get(srv, admin, "/admin/connections").await;
+    assert_eq!(status, 200, "{body}");
+    body["connections"].as_object().map_or(0, |m| {
+        m.values().map(|v| v.as_array().map_or(0, Vec::len)).sum()
+    })
+}
+
+/// A websocket client with a small receive buffer (so the kernel does not
+/// take tens of MB for it) that sends `n` messages and then never reads.
+async fn never_reading_client(
+    srv: &Server,
+    path: &str,
+    n: u32,
+) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let tcp = socket.connect(addr(srv).parse().unwrap()).await.unwrap();
+    let url = srv.url(path).replacen("http://", "ws://", 1);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    for qid in 0..n {
+        let frame = json!(["message", {"qid": qid, "data": {}}]).to_string();
+        ws.feed(Message::Text(frame.into())).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    ws
+}
+
+/// A websocket channel whose every answer is 1 MB, run off the reader's
+/// thread (kv_get) so that many finish at once and wait together.
+fn big_answers(config: &str) -> Project {
+    Project::new()
+        .config(config)
+        .channel(json!({"code": "w", "token_local": "w-token", "recv_svcscriptcode_ws": "big"}))
+        .script(
+            "big",
+            r#"kv_get("k"); let s = "x"; s.pad(1000000, "y"); data = s;"#,
+        )
+}
+
+/// A websocket client that sends messages and never reads their answers: the
+/// answers held for it (queued, or waiting for room in finished runs) stay
+/// within a few MiB, whatever write_timeout is.
+#[tokio::test]
+async fn a_websocket_client_that_never_reads_holds_bounded_memory() {
+    // Memory freed by the runs goes back to the system at once, so what the
+    // process holds afterwards is what is still held for the client.
+    let srv = big_answers("admin_token = \"adm\"\nws_max_inflight = 400")
+        .start_with_env(&[("MIMALLOC_PURGE_DELAY", "0")]);
+    let before = rss(&srv);
+    // 400 answers of 1 MB (and their JSON copies) finish for a client that
+    // does not read; write_timeout (30 s) has not run out yet.
+    let flood = never_reading_client(&srv, "/channels/w/ws?token=w-token", 400).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let grown = rss(&srv).saturating_sub(before);
+    eprintln!("held for a client that does not read: {} MB", grown >> 20);
+    assert!(
+        grown < 64 * 1024 * 1024,
+        "RSS grew by {} MB for one connection that does not read",
+        grown >> 20
+    );
+    // It is disconnected for it (1008), once its close frame has had its
+    // chance to leave (2 s, twice).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_websockets(&srv, "adm").await > 0 {
+        assert!(Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(flood);
+    assert_serving(&srv).await;
+}
+
+/// A client with a few big answers (within the memory budget) that never
+/// reads: cut off once nothing leaves for write_timeout.
+#[tokio::test]
+async fn a_websocket_client_that_never_reads_is_cut_off_after_write_timeout() {
+    let srv = big_answers("admin_token = \"adm\"\nwrite_timeout = \"2s\"").start();
+    let stalled = never_reading_client(&srv, "/channels/w/ws?token=w-token", 6).await;
+    let started = Instant::now();
+    while open_websockets(&srv, "adm").await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a client that never reads is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("cut off after {:?}", started.elapsed());
+    drop(stalled);
+    assert_serving(&srv).await;
+}
+
 #[tokio::test]
 async fn kv_incr_and_kv_cas_are_atomic() {
     let srv = Project::new()
