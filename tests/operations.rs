@@ -981,6 +981,69 @@ async fn a_file_write_that_fills_the_disk_turns_healthz_degraded_until_space_is_
     drop(disk);
 }
 
+/// Writes `file` until the disk under it has no byte left.
+fn fill_up(file: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(file).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.write_all(&[0u8; 512]);
+    let _ = f.sync_all();
+}
+
+/// SIGTERM while a job's outcome cannot be written (the disk filled up under
+/// it) exits within the stop's bounds; the next start, on the still-full disk
+/// and with that job left `running`, serves reads; once space is back the job
+/// is taken up again and finishes.
+#[tokio::test]
+async fn a_stop_on_a_full_disk_is_bounded_and_the_next_start_takes_the_job_up() {
+    if common::embedded_store_only("a full disk under the SQLite store") {
+        return;
+    }
+    let disk = SmallDisk::mount("8m");
+    let data = disk.0.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let slow = r#"let t = timestamp(); while t.elapsed < 2.0 { } result = "ran";"#;
+    let project = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(
+            json!({"code": "s", "token_local": "s-token", "send_svcscriptcode": "slow",
+            "opts": {"recv_timeout": 5, "send_retries": 1}}),
+        )
+        .channel(channel("read", "read"))
+        .script("slow", slow)
+        .script("read", r#"body = `${kv_get("nothing")}`;"#);
+    std::fs::remove_dir_all(project.path().join("data")).unwrap();
+    std::os::unix::fs::symlink(&data, project.path().join("data")).unwrap();
+    let mut srv = project.start();
+    let id = common::send_job(&srv, ADMIN, "s", &json!({})).await;
+    common::wait_job(&srv, ADMIN, &id, &["running"], Duration::from_secs(5)).await;
+    let filler = disk.0.path().join("filler");
+    fill_up(&filler);
+    srv.wait_for_line(&["cannot write the job's outcome yet"])
+        .await;
+    srv.signal("TERM");
+    let asked = Instant::now();
+    let status = srv
+        .wait_exit(Duration::from_secs(40))
+        .expect("SIGTERM on a full disk exits");
+    eprintln!("stopped {:?} after SIGTERM: {status:?}", asked.elapsed());
+    // The next start, on the full disk, with the job still `running` in the store.
+    let srv = srv.kill9().start();
+    let resp = client()
+        .post(srv.url("/channels/read/api?token=read-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "reads are served on a full disk");
+    // Space comes back: the job is taken up and runs to its end.
+    std::fs::remove_file(&filler).unwrap();
+    let job = common::wait_job(&srv, ADMIN, &id, &["succeeded"], Duration::from_secs(90)).await;
+    assert_eq!(job["result"], "ran", "{job}");
+    drop(srv);
+    drop(disk);
+}
+
 fn many_functions(n: usize) -> String {
     let mut s: String = (0..n)
         .map(|i| format!("fn f{i}(x) {{ x + {i} }}\n"))

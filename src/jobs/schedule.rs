@@ -277,7 +277,10 @@ pub(super) async fn run_once(
     } else {
         "succeeded"
     };
-    finish_run(app, &id, attempt, started_ms, duration_ms, state, &outcome).await;
+    if !finish_run(app, &id, attempt, started_ms, duration_ms, state, &outcome).await {
+        // Stopping on a full disk: the next start records the run as interrupted.
+        return;
+    }
     if let Some(e) = &outcome.error {
         tracing::warn!(target: "switchyard::jobs", channel = %code, job = %id, kind, "run failed: {e}");
     }

@@ -182,7 +182,7 @@ pub(super) async fn run_send(
             (Some(_), _) => ("failed", None, "failed"),
         };
     let (job_id, err, result) = (id.clone(), outcome.error.clone(), outcome.result.clone());
-    write_outcome(app, &id, move |c| {
+    let written = write_outcome(app, &id, move |c| {
         c.execute(
             "UPDATE jobs SET state = ?2, updated = ?3, next_attempt_at = ?4, last_error = coalesce(?5, last_error), \
              result = coalesce(?6, result), max_attempts = ?7, input = CASE ?2 WHEN 'succeeded' THEN '' ELSE input END \
@@ -192,6 +192,10 @@ pub(super) async fn run_send(
         record_attempt(c, &job_id, attempt, started_ms, duration_ms, outcome_label, err.clone())
     })
     .await;
+    if written.is_none() {
+        // Stopping on a full disk: the next start takes the job up again.
+        return;
+    }
     metrics::histogram!("switchyard_job_attempt_duration_seconds", "channel" => code.clone(), "kind" => "send")
         .record(duration_ms as f64 / 1000.0);
     if let Some(e) = &outcome.error {
