@@ -787,6 +787,47 @@ async fn each_schedule_tick_runs_once_in_the_cluster() {
     );
 }
 
+/// A node SIGKILLed in the middle of a schedule run and started again at
+/// once under its own name does not find its own left-behind claim "still
+/// going on another node": the schedule goes on.
+#[tokio::test]
+async fn a_schedule_goes_on_after_the_node_running_it_restarts_under_its_name() {
+    let nats = Nats::start();
+    let up = Upstream::start().await;
+    let project = node_project()
+        .config("[cluster]\nnode = \"a\"")
+        .channel(
+            json!({"code": "poller", "token_local": "p", "url": format!("{}/", up.base),
+            "opts": {"recv_timeout": 20, "schedule": [{"every": "1s", "script": "tick"}]}}),
+        )
+        .script(
+            "tick",
+            r#"webquery(#{ method: "POST", path: "start", body: startparam(1) });
+               let t = timestamp(); while t.elapsed < 5.0 { }"#,
+        );
+    let a = project.start_node(&nats);
+    // Killed while a run is going (it has just begun: 5 s of work ahead).
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !bodies(&up, "/start").is_empty()
+        })
+        .await,
+        "the schedule never ran"
+    );
+    let project = a.kill9();
+    let runs_before = bodies(&up, "/start").len();
+    let _a = project.start_node(&nats);
+    let went_on = eventually(Duration::from_secs(20), || async {
+        bodies(&up, "/start").len() > runs_before
+    })
+    .await;
+    assert!(
+        went_on,
+        "no run since the restart: {:?}",
+        bodies(&up, "/start")
+    );
+}
+
 #[tokio::test]
 async fn files_are_shared_by_every_node() {
     let nats = Nats::start();

@@ -58,6 +58,10 @@ pub struct Cluster {
     pub js: jetstream::Context,
     /// This node's name.
     pub node: String,
+    /// This process's own id (a UUID made at start): a node restarted under
+    /// its name is another process, and what the one before claimed is not
+    /// its own (see `NatsWork::run_alone`).
+    pub boot: String,
     /// The prefix of every stream, bucket and subject.
     pub prefix: String,
     /// JetStream replicas of what the node creates.
@@ -147,6 +151,7 @@ impl Cluster {
             client,
             js,
             node,
+            boot: uuid::Uuid::new_v4().to_string(),
             prefix,
             replicas,
             max_deliver: config.max_deliver,

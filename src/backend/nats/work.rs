@@ -449,6 +449,18 @@ impl NatsWork {
     }
 }
 
+/// The node and boot of a schedule entry's claim: `{"node", "boot"}`, or a
+/// bare node name (claims made before boots were recorded: no boot).
+fn claim_holder(value: &[u8]) -> (String, String) {
+    match serde_json::from_slice::<serde_json::Value>(value) {
+        Ok(v) if v["node"].is_string() => (
+            v["node"].as_str().unwrap_or_default().to_owned(),
+            v["boot"].as_str().unwrap_or_default().to_owned(),
+        ),
+        _ => (String::from_utf8_lossy(value).into_owned(), String::new()),
+    }
+}
+
 /// Publishes a job to its stream (`Nats-Msg-Id`: its id), made with the
 /// channel documents of bucket revision `docs_rev`; resolves on JetStream's
 /// acknowledgement.
@@ -584,20 +596,28 @@ impl Work for Jobs {
         let work = self.0.clone();
         Box::pin(async move {
             let key = format!("run.{}", token(&entry));
-            let me = work.cluster.node.clone();
+            let me = serde_json::json!({"node": work.cluster.node, "boot": work.cluster.boot})
+                .to_string();
             match work.ticks.create(&key, me.clone().into()).await {
                 Ok(_) => return Ok(true),
                 Err(e) if matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists) => {}
                 Err(e) => return Err(unavailable(e)),
             }
-            // Held: by a node alive, or left behind by one that died mid-run.
+            // Held: by a node alive, or left behind by one that died mid-run
+            // (also one that came back since under the same name: another boot).
             let Some(held) = work.ticks.entry(&key).await.map_err(unavailable)? else {
                 return Ok(false);
             };
-            let holder = String::from_utf8_lossy(&held.value).into_owned();
-            if work.cluster.nodes_alive().await?.contains(&holder) {
+            let (node, boot) = claim_holder(&held.value);
+            let left_behind = if node == work.cluster.node {
+                boot != work.cluster.boot
+            } else {
+                !work.cluster.nodes_alive().await?.contains(&node)
+            };
+            if !left_behind {
                 return Ok(false);
             }
+            tracing::info!(entry = %entry, node = %node, "cluster: a schedule run left behind by a node that is gone is taken over");
             Ok(work
                 .ticks
                 .update(&key, me.into(), held.revision)
