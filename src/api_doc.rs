@@ -417,6 +417,10 @@ pub struct Overview {
     /// Channel code → `{"requests", "errors", "p99_ms"}` (60 buckets each) and `last_request`.
     #[schema(value_type = Object)]
     pub channels: Value,
+    /// `events_published`, `events_delivered`, `events_queued` (counted since
+    /// each node started) and `open_websockets` (now), of every node alive.
+    #[schema(value_type = Object)]
+    pub totals: Value,
     /// Memory the last hour takes per channel, in bytes.
     pub bytes_per_channel: u64,
 }

@@ -787,6 +787,46 @@ async fn each_schedule_tick_runs_once_in_the_cluster() {
     );
 }
 
+/// The console's Overview in cluster mode: requests served by either node
+/// and websockets held by either show on whichever node is asked.
+#[tokio::test]
+async fn the_overview_sums_every_node() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            call(&b, "/channels/plain/api?token=plain-token", "")
+                .await
+                .0
+                == 200
+        })
+        .await
+    );
+    for srv in [&a, &b, &b] {
+        assert_eq!(
+            call(srv, "/channels/plain/api?token=plain-token", "")
+                .await
+                .0,
+            200
+        );
+    }
+    let _ws = ws_connect(&b, "/channels/erp/ws?token=erp-token").await;
+    let (status, all) = get_json(&a, "/admin/overview").await;
+    assert_eq!(status, 200, "{all}");
+    let requests: u64 = all["channels"]["plain"]["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert!(requests >= 4, "the requests of both nodes: {all}");
+    assert!(
+        all["channels"]["plain"]["last_request"].is_string(),
+        "{all}"
+    );
+    assert_eq!(all["totals"]["open_websockets"], 1.0, "{all}");
+}
+
 /// A node SIGKILLed in the middle of a schedule run and started again at
 /// once under its own name does not find its own left-behind claim "still
 /// going on another node": the schedule goes on.

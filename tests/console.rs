@@ -465,6 +465,29 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
     let select = c.find(Locator::Css("#queue")).await.unwrap();
     select.select_by_value("erp-queue").await.unwrap();
     wait(&c, &format!("tr[data-id='{id}']")).await;
+    // A channel made while the page is open (by another operator, or on
+    // another node) shows in the queue list, and the chosen queue stays.
+    let (status, _, _) = json_of(
+        client()
+            .post(srv.url("/admin/channels"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"code": "billing", "token_local": "billing-token",
+                "opts": {"queue": "billing-queue"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    wait(&c, "#queue option[value='billing-queue']").await;
+    let chosen = c
+        .find(Locator::Css("#queue"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(chosen.as_deref(), Some("erp-queue"));
     no_console_errors(&c).await;
 
     // The live and overview pages render.

@@ -52,11 +52,12 @@ pub async fn post_event(
 }
 
 /// `GET /admin/overview`: each channel's last hour, a bucket a minute
-/// (requests, errors, p99), for the console's charts.
+/// (requests, errors, p99), and the event and websocket totals, for the
+/// console's Overview; in cluster mode of every node alive, summed.
 #[utoipa::path(
     get, path = "/admin/overview", tag = "live",
     responses(
-        (status = 200, description = "Requests, errors and p99 a minute, per channel", body = Overview),
+        (status = 200, description = "Requests, errors and p99 a minute, per channel; event and websocket totals (of every node alive)", body = Overview),
         (status = 400, description = "A query parameter (this listing takes none)", body = ErrorAnswer),
     )
 )]
@@ -65,13 +66,99 @@ pub(super) async fn overview(
     uri: Uri,
 ) -> Result<Json<Value>, AppError> {
     listing_params(&uri, &[])?;
+    let mut all = overview_here(&app);
+    let others = app
+        .peers
+        .gather("overview", Value::Null)
+        .await
+        .map_err(|e| AppError::store("gathering the overview", &e))?;
+    for (_, theirs) in others {
+        merge_overview(&mut all, &theirs);
+    }
+    all["bucket_secs"] = 60.into();
+    all["bytes_per_channel"] = crate::history::bytes_per_channel().into();
+    Ok(Json(all))
+}
+
+/// The counters of the Overview's totals, by their metric.
+const TOTALS: [(&str, &str); 4] = [
+    ("events_published", "switchyard_events_published_total"),
+    ("events_delivered", "switchyard_events_delivered_total"),
+    ("events_queued", "switchyard_events_queued_total"),
+    ("open_websockets", "switchyard_ws_connections"),
+];
+
+/// This node's part of the overview: each channel's last hour, and totals.
+fn overview_here(app: &AppState) -> Value {
     let mut codes: Vec<String> = app.registry.snapshot().channels.keys().cloned().collect();
     codes.sort();
-    Ok(Json(json!({
-        "bucket_secs": 60,
-        "channels": crate::history::last_hour(&codes),
-        "bytes_per_channel": crate::history::bytes_per_channel(),
-    })))
+    let text = app.metrics.render();
+    let mut totals = serde_json::Map::new();
+    for (key, metric) in TOTALS {
+        totals.insert(key.into(), metric_sum(&text, metric).into());
+    }
+    json!({ "channels": crate::history::last_hour(&codes), "totals": totals })
+}
+
+/// The sum of every series of `name` in Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Adds another node's overview to `into`: requests and errors and totals
+/// summed, each minute's p99 the highest of the nodes', the latest last request.
+fn merge_overview(into: &mut Value, theirs: &Value) {
+    if let Some(channels) = theirs["channels"].as_object() {
+        for (code, c) in channels {
+            let ours = &mut into["channels"][code];
+            if ours.is_null() {
+                *ours = c.clone();
+                continue;
+            }
+            for (series, max) in [("requests", false), ("errors", false), ("p99_ms", true)] {
+                let (Some(mine), Some(other)) = (ours[series].as_array_mut(), c[series].as_array())
+                else {
+                    continue;
+                };
+                for (m, o) in mine.iter_mut().zip(other) {
+                    let (a, b) = (m.as_f64().unwrap_or(0.0), o.as_f64().unwrap_or(0.0));
+                    *m = if max {
+                        a.max(b).into()
+                    } else {
+                        (m.as_u64().unwrap_or(0) + o.as_u64().unwrap_or(0)).into()
+                    };
+                }
+            }
+            // RFC 3339 in UTC with milliseconds sorts as text.
+            if c["last_request"].as_str() > ours["last_request"].as_str() {
+                ours["last_request"] = c["last_request"].clone();
+            }
+        }
+    }
+    if let Some(totals) = theirs["totals"].as_object() {
+        for (key, n) in totals {
+            let now = into["totals"][key].as_f64().unwrap_or(0.0);
+            into["totals"][key] = (now + n.as_f64().unwrap_or(0.0)).into();
+        }
+    }
+}
+
+/// The question other nodes ask for the cluster's overview.
+pub(super) fn answer_questions(app: &Arc<AppState>) {
+    let me = Arc::downgrade(app);
+    app.peers.answer(
+        "overview",
+        Arc::new(move |_| {
+            let app = me.upgrade();
+            Box::pin(async move { app.map_or(Value::Null, |app| overview_here(&app)) })
+        }),
+    );
 }
 
 /// `GET /admin/stream`: server-sent events of the server's activity

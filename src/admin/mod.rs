@@ -44,7 +44,13 @@ const SECRET_FIELDS: [&str; 4] = [
     "token_remote_test",
 ];
 
-pub use channels::{answer_questions, join_cluster_states};
+pub use channels::join_cluster_states;
+
+/// The questions other nodes ask of the admin API's parts (cluster mode).
+pub fn answer_questions(app: &Arc<AppState>) {
+    channels::answer_questions(app);
+    live::answer_questions(app);
+}
 
 /// The `/admin` routes (authentication is [`guard`]), each registered from
 /// its handler's description (SPEC §18).

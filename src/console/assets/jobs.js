@@ -5,11 +5,31 @@ import { api, listen } from './api.js';
 
 const STATES = ['', 'queued', 'running', 'waiting', 'succeeded', 'failed', 'timed_out'];
 
+// The queue selector's options: all queues, then each queue with its channels.
+function queueOptions(queues) {
+  return [h('option', { value: '' }, 'All queues'),
+    ...queues.map((q) => h('option', { value: q.name }, `${q.name} (${q.channels.join(', ')})`))];
+}
+
 export async function jobsPage(main, ctx) {
   const { queues } = await api('GET', '/admin/queues');
-  const queue = h('select', { id: 'queue', 'aria-label': 'Queue' },
-    h('option', { value: '' }, 'All queues'),
-    queues.map((q) => h('option', { value: q.name }, `${q.name} (${q.channels.join(', ')})`)));
+  const queue = h('select', { id: 'queue', 'aria-label': 'Queue' }, queueOptions(queues));
+  // Channels come and go while the page is open (here or on another node):
+  // the queue list follows them, keeping the queue chosen.
+  let shownQueues = JSON.stringify(queues.map((q) => [q.name, q.channels]));
+  async function refreshQueues() {
+    let fresh;
+    try { ({ queues: fresh } = await api('GET', '/admin/queues')); } catch { return; }
+    const text = JSON.stringify(fresh.map((q) => [q.name, q.channels]));
+    if (text === shownQueues) return;
+    shownQueues = text;
+    const chosen = queue.value;
+    clear(queue);
+    append(queue, queueOptions(fresh));
+    queue.value = fresh.some((q) => q.name === chosen) ? chosen : '';
+    if (queue.value !== chosen) { page = 0; load(); }
+  }
+  const queuesTimer = setInterval(refreshQueues, 3000);
   const state = h('select', { id: 'state', 'aria-label': 'State' }, STATES.map((s) => h('option', { value: s }, s || 'Any state')));
   const body = h('tbody');
   const card = h('section', { class: 'detail', id: 'job-card', 'aria-label': 'Job' });
@@ -80,8 +100,9 @@ export async function jobsPage(main, ctx) {
   state.addEventListener('change', () => { page = 0; load(); });
   await load();
   let pending = null;
-  return listen((m) => {
+  const unlisten = listen((m) => {
     if (m.type !== 'job' || pending) return;
     pending = setTimeout(() => { pending = null; load(); }, 200);
   });
+  return () => { clearInterval(queuesTimer); unlisten(); };
 }

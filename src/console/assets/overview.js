@@ -3,32 +3,23 @@ import { h, append } from './dom.js';
 import { api } from './api.js';
 import { sparkline } from './chart.js';
 
-function metric(text, name) {
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith(name) && (line[name.length] === ' ' || line[name.length] === '{')) {
-      total += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
-    }
-  }
-  return total;
-}
-
+// In cluster mode the overview and the queues are those of every node alive.
 export async function overviewPage(main) {
-  const [health, { queues }, metrics, history] = await Promise.all([
+  const [health, { queues }, history] = await Promise.all([
     fetch('/healthz').then((r) => r.json()),
     api('GET', '/admin/queues'),
-    fetch('/metrics').then((r) => r.text()),
     api('GET', '/admin/overview'),
   ]);
+  const totals = history.totals || {};
   const sum = (a) => a.reduce((x, y) => x + y, 0);
   append(main, [
     h('h1', null, 'Overview'),
     h('dl', { class: 'kv', id: 'health' },
       h('dt', null, 'health'), h('dd', null, health.status),
-      h('dt', null, 'events published'), h('dd', null, String(metric(metrics, 'switchyard_events_published_total'))),
-      h('dt', null, 'events delivered'), h('dd', null, String(metric(metrics, 'switchyard_events_delivered_total'))),
-      h('dt', null, 'events queued'), h('dd', null, String(metric(metrics, 'switchyard_events_queued_total'))),
-      h('dt', null, 'open websockets'), h('dd', null, String(metric(metrics, 'switchyard_ws_connections')))),
+      h('dt', null, 'events published'), h('dd', null, String(totals.events_published || 0)),
+      h('dt', null, 'events delivered'), h('dd', null, String(totals.events_delivered || 0)),
+      h('dt', null, 'events queued'), h('dd', null, String(totals.events_queued || 0)),
+      h('dt', null, 'open websockets'), h('dd', null, String(totals.open_websockets || 0))),
     h('h2', null, 'Channels over the last hour (a point a minute)'),
     h('div', { class: 'scroll' }, h('table', { class: 'list', id: 'charts' },
       h('thead', null, h('tr', null, ['Channel', 'Requests', 'Errors (5xx)', 'p99 (ms)'].map((c) => h('th', { scope: 'col' }, c)))),
