@@ -91,7 +91,7 @@ pub async fn migrate(config: &Config) -> Result<Report, String> {
         report.files += 1;
     }
 
-    let stream = events::NatsBus::open_stream(&cluster, config.event_ttl).await?;
+    let (stream, _) = events::NatsBus::open_stream(&cluster, config.event_ttl).await?;
     let queued: Vec<(i64, String, String)> = store
         .read(|c| {
             c.prepare("SELECT seq, channel, event FROM event_queue ORDER BY seq")?

@@ -787,6 +787,98 @@ async fn each_schedule_tick_runs_once_in_the_cluster() {
     );
 }
 
+/// An events channel with connections on both nodes gets each event at most
+/// once, also when nats-server is killed and started again while events
+/// flow (JetStream may give again an event whose acknowledgement it had not
+/// written down yet), and loses none that were acknowledged.
+#[tokio::test]
+async fn events_reach_a_channel_once_across_a_nats_restart() {
+    let mut nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    let mut conns = vec![
+        ws_connect(&a, "/channels/erp/ws?token=erp-token").await,
+        ws_connect(&a, "/channels/erp/ws?token=erp-token").await,
+    ];
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            call(&b, "/channels/plain/api?token=plain-token", "")
+                .await
+                .0
+                == 200
+        })
+        .await
+    );
+    conns.push(ws_connect(&b, "/channels/erp/ws?token=erp-token").await);
+    // Readers that collect what each connection gets.
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut readers = Vec::new();
+    for mut ws in conns {
+        let got = got.clone();
+        readers.push(tokio::spawn(async move {
+            while let Ok(Some(Ok(msg))) =
+                tokio::time::timeout(Duration::from_secs(60), ws.next()).await
+            {
+                if let Message::Text(t) = msg {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v[0] == "event" {
+                        got.lock()
+                            .unwrap()
+                            .push(v[1]["id"].as_str().unwrap().to_owned());
+                    }
+                }
+            }
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    let started = Instant::now();
+    let mut restarted = false;
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        if !restarted && started.elapsed() > Duration::from_secs(3) {
+            nats.kill();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            nats.restart();
+            restarted = true;
+        }
+        let srv = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = publish(srv, "order.created", json!({"n": i})).await;
+        if status == 202 {
+            acknowledged.push(body["id"].as_str().unwrap().to_owned());
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Past the consumer's acknowledgement wait (30 s): whatever JetStream
+    // gives again has come by then.
+    let everything = eventually(Duration::from_secs(60), || async {
+        let got = got.lock().unwrap();
+        acknowledged.iter().all(|id| got.contains(id))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let got = got.lock().unwrap().clone();
+    let mut seen = HashSet::new();
+    let twice: Vec<&String> = got.iter().filter(|id| !seen.insert(*id)).collect();
+    eprintln!(
+        "{} acknowledged, {} delivered, {} twice",
+        acknowledged.len(),
+        got.len(),
+        twice.len()
+    );
+    assert!(twice.is_empty(), "events delivered twice: {twice:?}");
+    assert!(
+        everything,
+        "acknowledged events lost: {:?}",
+        acknowledged
+            .iter()
+            .filter(|id| !got.contains(id))
+            .collect::<Vec<_>>()
+    );
+    for r in readers {
+        r.abort();
+    }
+}
+
 /// The console's Overview in cluster mode: requests served by either node
 /// and websockets held by either show on whichever node is asked.
 #[tokio::test]

@@ -22,6 +22,13 @@
 //!   channels and patterns, see [`super::live`]), it is forwarded to that node;
 //!   the message is acknowledged only after a connection took it. All
 //!   connections full: it is given back (`nak`) and comes again shortly.
+//! - **At most once across NATS restarts**: before a queued event goes to a
+//!   connection, the puller creates its mark `<channel>.<event id>` in the
+//!   bucket `{prefix}_delivered` (kept for `event_ttl`). JetStream keeps a
+//!   consumer's acknowledgements lazily: a nats-server killed right after an
+//!   ack may give the event again once it is back, and the mark that exists
+//!   already says it was delivered (acknowledged and dropped). A delivery that
+//!   fails (every connection full, none left) takes its mark away again.
 //! - **Queue**: while no node holds a connection of the channel, nobody pulls,
 //!   and the consumer keeps its place: the events wait in the stream (bounded
 //!   by `event_ttl` as the stream's age limit) and are delivered in order when
@@ -34,6 +41,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::kv as jkv;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::AckKind;
@@ -66,6 +74,8 @@ pub struct NatsBus {
     cluster: Arc<Cluster>,
     live: Arc<Live>,
     stream: stream::Stream,
+    /// The marks of queued events delivered, per channel.
+    delivered: jkv::Store,
     /// Channels this node pulls for now.
     pulling: Arc<Mutex<HashSet<String>>>,
     /// Channels whose live-only events this node takes now.
@@ -155,9 +165,25 @@ pub async fn queue_for(
 }
 
 impl NatsBus {
-    /// Opens the events stream, creating it when missing.
-    pub async fn open_stream(cluster: &Cluster, ttl: Duration) -> Result<stream::Stream, String> {
-        cluster
+    /// Opens the events stream and the bucket of delivery marks, creating
+    /// them when missing.
+    pub async fn open_stream(
+        cluster: &Cluster,
+        ttl: Duration,
+    ) -> Result<(stream::Stream, jkv::Store), String> {
+        let delivered = super::open_bucket(
+            &cluster.js,
+            jkv::Config {
+                bucket: format!("{}_delivered", cluster.prefix),
+                history: 1,
+                max_age: ttl,
+                storage: StorageType::File,
+                num_replicas: cluster.replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let stream = cluster
             .js
             .get_or_create_stream(stream::Config {
                 name: format!("{}_events", cluster.prefix),
@@ -172,14 +198,15 @@ impl NatsBus {
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("cluster: events stream: {e}"))
+            .map_err(|e| format!("cluster: events stream: {e}"))?;
+        Ok((stream, delivered))
     }
 
     /// The bus of the server state `app`, on `stream`.
     pub fn new(
         cluster: Arc<Cluster>,
         live: Arc<Live>,
-        stream: stream::Stream,
+        (stream, delivered): (stream::Stream, jkv::Store),
         app: Weak<AppState>,
         queue_max: usize,
         ttl: Duration,
@@ -189,6 +216,7 @@ impl NatsBus {
             cluster,
             live,
             stream,
+            delivered,
             pulling: Arc::default(),
             listening: Arc::default(),
             filtered: Mutex::default(),
@@ -398,6 +426,25 @@ impl NatsBus {
                     let _ = message.ack().await;
                     continue;
                 }
+                let mark = format!("{}.{}", token(&channel), token(&event_id(&text)));
+                match self.delivered.create(&mark, Default::default()).await {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists) => {
+                        // Delivered before: its acknowledgement was lost (a
+                        // nats-server restart). Not again.
+                        metrics::counter!("switchyard_events_redelivery_dropped_total")
+                            .increment(1);
+                        let _ = message.double_ack().await;
+                        continue;
+                    }
+                    Err(e) => {
+                        // Not known whether it went out: it comes again.
+                        tracing::debug!(channel = %channel, "events: delivery mark: {e}");
+                        stalled = true;
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        break;
+                    }
+                }
                 let mut outcome = self.deliver(&app, &channel, &name, text.clone()).await;
                 // Every connection that wants it is full: wait for room rather
                 // than drop, keeping the order.
@@ -416,6 +463,8 @@ impl NatsBus {
                         // for the channel (Offline: its last connection closed).
                         // No delay on JetStream's side, so nothing newer can
                         // overtake it; the puller waits before its next pull.
+                        // Not delivered: its mark goes.
+                        let _ = self.delivered.purge(&mark).await;
                         stalled = true;
                         let _ = message.ack_with(AckKind::Nak(None)).await;
                     }
@@ -464,6 +513,14 @@ impl NatsBus {
             Outcome::Offline
         }
     }
+}
+
+/// The id of an event (its JSON text), or the text itself when it has none.
+fn event_id(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| text.to_owned())
 }
 
 /// What became of one pulled event.

@@ -242,7 +242,7 @@ impl Cluster {
 pub struct Prepared {
     cluster: Arc<Cluster>,
     docs: Arc<docs::Docs>,
-    stream: jetstream::stream::Stream,
+    stream: (jetstream::stream::Stream, jkv::Store),
     work: (
         jetstream::stream::Stream,
         jetstream::stream::Stream,
@@ -409,7 +409,10 @@ impl Peers for NatsPeers {
     }
 }
 
-async fn open_bucket(js: &jetstream::Context, config: jkv::Config) -> Result<jkv::Store, String> {
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    config: jkv::Config,
+) -> Result<jkv::Store, String> {
     let name = config.bucket.clone();
     match js.get_key_value(&name).await {
         Ok(store) => Ok(store),
