@@ -110,7 +110,7 @@ pub async fn migrate(config: &Config) -> Result<Report, String> {
         report.events += 1;
     }
 
-    work::NatsWork::open(cluster.clone(), config.inbox_max).await?;
+    work::NatsWork::open(cluster.clone(), config.inbox_max, config.job_retention).await?;
     let jobs = crate::jobs::unfinished(&store).map_err(|e| fail("reading jobs", e))?;
     for job in jobs {
         let (id, kind) = (job.id.clone(), job.kind);

@@ -150,6 +150,9 @@ const COLUMNS_ADDED: &[(&str, &str, &str)] = &[
     ("jobs", "test", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "tags", "TEXT"),
     ("kv", "expires", "INTEGER"),
+    // The node that made an attempt (cluster mode: attempts of other nodes
+    // before the job was given to this one); NULL: this node.
+    ("attempts", "node", "TEXT"),
 ];
 
 /// What needs the added columns.

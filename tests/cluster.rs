@@ -714,6 +714,159 @@ async fn a_send_job_survives_the_node_that_ran_it() {
     assert_eq!(bodies(&up, "/send"), [r#"{"n":1}"#]);
 }
 
+/// Two nodes sharing a channel whose partner fails the first call
+/// (`/fail/1`): each attempt calls it once, the first fails, the next
+/// succeeds; and a channel whose jobs succeed at once.
+fn partner_nodes(nats: &Nats, up: &Upstream) -> (Server, Server) {
+    let a = node_project()
+        .channel(
+            json!({"code": "pay", "token_local": "pay-token", "url": format!("{}/", up.base),
+            "send_svcscriptcode": "pay", "opts": {"send_retries": 3}}),
+        )
+        .channel(json!({"code": "quick", "token_local": "quick-token",
+            "send_svcscriptcode": "quick"}))
+        .script(
+            "pay",
+            r#"let r = webquery(#{ method: "POST", path: "fail/1", body: startparam(4) });
+               let t = timestamp(); while t.elapsed < 0.5 { }
+               if r.status != 200 { throw `the partner answered ${r.status}`; }
+               result = r.status;"#,
+        )
+        .script("quick", "result = 1;")
+        .start_node(nats);
+    let b = node_project().start_node(nats);
+    (a, b)
+}
+
+/// Waits until `srv` has loaded channel `code`.
+async fn has_channel(srv: &Server, code: &str) {
+    let path = format!("/admin/channels/{code}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get_json(srv, &path).await.0 == 200
+        })
+        .await,
+        "{code} never reached the node"
+    );
+}
+
+/// Which of two nodes holds job `id` now (0 or 1), and its name.
+async fn holder_of(nodes: [&Server; 2], id: &str) -> (usize, String) {
+    let (_, job) = get_json(nodes[0], &format!("/admin/jobs/{id}")).await;
+    let holder = job["node"].as_str().unwrap_or_default().to_owned();
+    let (_, health) = get_json(nodes[0], "/healthz").await;
+    (usize::from(health["node"] != holder.as_str()), holder)
+}
+
+/// A job given to another node after its node died: the job view of the
+/// node left serves it at once (from the shared state, not only once a node
+/// takes it), its attempts go on counting (the partner is called at most
+/// 1 + send_retries times), and the jobs the dead node finished stay listed.
+#[tokio::test]
+async fn a_job_given_again_keeps_its_attempts_and_the_view_keeps_a_dead_nodes_jobs() {
+    let nats = Nats::start();
+    let up = Upstream::start().await;
+    let (a, b) = partner_nodes(&nats, &up);
+    has_channel(&b, "quick").await;
+    let mut quick = Vec::new();
+    for (i, srv) in [&a, &b, &a, &b].into_iter().enumerate() {
+        quick.push(common::send_job(srv, ADMIN, "quick", &json!({"n": i})).await);
+    }
+    for id in &quick {
+        common::wait_job(&a, ADMIN, id, &["succeeded"], Duration::from_secs(10)).await;
+    }
+    let id = common::send_job(&a, ADMIN, "pay", &json!({"n": 1})).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            bodies(&up, "/fail/1").len() == 1
+        })
+        .await,
+        "the first attempt never called"
+    );
+    // Its holder dies in the middle of the first attempt.
+    let (holder, holder_name) = holder_of([&a, &b], &id).await;
+    let mut ran_quick = Vec::new();
+    for q in &quick {
+        let (_, job) = get_json(&a, &format!("/admin/jobs/{q}")).await;
+        if job["node"] == holder_name.as_str() {
+            ran_quick.push(q.clone());
+        }
+    }
+    let (project, left) = if holder == 0 {
+        (a.kill9(), b)
+    } else {
+        (b.kill9(), a)
+    };
+    let left = &left;
+    // The node left serves the job before it takes it (JetStream gives it
+    // again only after the holder's acknowledgement wait).
+    let (status, job) = get_json(left, &format!("/admin/jobs/{id}")).await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["node"], holder_name.as_str(), "{job}");
+    let job = common::wait_job(left, ADMIN, &id, &["succeeded"], Duration::from_secs(40)).await;
+    assert_eq!(job["attempt"], 2, "the attempt count carried on: {job}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{job}");
+    assert_eq!(attempts[0]["node"], holder_name.as_str(), "{job}");
+    assert_eq!(attempts[1]["outcome"], "succeeded", "{job}");
+    assert_eq!(bodies(&up, "/fail/1").len(), 2, "one call per attempt");
+    // The dead node's finished jobs are still listed, and each can be opened.
+    let (status, list) = get_json(left, "/admin/jobs?channel=quick&limit=100").await;
+    assert_eq!(status, 200);
+    let listed: HashSet<&str> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, quick.iter().map(String::as_str).collect(), "{list}");
+    for q in &ran_quick {
+        let (status, job) = get_json(left, &format!("/admin/jobs/{q}")).await;
+        assert_eq!(
+            (status, job["state"].clone()),
+            (200, json!("succeeded")),
+            "{job}"
+        );
+    }
+    drop(project);
+}
+
+/// A node frozen (SIGSTOP) while it holds a job past JetStream's
+/// acknowledgement wait: another node takes the job over and finishes it;
+/// the frozen node, woken (SIGCONT), makes no further attempt of it.
+#[tokio::test]
+async fn a_frozen_node_makes_no_new_attempt_of_a_job_another_node_took_over() {
+    let nats = Nats::start();
+    let up = Upstream::start().await;
+    let (a, b) = partner_nodes(&nats, &up);
+    has_channel(&b, "pay").await;
+    let id = common::send_job(&a, ADMIN, "pay", &json!({"n": 1})).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            bodies(&up, "/fail/1").len() == 1
+        })
+        .await,
+        "the first attempt never called"
+    );
+    let (holder, _) = holder_of([&a, &b], &id).await;
+    let (holder, left) = if holder == 0 { (&a, &b) } else { (&b, &a) };
+    holder.signal("STOP");
+    let job = common::wait_job(left, ADMIN, &id, &["succeeded"], Duration::from_secs(40)).await;
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(bodies(&up, "/fail/1").len(), 2);
+    holder.signal("CONT");
+    // Its retry was due long ago: it would go now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        bodies(&up, "/fail/1").len(),
+        2,
+        "the woken node called the partner again for a finished job"
+    );
+    let (_, job) = get_json(left, &format!("/admin/jobs/{id}")).await;
+    assert_eq!(job["state"], "succeeded", "not overwritten: {job}");
+    assert_eq!(job["attempt"], 2, "{job}");
+}
+
 #[tokio::test]
 async fn a_job_no_node_finishes_is_given_up_after_max_deliver_and_shows_failed() {
     let nats = Nats::start();

@@ -227,6 +227,16 @@ pub trait Work: Send + Sync {
     fn run_alone(&self, entry: String) -> BoxFuture<'static, Result<bool, StoreError>>;
     /// The run of `entry` that [`run_alone`](Work::run_alone) let start ended.
     fn ran(&self, entry: String);
+    /// Shares job `id` as this node has it now (`record`: the job as the job
+    /// view shows it, with its attempts), for the job view of every node.
+    /// `Ok(false)`: another node took the job over since this node took it
+    /// (this node was frozen or cut off); this node must then drop the job,
+    /// making no further attempt. Embedded: nothing to share.
+    fn share(&self, id: &str, record: Value) -> BoxFuture<'static, Result<bool, StoreError>>;
+    /// The shared record of job `id` (`None` in embedded mode).
+    fn shared_job(&self, id: &str) -> BoxFuture<'static, Result<Option<Value>, StoreError>>;
+    /// Every shared job record (none in embedded mode).
+    fn shared_jobs(&self) -> BoxFuture<'static, Result<Vec<Value>, StoreError>>;
 }
 
 /// The per-channel key-value map of `kv_*` (SPEC §10). Every call blocks: the

@@ -60,6 +60,10 @@ pub(super) async fn inbox_worker(app: Arc<AppState>, code: String, wake: Arc<Not
                 })
                 .unwrap_or_default(),
         };
+        // Cluster: run only while this node still holds the request.
+        if !shared::share(&app, &id).await {
+            continue;
+        }
         let job = Arc::new(JobRun {
             id: id.clone(),
             ..JobRun::default()

@@ -439,7 +439,9 @@ fn stopped_json(app: &AppState) -> String {
 
 /// Counts the final state and publishes `job.finished`.
 async fn finished(app: &AppState, id: &str, channel: &str, kind: &str, state: &str) {
-    // In cluster mode the job is done in the cluster too (no other node runs it again).
+    // In cluster mode the job is done in the cluster too (no other node runs
+    // it again), and every node's job view shows its outcome.
+    shared::share(app, id).await;
     app.work.done(id);
     count(channel, kind, state);
     tracing::info!(target: "switchyard::jobs", channel, job = id, kind, state, "job finished");

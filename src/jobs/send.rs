@@ -113,6 +113,11 @@ pub(super) async fn run_send(
     test: bool,
 ) {
     let _live = Live::start(app, &id);
+    // Cluster: the attempt is this node's to make only while it still holds
+    // the job (its fencing token is current).
+    if !shared::share(app, &id).await {
+        return;
+    }
     let started = Instant::now();
     let started_ms = now_ms();
     let snapshot = app.registry.snapshot();
@@ -204,9 +209,13 @@ pub(super) async fn run_send(
     match state {
         "queued" => {
             count(&code, "send", "queued");
+            shared::share(app, &id).await;
             app.jobs.send_wake.notify_one();
         }
-        "waiting" => count(&code, "send", "waiting"),
+        "waiting" => {
+            count(&code, "send", "waiting");
+            shared::share(app, &id).await;
+        }
         _ => finished(app, &id, &code, "send", state).await,
     }
 }
@@ -300,6 +309,7 @@ pub(super) async fn retry_here(
         Err(why) => Ok(Err(why)),
         Ok((kind, channel)) => {
             count(&channel, &kind, "queued");
+            shared::share(app, id).await;
             if kind == "recv" {
                 wake_inbox(app, &channel);
             } else {

@@ -8,6 +8,7 @@
 //! the store of the node that took it. Rows of this node's store that are
 //! not finished when it starts go (back) to the cluster.
 
+use super::view::add_queue;
 use super::*;
 use crate::backend::{HandOff, Handed, Taken};
 
@@ -45,6 +46,42 @@ pub(super) fn hand_off_blocking(app: &AppState, job: HandOff) -> Result<bool, St
 
 /// The final states of a job.
 const FINAL: [&str; 3] = ["succeeded", "failed", "timed_out"];
+
+/// Shares job `id` as this node's store has it now (cluster mode; nothing to
+/// do in embedded mode), for every node's job view. `false`: another node took
+/// the job over since this node took it (this node was frozen or cut off from
+/// NATS meanwhile): the job is dropped here, and this node makes no further
+/// attempt and records no outcome for it. When NATS cannot be asked, the
+/// node goes on (logged): a node cut off from NATS cannot be given its jobs'
+/// messages again either until it reconnects.
+pub(super) async fn share(app: &AppState, id: &str) -> bool {
+    if !app.work.shared() {
+        return true;
+    }
+    let record = match get(app, id) {
+        Ok(Some(record)) => record,
+        _ => return true,
+    };
+    match app.work.share(id, record).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!(
+                job = %id,
+                "cluster: another node has taken this job over (this node was frozen or cut off): \
+                 dropped here, no further attempt"
+            );
+            metrics::counter!("switchyard_jobs_taken_over_total").increment(1);
+            if let Err(e) = forget(&app.store, vec![id.to_owned()]).await {
+                tracing::warn!(job = %id, "cluster: forgetting a job taken over: {e}");
+            }
+            false
+        }
+        Err(e) => {
+            tracing::warn!(job = %id, "cluster: sharing the job's state: {e}");
+            true
+        }
+    }
+}
 /// What [`take`]'s store write answers for a job recorded as given up.
 const GIVEN_UP: &str = "given up";
 
@@ -82,6 +119,9 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
         job["input"].as_str().unwrap_or("{}").to_owned(),
         job["test"].as_bool().unwrap_or(false),
     );
+    // Attempts other nodes made before (the job given again after its node
+    // died or stopped): the count carries on from them.
+    let prior = prior_attempts(&job["prior"]);
     let state: String = app
         .store
         .write(move |c| {
@@ -97,9 +137,16 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
             } else {
                 c.execute(
                 "INSERT INTO jobs (id, channel, kind, state, attempt, max_attempts, created, updated, next_attempt_at, input, test, tags) \
-                 VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
-                params![id, code, kind, max, created, now_ms(), input, test, tags_json(&tags)],
+                 VALUES (?1, ?2, ?3, 'queued', ?10, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
+                params![id, code, kind, max, created, now_ms(), input, test, tags_json(&tags), prior.made],
             )?;
+                for a in &prior.attempts {
+                    c.prepare_cached(
+                        "INSERT OR REPLACE INTO attempts (job, n, started, duration_ms, outcome, error, node) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(params![id, a.n, a.started, a.duration_ms, a.outcome, a.error, a.node])?;
+                }
                 for tag in &tags {
                     c.prepare_cached("INSERT OR IGNORE INTO job_tags (tag, job) VALUES (?1, ?2)")?
                         .execute(params![tag, id])?;
@@ -129,6 +176,56 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
         app.jobs.send_wake.notify_one();
     }
     Ok(Taken::Queued)
+}
+
+/// One attempt of a job's shared record.
+struct PriorAttempt {
+    n: i64,
+    started: i64,
+    duration_ms: i64,
+    outcome: String,
+    error: Option<String>,
+    node: Option<String>,
+}
+
+/// The attempts a job's shared record holds: how many were made (`made`),
+/// and each (one that was running when its node went counts, interrupted).
+struct Prior {
+    made: i64,
+    attempts: Vec<PriorAttempt>,
+}
+
+fn prior_attempts(record: &Value) -> Prior {
+    let ms = |v: &Value| {
+        v.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or(0, |t| t.timestamp_millis())
+    };
+    let mut attempts: Vec<PriorAttempt> = record["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| PriorAttempt {
+            n: a["attempt"].as_i64().unwrap_or(0),
+            started: ms(&a["started"]),
+            duration_ms: a["duration_ms"].as_i64().unwrap_or(0),
+            outcome: a["outcome"].as_str().unwrap_or("failed").to_owned(),
+            error: a["error"].as_str().map(str::to_owned),
+            node: a["node"].as_str().map(str::to_owned),
+        })
+        .collect();
+    let made = record["attempt"].as_i64().unwrap_or(0);
+    if record["state"] == "running" && !attempts.iter().any(|a| a.n == made) && made > 0 {
+        attempts.push(PriorAttempt {
+            n: made,
+            started: ms(&record["updated"]),
+            duration_ms: 0,
+            outcome: "interrupted".into(),
+            error: Some("interrupted: its node stopped (the job was given to another)".into()),
+            node: record["node"].as_str().map(str::to_owned),
+        });
+    }
+    Prior { made, attempts }
 }
 
 const UNFINISHED: &str = "kind IN ('send', 'recv') AND state IN ('queued', 'running', 'waiting')";
@@ -287,6 +384,28 @@ pub async fn list_all(app: &Arc<AppState>, filter: JobFilter) -> Result<Vec<Valu
             .await
             .map_err(|e| StoreError(e.to_string()))?;
     };
+    // The shared records: every job handed to the cluster, whichever node
+    // holds it now, took it and died, or none yet.
+    let snapshot = app.registry.snapshot();
+    let mut jobs: Vec<Value> = app
+        .work
+        .shared_jobs()
+        .await?
+        .into_iter()
+        .filter(|job| passes(&snapshot, &filter, job))
+        .map(|mut job| {
+            add_queue(&snapshot, &mut job);
+            if let Some(o) = job.as_object_mut() {
+                o.remove("attempts");
+            }
+            job
+        })
+        .collect();
+    let shared: std::collections::HashSet<String> = jobs
+        .iter()
+        .filter_map(|j| j["id"].as_str().map(str::to_owned))
+        .collect();
+    // And what the nodes alive hold that was not shared (made before).
     let wanted = filter.offset + filter.limit;
     let here_filter = JobFilter {
         limit: wanted,
@@ -294,11 +413,14 @@ pub async fn list_all(app: &Arc<AppState>, filter: JobFilter) -> Result<Vec<Valu
         ..filter.clone()
     };
     let here_app = app.clone();
-    let mut jobs = tokio::task::spawn_blocking(move || list(&here_app, &here_filter))
+    let here = tokio::task::spawn_blocking(move || list(&here_app, &here_filter))
         .await
         .map_err(|e| StoreError(e.to_string()))??;
-    for job in &mut jobs {
-        job["node"] = node.clone().into();
+    for mut job in here {
+        if !job["id"].as_str().is_some_and(|id| shared.contains(id)) {
+            job["node"] = node.clone().into();
+            jobs.push(job);
+        }
     }
     let body = serde_json::to_value(JobFilter {
         limit: wanted,
@@ -308,8 +430,10 @@ pub async fn list_all(app: &Arc<AppState>, filter: JobFilter) -> Result<Vec<Valu
     .unwrap_or(Value::Null);
     for (node, answer) in app.peers.gather("jobs.list", body).await? {
         for mut job in answer.as_array().cloned().unwrap_or_default() {
-            job["node"] = node.clone().into();
-            jobs.push(job);
+            if !job["id"].as_str().is_some_and(|id| shared.contains(id)) {
+                job["node"] = node.clone().into();
+                jobs.push(job);
+            }
         }
     }
     // Newest first across nodes (RFC 3339 in UTC sorts as text).
@@ -326,8 +450,34 @@ pub async fn list_all(app: &Arc<AppState>, filter: JobFilter) -> Result<Vec<Valu
         .collect())
 }
 
-/// One job, on whichever node it is; with its `node` in cluster mode.
+/// Whether a job (as the view shows it) passes `filter`.
+fn passes(snapshot: &crate::registry::Snapshot, filter: &JobFilter, job: &Value) -> bool {
+    let is = |field: &str, want: &Option<String>| {
+        want.as_deref()
+            .is_none_or(|w| job[field].as_str() == Some(w))
+    };
+    let queue = job["channel"]
+        .as_str()
+        .map(|code| snapshot.channel(code).map_or(code, |c| c.queue()));
+    is("channel", &filter.channel)
+        && is("kind", &filter.kind)
+        && is("state", &filter.state)
+        && filter.queue.as_deref().is_none_or(|q| queue == Some(q))
+        && filter.test.is_none_or(|t| job["test"].as_bool() == Some(t))
+        && filter.tag.as_deref().is_none_or(|t| {
+            job["tags"]
+                .as_array()
+                .is_some_and(|tags| tags.iter().any(|x| x.as_str() == Some(t)))
+        })
+}
+
+/// One job, on whichever node it is; with its `node` in cluster mode: its
+/// shared record (so also a job no node alive holds, or none took yet).
 pub async fn get_any(app: &Arc<AppState>, id: &str) -> Result<Option<Value>, StoreError> {
+    if let Some(mut job) = app.work.shared_job(id).await? {
+        add_queue(&app.registry.snapshot(), &mut job);
+        return Ok(Some(job));
+    }
     let (here_app, here_id) = (app.clone(), id.to_owned());
     let here = tokio::task::spawn_blocking(move || get(&here_app, &here_id))
         .await
@@ -348,11 +498,12 @@ pub async fn get_any(app: &Arc<AppState>, id: &str) -> Result<Option<Value>, Sto
     Ok(None)
 }
 
-/// Marks a job and each of its attempts with the node that holds it (and ran them).
+/// Marks a job with the node that holds it, and each of its attempts not
+/// made on another node before with it too.
 fn ran_on(job: &mut Value, node: &str) {
     job["node"] = node.into();
     if let Some(attempts) = job["attempts"].as_array_mut() {
-        for a in attempts {
+        for a in attempts.iter_mut().filter(|a| a["node"].is_null()) {
             a["node"] = node.into();
         }
     }

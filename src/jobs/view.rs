@@ -35,17 +35,22 @@ pub fn get(app: &AppState, id: &str) -> Result<Option<Value>, StoreError> {
             .optional()?;
         let Some(mut job) = job else { return Ok(None) };
         let mut stmt = c.prepare_cached(
-            "SELECT n, started, duration_ms, outcome, error FROM attempts WHERE job = ?1 ORDER BY n",
+            "SELECT n, started, duration_ms, outcome, error, node FROM attempts WHERE job = ?1 ORDER BY n",
         )?;
         let attempts = stmt
             .query_map([id], |r| {
-                Ok(json!({
+                let mut a = json!({
                     "attempt": r.get::<_, i64>(0)?,
                     "started": rfc3339_ms(r.get(1)?),
                     "duration_ms": r.get::<_, i64>(2)?,
                     "outcome": r.get::<_, String>(3)?,
                     "error": r.get::<_, Option<String>>(4)?,
-                }))
+                });
+                // Made on another node, before the job came here (cluster).
+                if let Some(node) = r.get::<_, Option<String>>(5)? {
+                    a["node"] = node.into();
+                }
+                Ok(a)
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         job["attempts"] = Value::Array(attempts);

@@ -77,4 +77,16 @@ impl crate::backend::Work for Alone {
     }
 
     fn ran(&self, _: String) {}
+
+    fn share(&self, _: &str, _: Value) -> BoxFuture<'static, Result<bool, StoreError>> {
+        Box::pin(async { Ok(true) })
+    }
+
+    fn shared_job(&self, _: &str) -> BoxFuture<'static, Result<Option<Value>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn shared_jobs(&self) -> BoxFuture<'static, Result<Vec<Value>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }

@@ -247,6 +247,7 @@ pub struct Prepared {
         jetstream::stream::Stream,
         jetstream::stream::Stream,
         jkv::Store,
+        jkv::Store,
     ),
     files: jetstream::object_store::ObjectStore,
     recordings: recordings::NatsRecordings,
@@ -271,7 +272,8 @@ impl Prepared {
         )
         .await?;
         let stream = events::NatsBus::open_stream(&cluster, config.event_ttl).await?;
-        let work = work::NatsWork::open(cluster.clone(), config.inbox_max).await?;
+        let work =
+            work::NatsWork::open(cluster.clone(), config.inbox_max, config.job_retention).await?;
         let files = files::open(&cluster).await?;
         let recordings = recordings::NatsRecordings::open(cluster.clone()).await?;
         Ok(Prepared {

@@ -22,6 +22,16 @@
 //!   the job failed with the reason and removes it from its stream.
 //! - Schedule ticks: the first node to create the key of a tick in the KV
 //!   bucket `{prefix}_ticks` runs it.
+//! - Shared job state: the bucket `{prefix}_jobs` holds each job as the job
+//!   view shows it (state, attempts with their node), kept `job_retention`
+//!   after its last change. The job view is served from it, so it lists the
+//!   jobs of a node that died and those queued in JetStream and not taken
+//!   yet. A node that takes a job adopts its record (the attempts so far
+//!   carry on: a job given again does not start counting at 1) and becomes
+//!   its holder: each later write of the record expects the revision the
+//!   holder wrote last (a fencing token). A node that was frozen or cut off
+//!   while another took its job over finds the revision changed before its
+//!   next attempt, and drops the job instead of running it again.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
@@ -56,6 +66,10 @@ const REFUSED_AGAIN: Duration = Duration::from_secs(1);
 const DOCS_WAIT: Duration = Duration::from_secs(5);
 /// How long a tick's claim is remembered.
 const TICKS_KEPT: Duration = Duration::from_secs(3600);
+/// Takes over a job record changed meanwhile by another node at most this often.
+const ADOPT_TRIES: usize = 5;
+/// The final states of a job.
+const FINAL: [&str; 3] = ["succeeded", "failed", "timed_out"];
 
 /// A job of [`NatsWork::held`].
 #[derive(Clone)]
@@ -83,6 +97,10 @@ pub struct NatsWork {
     inbox: stream::Stream,
     send: stream::Stream,
     ticks: jkv::Store,
+    /// The shared job records (see the module's description).
+    jobs: jkv::Store,
+    /// The revision of each job record this node wrote last as its holder.
+    fences: DashMap<String, u64>,
     /// Jobs being taken or taken and not finished here, by id.
     held: Arc<DashMap<String, Slot>>,
     /// The channels whose inbox this node takes from.
@@ -97,7 +115,8 @@ impl NatsWork {
     pub async fn open(
         cluster: Arc<Cluster>,
         inbox_max: usize,
-    ) -> Result<(stream::Stream, stream::Stream, jkv::Store), String> {
+        job_retention: Duration,
+    ) -> Result<(stream::Stream, stream::Stream, jkv::Store, jkv::Store), String> {
         let config = |name: &str| stream::Config {
             name: format!("{}_{name}", cluster.prefix),
             subjects: vec![cluster.subject(&format!("{name}.*"))],
@@ -138,14 +157,26 @@ impl NatsWork {
                 .await
                 .map_err(|e| format!("cluster: ticks bucket: {e}"))?,
         };
-        Ok((inbox, send, ticks))
+        let jobs = super::open_bucket(
+            &cluster.js,
+            jkv::Config {
+                bucket: format!("{}_jobs", cluster.prefix),
+                history: 1,
+                max_age: job_retention,
+                storage: StorageType::File,
+                num_replicas: cluster.replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok((inbox, send, ticks, jobs))
     }
 
     /// The hand-off of the server state `app`.
     pub fn new(
         cluster: Arc<Cluster>,
         app: Weak<AppState>,
-        (inbox, send, ticks): (stream::Stream, stream::Stream, jkv::Store),
+        (inbox, send, ticks, jobs): (stream::Stream, stream::Stream, jkv::Store, jkv::Store),
         docs: Arc<super::docs::Docs>,
     ) -> Arc<NatsWork> {
         Arc::new(NatsWork {
@@ -154,6 +185,8 @@ impl NatsWork {
             inbox,
             send,
             ticks,
+            jobs,
+            fences: DashMap::new(),
             held: Arc::default(),
             taking: Arc::default(),
             take: Mutex::default(),
@@ -286,12 +319,36 @@ impl NatsWork {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // This node holds the job from now on; its attempts so far go with it.
+        let mut job = job;
+        if job["given_up"].is_null() {
+            match self.adopt(&id, &job).await {
+                Ok(prior) => {
+                    if prior["state"].as_str().is_some_and(|s| FINAL.contains(&s)) {
+                        // Finished by another node already: given again only
+                        // because its acknowledgement was lost.
+                        self.fences.remove(&id);
+                        finished(message).await;
+                        return;
+                    }
+                    job["prior"] = prior;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %id, "cluster: cannot take a job yet: {e}");
+                    let _ = message.ack_with(AckKind::Nak(Some(REFUSED_AGAIN))).await;
+                    return;
+                }
+            }
+        }
         // Marked before the job is stored: a job that runs and finishes
         // before `take` returns finds its mark and leaves the ack to us.
         self.held.insert(id.clone(), Slot::Taking);
         let taken = take(job).await;
         if !matches!(taken, Ok(Taken::Queued)) {
             self.held.remove(&id);
+        }
+        if !matches!(taken, Ok(Taken::Queued | Taken::Finished)) {
+            self.fences.remove(&id);
         }
         match taken {
             Ok(Taken::Queued) => {
@@ -324,6 +381,51 @@ impl NatsWork {
                 let _ = message.ack_with(AckKind::Nak(Some(REFUSED_AGAIN))).await;
             }
         }
+    }
+
+    /// Makes this node the holder of job `id`'s shared record (created from
+    /// `job` when there is none yet); the record as it was before (`null`
+    /// when new). The revision written is this node's fencing token.
+    async fn adopt(&self, id: &str, job: &serde_json::Value) -> Result<serde_json::Value, String> {
+        for _ in 0..ADOPT_TRIES {
+            let entry = self.jobs.entry(id).await.map_err(|e| e.to_string())?;
+            let (prior, revision) = match entry {
+                Some(e) if matches!(e.operation, jkv::Operation::Put) => (
+                    serde_json::from_slice(&e.value).unwrap_or(serde_json::Value::Null),
+                    Some(e.revision),
+                ),
+                _ => (serde_json::Value::Null, None),
+            };
+            let mut record = if prior.is_object() {
+                prior.clone()
+            } else {
+                queued_record(job)
+            };
+            record["node"] = self.cluster.node.clone().into();
+            let value = record.to_string().into();
+            let written = match revision {
+                Some(rev) => self.jobs.update(id, value, rev).await.map_err(|e| {
+                    matches!(e.kind(), jkv::UpdateErrorKind::WrongLastRevision)
+                        .then_some(())
+                        .ok_or_else(|| e.to_string())
+                }),
+                None => self.jobs.create(id, value).await.map_err(|e| {
+                    matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists)
+                        .then_some(())
+                        .ok_or_else(|| e.to_string())
+                }),
+            };
+            match written {
+                Ok(rev) => {
+                    self.fences.insert(id.to_owned(), rev);
+                    return Ok(prior);
+                }
+                // Changed meanwhile (its old holder writing still): again.
+                Err(Ok(())) => continue,
+                Err(Err(e)) => return Err(e),
+            }
+        }
+        Err("its shared record keeps changing".into())
     }
 
     /// Takes send jobs while this node holds fewer than [`SEND_HELD`].
@@ -449,6 +551,22 @@ impl NatsWork {
     }
 }
 
+/// The shared record of a job handed to the cluster and not taken yet.
+pub fn queued_record(job: &serde_json::Value) -> serde_json::Value {
+    let created = job["created"]
+        .as_i64()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_else(chrono::Utc::now)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    serde_json::json!({
+        "id": job["id"], "channel": job["channel"], "kind": job["kind"], "state": "queued",
+        "attempt": 0, "max_attempts": job["max_attempts"], "created": created,
+        "updated": created, "next_attempt_at": null, "last_error": null, "result": null,
+        "test": job["test"].as_bool().unwrap_or(false), "tags": job["tags"].clone(),
+        "attempts": [], "node": null,
+    })
+}
+
 /// The node and boot of a schedule entry's claim: `{"node", "boot"}`, or a
 /// bare node name (claims made before boots were recorded: no boot).
 fn claim_holder(value: &[u8]) -> (String, String) {
@@ -488,6 +606,17 @@ pub async fn publish(cluster: &Cluster, docs_rev: u64, job: HandOff) -> Result<H
     }
 }
 
+/// Writes the shared record of a job just handed to the cluster (queued,
+/// no holder), unless a node took it already.
+async fn record_queued(jobs: &jkv::Store, id: &str, job: &serde_json::Value) {
+    let record = queued_record(job).to_string().into();
+    match jobs.create(id, record).await {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists) => {}
+        Err(e) => tracing::warn!(job = %id, "cluster: recording a queued job: {e}"),
+    }
+}
+
 /// The handle the runtime holds.
 pub struct Jobs(pub Arc<NatsWork>);
 
@@ -498,7 +627,111 @@ impl Work for Jobs {
 
     fn hand_off(&self, job: HandOff) -> BoxFuture<'static, Result<Handed, StoreError>> {
         let work = self.0.clone();
-        Box::pin(async move { publish(&work.cluster, work.docs.applied(), job).await })
+        Box::pin(async move {
+            let (id, body) = (job.id.clone(), job.job.clone());
+            let handed = publish(&work.cluster, work.docs.applied(), job).await?;
+            if handed == Handed::Stored {
+                record_queued(&work.jobs, &id, &body).await;
+            }
+            Ok(handed)
+        })
+    }
+
+    fn share(
+        &self,
+        id: &str,
+        record: serde_json::Value,
+    ) -> BoxFuture<'static, Result<bool, StoreError>> {
+        let work = self.0.clone();
+        let id = id.to_owned();
+        Box::pin(async move {
+            let mut record = record;
+            let node = work.cluster.node.clone();
+            record["node"] = node.clone().into();
+            if let Some(attempts) = record["attempts"].as_array_mut() {
+                for a in attempts.iter_mut().filter(|a| a["node"].is_null()) {
+                    a["node"] = node.clone().into();
+                }
+            }
+            let value: axum::body::Bytes = record.to_string().into();
+            let fence = work.fences.get(&id).map(|r| *r);
+            let Some(revision) = fence else {
+                // Not a job this node holds through the cluster (a schedule run).
+                work.jobs.put(&id, value).await.map_err(unavailable)?;
+                return Ok(true);
+            };
+            match work.jobs.update(&id, value, revision).await {
+                Ok(rev) => {
+                    if record["state"].as_str().is_some_and(|s| FINAL.contains(&s)) {
+                        work.fences.remove(&id);
+                    } else {
+                        work.fences.insert(id, rev);
+                    }
+                    Ok(true)
+                }
+                Err(e) if matches!(e.kind(), jkv::UpdateErrorKind::WrongLastRevision) => {
+                    // Another node holds the job now: its message is theirs.
+                    work.fences.remove(&id);
+                    work.held.remove(&id);
+                    Ok(false)
+                }
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn shared_job(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'static, Result<Option<serde_json::Value>, StoreError>> {
+        let work = self.0.clone();
+        let id = id.to_owned();
+        Box::pin(async move {
+            // Job ids are UUIDs; anything else is no key of the bucket.
+            if uuid::Uuid::parse_str(&id).is_err() {
+                return Ok(None);
+            }
+            let value = work.jobs.get(&id).await.map_err(unavailable)?;
+            Ok(value.and_then(|v| serde_json::from_slice(&v).ok()))
+        })
+    }
+
+    fn shared_jobs(&self) -> BoxFuture<'static, Result<Vec<serde_json::Value>, StoreError>> {
+        let work = self.0.clone();
+        Box::pin(async move {
+            // The bucket's stream as it is now (the store's own status is
+            // what it was when opened): a watch of an empty one waits forever.
+            let mut stream = work
+                .cluster
+                .js
+                .get_stream(format!("KV_{}_jobs", work.cluster.prefix))
+                .await
+                .map_err(unavailable)?;
+            let info = stream.info().await.map_err(unavailable)?;
+            if info.state.messages == 0 {
+                return Ok(Vec::new());
+            }
+            let mut watch = work
+                .jobs
+                .watch_with_history(">")
+                .await
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            loop {
+                let next = tokio::time::timeout(super::OP_TIMEOUT, watch.next()).await;
+                let Ok(Some(Ok(entry))) = next else {
+                    return Err(unavailable("listing the shared jobs timed out"));
+                };
+                if matches!(entry.operation, jkv::Operation::Put) {
+                    if let Ok(v) = serde_json::from_slice(&entry.value) {
+                        out.push(v);
+                    }
+                }
+                if entry.delta == 0 {
+                    return Ok(out);
+                }
+            }
+        })
     }
 
     fn start(&self, take: Take) {
