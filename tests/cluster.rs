@@ -738,6 +738,17 @@ fn partner_nodes(nats: &Nats, up: &Upstream) -> (Server, Server) {
     (a, b)
 }
 
+/// Waits until the partner got the first attempt's call.
+async fn first_attempt_called(up: &Upstream) {
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            bodies(up, "/fail/1").len() == 1
+        })
+        .await,
+        "the first attempt never called"
+    );
+}
+
 /// Waits until `srv` has loaded channel `code`.
 async fn has_channel(srv: &Server, code: &str) {
     let path = format!("/admin/channels/{code}");
@@ -776,13 +787,7 @@ async fn a_job_given_again_keeps_its_attempts_and_the_view_keeps_a_dead_nodes_jo
         common::wait_job(&a, ADMIN, id, &["succeeded"], Duration::from_secs(10)).await;
     }
     let id = common::send_job(&a, ADMIN, "pay", &json!({"n": 1})).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            bodies(&up, "/fail/1").len() == 1
-        })
-        .await,
-        "the first attempt never called"
-    );
+    first_attempt_called(&up).await;
     // Its holder dies in the middle of the first attempt.
     let (holder, holder_name) = holder_of([&a, &b], &id).await;
     let mut ran_quick = Vec::new();
@@ -841,13 +846,7 @@ async fn a_frozen_node_makes_no_new_attempt_of_a_job_another_node_took_over() {
     let (a, b) = partner_nodes(&nats, &up);
     has_channel(&b, "pay").await;
     let id = common::send_job(&a, ADMIN, "pay", &json!({"n": 1})).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            bodies(&up, "/fail/1").len() == 1
-        })
-        .await,
-        "the first attempt never called"
-    );
+    first_attempt_called(&up).await;
     let (holder, _) = holder_of([&a, &b], &id).await;
     let (holder, left) = if holder == 0 { (&a, &b) } else { (&b, &a) };
     holder.signal("STOP");
@@ -952,15 +951,7 @@ async fn events_reach_a_channel_once_across_a_nats_restart() {
         ws_connect(&a, "/channels/erp/ws?token=erp-token").await,
         ws_connect(&a, "/channels/erp/ws?token=erp-token").await,
     ];
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            call(&b, "/channels/plain/api?token=plain-token", "")
-                .await
-                .0
-                == 200
-        })
-        .await
-    );
+    has_channel(&b, "plain").await;
     conns.push(ws_connect(&b, "/channels/erp/ws?token=erp-token").await);
     // Readers that collect what each connection gets.
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -1038,15 +1029,7 @@ async fn events_reach_a_channel_once_across_a_nats_restart() {
 async fn the_overview_sums_every_node() {
     let nats = Nats::start();
     let (a, b) = two_nodes(&nats);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            call(&b, "/channels/plain/api?token=plain-token", "")
-                .await
-                .0
-                == 200
-        })
-        .await
-    );
+    has_channel(&b, "plain").await;
     for srv in [&a, &b, &b] {
         assert_eq!(
             call(srv, "/channels/plain/api?token=plain-token", "")

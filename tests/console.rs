@@ -212,6 +212,16 @@ async fn sign_in(c: &Client, srv: &Server, token: &str) {
     click(c, "#signin").await;
 }
 
+/// A JWT for `sub` with one `role`, signed with the project's secret, valid `secs`.
+fn jwt(sub: &str, role: &str, secs: i64) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": sub, "roles": [role], "exp": chrono::Utc::now().timestamp() + secs}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
 fn project() -> Project {
     Project::new()
         .config(&format!(
@@ -512,12 +522,7 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_sees_everything_and_changes_nothing() {
     let srv = project().start();
-    let viewer = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": "vera", "roles": ["viewer"], "exp": chrono::Utc::now().timestamp() + 600}),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let viewer = jwt("vera", "viewer", 600);
     let (c, _driver) = browser().await;
     sign_in(&c, &srv, &viewer).await;
     wait(&c, "tr[data-code='shop']").await;
@@ -752,15 +757,9 @@ fetch('/console/session').then(r => r.json()).then(s =>
 #[tokio::test]
 async fn a_session_ends_with_the_jwt_it_was_opened_with() {
     let srv = project().start();
-    let jwt = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": "ada", "roles": ["admin"], "exp": chrono::Utc::now().timestamp() + 3}),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap();
     let resp = client()
         .post(srv.url("/console/session"))
-        .json(&json!({"token": jwt}))
+        .json(&json!({"token": jwt("ada", "admin", 3)}))
         .send()
         .await
         .unwrap();

@@ -259,16 +259,24 @@ async fn channels_share_job_queues() {
     assert_eq!(job(&srv, &ids[2]).await["queue"], "c");
 }
 
+/// Channel `erp` in `mode`, calling `production` or `test` with its secret.
+fn erp_in_mode(
+    production: &common::Upstream,
+    test: &common::Upstream,
+    mode: &str,
+    retries: u32,
+) -> Value {
+    json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", production.base),
+        "url_test": format!("{}/", test.base), "token_remote": "live-secret",
+        "token_remote_test": "test-secret", "send_svcscriptcode": "call",
+        "opts": {"mode": mode, "send_retries": retries}})
+}
+
 #[tokio::test]
 async fn test_mode_calls_the_test_system_with_the_test_secret() {
     let production = common::Upstream::start().await;
     let test = common::Upstream::start().await;
-    let doc = |mode: &str| {
-        json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", production.base),
-            "url_test": format!("{}/", test.base), "token_remote": "live-secret",
-            "token_remote_test": "test-secret", "send_svcscriptcode": "call",
-            "opts": {"mode": mode, "send_retries": 0}})
-    };
+    let doc = |mode: &str| erp_in_mode(&production, &test, mode, 0);
     let srv = Project::new()
         .config(&format!("admin_token = \"{ADMIN}\"\noutbound_any_host = false"))
         .channel(doc("test"))
@@ -307,12 +315,7 @@ async fn test_mode_calls_the_test_system_with_the_test_secret() {
 async fn a_test_job_retried_after_the_switch_to_production_still_calls_the_test_system() {
     let production = common::Upstream::start().await;
     let test = common::Upstream::start().await;
-    let doc = |mode: &str| {
-        json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", production.base),
-            "url_test": format!("{}/", test.base), "token_remote": "live-secret",
-            "token_remote_test": "test-secret", "send_svcscriptcode": "call",
-            "opts": {"mode": mode, "send_retries": 2}})
-    };
+    let doc = |mode: &str| erp_in_mode(&production, &test, mode, 2);
     let srv = Project::new()
         .config(&format!(
             "admin_token = \"{ADMIN}\"\noutbound_any_host = false"

@@ -822,6 +822,17 @@ impl SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// `project` with its data folder on this disk.
+    fn holds_data_of(&self, project: Project) -> Project {
+        let data = self.0.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::remove_dir_all(project.path().join("data")).unwrap();
+        std::os::unix::fs::symlink(&data, project.path().join("data")).unwrap();
+        project
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
@@ -839,8 +850,6 @@ async fn a_full_disk_answers_507_keeps_serving_reads_and_recovers_by_itself() {
     let disk = SmallDisk::mount("8m");
     let filler = disk.0.path().join("filler");
     std::fs::write(&filler, vec![0u8; 2 * 1024 * 1024]).unwrap();
-    let data = disk.0.path().join("data");
-    std::fs::create_dir(&data).unwrap();
     let fill =
         r#"let s = "x"; while s.len() < 200000 { s += s; } kv_set(uuid(), s); body = "stored";"#;
     let project = Project::new()
@@ -852,9 +861,7 @@ async fn a_full_disk_answers_507_keeps_serving_reads_and_recovers_by_itself() {
         )
         .script("fill", fill)
         .script("read", r#"body = `${kv_get("nothing")}`;"#);
-    std::fs::remove_dir_all(project.path().join("data")).unwrap();
-    std::os::unix::fs::symlink(&data, project.path().join("data")).unwrap();
-    let srv = project.start();
+    let srv = disk.holds_data_of(project).start();
     let call = |code: &str| {
         client()
             .post(srv.url(&format!("/channels/{code}/api?token={code}-token")))
@@ -925,16 +932,13 @@ async fn a_file_write_that_fills_the_disk_turns_healthz_degraded_until_space_is_
         return;
     }
     let disk = SmallDisk::mount("6m");
-    let data = disk.0.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let project = Project::new().channel(json!({
-        "code": "f", "token_local": "f-token", "recv_svcscriptcode": "ok",
-        "opts": {"issync": true, "allow_files_api": true}
-    }));
-    let project = project.script("ok", "body = 1;");
-    std::fs::remove_dir_all(project.path().join("data")).unwrap();
-    std::os::unix::fs::symlink(&data, project.path().join("data")).unwrap();
-    let srv = project.start();
+    let project = Project::new()
+        .channel(json!({
+            "code": "f", "token_local": "f-token", "recv_svcscriptcode": "ok",
+            "opts": {"issync": true, "allow_files_api": true}
+        }))
+        .script("ok", "body = 1;");
+    let srv = disk.holds_data_of(project).start();
     let put = |i: usize| {
         client()
             .put(srv.url(&format!("/channels/f/files/part{i}?token=f-token")))
@@ -1001,8 +1005,6 @@ async fn a_stop_on_a_full_disk_is_bounded_and_the_next_start_takes_the_job_up() 
         return;
     }
     let disk = SmallDisk::mount("8m");
-    let data = disk.0.path().join("data");
-    std::fs::create_dir(&data).unwrap();
     let slow = r#"let t = timestamp(); while t.elapsed < 2.0 { } result = "ran";"#;
     let project = Project::new()
         .config(&format!("admin_token = \"{ADMIN}\""))
@@ -1013,9 +1015,7 @@ async fn a_stop_on_a_full_disk_is_bounded_and_the_next_start_takes_the_job_up() 
         .channel(channel("read", "read"))
         .script("slow", slow)
         .script("read", r#"body = `${kv_get("nothing")}`;"#);
-    std::fs::remove_dir_all(project.path().join("data")).unwrap();
-    std::os::unix::fs::symlink(&data, project.path().join("data")).unwrap();
-    let mut srv = project.start();
+    let mut srv = disk.holds_data_of(project).start();
     let id = common::send_job(&srv, ADMIN, "s", &json!({})).await;
     common::wait_job(&srv, ADMIN, &id, &["running"], Duration::from_secs(5)).await;
     let filler = disk.0.path().join("filler");

@@ -171,18 +171,7 @@ impl NatsBus {
         cluster: &Cluster,
         ttl: Duration,
     ) -> Result<(stream::Stream, jkv::Store), String> {
-        let delivered = super::open_bucket(
-            &cluster.js,
-            jkv::Config {
-                bucket: format!("{}_delivered", cluster.prefix),
-                history: 1,
-                max_age: ttl,
-                storage: StorageType::File,
-                num_replicas: cluster.replicas,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let delivered = cluster.open_kv("delivered", ttl).await?;
         let stream = cluster
             .js
             .get_or_create_stream(stream::Config {

@@ -411,10 +411,26 @@ impl Peers for NatsPeers {
     }
 }
 
-pub(crate) async fn open_bucket(
-    js: &jetstream::Context,
-    config: jkv::Config,
-) -> Result<jkv::Store, String> {
+impl Cluster {
+    /// Opens (or creates) the bucket `{prefix}_{name}`: one value a key, on
+    /// file, each kept `max_age` after it was written (zero: for ever).
+    pub async fn open_kv(&self, name: &str, max_age: Duration) -> Result<jkv::Store, String> {
+        open_bucket(
+            &self.js,
+            jkv::Config {
+                bucket: format!("{}_{name}", self.prefix),
+                history: 1,
+                max_age,
+                storage: StorageType::File,
+                num_replicas: self.replicas,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+}
+
+async fn open_bucket(js: &jetstream::Context, config: jkv::Config) -> Result<jkv::Store, String> {
     let name = config.bucket.clone();
     match js.get_key_value(&name).await {
         Ok(store) => Ok(store),

@@ -141,34 +141,8 @@ impl NatsWork {
             .get_or_create_stream(config("send"))
             .await
             .map_err(|e| format!("cluster: send stream: {e}"))?;
-        let ticks_config = jkv::Config {
-            bucket: format!("{}_ticks", cluster.prefix),
-            history: 1,
-            max_age: TICKS_KEPT,
-            storage: StorageType::File,
-            num_replicas: cluster.replicas,
-            ..Default::default()
-        };
-        let ticks = match cluster.js.get_key_value(&ticks_config.bucket).await {
-            Ok(b) => b,
-            Err(_) => cluster
-                .js
-                .create_key_value(ticks_config)
-                .await
-                .map_err(|e| format!("cluster: ticks bucket: {e}"))?,
-        };
-        let jobs = super::open_bucket(
-            &cluster.js,
-            jkv::Config {
-                bucket: format!("{}_jobs", cluster.prefix),
-                history: 1,
-                max_age: job_retention,
-                storage: StorageType::File,
-                num_replicas: cluster.replicas,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let ticks = cluster.open_kv("ticks", TICKS_KEPT).await?;
+        let jobs = cluster.open_kv("jobs", job_retention).await?;
         Ok((inbox, send, ticks, jobs))
     }
 
