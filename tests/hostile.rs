@@ -278,6 +278,45 @@ async fn panics_are_caught_answered_logged_with_the_request_id_and_counted() {
 /// Runs on blocking threads share a bounded number of computing slots; runaway
 /// scripts give theirs up once they turn out long, so they cannot keep other
 /// channels' blocking runs (here: a script that reads kv) waiting.
+/// A caller's data logged by a script cannot forge a log line: line breaks
+/// and other control characters are written escaped.
+#[tokio::test]
+async fn a_caller_cannot_forge_a_log_line() {
+    let srv = Project::new()
+        .channel(channel("orders", "orders"))
+        .script(
+            "orders",
+            "log_info(`order from ${startparam(4)}`); body = \"ok\";",
+        )
+        .start();
+    let forged = "ACME\n2026-12-06T00:00:00.000000Z  INFO switchyard::admin: admin token rotated\r\n\u{1b}[2Jx";
+    let resp = client()
+        .post(srv.url("/channels/orders/api?token=orders-token"))
+        .body(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(srv.wait_for_log("order from ACME", Duration::from_secs(5)));
+    let logs = srv.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("order from ACME"))
+        .unwrap();
+    assert!(
+        line.contains(r"ACME\n2026-12-06T00:00:00.000000Z") && line.contains(r"\r\n\x1b[2Jx"),
+        "{line}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.starts_with("2026-12-06T00:00:00")),
+        "a forged line: {logs}"
+    );
+    assert!(
+        !logs.contains('\u{1b}'),
+        "a raw escape sequence reached the log"
+    );
+}
+
 #[tokio::test]
 async fn runaway_scripts_do_not_hold_up_other_channels() {
     use serde_json::json;

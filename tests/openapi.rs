@@ -114,6 +114,9 @@ async fn the_description_is_valid_openapi_3_1_and_names_every_route() {
         ("put", "/channels/{code}/files/{name}"),
         ("post", "/events"),
         ("get", "/healthz"),
+        ("get", "/console/session"),
+        ("post", "/console/session"),
+        ("delete", "/console/session"),
     ] {
         assert!(
             ops.contains(&(method.to_owned(), path.to_owned())),

@@ -128,6 +128,66 @@ async fn stripe_github_shopify_and_slack_verify() {
     assert_eq!(status, 500);
 }
 
+/// A channel with no `token_remote`: a signature made with the empty key is
+/// refused by every scheme (an attacker knows the empty key too).
+#[tokio::test]
+async fn a_channel_without_a_secret_accepts_no_signature() {
+    let srv = Project::new()
+        .channel(channel("hook", "verify"))
+        .script("verify", VERIFY)
+        .start();
+    let body = r#"{"id":"evt_1"}"#;
+    let now = chrono::Utc::now().timestamp();
+    let hex = |msg: String| hex::encode(hmac(b"", msg.as_bytes()));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+        (
+            "github",
+            vec![(
+                "x-hub-signature-256",
+                format!("sha256={}", hex(body.into())),
+            )],
+        ),
+        (
+            "stripe",
+            vec![(
+                "stripe-signature",
+                format!("t={now},v1={}", hex(format!("{now}.{body}"))),
+            )],
+        ),
+        (
+            "shopify",
+            vec![(
+                "x-shopify-hmac-sha256",
+                b64.encode(hmac(b"", body.as_bytes())),
+            )],
+        ),
+        (
+            "standard",
+            vec![
+                ("webhook-id", "msg_1".to_owned()),
+                ("webhook-timestamp", now.to_string()),
+                (
+                    "webhook-signature",
+                    format!(
+                        "v1,{}",
+                        b64.encode(hmac(b"", format!("msg_1.{now}.{body}").as_bytes()))
+                    ),
+                ),
+            ],
+        ),
+    ];
+    for (scheme, headers) in &cases {
+        let (status, answer) = post(&srv, scheme, headers, body).await;
+        assert_eq!(status, 200, "{scheme}: {answer}");
+        assert_eq!(
+            answer,
+            json!({"ok": false, "reason": "bad_secret"}),
+            "{scheme}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn blob_functions_write_other_schemes_in_a_few_lines() {
     let srv = Project::new()

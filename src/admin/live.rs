@@ -100,15 +100,17 @@ fn overview_here(app: &AppState) -> Value {
     json!({ "channels": crate::history::last_hour(&codes), "totals": totals })
 }
 
-/// The sum of every series of `name` in Prometheus text.
-fn metric_sum(text: &str, name: &str) -> f64 {
+/// The sum of every series of counter or gauge `name` in Prometheus text
+/// (whole numbers: counts).
+fn metric_sum(text: &str, name: &str) -> u64 {
     text.lines()
         .filter(|l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |sum, n| sum + n)
+        .max(0.0) as u64
 }
 
 /// Adds another node's overview to `into`: requests and errors and totals
@@ -143,8 +145,8 @@ fn merge_overview(into: &mut Value, theirs: &Value) {
     }
     if let Some(totals) = theirs["totals"].as_object() {
         for (key, n) in totals {
-            let now = into["totals"][key].as_f64().unwrap_or(0.0);
-            into["totals"][key] = (now + n.as_f64().unwrap_or(0.0)).into();
+            let now = into["totals"][key].as_u64().unwrap_or(0);
+            into["totals"][key] = (now + n.as_u64().unwrap_or(0)).into();
         }
     }
 }
