@@ -405,7 +405,7 @@ pub struct Queue {
 #[derive(Serialize, ToSchema)]
 pub struct ConnectionList {
     /// Channel code → its connections `{"id", "address", "opened",
-    /// "inflight", "queued_bytes", "patterns"}` (and `node` in a cluster).
+    /// "inflight", "queued_bytes", "waiting_bytes", "patterns"}` (and `node` in a cluster).
     #[schema(value_type = Object)]
     pub connections: Value,
 }

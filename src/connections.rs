@@ -263,6 +263,7 @@ impl Connection {
             "opened": self.opened,
             "inflight": self.inflight.load(Ordering::Relaxed),
             "queued_bytes": self.queued_bytes(),
+            "waiting_bytes": self.waiting.load(Ordering::Relaxed),
             "patterns": patterns,
         })
     }
