@@ -3,10 +3,13 @@
 //!
 //! A new send job or inbox request is handed to the cluster instead of being
 //! written here; the node that takes it writes it into its own store as a
-//! queued job and runs it with the same machinery as in embedded mode. The
-//! job view, callbacks and retries ask every node, since each job lives in
-//! the store of the node that took it. Rows of this node's store that are
-//! not finished when it starts go (back) to the cluster.
+//! queued job (carrying on the attempts other nodes made) and runs it with
+//! the same machinery as in embedded mode. Each change of a job is shared
+//! ([`share`]): the job view is served from the shared records, and a
+//! node that finds its job taken over by another drops it. Callbacks and
+//! retries ask every node, since a job runs from the store of the node that
+//! took it. Rows of this node's store that are not finished when it starts
+//! go (back) to the cluster.
 
 use super::view::add_queue;
 use super::*;
@@ -82,6 +85,7 @@ pub(super) async fn share(app: &AppState, id: &str) -> bool {
         }
     }
 }
+
 /// What [`take`]'s store write answers for a job recorded as given up.
 const GIVEN_UP: &str = "given up";
 

@@ -580,14 +580,17 @@ pub async fn publish(cluster: &Cluster, docs_rev: u64, job: HandOff) -> Result<H
     }
 }
 
-/// Writes the shared record of a job just handed to the cluster (queued,
-/// no holder), unless a node took it already.
-async fn record_queued(jobs: &jkv::Store, id: &str, job: &serde_json::Value) {
+/// Writes the shared record of a job being handed to the cluster (queued,
+/// no holder), unless a node took it already; `true` when this wrote it.
+async fn record_queued(jobs: &jkv::Store, id: &str, job: &serde_json::Value) -> bool {
     let record = queued_record(job).to_string().into();
     match jobs.create(id, record).await {
-        Ok(_) => {}
-        Err(e) if matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists) => {}
-        Err(e) => tracing::warn!(job = %id, "cluster: recording a queued job: {e}"),
+        Ok(_) => true,
+        Err(e) if matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists) => false,
+        Err(e) => {
+            tracing::warn!(job = %id, "cluster: recording a queued job: {e}");
+            false
+        }
     }
 }
 
@@ -603,11 +606,18 @@ impl Work for Jobs {
         let work = self.0.clone();
         Box::pin(async move {
             let (id, body) = (job.id.clone(), job.job.clone());
-            let handed = publish(&work.cluster, work.docs.applied(), job).await?;
-            if handed == Handed::Stored {
-                record_queued(&work.jobs, &id, &body).await;
+            // The job and its record go out together (one wait, not two);
+            // a record of a job JetStream did not store is taken back.
+            let (handed, recorded) = futures_util::join!(
+                publish(&work.cluster, work.docs.applied(), job),
+                record_queued(&work.jobs, &id, &body)
+            );
+            if recorded && !matches!(handed, Ok(Handed::Stored)) {
+                if let Err(e) = work.jobs.purge(&id).await {
+                    tracing::warn!(job = %id, "cluster: taking back the record of a job not stored: {e}");
+                }
             }
-            Ok(handed)
+            handed
         })
     }
 
