@@ -174,6 +174,8 @@ pub struct HandOff {
     pub channel: String,
     /// What the node that takes it needs to run it.
     pub job: Value,
+    /// The job as the job view shows it while it waits for a node.
+    pub record: Value,
 }
 
 /// What became of a [`HandOff`].
@@ -233,6 +235,10 @@ pub trait Work: Send + Sync {
     /// (this node was frozen or cut off); this node must then drop the job,
     /// making no further attempt. Embedded: nothing to share.
     fn share(&self, id: &str, record: Value) -> BoxFuture<'static, Result<bool, StoreError>>;
+    /// This node takes job `id` from the cluster: it holds the job's shared
+    /// record from now on (created as `record` when there is none). Answers
+    /// the record as it was before (`null` when new; in embedded mode).
+    fn adopt(&self, id: &str, record: Value) -> BoxFuture<'static, Result<Value, StoreError>>;
     /// The shared record of job `id` (`None` in embedded mode).
     fn shared_job(&self, id: &str) -> BoxFuture<'static, Result<Option<Value>, StoreError>>;
     /// Every shared job record (none in embedded mode).

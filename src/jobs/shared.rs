@@ -25,15 +25,30 @@ pub(super) fn new_job(
     test: bool,
     tags: &[String],
 ) -> HandOff {
+    let job = json!({
+        "id": id, "channel": channel, "kind": kind, "max_attempts": max_attempts,
+        "input": input, "test": test, "tags": tags, "created": now_ms(),
+    });
     HandOff {
         id: id.to_owned(),
         kind,
         channel: channel.to_owned(),
-        job: json!({
-            "id": id, "channel": channel, "kind": kind, "max_attempts": max_attempts,
-            "input": input, "test": test, "tags": tags, "created": now_ms(),
-        }),
+        record: queued_record(&job),
+        job,
     }
+}
+
+/// A job handed to the cluster and not taken yet, as the job view shows it
+/// (the fields of [`job_json`](super::view::job_json), and no attempts).
+fn queued_record(job: &Value) -> Value {
+    let created = rfc3339_ms(job["created"].as_i64().unwrap_or_else(now_ms));
+    json!({
+        "id": job["id"], "channel": job["channel"], "kind": job["kind"], "state": "queued",
+        "attempt": 0, "max_attempts": job["max_attempts"], "created": created,
+        "updated": created, "next_attempt_at": null, "last_error": null, "result": null,
+        "test": job["test"].as_bool().unwrap_or(false), "tags": job["tags"].clone(),
+        "attempts": [], "node": null,
+    })
 }
 
 /// Hands a job to the cluster; `Ok(false)`: the inbox is full.
@@ -106,6 +121,17 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
     if given_up.is_none() && app.registry.snapshot().channel(&code).is_none() {
         return Ok(Taken::Refused);
     }
+    // This node holds the job from now on; its attempts so far come with it.
+    let prior = if given_up.is_none() {
+        app.work.adopt(&id, queued_record(&job)).await?
+    } else {
+        Value::Null
+    };
+    if prior["state"].as_str().is_some_and(|s| FINAL.contains(&s)) {
+        // Finished on another node: given again only because its
+        // acknowledgement was lost.
+        return Ok(Taken::Finished);
+    }
     let tags: Vec<String> = job["tags"]
         .as_array()
         .map(|a| {
@@ -125,7 +151,7 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
     );
     // Attempts other nodes made before (the job given again after its node
     // died or stopped): the count carries on from them.
-    let prior = prior_attempts(&job["prior"]);
+    let prior = prior_attempts(&prior);
     let state: String = app
         .store
         .write(move |c| {
@@ -257,6 +283,7 @@ pub fn unfinished(store: &crate::store::Store) -> Result<Vec<HandOff>, StoreErro
                 &tags,
             );
             job.job["created"] = r.get::<_, i64>(7)?.into();
+            job.record = queued_record(&job.job);
             Ok(job)
         })?
         .collect()

@@ -800,7 +800,7 @@ impl ScriptEngine {
             let key: Arc<str> = Arc::from(ctx.channel.code());
             let slot = priority::slots().acquire(&key).await;
             tokio::task::spawn_blocking(move || {
-                let _watch = priority::Watch::start(key, Some(slot), started + timeout);
+                let _watch = priority::Watch::start(Some(slot));
                 run_here(&engine, &script, ctx, started + timeout, outputs)
             })
             .await

@@ -83,6 +83,24 @@ struct Holding {
     long: usize,
 }
 
+impl SlotState {
+    /// Slots `channel` holds now.
+    fn held(&self, channel: &str) -> usize {
+        self.held.get(channel).map_or(0, |h| h.slots)
+    }
+
+    /// Forgets `channel` once it holds nothing.
+    fn tidy(&mut self, channel: &str) {
+        if self
+            .held
+            .get(channel)
+            .is_some_and(|h| h.slots == 0 && h.long == 0)
+        {
+            self.held.remove(channel);
+        }
+    }
+}
+
 /// One computing slot, held for `channel` until dropped.
 pub struct Slot {
     /// `None` once counted back by [`Slots::hand_out`] itself.
@@ -123,8 +141,7 @@ impl Slots {
     pub async fn acquire(&self, channel: &Arc<str>) -> Slot {
         let waiting = {
             let mut state = self.lock();
-            let mine = state.held.get(channel).map_or(0, |h| h.slots);
-            if state.free > 0 && mine < self.cap() && state.waiting.is_empty() {
+            if state.free > 0 && state.held(channel) < self.cap() && state.waiting.is_empty() {
                 state.free -= 1;
                 state.held.entry(channel.clone()).or_default().slots += 1;
                 return Slot {
@@ -149,10 +166,8 @@ impl Slots {
         let mut state = self.lock();
         if let Some(h) = state.held.get_mut(channel) {
             h.slots = h.slots.saturating_sub(1);
-            if h.slots == 0 && h.long == 0 {
-                state.held.remove(channel);
-            }
         }
+        state.tidy(channel);
         state.free += 1;
         self.hand_out(&mut state);
     }
@@ -161,13 +176,12 @@ impl Slots {
     fn hand_out(&self, state: &mut SlotState) {
         while state.free > 0 {
             state.waiting.retain(|(_, tx)| !tx.is_closed());
-            let held = |state: &SlotState, c: &Arc<str>| state.held.get(c).map_or(0, |h| h.slots);
             let next = state
                 .waiting
                 .iter()
                 .enumerate()
-                .filter(|(_, (c, _))| held(state, c) < self.cap())
-                .min_by_key(|(i, (c, _))| (held(state, c), *i))
+                .filter(|(_, (c, _))| state.held(c) < self.cap())
+                .min_by_key(|(i, (c, _))| (state.held(c), *i))
                 .map(|(i, _)| i);
             let Some((channel, tx)) = next.and_then(|i| state.waiting.remove(i)) else {
                 return;
@@ -196,12 +210,11 @@ impl Slots {
         if state.waiting.is_empty() {
             return false;
         }
-        let held = |c: &Arc<str>| state.held.get(c).map_or(0, |h| h.slots);
-        let mine = held(channel);
+        let mine = state.held(channel);
         state
             .waiting
             .iter()
-            .any(|(c, tx)| c != channel && !tx.is_closed() && held(c) < mine)
+            .any(|(c, tx)| c != channel && !tx.is_closed() && state.held(c) < mine)
     }
 
     /// Takes one of `channel`'s long-run places, if it has one left.
@@ -218,8 +231,8 @@ impl Slots {
             .is_ok();
         if counted {
             h.long += 1;
-        } else if h.slots == 0 && h.long == 0 {
-            state.held.remove(channel);
+        } else {
+            state.tidy(channel);
         }
         counted
     }
@@ -228,16 +241,9 @@ impl Slots {
         let mut state = self.lock();
         if let Some(h) = state.held.get_mut(channel) {
             h.long = h.long.saturating_sub(1);
-            if h.slots == 0 && h.long == 0 {
-                state.held.remove(channel);
-            }
         }
+        state.tidy(channel);
         LONG_RUNS.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Slots held by `channel` now (for tests and metrics).
-    pub fn held_by(&self, channel: &str) -> usize {
-        self.lock().held.get(channel).map_or(0, |h| h.slots)
     }
 }
 
@@ -254,37 +260,33 @@ pub fn while_waiting<T>(wait: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Waits (on this blocking thread) for a slot of `channel` again, until the
-/// run's deadline at most: past it the run stops at its next check anyway.
+/// Waits (on this blocking thread) for a slot of `channel` again, for what
+/// is left of the run's time at most: past it the run stops at its next
+/// check anyway.
 fn take_again(channel: &Arc<str>) {
-    let deadline = RUN_DEADLINE.with(Cell::get);
+    let left = super::remaining();
     let again = tokio::runtime::Handle::try_current().ok().and_then(|rt| {
         rt.block_on(async {
-            let acquire = slots().acquire(channel);
-            match deadline {
-                Some(at) => tokio::time::timeout_at(at.into(), acquire).await.ok(),
-                None => Some(acquire.await),
-            }
+            tokio::time::timeout(left, slots().acquire(channel))
+                .await
+                .ok()
         })
     });
     SLOT.with(|s| *s.borrow_mut() = again);
 }
 
 thread_local! {
-    /// The computing slot of the run on this thread.
+    /// The computing slot of the run on this thread (it knows its channel).
     static SLOT: RefCell<Option<Slot>> = const { RefCell::new(None) };
-    /// The channel of the run on this thread.
-    static CHANNEL: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
-    /// The deadline of the run on this thread.
-    static RUN_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
     /// The next wall-clock moment at which to look at the run's CPU time.
     static CHECK_AT: Cell<Option<Instant>> = const { Cell::new(None) };
     /// This thread's CPU time when the run started.
     static CPU_AT_START: Cell<Duration> = const { Cell::new(Duration::ZERO) };
     /// Whether this thread's priority was lowered by the current run.
     static LOWERED: Cell<bool> = const { Cell::new(false) };
-    /// Whether the current run counts among the [`MAX_LONG_RUNS`].
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
+    /// The channel whose long-run place the current run holds, if it counts
+    /// among the [`MAX_LONG_RUNS`].
+    static COUNTED: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
 }
 
 /// Watches a run on a blocking thread, from its start to its end (when dropped,
@@ -292,12 +294,9 @@ thread_local! {
 pub struct Watch(());
 
 impl Watch {
-    /// Starts watching the run of `channel` about to start on this thread,
-    /// which holds `slot` and ends by `deadline`.
-    pub fn start(channel: Arc<str>, slot: Option<Slot>, deadline: Instant) -> Self {
+    /// Starts watching the run about to start on this thread, which holds `slot`.
+    pub fn start(slot: Option<Slot>) -> Self {
         SLOT.with(|s| *s.borrow_mut() = slot);
-        CHANNEL.with(|c| *c.borrow_mut() = Some(channel));
-        RUN_DEADLINE.with(|d| d.set(Some(deadline)));
         CPU_AT_START.with(|c| c.set(thread_cpu()));
         CHECK_AT.with(|c| c.set(Some(Instant::now() + FAIR_SHARE)));
         Watch(())
@@ -335,13 +334,10 @@ pub fn check(now: Instant) {
     // A long run is background work from now on: it gives its computing slot
     // to the short runs (so runaways cannot hold all the slots), while fewer
     // than MAX_LONG_RUNS (and its channel's share of them) have …
-    let counted = CHANNEL.with(|c| {
-        c.borrow()
-            .as_ref()
-            .is_some_and(|c| slots().take_long_place(c))
-    });
-    if counted {
-        COUNTED.with(|c| c.set(true));
+    let channel = super::with_context(|c| c.map(|c| Arc::<str>::from(c.channel.code())));
+    let counted = channel.filter(|c| slots().take_long_place(c));
+    if let Some(channel) = counted {
+        COUNTED.with(|c| *c.borrow_mut() = Some(channel));
         SLOT.with(|s| s.borrow_mut().take());
         metrics::gauge!("switchyard_script_long_runs").increment(1.0);
     }
@@ -355,10 +351,10 @@ pub fn check(now: Instant) {
 /// Hands this run's slot over (and waits for one again) when a run of a
 /// channel holding fewer slots waits.
 fn hand_over_if_wanted() {
-    let Some(channel) = CHANNEL.with(|c| c.borrow().clone()) else {
+    let Some(channel) = SLOT.with(|s| s.borrow().as_ref().and_then(|s| s.channel.clone())) else {
         return;
     };
-    if SLOT.with(|s| s.borrow().is_none()) || !slots().wanted_elsewhere(&channel) {
+    if !slots().wanted_elsewhere(&channel) {
         return;
     }
     SLOT.with(|s| s.borrow_mut().take());
@@ -369,12 +365,8 @@ fn hand_over_if_wanted() {
 /// Ends the watch; gives the thread its normal priority back if it was lowered.
 fn end() {
     SLOT.with(|s| s.borrow_mut().take());
-    let channel = CHANNEL.with(|c| c.borrow_mut().take());
-    RUN_DEADLINE.with(|d| d.set(None));
-    if COUNTED.with(|c| c.replace(false)) {
-        if let Some(channel) = channel {
-            slots().give_long_place_back(&channel);
-        }
+    if let Some(channel) = COUNTED.with(|c| c.borrow_mut().take()) {
+        slots().give_long_place_back(&channel);
         metrics::gauge!("switchyard_script_long_runs").decrement(1.0);
     }
     CHECK_AT.with(|c| c.set(None));
@@ -445,8 +437,7 @@ mod tests {
         std::thread::spawn(move || {
             let start_nice = nice();
             // Waiting (sleeping) past the fair share uses no CPU: not lowered.
-            let far = Instant::now() + Duration::from_secs(60);
-            let watch = Watch::start("test".into(), None, far);
+            let watch = Watch::start(None);
             std::thread::sleep(FAIR_SHARE * 2);
             check(Instant::now());
             assert_eq!(nice(), start_nice);
@@ -454,7 +445,7 @@ mod tests {
 
             // Computing past the fair share: lowered, then restored at the end
             // when the process may (without CAP_SYS_NICE the thread stays low).
-            let watch = Watch::start("test".into(), None, far);
+            let watch = Watch::start(None);
             let begun = Instant::now();
             while begun.elapsed() < FAIR_SHARE * 3 {
                 std::hint::black_box(0u64.wrapping_add(1));

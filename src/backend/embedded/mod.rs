@@ -82,6 +82,10 @@ impl crate::backend::Work for Alone {
         Box::pin(async { Ok(true) })
     }
 
+    fn adopt(&self, _: &str, _: Value) -> BoxFuture<'static, Result<Value, StoreError>> {
+        Box::pin(async { Ok(Value::Null) })
+    }
+
     fn shared_job(&self, _: &str) -> BoxFuture<'static, Result<Option<Value>, StoreError>> {
         Box::pin(async { Ok(None) })
     }

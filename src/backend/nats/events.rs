@@ -306,10 +306,7 @@ impl NatsBus {
             }
             let Some(message) = message else { continue };
             let text = String::from_utf8_lossy(&message.payload).into_owned();
-            let name = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["name"].as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let (name, _) = name_and_id(&text);
             if Self::queues(&app, &channel, &name) {
                 continue; // the consumer's
             }
@@ -401,10 +398,7 @@ impl NatsBus {
                     continue;
                 }
                 let text = String::from_utf8_lossy(&message.payload).into_owned();
-                let name = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v["name"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let (name, id) = name_and_id(&text);
                 let own_queue = message
                     .subject
                     .as_str()
@@ -415,7 +409,7 @@ impl NatsBus {
                     let _ = message.ack().await;
                     continue;
                 }
-                let mark = format!("{}.{}", token(&channel), token(&event_id(&text)));
+                let mark = format!("{}.{}", token(&channel), token(&id));
                 match self.delivered.create(&mark, Default::default()).await {
                     Ok(_) => {}
                     Err(e) if matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists) => {
@@ -504,12 +498,13 @@ impl NatsBus {
     }
 }
 
-/// The id of an event (its JSON text), or the text itself when it has none.
-fn event_id(text: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|v| v["id"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| text.to_owned())
+/// The `name` of an event (its JSON text; empty when it has none) and its
+/// `id` (the text itself when it has none), from one parse.
+fn name_and_id(text: &str) -> (String, String) {
+    let v = serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
+    let name = v["name"].as_str().unwrap_or_default().to_owned();
+    let id = v["id"].as_str().unwrap_or(text).to_owned();
+    (name, id)
 }
 
 /// What became of one pulled event.

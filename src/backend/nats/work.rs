@@ -68,8 +68,6 @@ const DOCS_WAIT: Duration = Duration::from_secs(5);
 const TICKS_KEPT: Duration = Duration::from_secs(3600);
 /// Takes over a job record changed meanwhile by another node at most this often.
 const ADOPT_TRIES: usize = 5;
-/// The final states of a job.
-const FINAL: [&str; 3] = ["succeeded", "failed", "timed_out"];
 
 /// A job of [`NatsWork::held`].
 #[derive(Clone)]
@@ -293,35 +291,12 @@ impl NatsWork {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // This node holds the job from now on; its attempts so far go with it.
-        let mut job = job;
-        if job["given_up"].is_null() {
-            match self.adopt(&id, &job).await {
-                Ok(prior) => {
-                    if prior["state"].as_str().is_some_and(|s| FINAL.contains(&s)) {
-                        // Finished by another node already: given again only
-                        // because its acknowledgement was lost.
-                        self.fences.remove(&id);
-                        finished(message).await;
-                        return;
-                    }
-                    job["prior"] = prior;
-                }
-                Err(e) => {
-                    tracing::warn!(job = %id, "cluster: cannot take a job yet: {e}");
-                    let _ = message.ack_with(AckKind::Nak(Some(REFUSED_AGAIN))).await;
-                    return;
-                }
-            }
-        }
         // Marked before the job is stored: a job that runs and finishes
         // before `take` returns finds its mark and leaves the ack to us.
         self.held.insert(id.clone(), Slot::Taking);
         let taken = take(job).await;
         if !matches!(taken, Ok(Taken::Queued)) {
             self.held.remove(&id);
-        }
-        if !matches!(taken, Ok(Taken::Queued | Taken::Finished)) {
             self.fences.remove(&id);
         }
         match taken {
@@ -355,51 +330,6 @@ impl NatsWork {
                 let _ = message.ack_with(AckKind::Nak(Some(REFUSED_AGAIN))).await;
             }
         }
-    }
-
-    /// Makes this node the holder of job `id`'s shared record (created from
-    /// `job` when there is none yet); the record as it was before (`null`
-    /// when new). The revision written is this node's fencing token.
-    async fn adopt(&self, id: &str, job: &serde_json::Value) -> Result<serde_json::Value, String> {
-        for _ in 0..ADOPT_TRIES {
-            let entry = self.jobs.entry(id).await.map_err(|e| e.to_string())?;
-            let (prior, revision) = match entry {
-                Some(e) if matches!(e.operation, jkv::Operation::Put) => (
-                    serde_json::from_slice(&e.value).unwrap_or(serde_json::Value::Null),
-                    Some(e.revision),
-                ),
-                _ => (serde_json::Value::Null, None),
-            };
-            let mut record = if prior.is_object() {
-                prior.clone()
-            } else {
-                queued_record(job)
-            };
-            record["node"] = self.cluster.node.clone().into();
-            let value = record.to_string().into();
-            let written = match revision {
-                Some(rev) => self.jobs.update(id, value, rev).await.map_err(|e| {
-                    matches!(e.kind(), jkv::UpdateErrorKind::WrongLastRevision)
-                        .then_some(())
-                        .ok_or_else(|| e.to_string())
-                }),
-                None => self.jobs.create(id, value).await.map_err(|e| {
-                    matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists)
-                        .then_some(())
-                        .ok_or_else(|| e.to_string())
-                }),
-            };
-            match written {
-                Ok(rev) => {
-                    self.fences.insert(id.to_owned(), rev);
-                    return Ok(prior);
-                }
-                // Changed meanwhile (its old holder writing still): again.
-                Err(Ok(())) => continue,
-                Err(Err(e)) => return Err(e),
-            }
-        }
-        Err("its shared record keeps changing".into())
     }
 
     /// Takes send jobs while this node holds fewer than [`SEND_HELD`].
@@ -525,22 +455,6 @@ impl NatsWork {
     }
 }
 
-/// The shared record of a job handed to the cluster and not taken yet.
-pub fn queued_record(job: &serde_json::Value) -> serde_json::Value {
-    let created = job["created"]
-        .as_i64()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .unwrap_or_else(chrono::Utc::now)
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    serde_json::json!({
-        "id": job["id"], "channel": job["channel"], "kind": job["kind"], "state": "queued",
-        "attempt": 0, "max_attempts": job["max_attempts"], "created": created,
-        "updated": created, "next_attempt_at": null, "last_error": null, "result": null,
-        "test": job["test"].as_bool().unwrap_or(false), "tags": job["tags"].clone(),
-        "attempts": [], "node": null,
-    })
-}
-
 /// The node and boot of a schedule entry's claim: `{"node", "boot"}`, or a
 /// bare node name (claims made before boots were recorded: no boot).
 fn claim_holder(value: &[u8]) -> (String, String) {
@@ -582,9 +496,8 @@ pub async fn publish(cluster: &Cluster, docs_rev: u64, job: HandOff) -> Result<H
 
 /// Writes the shared record of a job being handed to the cluster (queued,
 /// no holder), unless a node took it already; `true` when this wrote it.
-async fn record_queued(jobs: &jkv::Store, id: &str, job: &serde_json::Value) -> bool {
-    let record = queued_record(job).to_string().into();
-    match jobs.create(id, record).await {
+async fn record_queued(jobs: &jkv::Store, id: &str, record: &serde_json::Value) -> bool {
+    match jobs.create(id, record.to_string().into()).await {
         Ok(_) => true,
         Err(e) if matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists) => false,
         Err(e) => {
@@ -605,12 +518,12 @@ impl Work for Jobs {
     fn hand_off(&self, job: HandOff) -> BoxFuture<'static, Result<Handed, StoreError>> {
         let work = self.0.clone();
         Box::pin(async move {
-            let (id, body) = (job.id.clone(), job.job.clone());
+            let (id, record) = (job.id.clone(), job.record.clone());
             // The job and its record go out together (one wait, not two);
             // a record of a job JetStream did not store is taken back.
             let (handed, recorded) = futures_util::join!(
                 publish(&work.cluster, work.docs.applied(), job),
-                record_queued(&work.jobs, &id, &body)
+                record_queued(&work.jobs, &id, &record)
             );
             if recorded && !matches!(handed, Ok(Handed::Stored)) {
                 if let Err(e) = work.jobs.purge(&id).await {
@@ -646,11 +559,8 @@ impl Work for Jobs {
             };
             match work.jobs.update(&id, value, revision).await {
                 Ok(rev) => {
-                    if record["state"].as_str().is_some_and(|s| FINAL.contains(&s)) {
-                        work.fences.remove(&id);
-                    } else {
-                        work.fences.insert(id, rev);
-                    }
+                    // Until `done`, which forgets it.
+                    work.fences.insert(id, rev);
                     Ok(true)
                 }
                 Err(e) if matches!(e.kind(), jkv::UpdateErrorKind::WrongLastRevision) => {
@@ -661,6 +571,54 @@ impl Work for Jobs {
                 }
                 Err(e) => Err(unavailable(e)),
             }
+        })
+    }
+
+    fn adopt(
+        &self,
+        id: &str,
+        record: serde_json::Value,
+    ) -> BoxFuture<'static, Result<serde_json::Value, StoreError>> {
+        let work = self.0.clone();
+        let id = id.to_owned();
+        Box::pin(async move {
+            for _ in 0..ADOPT_TRIES {
+                let entry = work.jobs.entry(&id).await.map_err(unavailable)?;
+                let (prior, revision) = match entry {
+                    Some(e) if matches!(e.operation, jkv::Operation::Put) => (
+                        serde_json::from_slice(&e.value).unwrap_or(serde_json::Value::Null),
+                        Some(e.revision),
+                    ),
+                    _ => (serde_json::Value::Null, None),
+                };
+                let mut mine = if prior.is_object() {
+                    prior.clone()
+                } else {
+                    record.clone()
+                };
+                mine["node"] = work.cluster.node.clone().into();
+                let value = mine.to_string().into();
+                // `Err(None)`: changed meanwhile (its old holder writing still): again.
+                let written = match revision {
+                    Some(rev) => work.jobs.update(&id, value, rev).await.map_err(|e| {
+                        (!matches!(e.kind(), jkv::UpdateErrorKind::WrongLastRevision))
+                            .then(|| unavailable(e))
+                    }),
+                    None => work.jobs.create(&id, value).await.map_err(|e| {
+                        (!matches!(e.kind(), jkv::CreateErrorKind::AlreadyExists))
+                            .then(|| unavailable(e))
+                    }),
+                };
+                match written {
+                    Ok(rev) => {
+                        work.fences.insert(id, rev);
+                        return Ok(prior);
+                    }
+                    Err(None) => continue,
+                    Err(Some(e)) => return Err(e),
+                }
+            }
+            Err(unavailable("the job's shared record keeps changing"))
         })
     }
 
@@ -754,6 +712,7 @@ impl Work for Jobs {
     }
 
     fn done(&self, id: &str) {
+        self.0.fences.remove(id);
         let message = match self.0.held.get_mut(id) {
             Some(mut slot) if matches!(*slot, Slot::Taking) => {
                 *slot = Slot::Done;
