@@ -39,6 +39,7 @@ use crate::script::lint::Finding;
         (name = "jobs", description = "The job-processing view"),
         (name = "live", description = "Connections, events, activity"),
         (name = "develop", description = "Recordings, dry runs, replays"),
+        (name = "history", description = "Versions, diffs, restore, the audit log"),
         (name = "channel", description = "What external systems call"),
         (name = "server", description = "Health and metrics"),
         (name = "console", description = "The web console's sign-in"),
@@ -555,4 +556,88 @@ pub struct ReplayResult {
     #[schema(value_type = Vec<Object>)]
     pub results: Value,
     pub changed: u64,
+}
+
+/// Who made a version (SPEC §19).
+#[derive(Serialize, ToSchema)]
+pub struct VersionBy {
+    /// `admin`, `user:<id>`, `file` or `node:<name>`.
+    pub by: String,
+    /// The caller's address (none for a change in the folder).
+    pub address: Option<String>,
+    /// The request that made it (none for a change in the folder).
+    pub request_id: Option<String>,
+}
+
+/// One version, without its content.
+#[derive(Serialize, ToSchema)]
+pub struct VersionSummary {
+    pub number: u64,
+    /// RFC 3339.
+    pub at: String,
+    /// `created`, `changed`, `deleted` or `restored`.
+    pub kind: String,
+    pub by: VersionBy,
+    /// SHA-256 of the content (hex; of nothing for a deletion).
+    pub sha256: String,
+}
+
+/// `GET …/versions`: newest first.
+#[derive(Serialize, ToSchema)]
+pub struct VersionList {
+    pub versions: Vec<VersionSummary>,
+}
+
+/// `GET …/versions/{n}`: the version with its content (a channel document
+/// with its secrets masked; a script's text; `null` for a deletion).
+#[derive(Serialize, ToSchema)]
+pub struct VersionShown {
+    #[serde(flatten)]
+    pub summary: VersionSummary,
+    pub content: Value,
+}
+
+/// `GET …/diff`.
+#[derive(Serialize, ToSchema)]
+pub struct DiffShown {
+    /// A unified diff (`---` / `+++` headers name the versions).
+    pub diff: String,
+}
+
+/// `POST …/restore`.
+#[derive(serde::Deserialize, ToSchema)]
+pub struct RestoreIn {
+    /// The version to bring back.
+    pub version: u64,
+}
+
+/// One entry of the audit log (SPEC §19).
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntry {
+    /// RFC 3339.
+    pub at: String,
+    /// Unix milliseconds of `at`.
+    pub ms: i64,
+    /// `channel.create`, `channel.change`, `token.show`, `console.sign_in_failed`…
+    pub action: String,
+    /// The channel, script or secret acted on, when there is one.
+    pub code: Option<String>,
+    /// `admin`, `user:<id>`, or `anonymous` (refused before the caller was known).
+    pub by: String,
+    pub address: String,
+    pub request_id: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// For changes: the current version before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// For changes: the current version after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+}
+
+/// `GET /admin/audit`: newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
 }

@@ -87,6 +87,11 @@ pub struct Config {
     pub files_max_bytes: u64,
     /// Let `webquery` reach any host, not only the channel's `url` origin.
     pub outbound_any_host: bool,
+    /// Versions kept per channel and per script (SPEC §19); the current one always.
+    pub versions_keep: usize,
+    /// Age after which audit entries are pruned (SPEC §19).
+    #[serde(deserialize_with = "de_duration")]
+    pub audit_retention: Duration,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// IAM (JWT) verification.
@@ -165,6 +170,8 @@ impl Default for Config {
             files_max_count: 1_000,
             files_max_bytes: 100 * 1024 * 1024,
             outbound_any_host: false,
+            versions_keep: 100,
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
             log_format: LogFormat::Text,
             iam: IamConfig::default(),
             users: Vec::new(),
@@ -266,6 +273,11 @@ impl Config {
         }
         if self.max_connections_per_ip == 0 {
             return Err("max_connections_per_ip: must be at least 1".into());
+        }
+        if self.versions_keep == 0 {
+            return Err(
+                "versions_keep: must be at least 1 (the current version is always kept)".into(),
+            );
         }
         if self.max_header_bytes < 8192 {
             return Err("max_header_bytes: must be at least 8192".into());

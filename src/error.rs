@@ -74,6 +74,9 @@ pub enum AppError {
     /// 422 `compile_error`, with `line` and `col` in the body.
     #[error("{0}")]
     Compile(crate::script::error::CompileError),
+    /// 422 with a specific code (`would_not_load`): the content would not load.
+    #[error("{1}")]
+    Unloadable(&'static str, String),
     /// 429 with a specific code (`inbox_full`): a bound of the channel is reached.
     #[error("{1}")]
     Full(&'static str, String),
@@ -193,6 +196,7 @@ impl AppError {
             Self::Invalid(code, _) => (StatusCode::BAD_REQUEST, code),
             Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
             Self::Compile(_) => (StatusCode::UNPROCESSABLE_ENTITY, "compile_error"),
+            Self::Unloadable(code, _) => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::Full(code, _) => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::InsufficientStorage(_) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
@@ -215,6 +219,7 @@ impl AppError {
             | Self::Invalid(..)
             | Self::Conflict(..)
             | Self::Full(..)
+            | Self::Unloadable(..)
             | Self::Unsupported(..)
             | Self::Forbidden(..)
             | Self::InsufficientStorage(_)

@@ -34,6 +34,7 @@ pub mod activity;
 pub mod admin;
 pub mod answer;
 pub mod api_doc;
+pub mod audit;
 pub mod auth;
 pub mod authoring;
 pub mod backend;
@@ -60,12 +61,14 @@ pub mod outbound;
 pub mod pattern;
 pub mod registry;
 pub mod reload;
+pub mod restore;
 pub mod script;
 pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod versions;
 pub mod ws;
 
 use std::sync::Arc;
@@ -110,6 +113,12 @@ pub struct AppState {
     pub files: Box<dyn backend::Files>,
     /// Recordings of the channels' traffic (`opts.record`).
     pub recordings: Box<dyn backend::Recordings>,
+    /// Versions of channel documents and scripts (SPEC §19).
+    pub versions: Box<dyn backend::Versions>,
+    /// The audit log (SPEC §19).
+    pub audit: Box<dyn backend::Audit>,
+    /// The content of each file as this node last versioned or saw it.
+    pub seen: versions::Seen,
     /// Job runner wake-ups and schedule state.
     pub jobs: jobs::Jobs,
     /// The outbound HTTP client.

@@ -1,4 +1,5 @@
 //! The `switchyard` command: `serve`, `check`, `test`, `try`, `backup`,
+//! `migrate`, `history`, `restore`,
 //! `completions` and `manpage`.
 
 use std::net::SocketAddr;
@@ -59,6 +60,40 @@ enum Command {
         /// Folder of the embedded store.
         #[arg(long, default_value = "data")]
         data: PathBuf,
+        /// NATS URL(s) of the cluster, comma-separated; overrides `[cluster] nats_url`.
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Print the versions of a channel (or script) from the data folder or the cluster (SPEC §19).
+    History {
+        /// The channel code (the script code with --script).
+        code: String,
+        /// A script's versions, not a channel's.
+        #[arg(long)]
+        script: bool,
+        #[command(flatten)]
+        common: Common,
+        /// Folder of the embedded store.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// NATS URL(s) of the cluster, comma-separated; overrides `[cluster] nats_url`.
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Restore version N of a channel (or script) without a server: written to its folder and versioned (SPEC §19).
+    Restore {
+        /// The channel code (the script code with --script).
+        code: String,
+        /// The version to bring back.
+        version: u64,
+        /// A script's version, not a channel's.
+        #[arg(long)]
+        script: bool,
+        #[command(flatten)]
+        common: Common,
+        /// Folder of the embedded store.
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// NATS URL(s) of the cluster, comma-separated; overrides `[cluster] nats_url`.
         #[arg(long)]
         cluster: Option<String>,
@@ -145,6 +180,28 @@ impl Common {
     }
 }
 
+impl Common {
+    /// [`Common::load`], then the data folder and the cluster of the command line.
+    fn load_with(&self, data: Option<PathBuf>, cluster: Option<String>) -> Result<Config, String> {
+        let mut config = self.load()?;
+        if let Some(dir) = data {
+            config.data = dir;
+        }
+        if let Some(urls) = cluster {
+            config.cluster.nats_url = urls;
+        }
+        Ok(config)
+    }
+}
+
+fn file_kind(script: bool) -> registry::FileKind {
+    if script {
+        registry::FileKind::Script
+    } else {
+        registry::FileKind::Channel
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -185,6 +242,45 @@ fn main() -> ExitCode {
             match runtime.block_on(switchyard::migrate::migrate(&config)) {
                 Ok(report) => {
                     println!("migrated {}: {report}", config.data.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::History {
+            code,
+            script,
+            common,
+            data,
+            cluster,
+        } => {
+            let config = match common.load_with(data, cluster) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let kind = file_kind(script);
+            match offline_runtime().block_on(switchyard::restore::history(&config, kind, &code)) {
+                Ok(text) => print_all(text.as_bytes()),
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Restore {
+            code,
+            version,
+            script,
+            common,
+            data,
+            cluster,
+        } => {
+            let config = match common.load_with(data, cluster) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            let kind = file_kind(script);
+            let run = switchyard::restore::restore(&config, kind, &code, version);
+            match offline_runtime().block_on(run) {
+                Ok(text) => {
+                    println!("{text}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),

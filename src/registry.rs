@@ -166,7 +166,7 @@ fn under(root: &Path, path: &Path) -> bool {
 /// The `<stem>.<ext>` files of `dir`, sorted. Hidden files are left out, and
 /// so are symlinks that lead outside the folder (logged): a link must not
 /// serve `/etc/passwd` as a script.
-fn files_with_ext(dir: &Path, ext: &str) -> std::io::Result<Vec<(String, PathBuf)>> {
+pub fn files_with_ext(dir: &Path, ext: &str) -> std::io::Result<Vec<(String, PathBuf)>> {
     let root = std::fs::canonicalize(dir)?;
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {

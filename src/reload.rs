@@ -34,6 +34,8 @@ fn reload_here(app: &AppState) -> Loaded {
     let started = Instant::now();
     let prev = app.registry.snapshot();
     let loaded = app.registry.reload(&app.config, &app.engine);
+    // What changed in the folders by other hands than the admin API is versioned too.
+    crate::versions::reconcile(app);
     for ((kind, code), err) in &loaded.snapshot.errors {
         if prev.error(*kind, code) != Some(err) {
             let kept = match kind {

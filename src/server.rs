@@ -13,10 +13,12 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{Authenticator, Iam, Throttle};
+use crate::backend::embedded::audit::StoreAudit;
 use crate::backend::embedded::events::LocalBus;
 use crate::backend::embedded::files::FolderFiles;
 use crate::backend::embedded::kv::EmbeddedKv;
 use crate::backend::embedded::recordings::StoreRecordings;
+use crate::backend::embedded::versions::StoreVersions;
 use crate::backend::embedded::Alone;
 use crate::backend::Backends;
 use crate::config::Config;
@@ -74,6 +76,8 @@ pub fn state_with(
             work,
             files,
             recordings,
+            versions,
+            audit,
         } = match cluster {
             Some(prepared) => prepared.backends(me.clone(), &config),
             None => Backends {
@@ -90,6 +94,12 @@ pub fn state_with(
                     max_bytes: config.files_max_bytes,
                 }),
                 recordings: Box::new(StoreRecordings {
+                    store: store.clone(),
+                }),
+                versions: Box::new(StoreVersions {
+                    store: store.clone(),
+                }),
+                audit: Box::new(StoreAudit {
                     store: store.clone(),
                 }),
             },
@@ -113,6 +123,9 @@ pub fn state_with(
             work,
             files,
             recordings,
+            versions,
+            audit,
+            seen: crate::versions::Seen::default(),
             jobs: crate::jobs::Jobs::default(),
             http: crate::outbound::client(),
             me: me.clone(),
@@ -155,6 +168,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::layer,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -270,6 +287,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let state = state_with(config, cluster)?;
     let _ = state.listening.set(addr);
     state.peers.start().await?;
+    crate::versions::start(&state).await;
     admin::answer_questions(&state);
     if state.work.shared() {
         admin::join_cluster_states(&state).await;
@@ -348,8 +366,14 @@ impl Signals {
 fn spawn_housekeeping(state: Arc<AppState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
+            // Hourly (and at start): audit entries past audit_retention.
+            if ticks % 720 == 0 {
+                crate::audit::prune(&state).await;
+            }
+            ticks += 1;
             state.auth.throttle.sweep();
             state.metrics.run_upkeep();
             if let Err(e) = crate::backend::embedded::events::prune_expired(&state).await {

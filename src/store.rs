@@ -9,7 +9,8 @@
 //!
 //! Tables: `event_queue` (events waiting for an offline events channel),
 //! `jobs` and `attempts` (send, recv (the inbox) and schedule jobs),
-//! `kv` (per-channel key-value).
+//! `kv` (per-channel key-value), `recordings`, `versions` (of channel
+//! documents and scripts) and `audit` (the audit log).
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
@@ -143,6 +144,23 @@ CREATE TABLE IF NOT EXISTS kv_counts (
 ) WITHOUT ROWID;
 INSERT INTO kv_counts (channel, n)
     SELECT channel, count(*) FROM kv WHERE NOT EXISTS (SELECT 1 FROM kv_counts) GROUP BY channel;
+CREATE TABLE IF NOT EXISTS versions (
+    kind    TEXT NOT NULL,
+    code    TEXT NOT NULL,
+    number  INTEGER NOT NULL,
+    at      TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    by      TEXT NOT NULL,
+    sha256  TEXT NOT NULL,
+    content TEXT,
+    PRIMARY KEY (kind, code, number)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+    ms    INTEGER NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (ms);
 ";
 
 /// Columns added after the first release of the schema: (table, column, declaration).

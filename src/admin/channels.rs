@@ -314,7 +314,15 @@ pub(super) async fn create_channel(
     }
     let ch = validate(&app, doc, &snapshot)?;
     let code = ch.code().to_owned();
-    let snapshot = write_and_reload(&app, channel_file(&app, &code), doc_bytes(&ch.doc)?).await?;
+    crate::audit::code(&code);
+    let (snapshot, _) = write_and_reload(
+        &app,
+        FileKind::Channel,
+        &code,
+        Some(doc_bytes(&ch.doc)?),
+        false,
+    )
+    .await?;
     count_change("channel", "create");
     let shown = snapshot
         .channel(&code)
@@ -366,9 +374,27 @@ pub(super) async fn replace_channel(
         .cloned()
         .unwrap_or_else(|| now().into());
     doc.ext.insert("ct".into(), ct);
-    doc.ext.insert("lwt".into(), now().into());
+    // Saving what is stored changes nothing (no new lwt, no version).
+    let lwt = stored.doc.ext.get("lwt").cloned();
+    doc.ext
+        .insert("lwt".into(), lwt.clone().unwrap_or_else(|| now().into()));
+    if serde_json::to_value(&doc).ok() != serde_json::to_value(&stored.doc).ok() || lwt.is_none() {
+        doc.ext.insert("lwt".into(), now().into());
+    }
+    match (stored.doc.opts.disabled, doc.opts.disabled) {
+        (true, false) => crate::audit::action("channel.activate"),
+        (false, true) => crate::audit::action("channel.deactivate"),
+        _ => {}
+    }
     let ch = validate(&app, doc, &snapshot)?;
-    let snapshot = write_and_reload(&app, channel_file(&app, &code), doc_bytes(&ch.doc)?).await?;
+    let (snapshot, _) = write_and_reload(
+        &app,
+        FileKind::Channel,
+        &code,
+        Some(doc_bytes(&ch.doc)?),
+        false,
+    )
+    .await?;
     count_change("channel", "update");
     snapshot
         .channel(&code)
@@ -433,7 +459,8 @@ pub(super) async fn regenerate_token(
     let mut doc = channel.doc.clone();
     doc.token_local = Some(token.clone());
     doc.ext.insert("lwt".into(), now().into());
-    write_and_reload(&app, channel_file(&app, &code), doc_bytes(&doc)?).await?;
+    let bytes = doc_bytes(&doc)?;
+    write_and_reload(&app, FileKind::Channel, &code, Some(bytes), false).await?;
     count_change("channel", "update");
     tracing::info!(channel = %code, "token_local regenerated");
     Ok(Json(TokenNew {
@@ -459,7 +486,7 @@ pub(super) async fn delete_channel(
     if !channel::valid_code(&code) || !path.exists() {
         return Err(AppError::UnknownChannel);
     }
-    remove_and_reload(&app, path).await?;
+    write_and_reload(&app, FileKind::Channel, &code, None, false).await?;
     count_change("channel", "delete");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -498,22 +525,33 @@ pub(super) async fn queue_to_production(
         let mut doc = channel.doc.clone();
         doc.opts.mode = Some("production".into());
         doc.ext.insert("lwt".into(), now().into());
-        writes.push((channel_file(&app, channel.code()), doc_bytes(&doc)?));
+        writes.push((channel.code().to_owned(), doc_bytes(&doc)?));
         switched.push(channel.code().to_owned());
     }
     switched.sort();
     if !writes.is_empty() {
-        let app2 = app.clone();
-        tokio::task::spawn_blocking(move || {
-            for (path, bytes) in &writes {
-                write_atomic(path, bytes)
-                    .map_err(|e| AppError::io("switching to production", &e))?;
+        let (app2, by) = (app.clone(), crate::audit::actor());
+        let versioned = tokio::task::spawn_blocking(move || {
+            let mut versioned = Vec::new();
+            for (code, bytes) in writes {
+                let kind = FileKind::Channel;
+                versioned.push(crate::versions::write(
+                    &app2,
+                    kind,
+                    &code,
+                    Some(bytes),
+                    false,
+                    by.clone(),
+                )?);
             }
             crate::reload::reload_now(&app2);
-            Ok::<_, AppError>(())
+            Ok::<_, AppError>(versioned)
         })
         .await
         .map_err(|_| AppError::Internal)??;
+        for v in versioned {
+            crate::audit::versions(v);
+        }
         count_change("channel", "update");
     }
     Ok(Json(Switched {

@@ -34,6 +34,7 @@ mod channels;
 mod jobs;
 mod live;
 mod scripts;
+mod versions;
 
 /// Shown instead of a secret; sent back in a PUT, it keeps the stored secret.
 pub const MASK: &str = "***";
@@ -81,6 +82,15 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(live::post_event))
         .routes(routes!(live::stream))
         .routes(routes!(live::overview))
+        .routes(routes!(versions::channel_versions))
+        .routes(routes!(versions::channel_version))
+        .routes(routes!(versions::channel_diff))
+        .routes(routes!(versions::channel_restore))
+        .routes(routes!(versions::script_versions))
+        .routes(routes!(versions::script_version))
+        .routes(routes!(versions::script_diff))
+        .routes(routes!(versions::script_restore))
+        .routes(routes!(versions::audit_log))
 }
 
 /// Refuses every `/admin` request without admin credentials (401), before routing.
@@ -102,16 +112,18 @@ pub async fn guard(
                 return e.into_response();
             }
             let role = session.role;
+            crate::audit::identified(crate::audit::by_of(&session.user));
             let mut req = req;
             req.extensions_mut().insert(role);
             return next.run(req).await;
         }
         let sender = crate::net::sender_addr(peer.ip(), req.headers(), &app.config.trusted_proxies);
-        if let Err(e) = app
+        match app
             .auth
             .admin_caller(sender, req.headers(), req.uri().query())
         {
-            return e.into_response();
+            Ok(identity) => crate::audit::identified(crate::audit::by_of(&identity.user_id)),
+            Err(e) => return e.into_response(),
         }
     }
     next.run(req).await
@@ -249,35 +261,34 @@ pub(super) fn count_change(kind: &'static str, action: &'static str) {
         .increment(1);
 }
 
-/// Writes `bytes` to `path` atomically, then reloads; returns the new snapshot.
+/// Keeps the version (by the request's caller), writes `bytes` to the file of
+/// `kind`/`code` atomically (`None`: removes it), then reloads; returns the
+/// new snapshot and the version numbers (also noted for the audit entry).
 pub(super) async fn write_and_reload(
     app: &Arc<AppState>,
-    path: PathBuf,
-    bytes: Vec<u8>,
-) -> Result<Arc<Snapshot>, AppError> {
-    let app = app.clone();
-    tokio::task::spawn_blocking(move || {
-        write_atomic(&path, &bytes).map_err(|e| {
-            tracing::error!("cannot write {}: {e}", path.display());
-            AppError::Internal
-        })?;
-        Ok(crate::reload::reload_now(&app).snapshot)
+    kind: FileKind,
+    code: &str,
+    bytes: Option<Vec<u8>>,
+    restored: bool,
+) -> Result<(Arc<Snapshot>, crate::backend::Versioned), AppError> {
+    let (app, code, by) = (app.clone(), code.to_owned(), crate::audit::actor());
+    let (snapshot, versioned) = tokio::task::spawn_blocking(move || {
+        let versioned = crate::versions::write(&app, kind, &code, bytes, restored, by)?;
+        Ok::<_, AppError>((crate::reload::reload_now(&app).snapshot, versioned))
     })
     .await
-    .map_err(|_| AppError::Internal)?
+    .map_err(|_| AppError::Internal)??;
+    crate::audit::versions(versioned);
+    Ok((snapshot, versioned))
 }
 
-pub(super) async fn remove_and_reload(app: &Arc<AppState>, path: PathBuf) -> Result<(), AppError> {
-    let app = app.clone();
-    tokio::task::spawn_blocking(move || {
-        std::fs::remove_file(&path).map_err(|e| {
-            tracing::error!("cannot remove {}: {e}", path.display());
-            AppError::Internal
-        })?;
-        sync_dir(&path);
-        crate::reload::reload_now(&app);
-        Ok(())
-    })
-    .await
-    .map_err(|_| AppError::Internal)?
+/// Shows a channel document (as JSON) with its secrets masked, as §9 does.
+pub fn mask_doc(doc: &mut Value) {
+    for field in SECRET_FIELDS {
+        if let Some(slot) = doc.get_mut(field) {
+            if slot.as_str().is_some_and(|s| !s.is_empty()) {
+                *slot = MASK.into();
+            }
+        }
+    }
 }

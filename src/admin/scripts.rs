@@ -112,7 +112,8 @@ pub(super) async fn put_script(
     }
     let path = script_file(&app, &code);
     let existed = path.exists();
-    let snapshot = write_and_reload(&app, path, source.into_bytes()).await?;
+    let bytes = Some(source.into_bytes());
+    let (snapshot, _) = write_and_reload(&app, FileKind::Script, &code, bytes, false).await?;
     count_change("script", if existed { "update" } else { "create" });
     let status = if existed {
         StatusCode::OK
@@ -160,7 +161,7 @@ pub(super) async fn delete_script(
             ),
         ));
     }
-    remove_and_reload(&app, path).await?;
+    write_and_reload(&app, FileKind::Script, &code, None, false).await?;
     count_change("script", "delete");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -44,6 +44,10 @@ pub struct Backends {
     pub files: Box<dyn Files>,
     /// Recordings.
     pub recordings: Box<dyn Recordings>,
+    /// Versions of channel documents and scripts.
+    pub versions: Box<dyn Versions>,
+    /// The audit log.
+    pub audit: Box<dyn Audit>,
 }
 
 /// Recordings of one channel on their way to the store: its newest `keep`
@@ -75,6 +79,160 @@ pub trait Recordings: Send + Sync {
     fn clear(&self, channel: &str) -> BoxFuture<'static, Result<usize, StoreError>>;
     /// Only the channels of `keep` keep recordings, each its newest `n`.
     fn hold_to(&self, keep: Vec<(String, u32)>) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+/// A version to keep (SPEC §19): the content of a channel document or a
+/// script as it is now.
+pub struct NewVersion {
+    /// `channel` or `script`.
+    pub kind: &'static str,
+    /// The channel or script code.
+    pub code: String,
+    /// The file's text; `None`: it was deleted.
+    pub content: Option<String>,
+    /// Kind `restored` instead of `created` / `changed`.
+    pub restored: bool,
+    /// RFC 3339.
+    pub at: String,
+    /// Who made it: `{"by", "address", "request_id"}`.
+    pub by: Value,
+    /// The versions kept of this code (`versions_keep`): older ones are pruned.
+    pub keep: usize,
+}
+
+/// What [`Versions::record`] did: the current version's number before and
+/// after (`after == before` when the content was the current version's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versioned {
+    /// The current version before (`None`: the code had none).
+    pub before: Option<u64>,
+    /// The current version after.
+    pub after: Option<u64>,
+}
+
+impl Versioned {
+    /// `true` when a version was made.
+    pub fn made(&self) -> bool {
+        self.before != self.after
+    }
+}
+
+/// The SHA-256 of a version's content, in hex (of nothing for a deletion).
+pub fn content_sha(content: Option<&str>) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(content.unwrap_or("").as_bytes()))
+}
+
+/// The kind of the next version of a code whose current version is `head`
+/// (`(kind, sha256)`), for `content`; `None`: no version (same content, or
+/// the deletion of what is deleted or never was).
+pub fn next_kind(
+    head: Option<(&str, &str)>,
+    content: Option<&str>,
+    restored: bool,
+) -> Option<&'static str> {
+    let deleted = head.is_none_or(|(kind, _)| kind == "deleted");
+    match content {
+        None if deleted => None,
+        None => Some("deleted"),
+        Some(text) => {
+            if !deleted && head.is_some_and(|(_, sha)| sha == content_sha(Some(text))) {
+                None
+            } else if restored {
+                Some("restored")
+            } else if deleted {
+                Some("created")
+            } else {
+                Some("changed")
+            }
+        }
+    }
+}
+
+/// The current version of a code (see [`Versions::current`]).
+pub struct Current {
+    /// `channel` or `script`.
+    pub kind: String,
+    /// The code.
+    pub code: String,
+    /// Its content's SHA-256.
+    pub sha256: String,
+}
+
+/// The versions of channel documents and scripts (SPEC §19). A version is
+/// `{number, at, kind, by, sha256, content}`; `content` is the file's text
+/// (`null` for a deletion).
+///
+/// Guarantee: once `record` resolved, the version is durable and every
+/// node's `list` shows it; numbers grow by code and are never reused; two
+/// nodes recording the same content at once make one version.
+pub trait Versions: Send + Sync {
+    /// Keeps `version` unless its content is the current version's.
+    fn record(&self, version: NewVersion) -> BoxFuture<'static, Result<Versioned, StoreError>>;
+    /// The versions of a code, newest first, without their content.
+    fn list(
+        &self,
+        kind: &'static str,
+        code: &str,
+    ) -> BoxFuture<'static, Result<Vec<Value>, StoreError>>;
+    /// One version, with its content.
+    fn get(
+        &self,
+        kind: &'static str,
+        code: &str,
+        number: u64,
+    ) -> BoxFuture<'static, Result<Option<Value>, StoreError>>;
+    /// The current version of every code not deleted.
+    fn current(&self) -> BoxFuture<'static, Result<Vec<Current>, StoreError>>;
+}
+
+/// What `GET /admin/audit` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Entries at or after (Unix ms).
+    pub since: Option<i64>,
+    /// Entries before (Unix ms).
+    pub until: Option<i64>,
+    /// `by` equals.
+    pub by: Option<String>,
+    /// `code` equals.
+    pub code: Option<String>,
+    /// `action` equals.
+    pub action: Option<String>,
+    /// Most entries answered.
+    pub limit: usize,
+    /// Entries skipped (newest first).
+    pub offset: usize,
+}
+
+impl AuditQuery {
+    /// Whether `entry` passes the filters (the time ones included).
+    pub fn admits(&self, entry: &Value) -> bool {
+        let ms = entry["ms"].as_i64().unwrap_or(0);
+        let field = |name: &str, want: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| entry[name].as_str() == Some(w.as_str()))
+        };
+        self.since.is_none_or(|s| ms >= s)
+            && self.until.is_none_or(|u| ms < u)
+            && field("by", &self.by)
+            && field("code", &self.code)
+            && field("action", &self.action)
+    }
+}
+
+/// The audit log (SPEC §19): append-only, pruned only by age.
+///
+/// Guarantee: once `append` resolved the entry is durable and every node's
+/// `list` shows it; no call changes or deletes an entry; entries older than
+/// `audit_retention` go.
+pub trait Audit: Send + Sync {
+    /// Adds an entry (it has `ms`, its time in Unix ms, beside `at`).
+    fn append(&self, entry: Value) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// The entries that pass `query`, newest first.
+    fn list(&self, query: AuditQuery) -> BoxFuture<'static, Result<Vec<Value>, StoreError>>;
+    /// Removes the entries older than `before` (Unix ms); how many.
+    fn prune(&self, before: i64) -> BoxFuture<'static, Result<usize, StoreError>>;
 }
 
 /// Publishing and once-per-channel delivery of system events (SPEC §6).

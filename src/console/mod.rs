@@ -164,6 +164,7 @@ async fn sign_in(
     } else {
         Role::Viewer
     };
+    crate::audit::identified(crate::audit::by_of(&identity.user_id));
     let (id, session) = app.sessions.open(role, identity.user_id, ends);
     tracing::info!(user = %session.user, role = role.as_str(), "console sign-in");
     let mut response = Json(described(&session)).into_response();
@@ -204,6 +205,7 @@ fn set_cookie(app: &AppState, response: &mut Response, value: &str, attrs: &str)
 )]
 async fn sign_out(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some((id, s)) = session_of(&app, &headers) {
+        crate::audit::identified(crate::audit::by_of(&s.user));
         if let Err(e) = s.check_csrf(&headers) {
             return secure(e.into_response());
         }

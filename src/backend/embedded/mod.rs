@@ -1,9 +1,11 @@
 //! The embedded backend: one process and its SQLite store (the default).
 
+pub mod audit;
 pub mod events;
 pub mod files;
 pub mod kv;
 pub mod recordings;
+pub mod versions;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;

@@ -12,17 +12,21 @@
 //! | events, per-channel queues | stream `{prefix}_events`, a durable consumer per events channel | [`events`] |
 //! | pushes, connection lists | core subjects `{prefix}.push.*`, `{prefix}.node.*` | [`live`] |
 //! | nodes alive | KV bucket `{prefix}_nodes`, entries expire after [`NODE_TTL`] | here |
+//! | versions of documents and scripts | KV bucket `{prefix}_versions` | [`versions`] |
+//! | the audit log | stream `{prefix}_audit`, entries kept `audit_retention` | [`audit`] |
 //!
 //! A call that needs NATS while it is unreachable fails at once with a
 //! [`CLUSTER_UNAVAILABLE`] error rather than waiting; the client reconnects
 //! by itself.
 
+pub mod audit;
 pub mod docs;
 pub mod events;
 pub mod files;
 pub mod kv;
 pub mod live;
 pub mod recordings;
+pub mod versions;
 pub mod work;
 
 use std::future::Future;
@@ -251,6 +255,8 @@ pub struct Prepared {
     ),
     files: jetstream::object_store::ObjectStore,
     recordings: recordings::NatsRecordings,
+    versions: versions::NatsVersions,
+    audit: audit::NatsAudit,
 }
 
 impl Prepared {
@@ -276,6 +282,8 @@ impl Prepared {
             work::NatsWork::open(cluster.clone(), config.inbox_max, config.job_retention).await?;
         let files = files::open(&cluster).await?;
         let recordings = recordings::NatsRecordings::open(cluster.clone()).await?;
+        let versions = versions::NatsVersions::open(cluster.clone()).await?;
+        let audit = audit::NatsAudit::open(cluster.clone(), config.audit_retention).await?;
         Ok(Prepared {
             cluster,
             docs,
@@ -283,6 +291,8 @@ impl Prepared {
             work,
             files,
             recordings,
+            versions,
+            audit,
         })
     }
 
@@ -325,6 +335,8 @@ impl Prepared {
                 max_bytes: config.files_max_bytes,
             }),
             recordings: Box::new(self.recordings),
+            versions: Box::new(self.versions),
+            audit: Box::new(self.audit),
         }
     }
 }
@@ -427,6 +439,66 @@ impl Cluster {
             },
         )
         .await
+    }
+}
+
+impl Cluster {
+    /// Every message of stream `stream` on `filter` that `policy` delivers,
+    /// as `(subject, payload)`, in stream order; the deletes and purges of a
+    /// KV bucket are left out. One ordered consumer, read to its end.
+    pub async fn read_stream(
+        &self,
+        stream: &str,
+        filter: &str,
+        policy: async_nats::jetstream::consumer::DeliverPolicy,
+    ) -> Result<Vec<(String, axum::body::Bytes)>, StoreError> {
+        use async_nats::jetstream::consumer::push;
+        if !self.connected() {
+            return Err(unavailable("NATS is unreachable"));
+        }
+        let stream = self.js.get_stream(stream).await.map_err(unavailable)?;
+        let consumer = stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                filter_subject: filter.to_owned(),
+                deliver_policy: policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer.messages().await.map_err(unavailable)?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(unavailable)?;
+            let pending = message.info().map(|i| i.pending).unwrap_or(0);
+            let deleted = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some();
+            if !deleted {
+                out.push((message.subject.to_string(), message.payload.clone()));
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest message of every subject of `filter` in `stream` (a KV
+    /// bucket's live keys), as `(subject, payload)`.
+    pub async fn last_per_subject(
+        &self,
+        stream: &str,
+        filter: &str,
+    ) -> Result<Vec<(String, axum::body::Bytes)>, StoreError> {
+        use async_nats::jetstream::consumer::DeliverPolicy;
+        self.read_stream(stream, filter, DeliverPolicy::LastPerSubject)
+            .await
     }
 }
 
