@@ -1277,3 +1277,116 @@ async fn migrate_moves_an_embedded_store_into_the_cluster() {
     assert_eq!(done["state"], "succeeded");
     assert_eq!(bodies(&up, "/send"), [r#"{"n":7}"#]);
 }
+
+/// A PUT of `body` to the admin `path`: status and JSON answer.
+async fn admin_put(srv: &Server, path: &str, body: &str) -> (u16, Value) {
+    let (status, _, v) = json_of(
+        client()
+            .put(srv.url(path))
+            .bearer_auth(ADMIN)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    (status, v)
+}
+
+#[tokio::test]
+async fn versions_and_the_audit_log_are_shared_and_a_restore_reaches_every_node() {
+    let nats = Nats::start();
+    let (a, b) = two_nodes(&nats);
+    // A change on a is a version on b; the same script saved on both nodes
+    // at once is one version.
+    let (status, _) = admin_put(&a, "/admin/scripts/plain", r#"body = #{ ok: 2 };"#).await;
+    assert_eq!(status, 200);
+    let (status, list) = get_json(&b, "/admin/scripts/plain/versions").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["versions"].as_array().unwrap().len(), 2, "{list}");
+    let same = r#"body = #{ ok: 3 };"#;
+    let (x, y) = tokio::join!(
+        admin_put(&a, "/admin/scripts/plain", same),
+        admin_put(&b, "/admin/scripts/plain", same)
+    );
+    assert_eq!((x.0, y.0), (200, 200));
+    // Wait until both nodes loaded it, then no node made a version of its own.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            call(&a, "/channels/plain/api?token=plain-token", "")
+                .await
+                .1["ok"]
+                == 3
+                && call(&b, "/channels/plain/api?token=plain-token", "")
+                    .await
+                    .1["ok"]
+                    == 3
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, list) = get_json(&a, "/admin/scripts/plain/versions").await;
+    let numbers: Vec<u64> = list["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [3, 2, 1], "{list}");
+
+    // A restore on b reaches a's folder and a's answers.
+    let (status, _, body) = json_of(
+        client()
+            .post(b.url("/admin/scripts/plain/restore"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"version": 1}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            call(&a, "/channels/plain/api?token=plain-token", "")
+                .await
+                .1["ok"]
+                == true
+        })
+        .await,
+        "node a serves the restored script"
+    );
+    let file = a
+        .project
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("scripts/plain.rhai");
+    assert_eq!(
+        std::fs::read_to_string(file).unwrap(),
+        r#"body = #{ ok: true };"#
+    );
+    let (_, list) = get_json(&a, "/admin/scripts/plain/versions").await;
+    assert_eq!(list["versions"][0]["kind"], "restored");
+    assert_eq!(list["versions"].as_array().unwrap().len(), 4, "{list}");
+
+    // One audit log: b lists a's entries and the other way round.
+    let (_, entries) = get_json(&a, "/admin/audit?action=script.restore").await;
+    assert_eq!(entries["entries"].as_array().unwrap().len(), 1, "{entries}");
+    let (_, entries) = get_json(&b, "/admin/audit?action=script.change").await;
+    assert_eq!(entries["entries"].as_array().unwrap().len(), 3, "{entries}");
+
+    // The offline command reads the cluster's versions.
+    let out = std::process::Command::new(common::binary())
+        .args(["history", "plain", "--script", "--cluster", &nats.url()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(text.lines().next().unwrap().contains("restored"), "{text}");
+}

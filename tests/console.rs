@@ -573,6 +573,138 @@ async fn a_viewer_sees_everything_and_changes_nothing() {
     c.close().await.unwrap();
 }
 
+/// The History tab of a channel and a script (versions, a side-by-side diff,
+/// Restore behind a confirmation naming the version) and the Audit page; a
+/// viewer sees both and restores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_restores_a_version_and_the_audit_page_lists_it() {
+    let srv = project().start();
+    // Version 2 of the channel changes its title.
+    let resp = client()
+        .get(srv.url("/admin/channels/shop"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let mut doc: Value = resp.json().await.unwrap();
+    doc["opts"]["title"] = "Shop, second title".into();
+    let resp = client()
+        .put(srv.url("/admin/channels/shop"))
+        .bearer_auth(ADMIN)
+        .json(&doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let (c, _driver) = browser().await;
+    sign_in(&c, &srv, ADMIN).await;
+    wait(&c, "tr[data-code='shop']").await;
+    c.goto(&srv.url("/console/#/channels/shop")).await.unwrap();
+    click_when_there(&c, "#tab-history").await;
+    wait(&c, "#versions tr[data-version='2']").await;
+    // The diff of 1 against 2, side by side: the old title left, the new right.
+    wait_text(&c, "#diff", "Shop, second title").await;
+    let cells = c
+        .execute(
+            r#"const of = (css) => [...document.querySelectorAll(css)].map((td) => td.textContent).join('\n');
+               return [of('#diff td.del'), of('#diff td.add')];"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (removed, added) = (cells[0].as_str().unwrap(), cells[1].as_str().unwrap());
+    assert!(removed.contains("\"title\": \"<script>"), "{removed}");
+    assert!(
+        added.contains("\"title\": \"Shop, second title\""),
+        "{added}"
+    );
+    assert!(!removed.contains("Shop, second title"), "{removed}");
+    screenshot(&c, "history").await;
+    // Restore 1, behind a confirmation that names it.
+    click(&c, "button.restore[data-version='1']").await;
+    wait_text(&c, "dialog[open] h2", "Restore version 1 of shop?").await;
+    click(&c, "dialog[open] button.danger").await;
+    wait(&c, "#versions tr[data-version='3']").await;
+    wait_text(&c, "#versions tr[data-version='3']", "restored").await;
+    let resp = client()
+        .get(srv.url("/admin/channels/shop"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let now: Value = resp.json().await.unwrap();
+    assert!(
+        now["opts"]["title"]
+            .as_str()
+            .unwrap()
+            .contains("<b>Shop</b>"),
+        "{now}"
+    );
+
+    // A script's history.
+    c.goto(&srv.url("/console/#/scripts/shop")).await.unwrap();
+    click_when_there(&c, "#tab-history").await;
+    wait_text(&c, "#versions tr[data-version='1']", "created").await;
+
+    // The Audit page: the restore, filtered by action.
+    c.goto(&srv.url("/console/#/audit")).await.unwrap();
+    wait_text(&c, "#audit tbody", "channel.restore").await;
+    let action = wait(&c, "#action").await;
+    action.send_keys("channel.restore\u{E007}").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = c.find_all(Locator::Css("#audit tbody tr")).await.unwrap();
+        let text = c
+            .find(Locator::Css("#audit tbody"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if rows.len() == 1 && text.contains("2 → 3") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "audit rows: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    screenshot(&c, "audit").await;
+    no_console_errors(&c).await;
+
+    // A viewer sees the history and the log, and restores nothing.
+    click(&c, "#signout").await;
+    sign_in(&c, &srv, &jwt("vera", "viewer", 600)).await;
+    wait(&c, "tr[data-code='shop']").await;
+    c.goto(&srv.url("/console/#/channels/shop")).await.unwrap();
+    click_when_there(&c, "#tab-history").await;
+    wait(&c, "#versions tr[data-version='3']").await;
+    assert!(
+        c.find(Locator::Css("button.restore")).await.is_err(),
+        "no Restore for a viewer"
+    );
+    let answer = c
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               fetch('/console/session').then(r => r.json()).then(s =>
+                 fetch('/admin/channels/shop/restore', {method: 'POST', body: '{"version": 2}',
+                   headers: {'X-CSRF-Token': s.csrf, 'Content-Type': 'application/json'}}))
+               .then(r => r.json().then(b => done([r.status, b.error])));"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, json!([403, "read_only"]));
+    c.goto(&srv.url("/console/#/audit")).await.unwrap();
+    wait_text(&c, "#audit tbody", "channel.restore").await;
+    no_console_errors(&c).await;
+    c.close().await.unwrap();
+}
+
+/// Clicks `css` once it is there.
+async fn click_when_there(c: &Client, css: &str) {
+    wait(c, css).await.click().await.unwrap();
+}
+
 /// Without the session's CSRF token (a cross-site form, say), a change is refused.
 #[tokio::test]
 async fn changes_need_the_sessions_csrf_token() {
@@ -898,7 +1030,15 @@ async fn every_page_works_from_the_keyboard_with_labelled_controls() {
     let input = wait(&c, "#token").await;
     input.send_keys(&format!("{ADMIN}\u{E007}")).await.unwrap();
     wait(&c, "tr[data-code='shop']").await;
-    for page in ["channels", "scripts/shop", "jobs", "live", "overview"] {
+    for page in [
+        "channels",
+        "scripts/shop",
+        "jobs",
+        "live",
+        "overview",
+        "audit",
+        "channels/shop",
+    ] {
         c.goto(&srv.url(&format!("/console/#/{page}")))
             .await
             .unwrap();
@@ -911,7 +1051,8 @@ async fn every_page_works_from_the_keyboard_with_labelled_controls() {
                        (el.id && document.querySelector(`label[for="${el.id}"]`)) ||
                        el.closest('label') || el.getAttribute('title');
                      if (!label) bad.push(el.outerHTML.slice(0, 80));
-                     if (el.tabIndex < 0 && !el.disabled) bad.push('not focusable: ' + el.outerHTML.slice(0, 80));
+                     // Tabs rove: the chosen one is in the tab order, the arrows reach the rest.
+                     if (el.tabIndex < 0 && !el.disabled && el.getAttribute('role') !== 'tab') bad.push('not focusable: ' + el.outerHTML.slice(0, 80));
                    }
                    return bad;"#,
                 vec![],

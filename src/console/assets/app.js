@@ -6,6 +6,7 @@ import { scriptsPage } from './scripts.js';
 import { jobsPage } from './jobs.js';
 import { livePage } from './live.js';
 import { overviewPage } from './overview.js';
+import { auditPage } from './audit.js';
 
 const pages = {
   channels: ['Channels', channelsPage],
@@ -13,6 +14,7 @@ const pages = {
   jobs: ['Jobs', jobsPage],
   live: ['Live', livePage],
   overview: ['Overview', overviewPage],
+  audit: ['Audit', auditPage],
 };
 
 // Script errors and CSP violations, counted for the browser tests (and a look in devtools).

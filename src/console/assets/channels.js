@@ -1,5 +1,6 @@
 // Channels: the integration modules panel.
-import { h, append, clear, when, json, dialog, toast } from './dom.js';
+import { h, append, clear, when, json, dialog, toast, tabs } from './dom.js';
+import { historyPanel } from './history.js';
 import { api } from './api.js';
 import { sparkline } from './chart.js';
 
@@ -72,13 +73,11 @@ export async function channelsPage(main, ctx) {
     await load();
   }
 
-  async function show(code) {
+  async function show(code, tab) {
     clear(detail);
     const c = await api('GET', `/admin/channels/${encodeURIComponent(code)}`);
     const token = h('code', { id: 'token-value' }, c.token_local ? '••••••••' : '(none)');
-    append(detail, [
-      h('h2', null, `Channel ${c.code}`),
-      h('p', { class: 'title' }, (c.opts && c.opts.title) || ''),
+    const details = [
       h('h3', null, 'Credentials'),
       h('dl', { class: 'kv' },
         h('dt', null, 'token_local'), h('dd', null, token),
@@ -103,7 +102,17 @@ export async function channelsPage(main, ctx) {
         h('button', { type: 'button', id: 'delete-channel', class: 'danger', onclick: () => remove(code) }, 'Delete')),
       h('h3', null, 'Document'),
       h('pre', { class: 'doc' }, json(c)),
+    ];
+    const parts = tabs(`Channel ${code}`, [
+      { id: 'details', label: 'Details', render: (p) => append(p, details) },
+      { id: 'history', label: 'History', render: async (p) => append(p, await historyPanel('channels', code, ctx, async () => { await load(); await show(code, 'history'); })) },
+    ], tab);
+    append(detail, [
+      h('h2', null, `Channel ${c.code}`),
+      h('p', { class: 'title' }, (c.opts && c.opts.title) || ''),
+      parts,
     ]);
+    await parts.ready;
   }
 
   async function edit(c) {

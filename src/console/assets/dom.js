@@ -60,3 +60,37 @@ export function toast(message, kind) {
   document.body.append(t);
   setTimeout(() => t.remove(), 4000);
 }
+
+// Tabs: `list` of {id, label, render} (render(panel) fills the panel when the
+// tab is first chosen); `first`: the id of the tab shown first. Arrow keys
+// move between tabs, as WAI-ARIA says.
+export function tabs(name, list, first) {
+  const bar = h('div', { role: 'tablist', 'aria-label': name });
+  const panels = h('div');
+  const made = new Set();
+  const buttons = list.map((t) => h('button', {
+    type: 'button', role: 'tab', id: `tab-${t.id}`, 'aria-controls': `panel-${t.id}`,
+  }, t.label));
+  const boxes = list.map((t) => h('div', { role: 'tabpanel', id: `panel-${t.id}`, 'aria-labelledby': `tab-${t.id}` }));
+  async function choose(i, focus) {
+    buttons.forEach((b, j) => {
+      b.setAttribute('aria-selected', String(i === j));
+      b.tabIndex = i === j ? 0 : -1;
+      boxes[j].hidden = i !== j;
+    });
+    if (focus) buttons[i].focus();
+    if (!made.has(i)) { made.add(i); await list[i].render(boxes[i]); }
+  }
+  buttons.forEach((b, i) => {
+    b.addEventListener('click', () => choose(i, false));
+    b.addEventListener('keydown', (e) => {
+      if (e.key === 'ArrowRight') choose((i + 1) % list.length, true);
+      if (e.key === 'ArrowLeft') choose((i + list.length - 1) % list.length, true);
+    });
+  });
+  append(bar, buttons);
+  append(panels, boxes);
+  const el = h('div', { class: 'tabs' }, bar, panels);
+  el.ready = choose(Math.max(0, list.findIndex((t) => t.id === first)), false);
+  return el;
+}

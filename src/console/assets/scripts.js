@@ -1,6 +1,7 @@
 // Scripts: the list, an editor with line numbers that marks compile errors
 // as you type (POST /admin/check, nothing saved), Save, Try and Replay.
-import { h, append, clear, json, toast } from './dom.js';
+import { h, append, clear, json, toast, tabs } from './dom.js';
+import { historyPanel } from './history.js';
 import { api } from './api.js';
 
 export async function scriptsPage(main, ctx) {
@@ -112,9 +113,7 @@ export async function scriptsPage(main, ctx) {
     }
   }
 
-  append(pane, [
-    h('div', { class: 'bar' }, h('h2', null, code),
-      ctx.admin && h('button', { type: 'button', id: 'save-script', onclick: async () => {
+  const save = ctx.admin && h('button', { type: 'button', id: 'save-script', onclick: async () => {
         try {
           const r = await api('PUT', `/admin/scripts/${encodeURIComponent(code)}`, area.value, true);
           toast('Saved');
@@ -124,7 +123,8 @@ export async function scriptsPage(main, ctx) {
           toast(e.data && e.data.line ? `Not saved: line ${e.data.line}, col ${e.data.col}: ${e.message}` : `Not saved: ${e.message}`, 'bad');
           await check();
         }
-      } }, 'Save')),
+      } }, 'Save');
+  const editor = [
     h('div', { class: 'editor' }, gutter, area),
     problems,
     h('details', { class: 'try', open: true },
@@ -137,7 +137,17 @@ export async function scriptsPage(main, ctx) {
         h('button', { type: 'button', id: 'try', onclick: tryIt }, 'Try'),
         h('button', { type: 'button', id: 'replay', onclick: replay }, 'Replay recordings')),
       out),
+  ];
+  const parts = tabs(`Script ${code}`, [
+    { id: 'editor-tab', label: 'Editor', render: (p) => append(p, editor) },
+    { id: 'history', label: 'History', render: async (p) => append(p, await historyPanel('scripts', code, ctx, async () => {
+      area.value = await api('GET', `/admin/scripts/${encodeURIComponent(code)}`);
+      numbers();
+      await check();
+    })) },
   ]);
+  append(pane, [h('div', { class: 'bar' }, h('h2', null, code), save), parts]);
+  await parts.ready;
   numbers();
   await check();
   await loadRecords();
