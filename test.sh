@@ -81,5 +81,5 @@ cargo test
 echo "test.sh: the black-box suites again, each test on a 2-node cluster" >&2
 SWITCHYARD_TEST_CLUSTER=2 cargo test \
   --test admin --test auth --test authoring --test cli --test develop --test events \
-  --test examples --test history --test hostile --test http --test integration --test isolation \
+  --test examples --test history --test hostile --test secrets --test http --test integration --test isolation \
   --test jobs --test operations --test webhooks --test ws

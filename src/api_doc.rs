@@ -40,6 +40,7 @@ use crate::script::lint::Finding;
         (name = "live", description = "Connections, events, activity"),
         (name = "develop", description = "Recordings, dry runs, replays"),
         (name = "history", description = "Versions, diffs, restore, the audit log"),
+        (name = "secrets", description = "Secrets, sealed at rest, never shown"),
         (name = "channel", description = "What external systems call"),
         (name = "server", description = "Health and metrics"),
         (name = "console", description = "The web console's sign-in"),
@@ -640,4 +641,32 @@ pub struct AuditEntry {
 #[derive(Serialize, ToSchema)]
 pub struct AuditList {
     pub entries: Vec<AuditEntry>,
+}
+
+/// `PUT /admin/secrets/{name}` (SPEC §20).
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretIn {
+    /// The value; stored sealed, never shown again.
+    pub value: String,
+    /// The channels that may use it (`["*"]`: every channel; none when left out).
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// A secret as the API shows it: never its value.
+#[derive(Serialize, ToSchema)]
+pub struct SecretShown {
+    pub name: String,
+    pub channels: Vec<String>,
+    /// When it was last set (RFC 3339).
+    pub updated: String,
+    /// 1, 2, … one more at every set.
+    pub version: u64,
+}
+
+/// `GET /admin/secrets`.
+#[derive(Serialize, ToSchema)]
+pub struct SecretList {
+    pub secrets: Vec<SecretShown>,
 }

@@ -235,6 +235,9 @@ pub struct Channel {
     pub timeout: Duration,
     /// Parsed `opts.token_valid_until`.
     pub valid_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The values of the fields written as `"$secret:NAME"` (SPEC §20), by
+    /// field, resolved when the channel was loaded; never shown.
+    pub secrets: std::collections::BTreeMap<&'static str, String>,
 }
 
 impl Channel {
@@ -265,7 +268,7 @@ impl Channel {
     /// `true` when both versions admit callers alike: the same `token_local`,
     /// `ipmask` and `roles` (a change of any closes the websockets they admitted).
     pub fn same_admission(&self, other: &Channel) -> bool {
-        self.doc.token_local == other.doc.token_local
+        self.token_local() == other.token_local()
             && self.ipmask == other.ipmask
             && self.doc.opts.roles == other.doc.opts.roles
     }
@@ -292,21 +295,36 @@ impl Channel {
         std::sync::Arc::new(pinned)
     }
 
+    /// The value of a field that may name a secret: the secret's value when
+    /// it does (resolved at load), else the field as written; `None` when empty.
+    pub fn field(&self, name: &'static str) -> Option<&str> {
+        if let Some(value) = self.secrets.get(name) {
+            return Some(value);
+        }
+        let written = match name {
+            "token_local" => &self.doc.token_local,
+            "token_remote" => &self.doc.token_remote,
+            "token_remote2" => &self.doc.token_remote2,
+            "token_remote_test" => &self.doc.token_remote_test,
+            "url" => &self.doc.url,
+            _ => &self.doc.url_test,
+        };
+        written.as_deref().filter(|s| !s.is_empty())
+    }
+
     /// The external system's URL: `url_test` in test mode when set, else `url`.
     pub fn outbound_url(&self) -> Option<&str> {
-        let test = self.test_mode().then_some(&self.doc.url_test).into_iter();
-        test.chain(std::iter::once(&self.doc.url))
-            .find_map(|u| u.as_deref().filter(|u| !u.is_empty()))
+        let test = self.test_mode().then(|| self.field("url_test")).flatten();
+        test.or_else(|| self.field("url"))
     }
 
     /// `token_remote()`: `token_remote_test` in test mode when set, else `token_remote`.
     pub fn remote_token(&self) -> Option<&str> {
         let test = self
             .test_mode()
-            .then_some(&self.doc.token_remote_test)
-            .into_iter();
-        test.chain(std::iter::once(&self.doc.token_remote))
-            .find_map(|t| t.as_deref().filter(|t| !t.is_empty()))
+            .then(|| self.field("token_remote_test"))
+            .flatten();
+        test.or_else(|| self.field("token_remote"))
     }
 
     /// `true` once `token_local` is past `opts.token_valid_until`.
@@ -319,9 +337,9 @@ impl Channel {
         self.doc.opts.autostart.unwrap_or(true)
     }
 
-    /// `token_local`, when set.
+    /// `token_local`, when set (a secret's value when it names one).
     pub fn token_local(&self) -> Option<&str> {
-        self.doc.token_local.as_deref().filter(|s| !s.is_empty())
+        self.field("token_local")
     }
 
     /// Every script code this channel names (script fields and schedules).
@@ -371,6 +389,9 @@ pub struct FieldError {
     pub message: String,
     /// 1-based line and column in the source text, when known.
     pub line_col: Option<(usize, usize)>,
+    /// A secret it names cannot be used (missing, not allowed, unreadable):
+    /// the last good version must not keep serving with the old value.
+    pub secret: bool,
 }
 
 impl FieldError {
@@ -379,6 +400,7 @@ impl FieldError {
             field: field.into(),
             message: message.into(),
             line_col: None,
+            secret: false,
         }
     }
 }
@@ -419,6 +441,7 @@ impl ChannelDoc {
                 field,
                 message,
                 line_col,
+                secret: false,
             }
         })
     }
@@ -494,7 +517,11 @@ impl ChannelDoc {
             .map(|p| Pattern::parse(p).map_err(|e| FieldError::new("opts.events", e)))
             .collect::<Result<Vec<_>, _>>()?;
         for (field, url) in [("url", &self.url), ("url_test", &self.url_test)] {
-            if let Some(url) = url.as_deref().filter(|u| !u.is_empty()) {
+            // A secret's URL is checked once resolved.
+            let url = url
+                .as_deref()
+                .filter(|u| crate::secrets::reference(u).is_none());
+            if let Some(url) = url.filter(|u| !u.is_empty()) {
                 let own = url.starts_with('/') && !url.starts_with("//");
                 if !(url.starts_with("http://") || url.starts_with("https://") || own) {
                     return Err(FieldError::new(
@@ -606,6 +633,7 @@ impl ChannelDoc {
             0 => DEFAULT_RECV_TIMEOUT,
             s => s,
         });
+        let secrets = self.resolve_secrets()?;
         Ok(Channel {
             doc: self,
             id,
@@ -614,7 +642,52 @@ impl ChannelDoc {
             events,
             timeout,
             valid_until,
+            secrets,
         })
+    }
+
+    /// The fields that may name a secret, with their values.
+    pub fn secret_fields(&self) -> [(&'static str, &Option<String>); 6] {
+        [
+            ("token_local", &self.token_local),
+            ("token_remote", &self.token_remote),
+            ("token_remote2", &self.token_remote2),
+            ("token_remote_test", &self.token_remote_test),
+            ("url", &self.url),
+            ("url_test", &self.url_test),
+        ]
+    }
+
+    /// Resolves every `"$secret:NAME"` field with the secrets in force: a
+    /// missing secret, or one whose `channels` do not name this channel, is
+    /// an error naming the field and the secret (never a value). Offline
+    /// (no secrets in force) references are left as they are.
+    fn resolve_secrets(
+        &self,
+    ) -> Result<std::collections::BTreeMap<&'static str, String>, FieldError> {
+        let mut out = std::collections::BTreeMap::new();
+        let Some(table) = crate::secrets::table() else {
+            return Ok(out);
+        };
+        for (field, value) in self.secret_fields() {
+            let Some(name) = value.as_deref().and_then(crate::secrets::reference) else {
+                continue;
+            };
+            let resolved = table.lookup(name, &self.code).map_err(|e| FieldError {
+                secret: true,
+                ..FieldError::new(field, e.to_string())
+            })?;
+            if field.starts_with("url")
+                && !(resolved.starts_with("http://") || resolved.starts_with("https://"))
+            {
+                return Err(FieldError::new(
+                    field,
+                    format!("secret {name:?} is not an http:// or https:// URL"),
+                ));
+            }
+            out.insert(field, resolved.to_owned());
+        }
+        Ok(out)
     }
 
     /// Sets `ext.ct` and `ext.lwt` to `time` where they are missing.

@@ -92,6 +92,9 @@ pub struct Config {
     /// Age after which audit entries are pruned (SPEC §19).
     #[serde(deserialize_with = "de_duration")]
     pub audit_retention: Duration,
+    /// The key of the secrets (SPEC §20): 32 random bytes, base64; made (0600)
+    /// at first start when absent. Empty: `<data>/secrets.key`.
+    pub secrets_key_file: PathBuf,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// IAM (JWT) verification.
@@ -172,6 +175,7 @@ impl Default for Config {
             outbound_any_host: false,
             versions_keep: 100,
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            secrets_key_file: PathBuf::new(),
             log_format: LogFormat::Text,
             iam: IamConfig::default(),
             users: Vec::new(),

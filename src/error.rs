@@ -209,7 +209,8 @@ impl AppError {
 
     fn message(&self) -> Option<String> {
         match self {
-            Self::Script(m) => m.clone(),
+            // A script error may quote a secret's value (an outbound error's URL).
+            Self::Script(m) => m.as_deref().map(crate::secrets::redacted),
             Self::PayloadTooLarge(_)
             | Self::HeadersTooLarge(_)
             | Self::BadRequest(_)

@@ -60,9 +60,11 @@ pub mod net;
 pub mod outbound;
 pub mod pattern;
 pub mod registry;
+pub mod rekey;
 pub mod reload;
 pub mod restore;
 pub mod script;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod telemetry;
@@ -117,6 +119,10 @@ pub struct AppState {
     pub versions: Box<dyn backend::Versions>,
     /// The audit log (SPEC §19).
     pub audit: Box<dyn backend::Audit>,
+    /// The sealed secrets (SPEC §20).
+    pub secrets: Box<dyn backend::SecretStore>,
+    /// The key that seals and opens them.
+    pub secrets_key: secrets::Key,
     /// The content of each file as this node last versioned or saw it.
     pub seen: versions::Seen,
     /// Job runner wake-ups and schedule state.

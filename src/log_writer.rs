@@ -44,7 +44,10 @@ pub struct Lines(Arc<Shared>);
 pub struct Line<'a>(&'a Shared);
 
 impl Write for Line<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+    fn write(&mut self, given: &[u8]) -> std::io::Result<usize> {
+        // No secret's value reaches the log (SPEC §20).
+        let redacted = crate::secrets::redact_bytes(given);
+        let bytes: &[u8] = &redacted;
         let mut buffer = self.0.buffer.lock().unwrap_or_else(|p| p.into_inner());
         if buffer.len() + bytes.len() > self.0.limit {
             drop(buffer);
@@ -59,7 +62,7 @@ impl Write for Line<'_> {
                 self.0.wake.notify_all();
             }
         }
-        Ok(bytes.len())
+        Ok(given.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -98,6 +98,11 @@ enum Command {
         #[arg(long)]
         cluster: Option<String>,
     },
+    /// Secrets offline (SPEC §20).
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -147,6 +152,24 @@ enum Command {
         script: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsAction {
+    /// Seal every secret again under the key in FILE (made when absent); the key file then holds it.
+    Rekey {
+        /// The new key: 32 random bytes, base64 (a new one is written here when the file does not exist).
+        #[arg(long = "new-key")]
+        new_key: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// Folder of the embedded store.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// NATS URL(s) of the cluster, comma-separated; overrides `[cluster] nats_url`.
+        #[arg(long)]
+        cluster: Option<String>,
     },
 }
 
@@ -279,6 +302,27 @@ fn main() -> ExitCode {
             let kind = file_kind(script);
             let run = switchyard::restore::restore(&config, kind, &code, version);
             match offline_runtime().block_on(run) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Secrets {
+            action:
+                SecretsAction::Rekey {
+                    new_key,
+                    common,
+                    data,
+                    cluster,
+                },
+        } => {
+            let config = match common.load_with(data, cluster) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            match offline_runtime().block_on(switchyard::rekey::rekey(&config, &new_key)) {
                 Ok(text) => {
                     println!("{text}");
                     ExitCode::SUCCESS

@@ -328,7 +328,11 @@ pub fn load(config: &Config, engine: &ScriptEngine, prev: Option<&Snapshot>) -> 
                             &code,
                             problem(&path, line, col, e.to_string()),
                         );
-                        if let Some(old) = prev.and_then(|s| s.channels.get(&code)) {
+                        // A secret it may no longer use: the old value stops too.
+                        let keep = prev
+                            .and_then(|s| s.channels.get(&code))
+                            .filter(|_| !e.secret);
+                        if let Some(old) = keep {
                             channels.insert(code, old.clone());
                         }
                     }

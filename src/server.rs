@@ -44,6 +44,14 @@ pub fn state_with(
     let store = Arc::new(Store::open(&config.data).map_err(|e| e.to_string())?);
     let iam = Iam::from_config(&config)?;
     let engine = ScriptEngine::new();
+    // The secrets are open before the first load: channels resolve them.
+    let (secrets_key, key_from) = crate::secrets::load_key(&config)?;
+    let records = match &cluster {
+        Some(prepared) => prepared.secret_records.clone(),
+        None => crate::backend::embedded::secrets::all(&store).map_err(|e| e.to_string())?,
+    };
+    crate::secrets::install(crate::secrets::open_all(&secrets_key, &records));
+    tracing::info!(secrets = records.len(), key = %key_from, "secrets opened");
     let started = std::time::Instant::now();
     let loaded = registry::load(&config, &engine, None);
     for p in &loaded.problems {
@@ -78,6 +86,7 @@ pub fn state_with(
             recordings,
             versions,
             audit,
+            secrets,
         } = match cluster {
             Some(prepared) => prepared.backends(me.clone(), &config),
             None => Backends {
@@ -100,6 +109,9 @@ pub fn state_with(
                     store: store.clone(),
                 }),
                 audit: Box::new(StoreAudit {
+                    store: store.clone(),
+                }),
+                secrets: Box::new(crate::backend::embedded::secrets::StoreSecrets {
                     store: store.clone(),
                 }),
             },
@@ -125,6 +137,8 @@ pub fn state_with(
             recordings,
             versions,
             audit,
+            secrets,
+            secrets_key,
             seen: crate::versions::Seen::default(),
             jobs: crate::jobs::Jobs::default(),
             http: crate::outbound::client(),
@@ -288,6 +302,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let _ = state.listening.set(addr);
     state.peers.start().await?;
     crate::versions::start(&state).await;
+    crate::secrets::follow(&state);
     admin::answer_questions(&state);
     if state.work.shared() {
         admin::join_cluster_states(&state).await;

@@ -10,7 +10,7 @@
 //! Tables: `event_queue` (events waiting for an offline events channel),
 //! `jobs` and `attempts` (send, recv (the inbox) and schedule jobs),
 //! `kv` (per-channel key-value), `recordings`, `versions` (of channel
-//! documents and scripts) and `audit` (the audit log).
+//! documents and scripts), `audit` (the audit log) and `secrets` (sealed values).
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
@@ -161,6 +161,10 @@ CREATE TABLE IF NOT EXISTS audit (
     entry TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (ms);
+CREATE TABLE IF NOT EXISTS secrets (
+    name   TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Columns added after the first release of the schema: (table, column, declaration).

@@ -126,7 +126,7 @@ impl Batcher {
                     std::mem::take(&mut *me.queue.lock().unwrap_or_else(|p| p.into_inner()));
                 let mut spans = spans.into_iter().peekable();
                 while spans.peek().is_some() {
-                    let batch: Vec<SpanData> = spans.by_ref().take(BATCH).collect();
+                    let batch: Vec<SpanData> = spans.by_ref().take(BATCH).map(redacted).collect();
                     if let Err(e) = futures_executor::block_on(exporter.export(batch)) {
                         tracing::debug!("traces not exported: {e}");
                     }
@@ -429,6 +429,20 @@ pub fn job_span(kind: &str, channel: &str, job: &str, attempt: i64) -> Span {
             a
         },
     )
+}
+
+/// A span without any secret's value (SPEC §20) in its attributes or status.
+fn redacted(mut span: SpanData) -> SpanData {
+    let clean = |text: &str| crate::secrets::redact(text).into_owned();
+    for kv in span.attributes.iter_mut() {
+        if let opentelemetry::Value::String(text) = &kv.value {
+            kv.value = opentelemetry::Value::String(clean(text.as_str()).into());
+        }
+    }
+    if let Status::Error { description } = &span.status {
+        span.status = Status::error(clean(description));
+    }
+    span
 }
 
 /// The span of a `webquery` call (a client span): its context is the

@@ -1390,3 +1390,90 @@ async fn versions_and_the_audit_log_are_shared_and_a_restore_reaches_every_node(
     assert_eq!(text.lines().count(), 4, "{text}");
     assert!(text.lines().next().unwrap().contains("restored"), "{text}");
 }
+
+#[tokio::test]
+async fn a_secret_set_on_one_node_is_resolved_on_every_node_and_sealed_in_nats() {
+    let nats = Nats::start();
+    let key = [(
+        "SWITCHYARD_SECRETS_KEY",
+        "q1rV0bW3aPZtR1fN6mX9cK2yL8uJ4sE5dG7hA0iB3oQ=",
+    )];
+    let cluster = ["--cluster", &nats.url()];
+    let a = shared_project()
+        .channel(json!({"code": "vault", "token_local": "$secret:vault.in",
+            "recv_svcscriptcode": "vault", "opts": {"issync": true}}))
+        .script("vault", r#"body = #{ n: secret("vault.key").len() };"#)
+        .start_with(&key, &cluster);
+    let b = node_project().start_with(&key, &cluster);
+    let (status, _, body) = json_of(
+        client()
+            .put(a.url("/admin/secrets/vault.in"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"value": "vault-inbound-0c7e", "channels": ["vault"]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = json_of(
+        client()
+            .put(a.url("/admin/secrets/vault.key"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"value": "vault-key-77aa31", "channels": ["*"]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Node b takes the change from the shared store, with no reload asked for.
+    let on_b = |token: &'static str| {
+        let b = &b;
+        async move { call(b, &format!("/channels/vault/api?token={token}"), "").await }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            on_b("vault-inbound-0c7e").await.1["n"] == 16
+        })
+        .await,
+        "node b resolves the secrets: {:?}",
+        on_b("vault-inbound-0c7e").await
+    );
+    let (_, list) = get_json(&b, "/admin/secrets").await;
+    assert_eq!(list["secrets"].as_array().unwrap().len(), 2, "{list}");
+    // A rotation on b reaches a.
+    let (status, _, _) = json_of(
+        client()
+            .put(b.url("/admin/secrets/vault.in"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"value": "vault-inbound-rotated", "channels": ["vault"]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            call(&a, "/channels/vault/api?token=vault-inbound-rotated", "")
+                .await
+                .0
+                == 200
+                && call(&a, "/channels/vault/api?token=vault-inbound-0c7e", "")
+                    .await
+                    .0
+                    == 401
+        })
+        .await
+    );
+    // Sealed in the shared store: no value on NATS's disk.
+    for value in [
+        "vault-inbound-0c7e",
+        "vault-inbound-rotated",
+        "vault-key-77aa31",
+    ] {
+        let found = common::files_holding(nats.storage(), value);
+        assert!(found.is_empty(), "{value} in {found:?}");
+    }
+}

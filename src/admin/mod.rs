@@ -34,6 +34,7 @@ mod channels;
 mod jobs;
 mod live;
 mod scripts;
+mod secrets;
 mod versions;
 
 /// Shown instead of a secret; sent back in a PUT, it keeps the stored secret.
@@ -91,6 +92,8 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(versions::script_diff))
         .routes(routes!(versions::script_restore))
         .routes(routes!(versions::audit_log))
+        .routes(routes!(secrets::list_secrets))
+        .routes(routes!(secrets::put_secret, secrets::delete_secret))
 }
 
 /// Refuses every `/admin` request without admin credentials (401), before routing.
@@ -286,7 +289,9 @@ pub(super) async fn write_and_reload(
 pub fn mask_doc(doc: &mut Value) {
     for field in SECRET_FIELDS {
         if let Some(slot) = doc.get_mut(field) {
-            if slot.as_str().is_some_and(|s| !s.is_empty()) {
+            // A reference to a secret is no secret: it shows as written.
+            let reference = slot.as_str().and_then(crate::secrets::reference).is_some();
+            if slot.as_str().is_some_and(|s| !s.is_empty()) && !reference {
                 *slot = MASK.into();
             }
         }

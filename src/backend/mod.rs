@@ -48,6 +48,8 @@ pub struct Backends {
     pub versions: Box<dyn Versions>,
     /// The audit log.
     pub audit: Box<dyn Audit>,
+    /// The sealed secrets.
+    pub secrets: Box<dyn SecretStore>,
 }
 
 /// Recordings of one channel on their way to the store: its newest `keep`
@@ -233,6 +235,26 @@ pub trait Audit: Send + Sync {
     fn list(&self, query: AuditQuery) -> BoxFuture<'static, Result<Vec<Value>, StoreError>>;
     /// Removes the entries older than `before` (Unix ms); how many.
     fn prune(&self, before: i64) -> BoxFuture<'static, Result<usize, StoreError>>;
+}
+
+/// What runs when another node changed the secrets (cluster mode).
+pub type OnChange = Arc<dyn Fn() + Send + Sync>;
+
+/// The sealed secrets (SPEC §20): records `{name, channels, updated,
+/// version, nonce, sealed}`; values are sealed before they get here.
+///
+/// Guarantee: once `put` or `delete` resolved, it is durable and every
+/// node's `all` shows it; in cluster mode every other node is told
+/// (`watch`) within a second or two.
+pub trait SecretStore: Send + Sync {
+    /// Every record.
+    fn all(&self) -> BoxFuture<'static, Result<Vec<Value>, StoreError>>;
+    /// Stores (or replaces) the record of `record["name"]`.
+    fn put(&self, record: Value) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Removes a record; `true` when it was there.
+    fn delete(&self, name: &str) -> BoxFuture<'static, Result<bool, StoreError>>;
+    /// Calls `on_change` whenever another node changed a record.
+    fn watch(&self, on_change: OnChange);
 }
 
 /// Publishing and once-per-channel delivery of system events (SPEC §6).

@@ -215,7 +215,10 @@ async fn try_run(
     let script = pick(&app, &channel, &snapshot, &input, draft).await?;
     let at = setting(&app, &channel, &snapshot);
     let host = Arc::new(DryHost::new(Reads::Live(app.clone()), stubs));
-    Ok(Json(dry::run(&at, script, &input, host).await))
+    // No secret's value in a dry run's answer, logs or effects (SPEC §20).
+    let mut result = dry::run(&at, script, &input, host).await;
+    crate::secrets::redact_json(&mut result);
+    Ok(Json(result))
 }
 
 fn setting<'a>(
@@ -327,5 +330,7 @@ async fn replay(
             "same": same,
         }));
     }
-    Ok(Json(json!({ "results": results, "changed": changed })))
+    let mut answer = json!({ "results": results, "changed": changed });
+    crate::secrets::redact_json(&mut answer);
+    Ok(Json(answer))
 }

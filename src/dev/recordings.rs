@@ -84,7 +84,16 @@ impl Recorder {
                 .map(|(channel, p)| Recorded {
                     channel,
                     keep: p.keep,
-                    docs: p.docs.iter().map(Recording::to_doc).collect(),
+                    docs: p
+                        .docs
+                        .iter()
+                        .map(|r| {
+                            // No secret's value in a recording (SPEC §20).
+                            let mut doc = r.to_doc();
+                            crate::secrets::redact_json(&mut doc);
+                            doc
+                        })
+                        .collect(),
                 })
                 .collect()
         };

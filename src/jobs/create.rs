@@ -68,7 +68,8 @@ fn send_hand_off(
 ) -> Result<crate::backend::HandOff, CreateError> {
     let (tags, max, test) = send_checks(app, code, tags)?;
     let id = uuid::Uuid::new_v4().to_string();
-    let input = json!({ "data": data }).to_string();
+    // No secret's value in a stored job (SPEC §20).
+    let input = crate::secrets::redacted(&json!({ "data": data }).to_string());
     Ok(shared::new_job(&id, code, "send", max, input, test, &tags))
 }
 
@@ -108,7 +109,8 @@ pub(super) fn send_insert(
     let (tags, max, test) = send_checks(app, code, tags)?;
     let id = uuid::Uuid::new_v4().to_string();
     let (job, channel_code) = (id.clone(), code.to_owned());
-    let input = json!({ "data": data }).to_string();
+    // No secret's value in a stored job (SPEC §20).
+    let input = crate::secrets::redacted(&json!({ "data": data }).to_string());
     let insert: Insert = Box::new(move |c| {
         let now = now_ms();
         c.execute(
@@ -192,8 +194,11 @@ pub async fn create_recv(
     params: &[String],
     identity: &Identity,
 ) -> Result<Inbox, StoreError> {
-    let input =
-        json!({ "params": params, "user": identity.user_id, "roles": identity.roles }).to_string();
+    // The request as the script will see it, without any secret's value
+    // (a token_local that names a secret is in its headers).
+    let input = crate::secrets::redacted(
+        &json!({ "params": params, "user": identity.user_id, "roles": identity.roles }).to_string(),
+    );
     let (id, channel) = (request_id.to_owned(), code.to_owned());
     let max = app.config.inbox_max as i64;
     let test = app

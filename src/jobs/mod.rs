@@ -479,7 +479,11 @@ async fn run_script(
     attempt: i64,
 ) -> Outcome {
     let mut span = crate::trace::job_span(kind, channel.code(), &job.id, attempt);
-    let outcome = run_script_in(app, channel, script_code, params, identity, job, &span).await;
+    let mut outcome = run_script_in(app, channel, script_code, params, identity, job, &span).await;
+    // No secret's value in a job's record (SPEC §20): its error and result
+    // are stored and shown.
+    outcome.error = outcome.error.map(|e| crate::secrets::redacted(&e));
+    outcome.result = outcome.result.map(|r| crate::secrets::redacted(&r));
     if let Some(error) = &outcome.error {
         span.fail(|| error.clone());
     }

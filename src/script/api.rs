@@ -116,9 +116,26 @@ pub(super) fn register(engine: &mut Engine) {
     });
     engine.register_fn("token_remote2", || -> ImmutableString {
         with_context(|c| {
-            c.and_then(|c| c.channel.doc.token_remote2.as_deref().map(Into::into))
+            c.and_then(|c| c.channel.field("token_remote2").map(Into::into))
                 .unwrap_or_default()
         })
+    });
+
+    // A secret's value (SPEC §20), when its `channels` name the running channel.
+    engine.register_fn("secret", |name: &str| -> Fallible<ImmutableString> {
+        let code = with_context(|c| c.map(|c| c.channel.code().to_owned()));
+        let Some(code) = code else {
+            return fail("secret(): no channel is running");
+        };
+        match crate::secrets::table() {
+            None => fail(format!(
+                "secret({name:?}): no secrets here (an offline run)"
+            )),
+            Some(table) => table
+                .lookup(name, &code)
+                .map(Into::into)
+                .or_else(|e| fail(format!("secret(): {e}"))),
+        }
     });
 
     engine.register_fn("md5_hex", |s: &str| -> Fallible<ImmutableString> {

@@ -415,6 +415,11 @@ impl Nats {
         nats
     }
 
+    /// The server's JetStream storage folder (what it keeps on disk).
+    pub fn storage(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
@@ -744,4 +749,20 @@ pub async fn post_api(srv: &Server, code: &str, body: &str) -> (u16, Value) {
         .unwrap();
     let (status, _, body) = json_of(resp).await;
     (status, body)
+}
+
+/// Every file under `dir` (recursively) whose bytes hold `needle`.
+pub fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_holding(&path, needle));
+        } else if std::fs::read(&path)
+            .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        {
+            out.push(path.display().to_string());
+        }
+    }
+    out
 }

@@ -5,6 +5,7 @@ pub mod events;
 pub mod files;
 pub mod kv;
 pub mod recordings;
+pub mod secrets;
 pub mod versions;
 
 use futures_util::future::BoxFuture;

@@ -14,6 +14,7 @@
 //! | nodes alive | KV bucket `{prefix}_nodes`, entries expire after [`NODE_TTL`] | here |
 //! | versions of documents and scripts | KV bucket `{prefix}_versions` | [`versions`] |
 //! | the audit log | stream `{prefix}_audit`, entries kept `audit_retention` | [`audit`] |
+//! | secrets, sealed | KV bucket `{prefix}_secrets` | [`secrets`] |
 //!
 //! A call that needs NATS while it is unreachable fails at once with a
 //! [`CLUSTER_UNAVAILABLE`] error rather than waiting; the client reconnects
@@ -26,6 +27,7 @@ pub mod files;
 pub mod kv;
 pub mod live;
 pub mod recordings;
+pub mod secrets;
 pub mod versions;
 pub mod work;
 
@@ -257,6 +259,9 @@ pub struct Prepared {
     recordings: recordings::NatsRecordings,
     versions: versions::NatsVersions,
     audit: audit::NatsAudit,
+    secrets: secrets::NatsSecrets,
+    /// The sealed secrets as they were at connect (for the first load).
+    pub secret_records: Vec<Value>,
 }
 
 impl Prepared {
@@ -284,6 +289,10 @@ impl Prepared {
         let recordings = recordings::NatsRecordings::open(cluster.clone()).await?;
         let versions = versions::NatsVersions::open(cluster.clone()).await?;
         let audit = audit::NatsAudit::open(cluster.clone(), config.audit_retention).await?;
+        let secrets = secrets::NatsSecrets::open(cluster.clone()).await?;
+        let secret_records = crate::backend::SecretStore::all(&secrets)
+            .await
+            .map_err(|e| format!("cluster: reading secrets: {e}"))?;
         Ok(Prepared {
             cluster,
             docs,
@@ -293,6 +302,8 @@ impl Prepared {
             recordings,
             versions,
             audit,
+            secrets,
+            secret_records,
         })
     }
 
@@ -337,6 +348,7 @@ impl Prepared {
             recordings: Box::new(self.recordings),
             versions: Box::new(self.versions),
             audit: Box::new(self.audit),
+            secrets: Box::new(self.secrets),
         }
     }
 }
