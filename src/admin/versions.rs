@@ -36,6 +36,9 @@ async fn versions_of(app: &AppState, kind: FileKind, code: &str) -> Result<Vec<V
 }
 
 async fn version(app: &AppState, kind: FileKind, code: &str, n: u64) -> Result<Value, AppError> {
+    if n > i64::MAX as u64 {
+        return Err(unknown_version(kind, code, n));
+    }
     app.versions
         .get(crate::versions::kind_name(kind), code, n)
         .await
@@ -49,7 +52,11 @@ async fn list(app: &AppState, kind: FileKind, code: &str) -> Result<Json<Value>,
     ))
 }
 
-async fn one(app: &AppState, kind: FileKind, code: &str, n: u64) -> Result<Json<Value>, AppError> {
+async fn one(app: &AppState, kind: FileKind, code: &str, n: &str) -> Result<Json<Value>, AppError> {
+    // Not a number: no such version (the route's own 400 would be plain text).
+    let n = n.parse::<u64>().map_err(|_| {
+        AppError::Missing("unknown_version", format!("{n:?} is not a version number"))
+    })?;
     let mut v = version(app, kind, code, n).await?;
     v["content"] = crate::versions::shown_content(kind, &v["content"]);
     Ok(Json(v))
@@ -198,9 +205,9 @@ pub(super) async fn script_versions(
 )]
 pub(super) async fn channel_version(
     State(app): State<Arc<AppState>>,
-    Path((code, n)): Path<(String, u64)>,
+    Path((code, n)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
-    one(&app, FileKind::Channel, &code, n).await
+    one(&app, FileKind::Channel, &code, &n).await
 }
 
 #[utoipa::path(
@@ -216,9 +223,9 @@ pub(super) async fn channel_version(
 )]
 pub(super) async fn script_version(
     State(app): State<Arc<AppState>>,
-    Path((code, n)): Path<(String, u64)>,
+    Path((code, n)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
-    one(&app, FileKind::Script, &code, n).await
+    one(&app, FileKind::Script, &code, &n).await
 }
 
 #[utoipa::path(
