@@ -100,7 +100,10 @@ fn main() {
         "2026-12-06T00:00:00Z INFO switchyard::http: request channel=orders method=POST path=/channels/orders/api status=200 {}",
         "d".repeat(60)
     );
-    let with_one = line.replace("status=200", "token=secret-value-7-xxxxxxxxxxxxxxxxxxxxxxxx");
+    let with_one = line.replace(
+        "status=200",
+        "token=secret-value-7-xxxxxxxxxxxxxxxxxxxxxxxx",
+    );
     let redact = |text: &str| {
         let started = Instant::now();
         for _ in 0..lookups {

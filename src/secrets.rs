@@ -132,7 +132,11 @@ impl Key {
     /// Opens what [`seal`](Key::seal) made; `None` with another key or name.
     pub fn open(&self, name: &str, record: &Value) -> Option<String> {
         let b64 = base64::engine::general_purpose::STANDARD;
-        let nonce: [u8; 12] = b64.decode(record["nonce"].as_str()?).ok()?.try_into().ok()?;
+        let nonce: [u8; 12] = b64
+            .decode(record["nonce"].as_str()?)
+            .ok()?
+            .try_into()
+            .ok()?;
         let sealed = b64.decode(record["sealed"].as_str()?).ok()?;
         let cipher = ChaCha20Poly1305::new(&self.0.into());
         let plain = cipher
