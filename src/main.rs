@@ -33,17 +33,12 @@ struct Cli {
 enum Command {
     /// Serve the channels over HTTP until SIGINT or SIGTERM.
     Serve {
+        /// The config, the folders, the data folder or the cluster to join (SPEC §13).
         #[command(flatten)]
-        common: Common,
+        stored: Stored,
         /// Address to listen on (port 0 picks a free one).
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Folder of the embedded store.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// NATS URL(s) of the cluster to join, comma-separated (SPEC §13); overrides `[cluster] nats_url`.
-        #[arg(long)]
-        cluster: Option<String>,
     },
     /// Write a consistent copy of the embedded store to FILE (the server may be running).
     Backup {
@@ -72,13 +67,7 @@ enum Command {
         #[arg(long)]
         script: bool,
         #[command(flatten)]
-        common: Common,
-        /// Folder of the embedded store.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// NATS URL(s) of the cluster, comma-separated; overrides `[cluster] nats_url`.
-        #[arg(long)]
-        cluster: Option<String>,
+        stored: Stored,
     },
     /// Restore version N of a channel (or script) without a server: written to its folder and versioned (SPEC §19).
     Restore {
@@ -90,13 +79,7 @@ enum Command {
         #[arg(long)]
         script: bool,
         #[command(flatten)]
-        common: Common,
-        /// Folder of the embedded store.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// NATS URL(s) of the cluster, comma-separated; overrides `[cluster] nats_url`.
-        #[arg(long)]
-        cluster: Option<String>,
+        stored: Stored,
     },
     /// Secrets offline (SPEC §20).
     Secrets {
@@ -163,14 +146,36 @@ enum SecretsAction {
         #[arg(long = "new-key")]
         new_key: PathBuf,
         #[command(flatten)]
-        common: Common,
-        /// Folder of the embedded store.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// NATS URL(s) of the cluster, comma-separated; overrides `[cluster] nats_url`.
-        #[arg(long)]
-        cluster: Option<String>,
+        stored: Stored,
     },
+}
+
+/// Where the offline commands find what a server keeps: the config, the
+/// folders, and the data folder or the cluster.
+#[derive(Args)]
+struct Stored {
+    #[command(flatten)]
+    common: Common,
+    /// Folder of the embedded store.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// NATS URL(s) of the cluster, comma-separated; overrides `[cluster] nats_url`.
+    #[arg(long)]
+    cluster: Option<String>,
+}
+
+impl Stored {
+    /// The configuration, then the data folder and the cluster of the command line.
+    fn load(&self) -> Result<Config, String> {
+        let mut config = self.common.load()?;
+        if let Some(dir) = &self.data {
+            config.data = dir.clone();
+        }
+        if let Some(urls) = &self.cluster {
+            config.cluster.nats_url = urls.clone();
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Args)]
@@ -198,20 +203,6 @@ impl Common {
         }
         if let Some(dir) = &self.scripts {
             config.scripts = dir.clone();
-        }
-        Ok(config)
-    }
-}
-
-impl Common {
-    /// [`Common::load`], then the data folder and the cluster of the command line.
-    fn load_with(&self, data: Option<PathBuf>, cluster: Option<String>) -> Result<Config, String> {
-        let mut config = self.load()?;
-        if let Some(dir) = data {
-            config.data = dir;
-        }
-        if let Some(urls) = cluster {
-            config.cluster.nats_url = urls;
         }
         Ok(config)
     }
@@ -273,11 +264,9 @@ fn main() -> ExitCode {
         Command::History {
             code,
             script,
-            common,
-            data,
-            cluster,
+            stored,
         } => {
-            let config = match common.load_with(data, cluster) {
+            let config = match stored.load() {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
@@ -291,11 +280,9 @@ fn main() -> ExitCode {
             code,
             version,
             script,
-            common,
-            data,
-            cluster,
+            stored,
         } => {
-            let config = match common.load_with(data, cluster) {
+            let config = match stored.load() {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
@@ -310,15 +297,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Secrets {
-            action:
-                SecretsAction::Rekey {
-                    new_key,
-                    common,
-                    data,
-                    cluster,
-                },
+            action: SecretsAction::Rekey { new_key, stored },
         } => {
-            let config = match common.load_with(data, cluster) {
+            let config = match stored.load() {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
@@ -341,24 +322,13 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e.0),
         },
-        Command::Serve {
-            common,
-            listen,
-            data,
-            cluster,
-        } => {
-            let mut config = match common.load() {
+        Command::Serve { stored, listen } => {
+            let mut config = match stored.load() {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
             if let Some(addr) = listen {
                 config.listen = addr;
-            }
-            if let Some(dir) = data {
-                config.data = dir;
-            }
-            if let Some(urls) = cluster {
-                config.cluster.nats_url = urls;
             }
             let logs = switchyard::telemetry::init_logs(config.log_format);
             switchyard::telemetry::init_panic_hook();

@@ -288,9 +288,10 @@ pub fn table() -> Option<Arc<Table>> {
 
 /// Puts `secrets` in force (and their redactor).
 pub fn install(secrets: HashMap<String, Secret>) {
-    let values: Vec<&str> = secrets
+    let values: Vec<String> = secrets
         .values()
         .filter_map(|s| s.value.as_deref())
+        .flat_map(parts)
         .filter(|v| v.len() >= SHORTEST_REDACTED)
         .collect();
     let redactor = (!values.is_empty())
@@ -302,6 +303,32 @@ pub fn install(secrets: HashMap<String, Secret>) {
         })
         .flatten();
     TABLE.store(Some(Arc::new(Table { secrets, redactor })));
+}
+
+/// Shorter parts of a URL are not redacted (`/orders` is no secret).
+const SHORTEST_URL_PART: usize = 8;
+
+/// What of a value is redacted: the value, and when it is a URL also its
+/// path, query, user and password of [`SHORTEST_URL_PART`] bytes or more (a
+/// request's path or an error's URL holds them without the rest); its
+/// scheme, host and port are not secret.
+fn parts(value: &str) -> Vec<String> {
+    let mut out = vec![value.to_owned()];
+    if let Ok(url) = reqwest::Url::parse(value) {
+        let path = url.path().trim_matches('/');
+        let more = [
+            path,
+            url.query().unwrap_or(""),
+            url.username(),
+            url.password().unwrap_or(""),
+        ];
+        out.extend(
+            more.into_iter()
+                .filter(|p| p.len() >= SHORTEST_URL_PART)
+                .map(str::to_owned),
+        );
+    }
+    out
 }
 
 /// `text` with every secret value replaced by `***`.
@@ -436,6 +463,22 @@ mod tests {
         assert!(!sealed.to_string().contains("s3cret"));
         assert_eq!(Key::parse(&key.text()).unwrap().0, key.0);
         assert!(Key::parse("c2hvcnQ=").is_err());
+    }
+
+    #[test]
+    fn a_urls_long_parts_are_redacted_with_it() {
+        let parts = parts("https://u:pass-word-1@erp.example.com/tenant-42x7/api?key=abcdefgh");
+        assert!(parts.contains(&"tenant-42x7/api".to_owned()));
+        assert!(parts.contains(&"key=abcdefgh".to_owned()));
+        assert!(parts.contains(&"pass-word-1".to_owned()));
+        assert!(!parts
+            .iter()
+            .any(|p| p == "u" || p.contains("erp.example.com") && p.len() < 20));
+        assert_eq!(
+            super::parts("https://erp.example.com/orders").len(),
+            1,
+            "a short path is no secret"
+        );
     }
 
     #[test]

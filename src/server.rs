@@ -381,14 +381,16 @@ impl Signals {
 fn spawn_housekeeping(state: Arc<AppState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
-        let mut ticks: u64 = 0;
+        // Audit entries past audit_retention: at start, then hourly (or every
+        // audit_retention when it is shorter).
+        let prune_every = state.config.audit_retention.min(Duration::from_secs(3600));
+        let mut pruned: Option<std::time::Instant> = None;
         loop {
             tick.tick().await;
-            // Hourly (and at start): audit entries past audit_retention.
-            if ticks % 720 == 0 {
+            if pruned.is_none_or(|at| at.elapsed() >= prune_every) {
                 crate::audit::prune(&state).await;
+                pruned = Some(std::time::Instant::now());
             }
-            ticks += 1;
             state.auth.throttle.sweep();
             state.metrics.run_upkeep();
             if let Err(e) = crate::backend::embedded::events::prune_expired(&state).await {

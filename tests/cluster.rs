@@ -1405,28 +1405,21 @@ async fn a_secret_set_on_one_node_is_resolved_on_every_node_and_sealed_in_nats()
         .script("vault", r#"body = #{ n: secret("vault.key").len() };"#)
         .start_with(&key, &cluster);
     let b = node_project().start_with(&key, &cluster);
-    let (status, _, body) = json_of(
-        client()
-            .put(a.url("/admin/secrets/vault.in"))
+    let set = |srv: &Server, name: &str, value: &str, channels: Value| {
+        let request = client()
+            .put(srv.url(&format!("/admin/secrets/{name}")))
             .bearer_auth(ADMIN)
-            .json(&json!({"value": "vault-inbound-0c7e", "channels": ["vault"]}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, _, _) = json_of(
-        client()
-            .put(a.url("/admin/secrets/vault.key"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"value": "vault-key-77aa31", "channels": ["*"]}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200);
+            .json(&json!({"value": value, "channels": channels}));
+        async move { json_of(request.send().await.unwrap()).await.0 }
+    };
+    assert_eq!(
+        set(&a, "vault.in", "vault-inbound-0c7e", json!(["vault"])).await,
+        200
+    );
+    assert_eq!(
+        set(&a, "vault.key", "vault-key-77aa31", json!(["*"])).await,
+        200
+    );
     // Node b takes the change from the shared store, with no reload asked for.
     let on_b = |token: &'static str| {
         let b = &b;
@@ -1443,17 +1436,10 @@ async fn a_secret_set_on_one_node_is_resolved_on_every_node_and_sealed_in_nats()
     let (_, list) = get_json(&b, "/admin/secrets").await;
     assert_eq!(list["secrets"].as_array().unwrap().len(), 2, "{list}");
     // A rotation on b reaches a.
-    let (status, _, _) = json_of(
-        client()
-            .put(b.url("/admin/secrets/vault.in"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"value": "vault-inbound-rotated", "channels": ["vault"]}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        set(&b, "vault.in", "vault-inbound-rotated", json!(["vault"])).await,
+        200
+    );
     assert!(
         eventually(Duration::from_secs(10), || async {
             call(&a, "/channels/vault/api?token=vault-inbound-rotated", "")

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{channel, client, json_of, Project, Server};
+use common::{channel, client, json_of, post_as, Project, Server};
 use serde_json::{json, Value};
 
 const ADMIN: &str = "admin-secret-token";
@@ -60,18 +60,6 @@ async fn wait_versions(srv: &Server, what: &str, n: usize) -> Vec<Value> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn call(srv: &Server, code: &str, token: &str) -> (u16, Value) {
-    let resp = client()
-        .post(srv.url(&format!("/channels/{code}/api")))
-        .bearer_auth(token)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(resp).await;
-    (status, body)
 }
 
 async fn audit(srv: &Server, query: &str) -> Vec<Value> {
@@ -218,10 +206,10 @@ async fn a_restore_brings_back_a_deleted_channel_with_its_secrets() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(call(&srv, "partner", "second-token").await.0, 200);
+    assert_eq!(post_as(&srv, "partner", "second-token").await.0, 200);
     let (status, _) = admin(&srv, "DELETE", "/admin/channels/partner", None).await;
     assert_eq!(status, 204);
-    assert_eq!(call(&srv, "partner", "second-token").await.0, 404);
+    assert_eq!(post_as(&srv, "partner", "second-token").await.0, 404);
 
     // The deletion itself cannot be restored; version 1 can.
     let (status, body) = admin(
@@ -247,8 +235,8 @@ async fn a_restore_brings_back_a_deleted_channel_with_its_secrets() {
     assert_eq!(body["code"], "partner");
     assert_eq!(body["token_local"], "***", "the answer masks secrets");
     // Back, with the token of version 1, at once.
-    assert_eq!(call(&srv, "partner", "first-token").await.0, 200);
-    assert_eq!(call(&srv, "partner", "second-token").await.0, 401);
+    assert_eq!(post_as(&srv, "partner", "first-token").await.0, 200);
+    assert_eq!(post_as(&srv, "partner", "second-token").await.0, 401);
     let file = srv
         .project
         .as_ref()
@@ -346,7 +334,7 @@ async fn a_restore_that_would_not_load_today_changes_nothing() {
         (422, Some("would_not_load")),
         "{body}"
     );
-    assert_eq!(call(&srv, "orders", "orders-token").await.1, "v3");
+    assert_eq!(post_as(&srv, "orders", "orders-token").await.1, "v3");
     // And one that does load comes back at once.
     let (status, body) = admin(
         &srv,
@@ -357,7 +345,7 @@ async fn a_restore_that_would_not_load_today_changes_nothing() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"]["ok"], true);
-    assert_eq!(call(&srv, "orders", "orders-token").await.1, "v1");
+    assert_eq!(post_as(&srv, "orders", "orders-token").await.1, "v1");
 }
 
 #[tokio::test]
@@ -599,7 +587,7 @@ async fn history_and_restore_work_offline() {
     assert_eq!(code, 1);
     assert!(err.contains("no version 9"), "{err}");
     let srv = project.start();
-    assert_eq!(call(&srv, "orders", "orders-token").await.1, "v1");
+    assert_eq!(post_as(&srv, "orders", "orders-token").await.1, "v1");
     let list = versions(&srv, "scripts/v").await;
     assert_eq!(
         list.len(),
@@ -609,4 +597,30 @@ async fn history_and_restore_work_offline() {
     assert_eq!(list[0]["kind"], "restored");
     let entries = audit(&srv, "?action=script.restore").await;
     assert_eq!(entries[0]["address"], "local");
+}
+
+#[tokio::test]
+async fn audit_entries_go_after_audit_retention_and_not_before() {
+    let srv = project().config("audit_retention = \"3s\"").start();
+    let (status, _) = admin(&srv, "POST", "/admin/channels/orders/stop", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(audit(&srv, "").await.len(), 1);
+    let started = Instant::now();
+    loop {
+        let left = audit(&srv, "").await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still there past audit_retention: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "pruned too early"
+    );
+    // The versions are not the audit log: they stay.
+    assert_eq!(versions(&srv, "channels/orders").await.len(), 1);
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, json_of, wait_job, Project, Server, Upstream};
+use common::{client, json_of, post_as, wait_job, Project, Server, Upstream};
 use serde_json::{json, Value};
 
 const ADMIN: &str = "admin-secret-token";
@@ -23,23 +23,11 @@ async fn admin(srv: &Server, method: &str, path: &str, body: Option<Value>) -> (
     (status, body)
 }
 
-async fn call(srv: &Server, code: &str, token: &str) -> (u16, Value) {
-    let resp = client()
-        .post(srv.url(&format!("/channels/{code}/api")))
-        .bearer_auth(token)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(resp).await;
-    (status, body)
-}
-
 /// Polls until channel `code` answers `token` with `want`; that answer.
 async fn wait_status(srv: &Server, code: &str, token: &str, want: u16) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, body) = call(srv, code, token).await;
+        let (status, body) = post_as(srv, code, token).await;
         if status == want {
             return body;
         }
@@ -143,7 +131,7 @@ async fn secrets_are_resolved_rotated_and_never_shown() {
     assert_eq!(names, ["erp.api-key", "erp.in", "erp.remote", "erp.url"]);
 
     // Not on its list: secret() is a script error naming the secret only.
-    let (status, body) = call(&srv, "other", "other-token").await;
+    let (status, body) = post_as(&srv, "other", "other-token").await;
     assert_eq!(status, 500, "{body}");
     assert!(
         srv.wait_for_log(
@@ -198,8 +186,8 @@ async fn secrets_are_resolved_rotated_and_never_shown() {
     )
     .await;
     assert_eq!((status, body["version"].as_u64()), (200, Some(2)));
-    assert_eq!(call(&srv, "erp", "inbound-token-rotated-2").await.0, 200);
-    assert_eq!(call(&srv, "erp", "inbound-token-7f3a9c").await.0, 401);
+    assert_eq!(post_as(&srv, "erp", "inbound-token-rotated-2").await.0, 200);
+    assert_eq!(post_as(&srv, "erp", "inbound-token-7f3a9c").await.0, 401);
 
     // Taken off the channel's list: the channel stops loading (no last good
     // version with the old value), and says which secret.
@@ -211,7 +199,7 @@ async fn secrets_are_resolved_rotated_and_never_shown() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(call(&srv, "erp", "inbound-token-rotated-2").await.0, 404);
+    assert_eq!(post_as(&srv, "erp", "inbound-token-rotated-2").await.0, 404);
     let (_, list) = admin(&srv, "GET", "/admin/scripts", None).await;
     drop(list);
     let (status, body) = admin(&srv, "GET", "/admin/channels/erp", None).await;
@@ -239,7 +227,7 @@ async fn secrets_are_resolved_rotated_and_never_shown() {
     let (status, _) = admin(&srv, "DELETE", "/admin/secrets/erp.api-key", None).await;
     assert_eq!(status, 404);
     assert_eq!(
-        call(&srv, "erp", "inbound-token-rotated-2").await.0,
+        post_as(&srv, "erp", "inbound-token-rotated-2").await.0,
         500,
         "secret() of a missing secret fails the run"
     );
@@ -363,5 +351,5 @@ async fn the_key_file_is_made_private_and_a_lost_key_is_said_not_crashed() {
         body["message"].as_str().unwrap().contains("cannot be read"),
         "{body}"
     );
-    assert_eq!(call(&srv, "erp", "kept-token-91c2").await.0, 404);
+    assert_eq!(post_as(&srv, "erp", "kept-token-91c2").await.0, 404);
 }

@@ -274,3 +274,66 @@ async fn spans_still_waiting_are_exported_on_a_clean_stop() {
         srv.logs()
     );
 }
+
+/// A secret's value (SPEC §20) is never in an exported span: not in a
+/// webquery's path (the channel's `url` is a secret), not in a failed run's status.
+#[tokio::test]
+async fn no_secret_value_is_in_an_exported_span() {
+    let rx = Receiver::start().await;
+    let srv = project(&rx, true)
+        .channel(
+            json!({"code": "vault", "token_local": "t", "url": "$secret:vault.url",
+            "recv_svcscriptcode": "vault", "opts": {"issync": true}}),
+        )
+        .script(
+            "vault",
+            r#"let r = webquery(#{ method: "GET", path: "orders" });
+               throw "the partner said no to " + secret("vault.key");"#,
+        )
+        .start();
+    for (name, value) in [
+        ("vault.url", format!("{}/tenant-path-8c1f4e/", rx.base)),
+        ("vault.key", "key-value-3b7d90".to_owned()),
+    ] {
+        let resp = client()
+            .put(srv.url(&format!("/admin/secrets/{name}")))
+            .bearer_auth("adm")
+            .json(&json!({"value": value, "channels": ["vault"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = client()
+            .post(srv.url("/channels/vault/api?token=t"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 500 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "vault: {}", resp.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (webquery, _) = rx
+        .span_where("of the webquery", |s| s["name"] == "webquery GET")
+        .await;
+    assert_eq!(attr(&webquery, "url.path"), "/***/orders", "{webquery}");
+    let (script, spans) = rx
+        .span_where("of the failed run", |s| {
+            s["name"] == "script vault" && s["status"]["code"] == json!(2)
+        })
+        .await;
+    let text = serde_json::to_string(&spans).unwrap();
+    assert!(!text.contains("tenant-path-8c1f4e"), "{text}");
+    assert!(!text.contains("key-value-3b7d90"), "{script}");
+    assert!(
+        script["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("said no to ***"),
+        "{script}"
+    );
+}

@@ -10,12 +10,7 @@ pub(super) fn shown(app: &AppState, channel: &Channel, snapshot: &Snapshot) -> C
     let mut doc = channel.doc.clone();
     for field in SECRET_FIELDS {
         let secret = secret_mut(&mut doc, field);
-        // A reference to a secret (`$secret:NAME`) is no secret: shown as written.
-        let reference = secret
-            .as_deref()
-            .and_then(crate::secrets::reference)
-            .is_some();
-        if secret.as_deref().is_some_and(|s| !s.is_empty()) && !reference {
+        if secret.as_deref().is_some_and(masked) {
             *secret = Some(MASK.into());
         }
     }

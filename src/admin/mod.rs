@@ -285,13 +285,17 @@ pub(super) async fn write_and_reload(
     Ok((snapshot, versioned))
 }
 
+/// Whether a secret field's value is shown as [`MASK`]: a secret, not an
+/// empty field nor a reference to a secret (`$secret:NAME`), shown as written.
+pub(super) fn masked(value: &str) -> bool {
+    !value.is_empty() && crate::secrets::reference(value).is_none()
+}
+
 /// Shows a channel document (as JSON) with its secrets masked, as §9 does.
 pub fn mask_doc(doc: &mut Value) {
     for field in SECRET_FIELDS {
         if let Some(slot) = doc.get_mut(field) {
-            // A reference to a secret is no secret: it shows as written.
-            let reference = slot.as_str().and_then(crate::secrets::reference).is_some();
-            if slot.as_str().is_some_and(|s| !s.is_empty()) && !reference {
+            if slot.as_str().is_some_and(masked) {
                 *slot = MASK.into();
             }
         }

@@ -448,6 +448,7 @@ pub const PURE: &[&str] = &[
     "has_role",
     "user_id",
     "token_remote",
+    "secret",
     "token_remote2",
     "channel_mode",
     "md5_hex",

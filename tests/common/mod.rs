@@ -766,3 +766,17 @@ pub fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
     }
     out
 }
+
+/// `POST /channels/{code}/api` with `{}`, authenticated with `token`:
+/// (status, JSON answer).
+pub async fn post_as(srv: &Server, code: &str, token: &str) -> (u16, Value) {
+    let resp = client()
+        .post(srv.url(&format!("/channels/{code}/api")))
+        .bearer_auth(token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    (status, body)
+}

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use async_nats::jetstream::consumer::{push, Consumer, DeliverPolicy};
 use async_nats::jetstream::kv::Operation;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::{token, unavailable, untoken, Cluster};
@@ -149,32 +148,21 @@ impl NatsKv {
 
     /// The channel's keys as stored (live or not), with their envelopes.
     async fn list(&self, channel: &str) -> Result<Vec<(String, Value, Option<i64>)>, StoreError> {
-        let (consumer, filter) = self.last_entries(channel).await?;
-        let mut out = Vec::new();
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(out);
-        }
-        let mut messages = consumer.messages().await.map_err(unavailable)?;
+        let bucket = self.cluster.kv_bucket_name();
+        let filter = format!("$KV.{bucket}.{}.>", token(channel));
+        let entries = self
+            .cluster
+            .last_per_subject(&format!("KV_{bucket}"), &filter)
+            .await?;
         let strip = filter.len() - 1;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(unavailable)?;
-            let pending = message.info().map(|i| i.pending).unwrap_or(0);
-            let deleted = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("KV-Operation"))
-                .is_some();
-            if !deleted {
-                if let Some(key) = message.subject.get(strip..).and_then(untoken) {
-                    let (value, expires) = open(&message.payload);
-                    out.push((key, value, expires));
-                }
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(entries
+            .into_iter()
+            .filter_map(|(subject, payload)| {
+                let key = subject.get(strip..).and_then(untoken)?;
+                let (value, expires) = open(&payload);
+                Some((key, value, expires))
+            })
+            .collect())
     }
 
     /// Refuses a new key past `kv_max_keys` (keys expired but not yet read

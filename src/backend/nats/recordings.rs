@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream::consumer::{push, DeliverPolicy};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -102,39 +102,18 @@ impl Recordings for NatsRecordings {
         channel: &str,
         limit: usize,
     ) -> BoxFuture<'static, Result<Vec<Value>, StoreError>> {
-        let (stream, subject) = (self.stream.clone(), self.subject(channel));
-        let inbox = self.cluster.client.new_inbox();
-        let connected = self.cluster.connected();
+        let (cluster, subject) = (self.cluster.clone(), self.subject(channel));
         Box::pin(async move {
-            if !connected {
-                return Err(unavailable("NATS is unreachable"));
-            }
-            let consumer = stream
-                .create_consumer(push::OrderedConfig {
-                    deliver_subject: inbox,
-                    filter_subject: subject,
-                    deliver_policy: DeliverPolicy::All,
-                    ..Default::default()
-                })
-                .await
-                .map_err(unavailable)?;
-            let mut out = std::collections::VecDeque::new();
-            if consumer.cached_info().num_pending == 0 {
-                return Ok(Vec::new());
-            }
-            let mut messages = consumer.messages().await.map_err(unavailable)?;
-            while let Some(message) = messages.next().await {
-                let message = message.map_err(unavailable)?;
-                let pending = message.info().map(|i| i.pending).unwrap_or(0);
-                if let Ok(doc) = serde_json::from_slice::<Value>(&message.payload) {
-                    out.push_front(doc);
-                    out.truncate(limit);
-                }
-                if pending == 0 {
-                    break;
-                }
-            }
-            Ok(out.into())
+            let stream = format!("{}_rec", cluster.prefix);
+            let all = cluster
+                .read_stream(&stream, &subject, DeliverPolicy::All)
+                .await?;
+            Ok(all
+                .iter()
+                .rev()
+                .filter_map(|(_, payload)| serde_json::from_slice::<Value>(payload).ok())
+                .take(limit)
+                .collect())
         })
     }
 
