@@ -405,6 +405,34 @@ impl FieldError {
     }
 }
 
+/// Shown instead of a secret (SPEC §9); sent back in a PUT, it keeps the stored secret.
+pub const MASK: &str = "***";
+
+/// The fields that hold tokens: masked wherever a document is shown.
+pub const TOKEN_FIELDS: [&str; 4] = [
+    "token_local",
+    "token_remote",
+    "token_remote2",
+    "token_remote_test",
+];
+
+/// Whether a token field's value is shown as [`MASK`]: a secret, not an
+/// empty field nor a reference to a secret (`$secret:NAME`), shown as written.
+pub fn masked(value: &str) -> bool {
+    !value.is_empty() && crate::secrets::reference(value).is_none()
+}
+
+/// A channel document (as JSON) with its tokens masked, as §9 shows it.
+pub fn mask_doc(doc: &mut serde_json::Value) {
+    for field in TOKEN_FIELDS {
+        if let Some(slot) = doc.get_mut(field) {
+            if slot.as_str().is_some_and(masked) {
+                *slot = MASK.into();
+            }
+        }
+    }
+}
+
 /// What validation needs to know besides the document.
 pub struct ValidationContext<'a> {
     /// Configured solution types.

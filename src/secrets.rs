@@ -8,7 +8,8 @@
 //! - In memory, the opened values live in one [`Table`], swapped whole on
 //!   every change (this node's or, in cluster mode, another node's). A change
 //!   reloads the registry from the folders, so every channel that names a
-//!   secret is resolved again; no document is rewritten.
+//!   secret is resolved again; no document is rewritten (`admin::secrets`
+//!   does it: this module knows no server state).
 //! - [`redact`] replaces every value of the table (4 bytes or more) with
 //!   `***` in what the server writes itself: log lines, recordings, dry-run
 //!   results, job records, traces and error messages.
@@ -419,29 +420,6 @@ pub fn open_all(key: &Key, records: &[Value]) -> HashMap<String, Secret> {
         );
     }
     out
-}
-
-/// Reads every record again, opens them, puts them in force and reloads the
-/// registry (the channels naming a secret are resolved again).
-pub async fn refresh(app: &Arc<crate::AppState>) -> Result<(), crate::store::StoreError> {
-    let records = app.secrets.all().await?;
-    install(open_all(&app.secrets_key, &records));
-    let app = app.clone();
-    let _ = tokio::task::spawn_blocking(move || crate::reload::reload_now(&app)).await;
-    Ok(())
-}
-
-/// In cluster mode: takes the other nodes' changes as they come.
-pub fn follow(app: &Arc<crate::AppState>) {
-    let me = Arc::downgrade(app);
-    app.secrets.watch(Arc::new(move || {
-        let Some(app) = me.upgrade() else { return };
-        tokio::spawn(async move {
-            if let Err(e) = refresh(&app).await {
-                tracing::warn!("secrets: taking another node's change: {e}");
-            }
-        });
-    }));
 }
 
 #[cfg(test)]

@@ -302,7 +302,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let _ = state.listening.set(addr);
     state.peers.start().await?;
     crate::versions::start(&state).await;
-    crate::secrets::follow(&state);
+    admin::follow_secrets(&state);
     admin::answer_questions(&state);
     if state.work.shared() {
         admin::join_cluster_states(&state).await;

@@ -190,7 +190,7 @@ pub fn shown_content(kind: FileKind, content: &Value) -> Value {
     match (kind, content.as_str()) {
         (FileKind::Channel, Some(text)) => match serde_json::from_str::<Value>(text) {
             Ok(mut doc) => {
-                crate::admin::mask_doc(&mut doc);
+                crate::channel::mask_doc(&mut doc);
                 doc
             }
             Err(_) => content.clone(),

@@ -37,16 +37,10 @@ mod scripts;
 mod secrets;
 mod versions;
 
-/// Shown instead of a secret; sent back in a PUT, it keeps the stored secret.
-pub const MASK: &str = "***";
-const SECRET_FIELDS: [&str; 4] = [
-    "token_local",
-    "token_remote",
-    "token_remote2",
-    "token_remote_test",
-];
+pub use crate::channel::{mask_doc, masked, MASK, TOKEN_FIELDS as SECRET_FIELDS};
 
 pub use channels::join_cluster_states;
+pub use secrets::follow as follow_secrets;
 
 /// The questions other nodes ask of the admin API's parts (cluster mode).
 pub fn answer_questions(app: &Arc<AppState>) {
@@ -283,21 +277,4 @@ pub(super) async fn write_and_reload(
     .map_err(|_| AppError::Internal)??;
     crate::audit::versions(versioned);
     Ok((snapshot, versioned))
-}
-
-/// Whether a secret field's value is shown as [`MASK`]: a secret, not an
-/// empty field nor a reference to a secret (`$secret:NAME`), shown as written.
-pub(super) fn masked(value: &str) -> bool {
-    !value.is_empty() && crate::secrets::reference(value).is_none()
-}
-
-/// Shows a channel document (as JSON) with its secrets masked, as §9 does.
-pub fn mask_doc(doc: &mut Value) {
-    for field in SECRET_FIELDS {
-        if let Some(slot) = doc.get_mut(field) {
-            if slot.as_str().is_some_and(masked) {
-                *slot = MASK.into();
-            }
-        }
-    }
 }

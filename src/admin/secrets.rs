@@ -4,6 +4,29 @@
 use super::*;
 use crate::api_doc::{SecretIn, SecretList, SecretShown};
 
+/// Reads every record again, opens them, puts them in force and reloads the
+/// registry (the channels naming a secret are resolved again).
+pub async fn refresh(app: &Arc<AppState>) -> Result<(), crate::store::StoreError> {
+    let records = app.secrets.all().await?;
+    crate::secrets::install(crate::secrets::open_all(&app.secrets_key, &records));
+    let app = app.clone();
+    let _ = tokio::task::spawn_blocking(move || crate::reload::reload_now(&app)).await;
+    Ok(())
+}
+
+/// In cluster mode: takes the other nodes' changes as they come.
+pub fn follow(app: &Arc<AppState>) {
+    let me = Arc::downgrade(app);
+    app.secrets.watch(Arc::new(move || {
+        let Some(app) = me.upgrade() else { return };
+        tokio::spawn(async move {
+            if let Err(e) = refresh(&app).await {
+                tracing::warn!("secrets: taking another node's change: {e}");
+            }
+        });
+    }));
+}
+
 fn shown(name: &str, secret: &crate::secrets::Secret) -> SecretShown {
     SecretShown {
         name: name.to_owned(),
@@ -84,7 +107,7 @@ pub(super) async fn put_secret(
         .put(record)
         .await
         .map_err(|e| AppError::store("storing a secret", &e))?;
-    crate::secrets::refresh(&app)
+    refresh(&app)
         .await
         .map_err(|e| AppError::store("reading the secrets", &e))?;
     count_change("secret", "set");
@@ -118,7 +141,7 @@ pub(super) async fn delete_secret(
             format!("no secret {name:?}"),
         ));
     }
-    crate::secrets::refresh(&app)
+    refresh(&app)
         .await
         .map_err(|e| AppError::store("reading the secrets", &e))?;
     count_change("secret", "delete");
