@@ -1389,6 +1389,39 @@ async fn versions_and_the_audit_log_are_shared_and_a_restore_reaches_every_node(
     );
     assert_eq!(text.lines().count(), 4, "{text}");
     assert!(text.lines().next().unwrap().contains("restored"), "{text}");
+
+    // So does the offline restore: every running node loads what it brings back.
+    let out = std::process::Command::new(common::binary())
+        .args([
+            "restore",
+            "plain",
+            "2",
+            "--script",
+            "--cluster",
+            &nats.url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as version 5"));
+    for node in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                call(node, "/channels/plain/api?token=plain-token", "")
+                    .await
+                    .1["ok"]
+                    == 2
+            })
+            .await,
+            "every node serves version 2 again"
+        );
+    }
+    let (_, entries) = get_json(&b, "/admin/audit?action=script.restore").await;
+    assert_eq!(entries["entries"].as_array().unwrap().len(), 2, "{entries}");
 }
 
 #[tokio::test]
