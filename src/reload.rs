@@ -27,6 +27,9 @@ pub fn reload_now(app: &AppState) -> Loaded {
     let loaded = reload_here(app);
     // In cluster mode, the other nodes get what changed in the folders.
     app.peers.reloaded(mark);
+    // What changed in the folders by other hands than the admin API is
+    // versioned too (after the publish: it adds no wait to it).
+    crate::versions::reconcile(app);
     loaded
 }
 
@@ -34,8 +37,6 @@ fn reload_here(app: &AppState) -> Loaded {
     let started = Instant::now();
     let prev = app.registry.snapshot();
     let loaded = app.registry.reload(&app.config, &app.engine);
-    // What changed in the folders by other hands than the admin API is versioned too.
-    crate::versions::reconcile(app);
     for ((kind, code), err) in &loaded.snapshot.errors {
         if prev.error(*kind, code) != Some(err) {
             let kept = match kind {

@@ -558,6 +558,17 @@ async fn a_viewer_sees_everything_and_changes_nothing() {
         status_of(&srv, "/channels/shop/api?token=shop-token").await,
         200
     );
+    // The Scripts page works for a viewer (issue #32 point 6): the compile
+    // check runs, read-only; Save, Try and Replay are not offered.
+    c.goto(&srv.url("/console/#/scripts/shop")).await.unwrap();
+    wait_text(&c, "#problems", "Compiles").await;
+    for absent in ["#save-script", "#try", "#replay"] {
+        assert!(
+            c.find(Locator::Css(absent)).await.is_err(),
+            "{absent} offered to a viewer"
+        );
+    }
+    no_console_errors(&c).await;
     // Sign out ends the session.
     click(&c, "#signout").await;
     wait(&c, "#token").await;

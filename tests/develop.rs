@@ -481,3 +481,60 @@ fn switchyard_try_prints_a_dry_run() {
     assert_eq!(outcome["answer"]["body"], json!({"sku": "Z", "stock": 0}));
     assert_eq!(outcome["logs"][0]["message"], "looked up Z");
 }
+
+/// Issue #32 point 10: a dry run of an inbox channel (`issync = false`) runs
+/// the script as the real run does: a script that sets `result` succeeds,
+/// and the answer is what the caller gets (202) with how the run ended.
+#[tokio::test]
+async fn a_dry_run_of_an_inbox_channel_matches_the_real_run() {
+    let srv = project()
+        .channel(
+            json!({"code": "box", "token_local": "box-token", "recv_svcscriptcode": "boxed",
+            "opts": {"issync": false}}),
+        )
+        .script("boxed", r#"result = #{ got: startparam(4) };"#)
+        .start();
+    let (status, dry) = admin_post(
+        &srv,
+        "/admin/channels/box/try",
+        json!({"request": {"method": "POST", "body": "hello"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{dry}");
+    let answer = &dry["answer"];
+    assert_eq!(answer["status"], 202, "{dry}");
+    assert!(answer["body"]["request_id"].is_string(), "{dry}");
+    assert_eq!(answer["state"], "succeeded", "{dry}");
+    assert_eq!(answer["result"], json!({"got": "hello"}), "{dry}");
+    // The real run: the same script succeeds with the same result.
+    let resp = client()
+        .post(srv.url("/channels/box/api?token=box-token"))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = json_of(resp).await;
+    assert_eq!(status, 202);
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    let job = common::wait_job(
+        &srv,
+        ADMIN,
+        &id,
+        &["succeeded", "failed"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    // A failing inbox script fails the same way in a dry run.
+    let (_, dry) = admin_post(
+        &srv,
+        "/admin/channels/box/try",
+        json!({"request": {"body": "x"}, "script": "throw \"nope\";"}),
+    )
+    .await;
+    assert_eq!(dry["answer"]["state"], "failed", "{dry}");
+    assert!(
+        dry["answer"]["error"].as_str().unwrap().contains("nope"),
+        "{dry}"
+    );
+}

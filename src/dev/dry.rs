@@ -446,7 +446,12 @@ pub async fn run(
                 code.into(),
                 request_id.clone(),
             ],
-            crate::answer::RECV_OUTPUTS,
+            // An inbox request runs as a job does (it may set `result`).
+            if inbox {
+                crate::jobs::JOB_OUTPUTS
+            } else {
+                crate::answer::RECV_OUTPUTS
+            },
             inbox.then(|| JobRun {
                 id: request_id.clone(),
                 ..JobRun::default()
@@ -486,6 +491,7 @@ pub async fn run(
             }),
         ),
     };
+    let dry_id = request_id.clone();
     let ctx = RunContext {
         channel: channel.clone(),
         request_id,
@@ -503,8 +509,18 @@ pub async fn run(
         .run_off_thread(script, Arc::new(ctx), started, channel.timeout, outputs)
         .await;
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // An inbox request: its caller got `202 {request_id}`; what matters is
+    // how its run ends, as the job view would show it.
+    let answer = if inbox && matches!(input, Input::Http { .. }) {
+        let mut run = answer(&Input::Send { data: Value::Null }, done);
+        run["status"] = 202.into();
+        run["body"] = json!({ "request_id": dry_id });
+        run
+    } else {
+        answer(input, done)
+    };
     json!({
-        "answer": answer(input, done),
+        "answer": answer,
         "logs": host.logs(),
         "effects": host.effects(),
         "duration_ms": (duration_ms * 1000.0).round() / 1000.0,

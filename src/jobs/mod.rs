@@ -464,7 +464,7 @@ struct Outcome {
 
 /// The variables a job's script may set: `result`, and for inbox runs also the
 /// HTTP answer variables of a recv script (accepted, not sent anywhere).
-const JOB_OUTPUTS: &[&str] = &["result", "status", "body", "content_type", "headers"];
+pub const JOB_OUTPUTS: &[&str] = &["result", "status", "body", "content_type", "headers"];
 
 /// Runs attempt `attempt` of a job of `kind` (`send`, `recv`, `schedule`), in its span.
 #[allow(clippy::too_many_arguments)]

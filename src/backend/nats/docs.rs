@@ -183,6 +183,19 @@ impl Docs {
         let Some(path) = self.path_of(key) else {
             return false;
         };
+        // What this node last published or took for the key (its own put
+        // coming back through the watch, most often): the folder may have
+        // moved on since (a hand edit the next reload publishes), and must
+        // not be put back.
+        let in_step = self
+            .synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        if in_step.is_some() && in_step == bytes {
+            return false;
+        }
         let now = std::fs::read(&path).ok();
         self.remember(key, bytes.clone());
         if now == bytes {

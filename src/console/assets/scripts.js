@@ -127,7 +127,8 @@ export async function scriptsPage(main, ctx) {
   const editor = [
     h('div', { class: 'editor' }, gutter, area),
     problems,
-    h('details', { class: 'try', open: true },
+    // Dry runs are for those who may change the script: not offered to a viewer.
+    ctx.admin && h('details', { class: 'try', open: true },
       h('summary', null, 'Try and replay (dry runs: nothing is changed)'),
       h('div', { class: 'form' },
         h('label', null, 'Channel ', channel), h('label', null, 'Recorded ', record),
@@ -150,5 +151,5 @@ export async function scriptsPage(main, ctx) {
   await parts.ready;
   numbers();
   await check();
-  await loadRecords();
+  if (ctx.admin) await loadRecords();
 }
