@@ -805,3 +805,76 @@ async fn finished_jobs_are_pruned_after_job_retention() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Issue #32 point 1 (the API): a bulk retry by filter, with the count first
+/// (`dry_run`), audited.
+#[tokio::test]
+async fn a_bulk_retry_takes_up_the_failed_jobs_its_filters_name() {
+    let up = Upstream::start().await;
+    let srv = project(&up, 0).start();
+    // Three jobs fail once (`fail/1`: 500 then 200), one fails for another reason.
+    let mut failing = Vec::new();
+    for n in ["a", "b", "c"] {
+        failing.push(send(&srv, "erp", json!({"path": format!("{n}/fail/1")})).await);
+    }
+    let other = send(&srv, "erp", json!({"path": "fail/1", "wait": "x"})).await;
+    for id in failing.iter().chain([&other]) {
+        wait_job(&srv, ADMIN, id, &["failed"], Duration::from_secs(10)).await;
+    }
+    let bulk = |body: Value| {
+        let request = client()
+            .post(srv.url("/admin/jobs/retry"))
+            .bearer_auth(ADMIN)
+            .json(&body);
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    // First the count: nothing changes.
+    let (status, _, preview) =
+        bulk(json!({"channel": "erp", "error": "UPSTREAM ANSWERED 500", "dry_run": true})).await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["matched"], 3, "{preview}");
+    assert_eq!(preview["retried"], 0);
+    let job = wait_job(
+        &srv,
+        ADMIN,
+        &failing[0],
+        &["failed"],
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(job["state"], "failed");
+    // Then for real: the three run again and succeed; the fourth stays failed.
+    let (status, _, done) = bulk(json!({"channel": "erp", "error": "upstream answered 500"})).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(
+        (done["matched"].as_u64(), done["retried"].as_u64()),
+        (Some(3), Some(3)),
+        "{done}"
+    );
+    for id in &failing {
+        let job = wait_job(&srv, ADMIN, id, &["succeeded"], Duration::from_secs(10)).await;
+        assert_eq!(job["state"], "succeeded");
+    }
+    let job = wait_job(&srv, ADMIN, &other, &["failed"], Duration::from_secs(1)).await;
+    assert_eq!(job["state"], "failed");
+    // A time range that holds none; bad input.
+    let (_, _, none) = bulk(json!({"until": "2000-01-01T00:00:00Z", "dry_run": true})).await;
+    assert_eq!(none["matched"], 0);
+    let (status, _, _) = bulk(json!({"state": "succeeded"})).await;
+    assert_eq!(status, 400);
+    let (status, _, _) = bulk(json!({"since": "yesterday"})).await;
+    assert_eq!(status, 400);
+    let (status, _, _) = bulk(json!({"who": "me"})).await;
+    assert_eq!(status, 400);
+    // Audited.
+    let (_, _, audit) = json_of(
+        client()
+            .get(srv.url("/admin/audit?action=job.retry"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(audit["entries"].as_array().unwrap().len() >= 2, "{audit}");
+}

@@ -151,3 +151,136 @@ pub(super) async fn retry_job(
         )),
     }
 }
+
+/// Most jobs one bulk retry takes up (the rest: run it again).
+const BULK_MOST: usize = 10_000;
+
+/// `POST /admin/jobs/retry`: which jobs a bulk retry takes.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRetryIn {
+    /// Jobs of every channel of this queue.
+    pub queue: Option<String>,
+    /// Jobs of this channel.
+    pub channel: Option<String>,
+    /// `failed` or `timed_out` (default: both).
+    pub state: Option<String>,
+    /// Jobs whose last error holds this text (case-insensitive).
+    pub error: Option<String>,
+    /// Jobs created at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Jobs created before this time (RFC 3339).
+    pub until: Option<String>,
+    /// `true`: only count what would be retried ("N jobs will be retried").
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[utoipa::path(
+    post, path = "/admin/jobs/retry", tag = "jobs",
+    request_body(content = BulkRetryIn),
+    responses(
+        (status = 200, description = "`{matched, retried, ids}`: the failed or timed_out send and recv jobs that pass every filter, queued again (none with dry_run)", body = Object),
+        (status = 400, description = "An unknown field, a bad state or time", body = ErrorAnswer),
+    )
+)]
+pub(super) async fn retry_jobs(
+    State(app): State<Arc<AppState>>,
+    crate::http::LimitedBody(bytes): crate::http::LimitedBody,
+) -> Result<Json<Value>, AppError> {
+    // The filters are asked for: `{}` (every failed job) is said, never assumed.
+    if bytes.is_empty() {
+        return Err(AppError::BadRequest(
+            "give the filters as a JSON object ({} takes every failed or timed_out job)".into(),
+        ));
+    }
+    let ask: BulkRetryIn = serde_json::from_slice(&bytes)
+        .map_err(|e| AppError::BadRequest(format!("the body: {e}")))?;
+    let states: Vec<&str> = match ask.state.as_deref() {
+        None | Some("") => vec!["failed", "timed_out"],
+        Some(s @ ("failed" | "timed_out")) => vec![s],
+        Some(other) => {
+            return Err(AppError::BadRequest(format!(
+                "state: only failed or timed_out jobs are retried, not {other:?}"
+            )))
+        }
+    };
+    let time = |name: &str,
+                t: &Option<String>|
+     -> Result<Option<chrono::DateTime<chrono::FixedOffset>>, AppError> {
+        t.as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t).map_err(|_| {
+                    AppError::BadRequest(format!("{name}: {t:?} is not an RFC 3339 time"))
+                })
+            })
+            .transpose()
+    };
+    let (since, until) = (time("since", &ask.since)?, time("until", &ask.until)?);
+    let needle = ask.error.as_deref().map(str::to_lowercase);
+    if let Some(code) = ask.channel.as_deref() {
+        crate::audit::code(code);
+    }
+    let mut matched = Vec::new();
+    for state in states {
+        let mut offset = 0;
+        loop {
+            let filter = crate::jobs::JobFilter {
+                channel: ask.channel.clone().filter(|c| !c.is_empty()),
+                kind: None,
+                state: Some(state.to_owned()),
+                queue: ask.queue.clone().filter(|q| !q.is_empty()),
+                test: None,
+                tag: None,
+                limit: 1000,
+                offset,
+            };
+            let page = crate::jobs::list_all(&app, filter)
+                .await
+                .map_err(|e| AppError::store("jobs", &e))?;
+            let n = page.len();
+            for job in page {
+                let created = job["created"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+                let kind_ok = matches!(job["kind"].as_str(), Some("send" | "recv"));
+                let error_ok = needle.as_ref().is_none_or(|n| {
+                    job["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.to_lowercase().contains(n))
+                });
+                let time_ok = since.is_none_or(|s| created.is_some_and(|c| c >= s))
+                    && until.is_none_or(|u| created.is_some_and(|c| c < u));
+                if kind_ok && error_ok && time_ok {
+                    matched.push(job["id"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+            offset += n;
+            if n < 1000 || matched.len() >= BULK_MOST {
+                break;
+            }
+        }
+    }
+    matched.truncate(BULK_MOST);
+    if ask.dry_run {
+        return Ok(Json(
+            json!({ "matched": matched.len(), "retried": 0, "ids": matched }),
+        ));
+    }
+    let mut retried = Vec::new();
+    for id in &matched {
+        // A job that moved on meanwhile (retried by someone else) is left as it is.
+        if let Ok(Ok(_)) = crate::jobs::retry(&app, id).await {
+            retried.push(id.clone());
+        }
+    }
+    tracing::info!(
+        matched = matched.len(),
+        retried = retried.len(),
+        "bulk retry"
+    );
+    Ok(Json(
+        json!({ "matched": matched.len(), "retried": retried.len(), "ids": retried }),
+    ))
+}

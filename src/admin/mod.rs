@@ -72,6 +72,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::retry_job))
+        .routes(routes!(jobs::retry_jobs))
         .routes(routes!(jobs::list_queues))
         .routes(routes!(live::list_connections))
         .routes(routes!(live::post_event))
