@@ -445,7 +445,8 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
         )
         .script(
             "erp_send",
-            r#"let r = webquery(#{ method: "POST", path: "fail/1" });
+            r#"let d = parse_json(startparam(1));
+               let r = webquery(#{ method: "POST", path: if "path" in d { d.path } else { "fail/1" } });
                if r.status != 200 { throw `<img src=x id=injected> ERP answered ${r.status}`; }
                result = r.status;"#,
         )
@@ -471,6 +472,32 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
     click(&c, "#retry").await;
     wait_text(&c, "#card-attempts", "2/2").await;
     wait_text(&c, "#card-state", "succeeded").await;
+    // Bulk retry (issue #32 point 1): the count first, then the retry.
+    let mut more = Vec::new();
+    for n in ["a", "b"] {
+        let id =
+            common::send_job(&srv, ADMIN, "erp", &json!({"path": format!("{n}/fail/1")})).await;
+        more.push(id);
+    }
+    for id in &more {
+        common::wait_job(&srv, ADMIN, id, &["failed"], Duration::from_secs(10)).await;
+    }
+    click(&c, "#bulk-retry").await;
+    wait_text(&c, "#bulk-count", "will be retried").await;
+    let input = wait(&c, "#bulk-error").await;
+    input.send_keys("no such error text").await.unwrap();
+    wait_text(&c, "#bulk-count", "0 jobs will be retried").await;
+    input.clear().await.unwrap();
+    input.send_keys("ERP answered").await.unwrap();
+    wait_text(&c, "#bulk-count", "2 jobs will be retried").await;
+    for id in &more {
+        let job = common::wait_job(&srv, ADMIN, id, &["failed"], Duration::from_secs(1)).await;
+        assert_eq!(job["state"], "failed", "the count changes nothing");
+    }
+    click(&c, "dialog[open] button.danger").await;
+    for id in &more {
+        common::wait_job(&srv, ADMIN, id, &["succeeded"], Duration::from_secs(10)).await;
+    }
     // The queue selector filters.
     let select = c.find(Locator::Css("#queue")).await.unwrap();
     select.select_by_value("erp-queue").await.unwrap();

@@ -1,6 +1,6 @@
 // Job processing: a queue selector upper left, a state filter, the jobs
 // newest first, a job card with its attempts, Retry; live without a reload.
-import { h, append, clear, when, json, toast } from './dom.js';
+import { h, append, clear, when, json, toast, dialog } from './dom.js';
 import { api, listen } from './api.js';
 
 const STATES = ['', 'queued', 'running', 'waiting', 'succeeded', 'failed', 'timed_out'];
@@ -40,7 +40,9 @@ export async function jobsPage(main, ctx) {
   const prev = h('button', { type: 'button', id: 'prev-page', onclick: () => { page = Math.max(0, page - 1); load(); } }, 'Newer');
   const next = h('button', { type: 'button', id: 'next-page', onclick: () => { page += 1; load(); } }, 'Older');
   append(main, [
-    h('div', { class: 'bar' }, queue, state, h('h1', null, 'Jobs'), h('span', { class: 'live', title: 'Updates live' }, '● live')),
+    h('div', { class: 'bar' }, queue, state, h('h1', null, 'Jobs'),
+      ctx.admin && h('button', { type: 'button', id: 'bulk-retry', onclick: bulkRetry }, 'Retry failed…'),
+      h('span', { class: 'live', title: 'Updates live' }, '● live')),
     h('div', { class: 'scroll' }, h('table', { class: 'list', id: 'jobs' },
       h('thead', null, h('tr', null, ['Job', 'Channel', 'Kind', 'State', 'Attempts', 'Created', 'Next attempt', 'Last error'].map((c) => h('th', { scope: 'col' }, c)))),
       body)),
@@ -94,6 +96,44 @@ export async function jobsPage(main, ctx) {
         h('li', { class: a.outcome }, `${when(a.started)} · ${a.duration_ms} ms · ${a.outcome}`, a.error ? h('div', { class: 'error-text' }, a.error) : null))),
       h('h3', null, 'Result'), h('pre', null, j.result === null || j.result === undefined ? '—' : json(j.result)),
     ]);
+  }
+
+  // Bulk retry (POST /admin/jobs/retry): the failed jobs of the queue (and
+  // state) chosen, narrowed by error text; the count is shown before anything runs.
+  async function bulkRetry() {
+    const filters = (dryRun) => {
+      const f = { dry_run: dryRun };
+      if (queue.value) f.queue = queue.value;
+      if (state.value === 'failed' || state.value === 'timed_out') f.state = state.value;
+      if (errorText.value.trim()) f.error = errorText.value.trim();
+      return f;
+    };
+    const errorText = h('input', { id: 'bulk-error', 'aria-label': 'Last error contains', placeholder: 'e.g. 503' });
+    const count = h('p', { id: 'bulk-count', role: 'status' }, '…');
+    let matched = 0;
+    async function preview() {
+      try {
+        ({ matched } = await api('POST', '/admin/jobs/retry', filters(true)));
+        count.textContent = `${matched} job${matched === 1 ? '' : 's'} will be retried`;
+      } catch (e) {
+        count.textContent = e.message;
+      }
+    }
+    let timer = null;
+    errorText.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(preview, 250); });
+    await preview();
+    const where = queue.value ? `queue ${queue.value}` : 'every queue';
+    const go = await dialog(`Retry failed jobs of ${where}?`,
+      [h('label', null, 'Last error contains ', errorText), count],
+      [{ label: 'Cancel', value: () => false }, { label: 'Retry them', class: 'danger', value: () => true }]);
+    if (!go) return;
+    try {
+      const r = await api('POST', '/admin/jobs/retry', filters(false));
+      toast(`${r.retried} job${r.retried === 1 ? '' : 's'} retried`);
+      await load();
+    } catch (e) {
+      toast(`Not retried: ${e.message}`, 'bad');
+    }
   }
 
   queue.addEventListener('change', () => { page = 0; load(); });
