@@ -536,6 +536,70 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
         .await
         .unwrap();
     wait_text(&c, "#request-tail", "shop").await;
+    // Method and path shown; the console's own polling (/admin/connections
+    // every 2 s) left out; the filter hides rows listed already.
+    let rows = c
+        .execute(
+            r#"return [...document.querySelectorAll('#request-tail tr')]
+                 .filter((r) => !r.hidden).map((r) => r.textContent);"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<String> = serde_json::from_value(rows).unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("GET") && r.contains("/channels/shop/api")),
+        "{rows:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let shown = |c: &Client| {
+        let c = c.clone();
+        async move {
+            let rows = c
+                .execute(
+                    r#"return [...document.querySelectorAll('#request-tail tr')]
+                         .filter((r) => !r.hidden).map((r) => r.textContent);"#,
+                    vec![],
+                )
+                .await
+                .unwrap();
+            serde_json::from_value::<Vec<String>>(rows).unwrap()
+        }
+    };
+    let rows = shown(&c).await;
+    assert!(rows.iter().all(|r| !r.contains("/admin/")), "{rows:?}");
+    click(&c, "#show-admin").await;
+    assert!(shown(&c)
+        .await
+        .iter()
+        .any(|r| r.contains("/admin/connections")));
+    click(&c, "#show-admin").await;
+    c.find(Locator::Css("#request-filter"))
+        .await
+        .unwrap()
+        .send_keys("no such request")
+        .await
+        .unwrap();
+    assert!(shown(&c).await.is_empty());
+    c.find(Locator::Css("#request-filter"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    // Pause holds new rows back; going on brings them in.
+    let before = shown(&c).await.len();
+    click(&c, "#pause").await;
+    client()
+        .get(srv.url("/channels/shop/api?sku=PAUSED&token=shop-token"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(shown(&c).await.len(), before, "paused: no new row");
+    click(&c, "#pause").await;
+    assert_eq!(shown(&c).await.len(), before + 1, "the held row comes in");
     screenshot(&c, "live").await;
     c.goto(&srv.url("/console/#/overview")).await.unwrap();
     wait_text(&c, "#queues", "erp-queue").await;
