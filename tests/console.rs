@@ -802,6 +802,102 @@ async fn history_restores_a_version_and_the_audit_page_lists_it() {
     c.close().await.unwrap();
 }
 
+/// Issue #32 point 3: the Channels page finds by code or title as you type,
+/// sorts by a column, shows the mode, when the credential ends (red once
+/// it has), and a document that no longer loads, in its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_are_found_sorted_and_say_mode_expiry_and_load_errors() {
+    let past = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
+    let soon = (chrono::Utc::now() + chrono::Duration::hours(50)).to_rfc3339();
+    let srv = project()
+        .channel(json!({"code": "alpha", "token_local": "a-token", "recv_svcscriptcode": "shop",
+            "opts": {"issync": true, "mode": "test", "title": "ERP orders", "token_valid_until": past}}))
+        .channel(json!({"code": "beta", "token_local": "b-token", "recv_svcscriptcode": "shop",
+            "opts": {"issync": true, "title": "Billing", "token_valid_until": soon}}))
+        .start();
+    let (c, _driver) = browser().await;
+    sign_in(&c, &srv, ADMIN).await;
+    wait(&c, "tr[data-code='beta']").await;
+    wait_text(&c, "tr[data-code='alpha'] .pill.mode", "test").await;
+    wait_text(&c, "tr[data-code='beta'] .pill.mode", "production").await;
+    let expired = wait_text(&c, "tr[data-code='alpha'] td.credential", "expired").await;
+    assert!(expired.contains("3 h ago"), "{expired}");
+    let class = c
+        .find(Locator::Css("tr[data-code='alpha'] td.credential"))
+        .await
+        .unwrap()
+        .attr("class")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(class.contains("error-text"), "expired shows red: {class}");
+    wait_text(&c, "tr[data-code='beta'] td.credential", "expires in 2 d").await;
+    // Find by title, as you type.
+    let visible = |c: &Client| {
+        let c = c.clone();
+        async move {
+            let codes = c
+                .execute(
+                    r#"return [...document.querySelectorAll('#channels tr[data-code]')]
+                         .filter((r) => !r.hidden).map((r) => r.dataset.code);"#,
+                    vec![],
+                )
+                .await
+                .unwrap();
+            serde_json::from_value::<Vec<String>>(codes).unwrap()
+        }
+    };
+    c.find(Locator::Css("#channel-search"))
+        .await
+        .unwrap()
+        .send_keys("billing")
+        .await
+        .unwrap();
+    assert_eq!(visible(&c).await, ["beta"]);
+    c.find(Locator::Css("#channel-search"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    c.execute(
+        "const s = document.querySelector('#channel-search'); s.dispatchEvent(new Event('input'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(visible(&c).await, ["alpha", "beta", "shop"]);
+    // Sort: Code again turns the order round; Title sorts by title.
+    click(&c, "button.sort[data-sort='Code']").await;
+    assert_eq!(visible(&c).await, ["shop", "beta", "alpha"]);
+    click(&c, "button.sort[data-sort='Title']").await;
+    let by_title = visible(&c).await;
+    assert_eq!(
+        by_title,
+        ["shop", "beta", "alpha"],
+        "<script>… < Billing < ERP orders"
+    );
+    // A document broken by hand: the row says it does not load.
+    let file = srv
+        .project
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("channels/beta.json");
+    std::fs::write(
+        &file,
+        "{\"code\": \"beta\", \"opts\": {\"recv_timeout\": 99}}",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.refresh().await.unwrap();
+    let shown = wait_text(&c, "tr[data-code='beta'] .load-error", "does not load").await;
+    assert!(shown.contains("the last good version"), "{shown}");
+    screenshot(&c, "channels").await;
+    no_console_errors(&c).await;
+    c.close().await.unwrap();
+}
+
 /// Clicks `css` once it is there.
 async fn click_when_there(c: &Client, css: &str) {
     wait(c, css).await.click().await.unwrap();

@@ -4,44 +4,100 @@ import { historyPanel } from './history.js';
 import { api } from './api.js';
 import { sparkline } from './chart.js';
 
+// "expires in 2 d" / "expired 3 h ago" for a token_valid_until.
+function expiry(until) {
+  if (!until) return null;
+  const ms = new Date(until) - Date.now();
+  if (Number.isNaN(ms)) return null;
+  const span = (x) => {
+    const m = Math.abs(x) / 60000;
+    if (m < 60) return `${Math.round(m)} min`;
+    if (m < 48 * 60) return `${Math.round(m / 60)} h`;
+    return `${Math.round(m / 1440)} d`;
+  };
+  return ms > 0 ? { text: `expires in ${span(ms)}`, expired: false } : { text: `expired ${span(ms)} ago`, expired: true };
+}
+
+// The columns that sort, and the value each sorts by.
+const SORTS = {
+  Code: (c) => c.code,
+  Title: (c) => (c.opts && c.opts.title) || '',
+  Type: (c) => c.type || 'general',
+  Queue: (c) => (c.opts && c.opts.queue) || c.code,
+  State: (c) => c.state,
+};
+
 export async function channelsPage(main, ctx) {
   const table = h('tbody');
   const detail = h('section', { class: 'detail', 'aria-label': 'Channel' });
+  const search = h('input', { id: 'channel-search', type: 'search', 'aria-label': 'Find channels by code or title', placeholder: 'Find by code or title' });
+  let sortBy = 'Code';
+  let ascending = true;
+  let last = null;
+  const head = h('tr');
+  function header() {
+    clear(head);
+    append(head, ['Code', 'Title', 'Type', 'Queue', 'Activated', 'State', 'Auto start', 'Script', 'Credential', 'Last hour', 'Last request', 'Connections', 'Actions']
+      .map((c) => h('th', { scope: 'col', 'aria-sort': c === sortBy ? (ascending ? 'ascending' : 'descending') : null },
+        SORTS[c] ? h('button', { type: 'button', class: 'link sort', 'data-sort': c, onclick: () => {
+          ascending = c === sortBy ? !ascending : true;
+          sortBy = c;
+          header();
+          if (last) render(last);
+        } }, c, c === sortBy ? (ascending ? ' ▲' : ' ▼') : '') : c)));
+  }
+  header();
   append(main, [
     h('div', { class: 'bar' },
-      h('h1', null, 'Channels'),
+      h('h1', null, 'Channels'), search,
       ctx.admin && h('button', { type: 'button', id: 'add-channel', onclick: () => edit(null) }, 'Add channel')),
     h('div', { class: 'scroll' },
-      h('table', { class: 'list', id: 'channels' },
-        h('thead', null, h('tr', null,
-          ['Code', 'Title', 'Type', 'Queue', 'Activated', 'State', 'Auto start', 'Script', 'Last hour', 'Last request', 'Connections', 'Actions']
-            .map((c) => h('th', { scope: 'col' }, c)))),
-        table)),
+      h('table', { class: 'list', id: 'channels' }, h('thead', null, head), table)),
     detail,
   ]);
+  // Typing filters the rows listed, without asking the server again.
+  function filterRows() {
+    const needle = search.value.trim().toLowerCase();
+    for (const row of table.querySelectorAll('tr[data-code]')) {
+      row.hidden = !!needle && !row.dataset.find.includes(needle);
+    }
+  }
+  search.addEventListener('input', filterRows);
 
   async function load() {
-    const [{ channels }, { connections }, { scripts }, history] = await Promise.all([
+    last = await Promise.all([
       api('GET', '/admin/channels'), api('GET', '/admin/connections'), api('GET', '/admin/scripts'),
       api('GET', '/admin/overview')]);
+    render(last);
+  }
+
+  function render([{ channels }, { connections }, { scripts }, history]) {
     const sum = (a) => a.reduce((x, y) => x + y, 0);
     const scriptOk = Object.fromEntries(scripts.map((s) => [s.code, s.status]));
+    const key = SORTS[sortBy];
+    const sorted = [...channels].sort((a, b) => String(key(a)).localeCompare(String(key(b))) * (ascending ? 1 : -1));
     clear(table);
-    if (!channels.length) append(table, h('tr', null, h('td', { colspan: 12 }, 'No channels yet.')));
-    for (const c of channels) {
+    if (!channels.length) append(table, h('tr', null, h('td', { colspan: 13 }, 'No channels yet.')));
+    for (const c of sorted) {
       const o = c.opts || {};
       const disabled = c.state === 'disabled';
       const recv = c.recv_svcscriptcode || c.recv_svcscriptcode_ws || c.send_svcscriptcode;
       const status = recv && scriptOk[recv];
-      append(table, h('tr', { 'data-code': c.code },
-        h('th', { scope: 'row' }, h('a', { href: `#/channels/${encodeURIComponent(c.code)}` }, c.code)),
+      const ends = expiry(o.token_valid_until);
+      const broken = c.status && c.status.ok === false;
+      append(table, h('tr', { 'data-code': c.code, 'data-find': `${c.code} ${o.title || ''}`.toLowerCase() },
+        h('th', { scope: 'row' }, h('a', { href: `#/channels/${encodeURIComponent(c.code)}` }, c.code),
+          ' ', h('span', { class: `pill mode ${o.mode === 'test' ? 'test' : 'production'}` }, o.mode === 'test' ? 'test' : 'production'),
+          broken && h('div', { class: 'error-text load-error', title: c.status.error }, `does not load: serving ${c.status.serving || ''}`)),
         h('td', { class: 'title' }, o.title || ''),
         h('td', null, c.type || 'general'),
         h('td', null, o.queue || c.code),
         h('td', null, disabled ? 'deactivated' : 'activated'),
         h('td', null, h('span', { class: `pill ${c.state}` }, c.state)),
         h('td', null, o.autostart === false ? 'no' : 'yes'),
-        h('td', null, recv ? `${recv}${status && !status.ok ? ' ✗' : ''}` : '—'),
+        h('td', { class: status && !status.ok ? 'error-text' : null, title: status && !status.ok ? status.error : null },
+          recv ? `${recv}${status && !status.ok ? ' ✗ serving the last good version' : ''}` : '—'),
+        h('td', { class: ends && ends.expired ? 'error-text credential' : 'credential' }, ends ? ends.text : 'no expiry'),
         h('td', { class: 'hour' }, (() => {
           const hh = history.channels[c.code];
           if (!hh) return '—';
@@ -57,6 +113,7 @@ export async function channelsPage(main, ctx) {
             c.state === 'stopped' ? 'Start' : 'Stop'),
         ] : '')));
     }
+    filterRows();
   }
 
   async function setDisabled(code, disabled) {
