@@ -893,6 +893,25 @@ async fn channels_are_found_sorted_and_say_mode_expiry_and_load_errors() {
     c.refresh().await.unwrap();
     let shown = wait_text(&c, "tr[data-code='beta'] .load-error", "does not load").await;
     assert!(shown.contains("the last good version"), "{shown}");
+    // The row's actions show without sideways scrolling at 1280 px and 390 px.
+    for (width, height) in [(1280, 900), (390, 844)] {
+        c.set_window_size(width, height).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let right = c
+            .execute(
+                r#"const b = document.querySelector("tr[data-code='shop'] button.toggle").getBoundingClientRect();
+                   return [b.right, document.documentElement.clientWidth];"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (right, room) = (right[0].as_f64().unwrap(), right[1].as_f64().unwrap());
+        assert!(
+            right <= room,
+            "at {width} px the actions end at {right}, past {room}"
+        );
+    }
+    c.set_window_size(1280, 900).await.unwrap();
     screenshot(&c, "channels").await;
     no_console_errors(&c).await;
     c.close().await.unwrap();

@@ -37,7 +37,7 @@ export async function channelsPage(main, ctx) {
   const head = h('tr');
   function header() {
     clear(head);
-    append(head, ['Code', 'Title', 'Type', 'Queue', 'Activated', 'State', 'Auto start', 'Script', 'Credential', 'Last hour', 'Last request', 'Connections', 'Actions']
+    append(head, ['Code', 'Actions', 'Title', 'Type', 'Queue', 'Activated', 'State', 'Auto start', 'Script', 'Credential', 'Last hour', 'Last request', 'Connections']
       .map((c) => h('th', { scope: 'col', 'aria-sort': c === sortBy ? (ascending ? 'ascending' : 'descending') : null },
         SORTS[c] ? h('button', { type: 'button', class: 'link sort', 'data-sort': c, onclick: () => {
           ascending = c === sortBy ? !ascending : true;
@@ -89,6 +89,12 @@ export async function channelsPage(main, ctx) {
         h('th', { scope: 'row' }, h('a', { href: `#/channels/${encodeURIComponent(c.code)}` }, c.code),
           ' ', h('span', { class: `pill mode ${o.mode === 'test' ? 'test' : 'production'}` }, o.mode === 'test' ? 'test' : 'production'),
           broken && h('div', { class: 'error-text load-error', title: c.status.error }, `does not load: serving ${c.status.serving || ''}`)),
+        h('td', { class: 'actions' }, ctx.admin ? [
+          h('button', { type: 'button', class: 'toggle', onclick: () => setDisabled(c.code, !disabled) },
+            disabled ? 'Activate' : 'Deactivate'),
+          !disabled && h('button', { type: 'button', class: 'runstop', onclick: () => runStop(c.code, c.state === 'stopped') },
+            c.state === 'stopped' ? 'Start' : 'Stop'),
+        ] : ''),
         h('td', { class: 'title' }, o.title || ''),
         h('td', null, c.type || 'general'),
         h('td', null, o.queue || c.code),
@@ -105,13 +111,7 @@ export async function channelsPage(main, ctx) {
             h('span', { class: 'muted' }, ` ${sum(hh.requests)} req · ${sum(hh.errors)} err`)];
         })()),
         h('td', null, when((history.channels[c.code] || {}).last_request)),
-        h('td', null, String((connections[c.code] || []).length)),
-        h('td', { class: 'actions' }, ctx.admin ? [
-          h('button', { type: 'button', class: 'toggle', onclick: () => setDisabled(c.code, !disabled) },
-            disabled ? 'Activate' : 'Deactivate'),
-          !disabled && h('button', { type: 'button', class: 'runstop', onclick: () => runStop(c.code, c.state === 'stopped') },
-            c.state === 'stopped' ? 'Start' : 'Stop'),
-        ] : '')));
+        h('td', null, String((connections[c.code] || []).length))));
     }
     filterRows();
   }
