@@ -472,6 +472,21 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
     click(&c, "#retry").await;
     wait_text(&c, "#card-attempts", "2/2").await;
     wait_text(&c, "#card-state", "succeeded").await;
+    // A succeeded job's old error is not shown as standing (issue #32 point 4).
+    let class = c
+        .find(Locator::Css("#card-error"))
+        .await
+        .unwrap()
+        .attr("class")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        !class.contains("error-text"),
+        "an old error in red: {class}"
+    );
+    wait_text(&c, "#job-card", "an earlier attempt failed").await;
+    wait_text(&c, "#card-mode", "production").await;
     // Bulk retry (issue #32 point 1): the count first, then the retry.
     let mut more = Vec::new();
     for n in ["a", "b"] {
@@ -832,6 +847,25 @@ async fn channels_are_found_sorted_and_say_mode_expiry_and_load_errors() {
         .unwrap_or_default();
     assert!(class.contains("error-text"), "expired shows red: {class}");
     wait_text(&c, "tr[data-code='beta'] td.credential", "expires in 2 d").await;
+    // The queue of a channel in test mode goes to production from its row.
+    assert!(c
+        .find(Locator::Css("tr[data-code='beta'] button.to-production"))
+        .await
+        .is_err());
+    click(&c, "tr[data-code='alpha'] button.to-production").await;
+    wait_text(&c, "dialog[open] h2", "Switch queue alpha to production?").await;
+    click(&c, "dialog[open] button.danger").await;
+    wait_text(&c, "tr[data-code='alpha'] .pill.mode", "production").await;
+    let doc: Value = client()
+        .get(srv.url("/admin/channels/alpha"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["opts"]["mode"], "production");
     // Find by title, as you type.
     let visible = |c: &Client| {
         let c = c.clone();

@@ -94,6 +94,8 @@ export async function channelsPage(main, ctx) {
             disabled ? 'Activate' : 'Deactivate'),
           !disabled && h('button', { type: 'button', class: 'runstop', onclick: () => runStop(c.code, c.state === 'stopped') },
             c.state === 'stopped' ? 'Start' : 'Stop'),
+          o.mode === 'test' && h('button', { type: 'button', class: 'to-production', onclick: () => toProduction(o.queue || c.code) },
+            'To production'),
         ] : ''),
         h('td', { class: 'title' }, o.title || ''),
         h('td', null, c.type || 'general'),
@@ -122,6 +124,17 @@ export async function channelsPage(main, ctx) {
     doc.opts.disabled = disabled;
     await api('PUT', `/admin/channels/${encodeURIComponent(code)}`, doc);
     toast(`${code} ${disabled ? 'deactivated' : 'activated'}`);
+    await load();
+  }
+
+  // Every channel of the queue in test mode goes to production (POST /admin/queues/{name}/production).
+  async function toProduction(queueName) {
+    const ok = await dialog(`Switch queue ${queueName} to production?`,
+      h('p', null, `Every channel of queue ${queueName} in test mode calls its production system from now on (url, token_remote). Jobs made in test mode stay in test mode.`),
+      [{ label: 'Cancel', value: () => false }, { label: 'Switch to production', class: 'danger', value: () => true }]);
+    if (!ok) return;
+    const r = await api('POST', `/admin/queues/${encodeURIComponent(queueName)}/production`);
+    toast(`${r.switched.length} channel${r.switched.length === 1 ? '' : 's'} now in production`);
     await load();
   }
 

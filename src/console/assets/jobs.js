@@ -5,6 +5,9 @@ import { api, listen } from './api.js';
 
 const STATES = ['', 'queued', 'running', 'waiting', 'succeeded', 'failed', 'timed_out'];
 
+// A job whose error stands (shown red); a succeeded job's old error does not.
+const failedState = (state) => state === 'failed' || state === 'timed_out';
+
 // The queue selector's options: all queues, then each queue with its channels.
 function queueOptions(queues) {
   return [h('option', { value: '' }, 'All queues'),
@@ -64,12 +67,14 @@ export async function jobsPage(main, ctx) {
     if (!jobs.length) append(body, h('tr', null, h('td', { colspan: 8 }, 'No jobs.')));
     for (const j of jobs) {
       append(body, h('tr', { 'data-id': j.id, class: j.id === open ? 'open' : null },
-        h('th', { scope: 'row' }, h('button', { type: 'button', class: 'link', onclick: () => { open = j.id; showCard(); } }, j.id.slice(0, 8))),
+        h('th', { scope: 'row' }, h('button', { type: 'button', class: 'link', onclick: () => { open = j.id; showCard(); } }, j.id.slice(0, 8)),
+          j.test ? [' ', h('span', { class: 'pill mode test' }, 'test')] : null),
         h('td', null, j.channel), h('td', null, j.kind),
         h('td', null, h('span', { class: `pill ${j.state}` }, j.state)),
         h('td', { class: 'attempts' }, `${j.attempt}/${j.max_attempts}`),
         h('td', null, when(j.created)), h('td', null, when(j.next_attempt_at)),
-        h('td', { class: 'error-text' }, j.last_error || '')));
+        // An error is red while it stands: not once the job succeeded after it.
+        h('td', { class: failedState(j.state) ? 'error-text' : 'muted' }, j.last_error || '')));
     }
     if (open) await showCard();
   }
@@ -85,7 +90,9 @@ export async function jobsPage(main, ctx) {
         h('dt', null, 'attempts'), h('dd', { id: 'card-attempts' }, `${j.attempt}/${j.max_attempts}`),
         h('dt', null, 'next attempt'), h('dd', null, when(j.next_attempt_at)),
         h('dt', null, 'tags'), h('dd', null, (j.tags || []).join(', ') || '—'),
-        h('dt', null, 'last error'), h('dd', { class: 'error-text' }, j.last_error || '—')),
+        h('dt', null, 'mode'), h('dd', { id: 'card-mode' }, j.test ? h('span', { class: 'pill mode test' }, 'test') : 'production'),
+        h('dt', null, failedState(j.state) ? 'last error' : 'an earlier attempt failed'),
+        h('dd', { id: 'card-error', class: failedState(j.state) ? 'error-text' : 'muted' }, j.last_error || '—')),
       ctx.admin && (j.state === 'failed' || j.state === 'timed_out') &&
         h('button', { type: 'button', id: 'retry', onclick: async () => {
           await api('POST', `/admin/jobs/${encodeURIComponent(j.id)}/retry`);
