@@ -102,6 +102,10 @@ pub fn actor() -> Value {
 /// The action of a request and the code its path names; `None`: not an
 /// action (reads, and routes outside the admin API).
 fn action_of(method: &Method, path: &str) -> Option<(&'static str, Option<String>)> {
+    // Only the admin API and the console's session hold actions.
+    if !(path.starts_with("/admin/") || path.starts_with("/console/")) {
+        return None;
+    }
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let code = |i: usize| segments.get(i).map(|s| (*s).to_owned());
     let action = match (method.as_str(), segments.as_slice()) {

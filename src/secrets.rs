@@ -334,7 +334,8 @@ fn parts(value: &str) -> Vec<String> {
 
 /// `text` with every secret value replaced by `***`.
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let Some(table) = TABLE.load().as_ref().map(Arc::clone) else {
+    let table = TABLE.load();
+    let Some(table) = table.as_deref() else {
         return Cow::Borrowed(text);
     };
     match &table.redactor {
@@ -348,7 +349,8 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 
 /// [`redact`] of bytes (a log line).
 pub fn redact_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
-    let Some(table) = TABLE.load().as_ref().map(Arc::clone) else {
+    let table = TABLE.load();
+    let Some(table) = table.as_deref() else {
         return Cow::Borrowed(bytes);
     };
     match &table.redactor {

@@ -95,21 +95,7 @@ pub(super) async fn put_script(
         .await
         .map_err(AppError::Compile)?;
     let _serial = app.admin_lock.lock().await;
-    // A call to a function that exists nowhere is refused like a syntax error.
-    let unknown = app
-        .engine
-        .unknown_calls(&ast, &app.registry.snapshot().scripts);
-    if let Some(first) = unknown.first() {
-        let mut message = first.message.clone();
-        for more in &unknown[1..] {
-            message.push_str(&format!("; {}:{}: {}", more.line, more.col, more.message));
-        }
-        return Err(AppError::Compile(CompileError {
-            line: first.line,
-            col: first.col,
-            message,
-        }));
-    }
+    refuse_unknown_calls(&app, &ast, &app.registry.snapshot().scripts)?;
     let path = script_file(&app, &code);
     let existed = path.exists();
     let bytes = Some(source.into_bytes());
@@ -128,6 +114,29 @@ pub(super) async fn put_script(
         }),
     )
         .into_response())
+}
+
+/// A call to a function that exists nowhere is refused like a syntax error
+/// (`422 compile_error` at the first, every one in the message): on a save
+/// and on a restore.
+pub(super) fn refuse_unknown_calls(
+    app: &AppState,
+    ast: &rhai::AST,
+    scripts: &crate::script::ScriptTable,
+) -> Result<(), AppError> {
+    let unknown = app.engine.unknown_calls(ast, scripts);
+    let Some(first) = unknown.first() else {
+        return Ok(());
+    };
+    let mut message = first.message.clone();
+    for more in &unknown[1..] {
+        message.push_str(&format!("; {}:{}: {}", more.line, more.col, more.message));
+    }
+    Err(AppError::Compile(CompileError {
+        line: first.line,
+        col: first.col,
+        message,
+    }))
 }
 
 #[utoipa::path(

@@ -139,15 +139,8 @@ async fn restore(
                 .compile_detached(content.clone())
                 .await
                 .map_err(|e| would_not_load(n, AppError::Compile(e)))?;
-            if let Some(first) = app.engine.unknown_calls(&ast, &snapshot.scripts).first() {
-                return Err(would_not_load(
-                    n,
-                    AppError::BadRequest(format!(
-                        "{}:{}: {}",
-                        first.line, first.col, first.message
-                    )),
-                ));
-            }
+            scripts::refuse_unknown_calls(app, &ast, &snapshot.scripts)
+                .map_err(|e| would_not_load(n, e))?;
         }
     }
     let (snapshot, _) = write_and_reload(app, kind, code, Some(content.into_bytes()), true).await?;
