@@ -193,11 +193,16 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
             Ok("queued".to_owned())
         })
         .await?;
+    tracing::debug!(job = %id, state = %state, "cluster: took a job");
     if state == GIVEN_UP {
         super::finished(&app, &id, &code, &kind, "failed").await;
         return Ok(Taken::Finished);
     }
     if FINAL.contains(&state.as_str()) {
+        // It finished here before this node died (or stopped) without
+        // telling the cluster: the shared record still says what it said
+        // then (`running`); it gets the outcome this store kept.
+        share(&app, &id).await;
         return Ok(Taken::Finished);
     }
     if kind == "recv" {

@@ -267,11 +267,20 @@ impl Server {
         let logs = Arc::new(Mutex::new(String::new()));
         let mut stderr = child.stderr.take().unwrap();
         let sink = logs.clone();
+        // SWITCHYARD_TEST_LOG_DIR: every server's log also goes to
+        // `<dir>/<pid>.log`, for a failure whose story is in another node's log.
+        let mut copy = std::env::var_os("SWITCHYARD_TEST_LOG_DIR").and_then(|dir| {
+            std::fs::File::create(std::path::Path::new(&dir).join(format!("{}.log", child.id())))
+                .ok()
+        });
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = stderr.read(&mut buf) {
                 if n == 0 {
                     break;
+                }
+                if let Some(file) = copy.as_mut() {
+                    let _ = std::io::Write::write_all(file, &buf[..n]);
                 }
                 sink.lock()
                     .unwrap()
