@@ -369,6 +369,10 @@ pub struct Job {
     /// Each attempt (one job only, not in listings).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<Attempt>>,
+    /// The data the job was made with, while it is kept (one job only; a
+    /// succeeded job's is dropped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
 }
 
 /// One attempt of a job.
@@ -379,6 +383,49 @@ pub struct Attempt {
     pub duration_ms: i64,
     pub outcome: String,
     pub error: Option<String>,
+    /// The node that made it, when another node made it (cluster mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its outbound calls (`webquery`), at most 5: method, URL and request
+    /// (headers, body) with credentials shown as `***`, the response (status,
+    /// headers, body up to 2 KiB) or the error, duration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls: Option<Vec<Call>>,
+    /// The script's log lines in this attempt, at most 50.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Vec<LogLine>>,
+    /// Calls made past the 5 kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub more_calls: Option<u64>,
+    /// Log lines written past the 50 kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub more_logs: Option<u64>,
+}
+
+/// One outbound call of a job's attempt.
+#[derive(Serialize, ToSchema)]
+pub struct Call {
+    pub method: String,
+    /// Without user or password; a credential query parameter's value is `***`.
+    pub url: String,
+    /// `{headers, body?}`.
+    pub request: Value,
+    /// `{status, headers, body}`; absent when the call failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+    /// Why the call failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// One log line of a job's attempt.
+#[derive(Serialize, ToSchema)]
+pub struct LogLine {
+    pub at: String,
+    /// `info`, `warn`, `error`, `debug`.
+    pub level: String,
+    pub text: String,
 }
 
 /// `GET /admin/jobs`.

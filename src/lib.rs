@@ -231,8 +231,9 @@ impl script::Host for AppState {
         request: serde_json::Value,
         budget: std::time::Duration,
         trace: &opentelemetry::trace::SpanContext,
+        trail: Option<&script::trail::Trail>,
     ) -> Result<serde_json::Value, String> {
-        outbound::webquery(self, channel, request, budget, trace)
+        outbound::webquery(self, channel, request, budget, trace, trail)
     }
 
     fn kv_get(&self, channel: &str, key: &str) -> Result<Option<serde_json::Value>, String> {

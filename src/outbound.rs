@@ -12,6 +12,7 @@ use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 
 use crate::channel::Channel;
+use crate::script::trail::{cut, Trail, BODY_BYTES};
 use crate::AppState;
 
 /// `timeout_ms` when the script gives none.
@@ -164,6 +165,7 @@ pub fn webquery(
     request: Value,
     budget: Duration,
     trace: &opentelemetry::trace::SpanContext,
+    trail: Option<&Trail>,
 ) -> Result<Value, String> {
     let request = parse_request(&request)?;
     let own = app.listening.get().copied();
@@ -188,31 +190,47 @@ pub fn webquery(
     }
     let origin = url.origin().ascii_serialization();
     let mut span = crate::trace::webquery_span(trace, request.method.as_str(), &url);
+    // The job card's record of the call (credentials masked), when a job's.
+    let mut record = trail.map(|_| {
+        json!({"method": request.method.as_str(), "url": masked_url(&url),
+            "request": {"headers": {}}})
+    });
     let mut call = app.http.request(request.method, url).timeout(timeout);
     let (mut has_type, mut has_parent) = (false, false);
     for (name, value) in request.headers.into_iter().flatten() {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("webquery: {name:?} is not a header name"))?;
-        let value = HeaderValue::from_str(&value_text(value))
+        let text = value_text(value);
+        let value = HeaderValue::from_str(&text)
             .map_err(|_| format!("webquery: header {name}: not a valid value"))?;
         has_type |= header == CONTENT_TYPE;
         has_parent |= header.as_str() == "traceparent";
+        if let Some(r) = record.as_mut() {
+            r["request"]["headers"][header.as_str()] = shown_header(header.as_str(), &text).into();
+        }
         call = call.header(header, value);
     }
     // The trace goes on upstream (a script's own `traceparent` is left as it is).
     if !has_parent {
         call = call.header("traceparent", crate::trace::traceparent(span.context()));
     }
-    call = match request.body {
-        Value::Null => call,
-        Value::String(s) => call.body(s.clone()),
+    let body = match request.body {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
         other => {
             if !has_type {
                 call = call.header(CONTENT_TYPE, "application/json");
             }
-            call.body(other.to_string())
+            Some(other.to_string())
         }
     };
+    if let (Some(r), Some(body)) = (record.as_mut(), &body) {
+        r["request"]["body"] = cut(body, BODY_BYTES).into();
+    }
+    if let Some(body) = body {
+        call = call.body(body);
+    }
+    let sent_at = std::time::Instant::now();
     let limit = crate::script::limits::STRING_BYTES;
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
     // Waiting on the network does not hold a computing slot (see `priority::slots`).
@@ -263,6 +281,21 @@ pub fn webquery(
             format!("webquery: {origin} {why}: {}", e.without_url())
         }
     });
+    if let (Some(trail), Some(mut r)) = (trail, record) {
+        r["duration_ms"] = (sent_at.elapsed().as_millis() as u64).into();
+        match &answer {
+            Ok((status, headers, body)) => {
+                let shown: Map<String, Value> = headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), shown_header(k, v.as_str().unwrap_or("")).into()))
+                    .collect();
+                r["response"] =
+                    json!({"status": status, "headers": shown, "body": cut(body, BODY_BYTES)});
+            }
+            Err(e) => r["error"] = e.clone().into(),
+        }
+        trail.call(mask_values(r, channel));
+    }
     let (status, headers, body) = match answer {
         Ok(a) => a,
         Err(e) => {
@@ -280,6 +313,70 @@ pub fn webquery(
         span.fail(|| format!("status {status}"));
     }
     Ok(json!({ "status": status, "headers": headers, "body": body }))
+}
+
+/// A header's value as a job card shows it: `***` for a credential.
+fn shown_header(name: &str, value: &str) -> String {
+    let name = name.to_ascii_lowercase();
+    let credential = matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || ["token", "secret", "password", "key", "auth", "signature"]
+        .iter()
+        .any(|w| name.contains(w));
+    if credential {
+        "***".into()
+    } else {
+        value.to_owned()
+    }
+}
+
+/// `url` as a job card shows it: no user or password, and `***` for the
+/// value of a query parameter that names a credential.
+fn masked_url(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if shown_header(&k, "") == "***" {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+/// `record` with every one of the channel's credentials masked wherever it
+/// appears (a token put in a body or a path by the script).
+fn mask_values(record: Value, channel: &Channel) -> Value {
+    let values: Vec<&str> = [
+        "token_local",
+        "token_remote",
+        "token_remote2",
+        "token_remote_test",
+    ]
+    .into_iter()
+    .filter_map(|f| channel.field(f))
+    .filter(|v| v.len() >= 4)
+    .collect();
+    if values.is_empty() {
+        return record;
+    }
+    let mut text = record.to_string();
+    for v in values {
+        // As it appears inside the JSON text (escaped) and as it is.
+        let escaped = Value::from(v).to_string();
+        text = text.replace(&escaped[1..escaped.len() - 1], "***");
+    }
+    serde_json::from_str(&text).unwrap_or(record)
 }
 
 /// Why a call gave no answer.

@@ -175,6 +175,8 @@ const COLUMNS_ADDED: &[(&str, &str, &str)] = &[
     // The node that made an attempt (cluster mode: attempts of other nodes
     // before the job was given to this one); NULL: this node.
     ("attempts", "node", "TEXT"),
+    // What the attempt did: its outbound calls and log lines (JSON, bounded).
+    ("attempts", "trail", "TEXT"),
 ];
 
 /// What needs the added columns.

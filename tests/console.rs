@@ -446,6 +446,7 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
         .script(
             "erp_send",
             r#"let d = parse_json(startparam(1));
+               log_info("sending to the ERP");
                let r = webquery(#{ method: "POST", path: if "path" in d { d.path } else { "fail/1" } });
                if r.status != 200 { throw `<img src=x id=injected> ERP answered ${r.status}`; }
                result = r.status;"#,
@@ -467,6 +468,15 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
         c.find(Locator::Css("#injected")).await.is_err(),
         "markup ran"
     );
+    // The card (issue #32 point 4): the input, the errors grouped, each
+    // attempt's call with its request and response, its log lines.
+    wait_text(&c, "#card-input", "\"order\": 1").await;
+    wait_text(&c, "#card-errors", "×1").await;
+    let call = wait_text(&c, "#attempts details.call summary", "→ 500").await;
+    assert!(call.contains(&format!("POST {}/fail/1", up.base)), "{call}");
+    click(&c, "#attempts details.call summary").await;
+    wait_text(&c, "#attempts details.call[open]", "not yet").await;
+    wait_text(&c, "#attempts ol.logs", "sending to the ERP").await;
     screenshot(&c, "jobs").await;
     // Retry: the attempt runs, and the page shows it without a reload.
     click(&c, "#retry").await;
@@ -513,6 +523,15 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
     for id in &more {
         common::wait_job(&srv, ADMIN, id, &["succeeded"], Duration::from_secs(10)).await;
     }
+    // Focus is back on the button that opened the dialog (issue #32 point 2).
+    let focused = c
+        .execute(
+            "return document.activeElement && document.activeElement.id;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(focused, json!("bulk-retry"));
     // The queue selector filters.
     let select = c.find(Locator::Css("#queue")).await.unwrap();
     select.select_by_value("erp-queue").await.unwrap();

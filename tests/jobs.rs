@@ -98,6 +98,101 @@ async fn a_send_job_calls_the_external_system_with_the_remote_token() {
 }
 
 #[tokio::test]
+async fn each_attempt_keeps_its_calls_and_log_lines_without_credentials() {
+    let up = Upstream::start().await;
+    let srv = Project::new()
+        .config(&format!("admin_token = \"{ADMIN}\""))
+        .channel(
+            json!({"code": "erp", "token_local": "erp-token", "token_remote": "remote-secret",
+            "url": format!("{}/api/", up.base), "send_svcscriptcode": "traced",
+            "opts": {"send_retries": 2}}),
+        )
+        .script(
+            "traced",
+            r#"
+let d = parse_json(startparam(1));
+log_info(`attempt ${startparam(4)} for order ${d.order}`);
+let r = webquery(#{ method: "POST", path: "fail/1", query: #{ api_key: token_remote(), page: 2 },
+                    body: #{ order: d.order, auth: token_remote() },
+                    headers: #{ authorization: "Bearer " + token_remote(), "x-trace": "t-1" } });
+if r.status != 200 { log_warn("upstream said " + r.status); throw `upstream answered ${r.status}`; }
+result = #{ ok: true };
+"#,
+        )
+        .start();
+    let id = send(&srv, "erp", json!({"order": 77})).await;
+    // While it waits for its second attempt, the card shows what it was made with.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let queued = loop {
+        let job = wait_job(
+            &srv,
+            ADMIN,
+            &id,
+            &["queued", "succeeded"],
+            Duration::from_secs(10),
+        )
+        .await;
+        if job["attempts"].as_array().is_some_and(|a| !a.is_empty()) || Instant::now() > deadline {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if queued["state"] == "queued" {
+        assert_eq!(queued["input"], json!({"order": 77}), "{queued}");
+    }
+    let job = wait_job(
+        &srv,
+        ADMIN,
+        &id,
+        &["succeeded", "failed"],
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{job}");
+    let first = &attempts[0]["calls"][0];
+    assert_eq!(first["method"], "POST");
+    assert_eq!(first["response"]["status"], 500, "{first}");
+    assert_eq!(first["response"]["body"], "not yet");
+    assert_eq!(first["request"]["headers"]["authorization"], "***");
+    assert_eq!(first["request"]["headers"]["x-trace"], "t-1");
+    let url = first["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/api/fail/1?", up.base)),
+        "{url}"
+    );
+    assert!(
+        url.contains("api_key=***") && url.contains("page=2"),
+        "{url}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(first["request"]["body"].as_str().unwrap()).unwrap(),
+        json!({"order": 77, "auth": "***"})
+    );
+    assert!(first["duration_ms"].is_u64());
+    let logs: Vec<&str> = attempts[0]["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(logs, ["attempt 1 for order 77", "upstream said 500"]);
+    assert_eq!(attempts[0]["logs"][1]["level"], "warn");
+    assert_eq!(attempts[1]["calls"][0]["response"]["status"], 200);
+    assert_eq!(attempts[1]["calls"][0]["response"]["body"], "{\"ok\":true}");
+    assert_eq!(attempts[1]["logs"][0]["text"], "attempt 2 for order 77");
+    // The upstream got the real token; the job view never shows it.
+    assert_eq!(
+        up.seen()[0].authorization.as_deref(),
+        Some("Bearer remote-secret")
+    );
+    assert!(!job.to_string().contains("remote-secret"), "{job}");
+    // A succeeded job's input is not kept.
+    assert_eq!(job["input"], Value::Null);
+}
+
+#[tokio::test]
 async fn failures_are_retried_with_exponential_backoff() {
     let up = Upstream::start().await;
     let srv = project(&up, 3).start();

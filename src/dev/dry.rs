@@ -122,6 +122,7 @@ impl Host for DryHost {
         request: Value,
         _: Duration,
         _: &opentelemetry::trace::SpanContext,
+        _: Option<&crate::script::trail::Trail>,
     ) -> Result<Value, String> {
         crate::outbound::check_request(&request)?;
         let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;

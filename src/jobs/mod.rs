@@ -460,6 +460,8 @@ struct Outcome {
     wait_secs: Option<u64>,
     /// The script called `fail`: no further retry.
     permanent: bool,
+    /// What the attempt did (see [`crate::script::trail`]), as stored.
+    trail: Option<String>,
 }
 
 /// The variables a job's script may set: `result`, and for inbox runs also the
@@ -479,7 +481,17 @@ async fn run_script(
     attempt: i64,
 ) -> Outcome {
     let mut span = crate::trace::job_span(kind, channel.code(), &job.id, attempt);
-    let mut outcome = run_script_in(app, channel, script_code, params, identity, job, &span).await;
+    let mut outcome = run_script_in(
+        app,
+        channel,
+        script_code,
+        params,
+        identity,
+        job.clone(),
+        &span,
+    )
+    .await;
+    outcome.trail = job.trail.take_json();
     // No secret's value in a job's record (SPEC §20): its error and result
     // are stored and shown.
     outcome.error = outcome.error.map(|e| crate::secrets::redacted(&e));
@@ -506,6 +518,7 @@ async fn run_script_in(
             error: Some("the channel has no script for this job".into()),
             wait_secs: None,
             permanent: false,
+            trail: None,
         };
     };
     let ctx = RunContext {
@@ -532,6 +545,7 @@ async fn run_script_in(
                 error: None,
                 wait_secs,
                 permanent: false,
+                trail: None,
             }
         }
         Err(RunError::Timeout) => Outcome {
@@ -539,6 +553,7 @@ async fn run_script_in(
             error: Some(format!("timed out after {} s", channel.timeout.as_secs())),
             wait_secs: None,
             permanent: false,
+            trail: None,
         },
         Err(
             RunError::Failed(message)
@@ -549,12 +564,14 @@ async fn run_script_in(
             error: Some(message),
             wait_secs: None,
             permanent: false,
+            trail: None,
         },
         Err(RunError::Fail(message)) => Outcome {
             result: None,
             error: Some(message),
             wait_secs: None,
             permanent: true,
+            trail: None,
         },
     }
 }
@@ -577,32 +594,49 @@ async fn finish_run(
     outcome: &Outcome,
 ) -> bool {
     let (job, err, result) = (id.to_owned(), outcome.error.clone(), outcome.result.clone());
+    let trail = outcome.trail.clone();
     write_outcome(app, id, move |c| {
         c.execute(
             "UPDATE jobs SET state = ?2, updated = ?3, last_error = ?4, result = ?5, next_attempt_at = NULL, \
              input = CASE ?2 WHEN 'succeeded' THEN '' ELSE input END WHERE id = ?1",
             params![job, state, now_ms(), err, result],
         )?;
-        record_attempt(c, &job, attempt, started_ms, duration_ms, state, err.clone())
+        let run = Attempt { n: attempt, started_ms, duration_ms, outcome: state };
+        record_attempt(c, &job, run, err.clone(), trail.clone())
     })
     .await
     .is_some()
+}
+
+/// One attempt of a job: its number, when it started, how long it took, how it ended.
+struct Attempt {
+    n: i64,
+    started_ms: i64,
+    duration_ms: i64,
+    outcome: &'static str,
 }
 
 /// Writes (or rewrites) the row of one attempt of a job, in the caller's transaction.
 fn record_attempt(
     c: &rusqlite::Connection,
     job: &str,
-    attempt: i64,
-    started_ms: i64,
-    duration_ms: i64,
-    outcome: &str,
+    run: Attempt,
     error: Option<String>,
+    trail: Option<String>,
 ) -> rusqlite::Result<()> {
     c.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (job, n, started, duration_ms, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO attempts (job, n, started, duration_ms, outcome, error, trail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![job, attempt, started_ms, duration_ms, outcome, error])?;
+    .execute(params![
+        job,
+        run.n,
+        run.started_ms,
+        run.duration_ms,
+        run.outcome,
+        error,
+        trail
+    ])?;
     Ok(())
 }
 

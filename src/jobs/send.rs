@@ -139,6 +139,7 @@ pub(super) async fn run_send(
             error: Some(format!("channel {code:?} no longer exists")),
             wait_secs: None,
             permanent: false,
+            trail: None,
         },
         Some(ch) => {
             let params = vec![
@@ -187,6 +188,7 @@ pub(super) async fn run_send(
             (Some(_), _) => ("failed", None, "failed"),
         };
     let (job_id, err, result) = (id.clone(), outcome.error.clone(), outcome.result.clone());
+    let trail = outcome.trail.clone();
     let written = write_outcome(app, &id, move |c| {
         c.execute(
             "UPDATE jobs SET state = ?2, updated = ?3, next_attempt_at = ?4, last_error = coalesce(?5, last_error), \
@@ -194,7 +196,8 @@ pub(super) async fn run_send(
              WHERE id = ?1",
             params![job_id, state, now, next_at, err, result, max],
         )?;
-        record_attempt(c, &job_id, attempt, started_ms, duration_ms, outcome_label, err.clone())
+        let run = Attempt { n: attempt, started_ms, duration_ms, outcome: outcome_label };
+        record_attempt(c, &job_id, run, err.clone(), trail.clone())
     })
     .await;
     if written.is_none() {

@@ -76,10 +76,15 @@ pub(super) async fn share(app: &AppState, id: &str) -> bool {
     if !app.work.shared() {
         return true;
     }
-    let record = match get(app, id) {
+    let mut record = match get(app, id) {
         Ok(Some(record)) => record,
         _ => return true,
     };
+    // A large input stays out of the shared record (a NATS message is at
+    // most 1 MiB): the job view of another node says `null` for it.
+    if record["input"].to_string().len() > SHARED_INPUT_BYTES {
+        record["input"] = Value::Null;
+    }
     match app.work.share(id, record).await {
         Ok(true) => true,
         Ok(false) => {
@@ -100,6 +105,9 @@ pub(super) async fn share(app: &AppState, id: &str) -> bool {
         }
     }
 }
+
+/// The largest input (as JSON text) a job's shared record carries.
+const SHARED_INPUT_BYTES: usize = 16 * 1024;
 
 /// What [`take`]'s store write answers for a job recorded as given up.
 const GIVEN_UP: &str = "given up";
@@ -172,10 +180,10 @@ pub(super) async fn take(app: Arc<AppState>, job: Value) -> Result<Taken, StoreE
             )?;
                 for a in &prior.attempts {
                     c.prepare_cached(
-                        "INSERT OR REPLACE INTO attempts (job, n, started, duration_ms, outcome, error, node) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT OR REPLACE INTO attempts (job, n, started, duration_ms, outcome, error, node, trail) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?
-                    .execute(params![id, a.n, a.started, a.duration_ms, a.outcome, a.error, a.node])?;
+                    .execute(params![id, a.n, a.started, a.duration_ms, a.outcome, a.error, a.node, a.trail])?;
                 }
                 for tag in &tags {
                     c.prepare_cached("INSERT OR IGNORE INTO job_tags (tag, job) VALUES (?1, ?2)")?
@@ -221,6 +229,8 @@ struct PriorAttempt {
     outcome: String,
     error: Option<String>,
     node: Option<String>,
+    /// Its outbound calls and log lines, as stored.
+    trail: Option<String>,
 }
 
 /// The attempts a job's shared record holds: how many were made (`made`),
@@ -247,6 +257,14 @@ fn prior_attempts(record: &Value) -> Prior {
             outcome: a["outcome"].as_str().unwrap_or("failed").to_owned(),
             error: a["error"].as_str().map(str::to_owned),
             node: a["node"].as_str().map(str::to_owned),
+            trail: {
+                let trail: serde_json::Map<String, Value> =
+                    ["calls", "logs", "more_calls", "more_logs"]
+                        .into_iter()
+                        .filter_map(|k| a.get(k).map(|v| (k.to_owned(), v.clone())))
+                        .collect();
+                (!trail.is_empty()).then(|| Value::Object(trail).to_string())
+            },
         })
         .collect();
     let made = record["attempt"].as_i64().unwrap_or(0);
@@ -258,6 +276,7 @@ fn prior_attempts(record: &Value) -> Prior {
             outcome: "interrupted".into(),
             error: Some("interrupted: its node stopped (the job was given to another)".into()),
             node: record["node"].as_str().map(str::to_owned),
+            trail: None,
         });
     }
     Prior { made, attempts }

@@ -34,8 +34,15 @@ pub fn get(app: &AppState, id: &str) -> Result<Option<Value>, StoreError> {
             .query_row("SELECT * FROM jobs WHERE id = ?1", [id], job_json)
             .optional()?;
         let Some(mut job) = job else { return Ok(None) };
+        // The data it was made with, while kept (a succeeded job's is dropped).
+        let input: Option<String> = c
+            .query_row("SELECT input FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        job["input"] = input
+            .and_then(|i| serde_json::from_str::<Value>(&i).ok())
+            .map_or(Value::Null, |mut i| i["data"].take());
         let mut stmt = c.prepare_cached(
-            "SELECT n, started, duration_ms, outcome, error, node FROM attempts WHERE job = ?1 ORDER BY n",
+            "SELECT n, started, duration_ms, outcome, error, node, trail FROM attempts WHERE job = ?1 ORDER BY n",
         )?;
         let attempts = stmt
             .query_map([id], |r| {
@@ -49,6 +56,14 @@ pub fn get(app: &AppState, id: &str) -> Result<Option<Value>, StoreError> {
                 // Made on another node, before the job came here (cluster).
                 if let Some(node) = r.get::<_, Option<String>>(5)? {
                     a["node"] = node.into();
+                }
+                // Its outbound calls and log lines: `calls`, `logs` (and
+                // `more_calls`, `more_logs` past the bounds).
+                let trail = r.get::<_, Option<String>>(6)?;
+                if let Some(Value::Object(trail)) =
+                    trail.and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                {
+                    a.as_object_mut().expect("an object").extend(trail);
                 }
                 Ok(a)
             })?

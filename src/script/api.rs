@@ -235,7 +235,13 @@ pub(super) fn register(engine: &mut Engine) {
         let request = json_value(&Dynamic::from_map(request))?;
         let budget = super::remaining();
         let answer = with_context(|c| match c {
-            Some(c) => c.host.webquery(&c.channel, request, budget, &c.trace),
+            Some(c) => c.host.webquery(
+                &c.channel,
+                request,
+                budget,
+                &c.trace,
+                c.job.as_ref().map(|j| &j.trail),
+            ),
             None => Err("not available outside a run".into()),
         });
         answer.map(|v| convert::from_json(&v)).or_else(fail)
@@ -391,7 +397,12 @@ fn json_text(value: Dynamic) -> Fallible<ImmutableString> {
 fn log(level: tracing::Level, msg: &Dynamic) {
     let text = convert::to_text(msg).unwrap_or_else(|e| e);
     with_context(|c| match c {
-        Some(c) => c.host.log(level, c.channel.code(), &c.request_id, &text),
+        Some(c) => {
+            if let Some(job) = &c.job {
+                job.trail.log(level, &text);
+            }
+            c.host.log(level, c.channel.code(), &c.request_id, &text)
+        }
         None => super::trace(level, "", "", &text),
     });
 }

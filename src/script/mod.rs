@@ -22,6 +22,7 @@ pub mod library;
 pub mod lint;
 pub mod memory;
 pub mod priority;
+pub mod trail;
 mod watchdog;
 pub mod webhooks;
 
@@ -206,13 +207,15 @@ pub trait Host: Send + Sync {
         tags: &[String],
     ) -> Result<String, String>;
     /// Calls the channel's external system; `budget` is what is left of the
-    /// run's time; the call is a span under `trace` (the run's span).
+    /// run's time; the call is a span under `trace` (the run's span), and
+    /// goes on the job attempt's `trail` when the run is a job's.
     fn webquery(
         &self,
         channel: &Channel,
         request: serde_json::Value,
         budget: Duration,
         trace: &opentelemetry::trace::SpanContext,
+        trail: Option<&trail::Trail>,
     ) -> Result<serde_json::Value, String>;
     /// The channel's value for `key`, if any.
     fn kv_get(&self, channel: &str, key: &str) -> Result<Option<serde_json::Value>, String>;
@@ -274,6 +277,7 @@ impl Host for NoHost {
         _: serde_json::Value,
         _: Duration,
         _: &opentelemetry::trace::SpanContext,
+        _: Option<&trail::Trail>,
     ) -> Result<serde_json::Value, String> {
         Err(Self::NO.into())
     }
@@ -362,6 +366,8 @@ pub struct JobRun {
     pub wait_secs: std::sync::Mutex<Option<u64>>,
     /// `true` for send jobs (only they may wait).
     pub can_wait: bool,
+    /// What the attempt did (calls, log lines), for the job card.
+    pub trail: trail::Trail,
 }
 
 /// A `startparam(n)` value that is costly to build (the request headers as JSON)

@@ -42,14 +42,17 @@ export function json(v) {
 export function dialog(title, body, buttons) {
   return new Promise((resolve) => {
     const d = h('dialog', { class: 'dialog', 'aria-label': title });
-    const close = (v) => { d.close(); d.remove(); resolve(v); };
+    // Focus goes back to the control that opened it, however it closes.
+    const opener = document.activeElement;
+    const back = () => { if (opener && opener.isConnected && typeof opener.focus === 'function') opener.focus(); };
+    const close = (v) => { d.close(); d.remove(); back(); resolve(v); };
     append(d, [
       h('h2', null, title),
       body,
       h('div', { class: 'buttons' }, buttons.map((b) =>
         h('button', { type: 'button', class: b.class || '', onclick: () => close(b.value(d)) }, b.label))),
     ]);
-    d.addEventListener('cancel', () => { d.remove(); resolve(null); });
+    d.addEventListener('cancel', () => { d.remove(); back(); resolve(null); });
     document.body.append(d);
     d.showModal();
   });

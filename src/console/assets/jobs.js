@@ -98,11 +98,54 @@ export async function jobsPage(main, ctx) {
           await api('POST', `/admin/jobs/${encodeURIComponent(j.id)}/retry`);
           toast('Retry queued');
         } }, 'Retry'),
+      h('h3', null, 'Input'),
+      h('pre', { id: 'card-input' }, j.input === null || j.input === undefined
+        ? (j.state === 'succeeded' ? '— (not kept once the job succeeded)' : '—') : json(j.input)),
+      errorGroups(j.attempts || []),
       h('h3', null, 'Attempts'),
-      h('ol', { class: 'timeline', id: 'attempts' }, (j.attempts || []).map((a) =>
-        h('li', { class: a.outcome }, `${when(a.started)} · ${a.duration_ms} ms · ${a.outcome}`, a.error ? h('div', { class: 'error-text' }, a.error) : null))),
+      h('ol', { class: 'timeline', id: 'attempts' }, (j.attempts || []).map(attemptItem)),
       h('h3', null, 'Result'), h('pre', null, j.result === null || j.result === undefined ? '—' : json(j.result)),
     ]);
+  }
+
+  // The same error over several attempts is said once, with the attempts it ended.
+  function errorGroups(attempts) {
+    const groups = new Map();
+    for (const a of attempts) {
+      if (!a.error) continue;
+      if (!groups.has(a.error)) groups.set(a.error, []);
+      groups.get(a.error).push(a.attempt);
+    }
+    if (!groups.size) return null;
+    return [h('h3', null, 'Errors'), h('ul', { id: 'card-errors', class: 'errors' },
+      [...groups].map(([error, ns]) => h('li', null,
+        h('span', { class: 'pill failed' }, `×${ns.length}`), ' ',
+        h('span', { class: 'error-text' }, error),
+        h('span', { class: 'muted' }, ` — attempt${ns.length === 1 ? '' : 's'} ${ns.join(', ')}`))))];
+  }
+
+  // One attempt: when, how long, how it ended; each outbound call with its
+  // request and response (credentials shown as ***), and the script's log lines.
+  function attemptItem(a) {
+    const headers = (hs) => h('dl', { class: 'kv' }, Object.entries(hs || {}).map(([k, v]) => [h('dt', null, k), h('dd', null, v)]));
+    const calls = (a.calls || []).map((c) => h('details', { class: 'call' },
+      h('summary', null, `${c.method} ${c.url} → `,
+        c.response ? h('span', { class: c.response.status >= 400 ? 'error-text' : null }, String(c.response.status)) : h('span', { class: 'error-text' }, 'no answer'),
+        ` · ${c.duration_ms} ms`),
+      h('h4', null, 'Request'), headers(c.request && c.request.headers),
+      c.request && c.request.body !== undefined ? h('pre', null, c.request.body) : null,
+      h('h4', null, 'Response'),
+      c.response ? [h('p', null, `status ${c.response.status}`), headers(c.response.headers), h('pre', null, c.response.body || '')]
+        : h('p', { class: 'error-text' }, c.error || '')));
+    const logs = (a.logs || []).length ? h('ol', { class: 'logs' }, a.logs.map((l) =>
+      h('li', { class: `log ${l.level}` }, h('span', { class: 'muted' }, `${when(l.at)} ${l.level} `), l.text))) : null;
+    const more = [a.more_calls ? `${a.more_calls} more call${a.more_calls === 1 ? '' : 's'} not kept` : null,
+      a.more_logs ? `${a.more_logs} more log line${a.more_logs === 1 ? '' : 's'} not kept` : null].filter(Boolean);
+    return h('li', { class: a.outcome, 'data-attempt': a.attempt },
+      `#${a.attempt} · ${when(a.started)} · ${a.duration_ms} ms · ${a.outcome}`,
+      a.node ? h('span', { class: 'muted' }, ` · on ${a.node}`) : null,
+      a.error ? h('div', { class: 'error-text' }, a.error) : null,
+      calls, logs, more.length ? h('p', { class: 'muted' }, more.join(' · ')) : null);
   }
 
   // Bulk retry (POST /admin/jobs/retry): the failed jobs of the queue (and
