@@ -380,6 +380,20 @@ async fn scripts_marks_errors_tries_and_replays() {
     c.goto(&srv.url("/console/#/scripts/shop")).await.unwrap();
     let editor = wait(&c, "#editor").await;
     wait_text(&c, "#problems", "Compiles").await;
+    // The editor (issue #32 point 7): Rhai in colour, the channels using it,
+    // no unsaved marker before a change.
+    wait_text(&c, "#used-by", "Used by shop").await;
+    wait_text(&c, "#painted .token.keyword", "let").await;
+    wait_text(&c, "#painted .token.function", "parse_query").await;
+    let hidden = |c: &Client| {
+        let c = c.clone();
+        async move {
+            c.execute("return document.querySelector('#unsaved').hidden;", vec![])
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(hidden(&c).await, json!(true));
     screenshot(&c, "scripts").await;
 
     // A syntax error is marked at its line and column before anything is saved.
@@ -430,7 +444,56 @@ async fn scripts_marks_errors_tries_and_replays() {
     wait_text(&c, "#try-effects", "kv_set").await;
     click(&c, "#replay").await;
     wait_text(&c, "#replay-summary", "1 of 2 answers change").await;
+    // The changed key is highlighted on both sides, beside the request.
+    wait_text(&c, ".replayed .request", "sku=B").await;
+    wait_text(&c, ".replayed ins", "\"n\": 2").await;
+    wait_text(&c, ".replayed del", "\"n\": 1").await;
+    let marked = c
+        .execute(
+            "return [...document.querySelectorAll('.replayed ins')].map((e) => e.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        marked.as_array().unwrap().len(),
+        1,
+        "only the changed key: {marked}"
+    );
     screenshot(&c, "scripts-replay").await;
+
+    // Tab indents; the marker says the change is not saved until Save.
+    assert_eq!(hidden(&c).await, json!(false), "typed, not saved");
+    editor.clear().await.unwrap();
+    editor.send_keys("body = \"<b id=inj2>\";\n").await.unwrap();
+    editor
+        .send_keys(&format!("{}// indented", fantoccini::key::Key::Tab))
+        .await
+        .unwrap();
+    let value = editor.prop("value").await.unwrap().unwrap_or_default();
+    assert_eq!(value, "body = \"<b id=inj2>\";\n    // indented");
+    wait_text(&c, "#painted .token.comment", "// indented").await;
+    assert!(
+        c.find(Locator::Css("#inj2")).await.is_err(),
+        "markup in the source ran"
+    );
+    wait_text(&c, "#problems", "Compiles").await;
+    click(&c, "#save-script").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hidden(&c).await != json!(true) {
+        assert!(Instant::now() < deadline, "the marker stays after Save");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stored = client()
+        .get(srv.url("/admin/scripts/shop"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(stored, value);
     no_console_errors(&c).await;
     c.close().await.unwrap();
 }

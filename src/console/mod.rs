@@ -102,6 +102,7 @@ fn asset(file: &str) -> Response {
         Some("css") => "text/css; charset=utf-8",
         Some("svg") => "image/svg+xml",
         Some("png") => "image/png",
+        Some("txt") => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     };
     secure(([(header::CONTENT_TYPE, mime)], content.data.into_owned()).into_response())

@@ -323,8 +323,18 @@ async fn replay(
         if !same {
             changed += 1;
         }
+        // What was asked, so an answer that changes can be read beside its request.
+        let request: serde_json::Map<String, Value> = ["kind", "method", "path", "query", "body"]
+            .into_iter()
+            .filter_map(|k| {
+                rec.get(k)
+                    .filter(|v| !v.is_null())
+                    .map(|v| (k.to_owned(), v.clone()))
+            })
+            .collect();
         results.push(json!({
             "request_id": rec["id"],
+            "request": request,
             "before": before,
             "after": after,
             "same": same,

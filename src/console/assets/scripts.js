@@ -2,7 +2,68 @@
 // as you type (POST /admin/check, nothing saved), Save, Try and Replay.
 import { h, append, clear, json, toast, tabs } from './dom.js';
 import { historyPanel } from './history.js';
+import { colour } from './rhai.js';
 import { api } from './api.js';
+
+const INDENT = '    ';
+
+// The top-level keys whose values differ between two answers (and, within
+// `body`, the body's keys), for highlighting a replay's changes.
+function changedKeys(a, b) {
+  const keys = new Set();
+  const walk = (x, y, prefix) => {
+    const obj = (v) => v && typeof v === 'object' && !Array.isArray(v);
+    if (!obj(x) || !obj(y)) return;
+    for (const k of new Set([...Object.keys(x), ...Object.keys(y)])) {
+      if (JSON.stringify(x[k]) === JSON.stringify(y[k])) continue;
+      if (prefix === '' && obj(x[k]) && obj(y[k])) walk(x[k], y[k], `${k}.`);
+      else keys.add(`${prefix}${k}`);
+    }
+  };
+  walk(a, b, '');
+  return keys;
+}
+
+// An answer as JSON, each line of a changed key marked (`ins` or `del`).
+function markChanged(value, keys, tag) {
+  const lines = json(value).split('\n');
+  const path = [];
+  return lines.map((line) => {
+    const m = /^(\s*)"([^"]+)":/.exec(line);
+    let hit = false;
+    if (m) {
+      const depth = m[1].length / 2;
+      path.length = depth - 1;
+      path[depth - 1] = m[2];
+      hit = keys.has(path.slice(0, depth).join('.'));
+    }
+    return [hit ? h(tag, null, line) : line, '\n'];
+  });
+}
+
+// Tab indents (each selected line with a selection), Shift+Tab outdents;
+// after Escape the next Tab leaves the editor, as it does everywhere else.
+function tabIndents(area, changed) {
+  let leave = false;
+  area.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') { leave = true; return; }
+    if (e.key !== 'Tab' || leave || area.readOnly) { leave = false; return; }
+    e.preventDefault();
+    const { selectionStart: start, selectionEnd: end, value } = area;
+    const first = value.lastIndexOf('\n', start - 1) + 1;
+    if (!e.shiftKey && start === end) {
+      area.setRangeText(INDENT, start, end, 'end');
+    } else {
+      const block = value.slice(first, end);
+      const lines = block.split('\n');
+      const out = e.shiftKey
+        ? lines.map((l) => l.replace(/^ {1,4}|^\t/, ''))
+        : lines.map((l) => INDENT + l);
+      area.setRangeText(out.join('\n'), first, end, 'select');
+    }
+    changed();
+  });
+}
 
 export async function scriptsPage(main, ctx) {
   const { scripts } = await api('GET', '/admin/scripts');
@@ -22,16 +83,36 @@ export async function scriptsPage(main, ctx) {
   const source = await api('GET', `/admin/scripts/${encodeURIComponent(code)}`);
   const gutter = h('div', { class: 'gutter', 'aria-hidden': 'true' });
   const area = h('textarea', { class: 'code', id: 'editor', spellcheck: 'false', 'aria-label': `Source of ${code}`, readonly: !ctx.admin }, source);
+  // The coloured copy of the source under the (transparent) text of the textarea.
+  const painted = h('pre', { class: 'code painted', id: 'painted', 'aria-hidden': 'true' });
   const problems = h('ul', { class: 'problems', id: 'problems', role: 'status' });
   let marked = new Set();
+  // What the server holds: the marker says when the editor differs from it.
+  let saved = source;
+  const unsaved = h('span', { id: 'unsaved', class: 'unsaved', role: 'status', hidden: true }, '● unsaved changes');
+  function dirty() {
+    unsaved.hidden = area.value === saved;
+  }
 
   function numbers() {
     const n = area.value.split('\n').length;
     clear(gutter);
     for (let i = 1; i <= n; i++) append(gutter, h('div', { class: marked.has(i) ? 'bad' : null }, String(i)));
     gutter.scrollTop = area.scrollTop;
+    paint();
   }
-  area.addEventListener('scroll', () => { gutter.scrollTop = area.scrollTop; });
+  function paint() {
+    clear(painted);
+    // The trailing newline keeps the last line's height when it is empty.
+    append(painted, [colour(area.value), '\n']);
+    painted.scrollTop = area.scrollTop;
+    painted.scrollLeft = area.scrollLeft;
+  }
+  area.addEventListener('scroll', () => {
+    gutter.scrollTop = area.scrollTop;
+    painted.scrollTop = area.scrollTop;
+    painted.scrollLeft = area.scrollLeft;
+  });
 
   let timer = null;
   async function check() {
@@ -53,11 +134,14 @@ export async function scriptsPage(main, ctx) {
     area.focus();
     area.setSelectionRange(at + col - 1, at + col - 1);
   }
-  area.addEventListener('input', () => {
+  function edited() {
     numbers();
+    dirty();
     clearTimeout(timer);
     timer = setTimeout(check, 300);
-  });
+  }
+  area.addEventListener('input', edited);
+  tabIndents(area, edited);
 
   // Try: a request form or a recorded request; Replay: the draft over the recordings.
   const channel = h('select', { id: 'try-channel', 'aria-label': 'Channel' },
@@ -104,9 +188,15 @@ export async function scriptsPage(main, ctx) {
       const r = await api('POST', `/admin/channels/${encodeURIComponent(channel.value)}/replay`, { script: area.value, limit: 50 });
       append(out, h('h3', { id: 'replay-summary' }, `${r.changed} of ${r.results.length} answers change`));
       for (const x of r.results.filter((x) => !x.same)) {
-        append(out, h('div', { class: 'sidebyside changed' },
-          h('div', null, h('h4', null, `Before (${x.request_id})`), h('pre', null, json(x.before))),
-          h('div', null, h('h4', null, 'After'), h('pre', null, json(x.after)))));
+        const q = x.request || {};
+        const asked = q.kind === 'ws' ? `frame ${q.body || ''}` : `${q.method || ''} ${q.path || ''}${q.query ? `?${q.query}` : ''}`;
+        const differ = changedKeys(x.before, x.after);
+        append(out, h('div', { class: 'replayed' },
+          h('p', { class: 'request' }, h('strong', null, 'Request '), h('code', null, asked),
+            q.body && q.kind !== 'ws' ? h('pre', null, q.body) : null),
+          h('div', { class: 'sidebyside changed' },
+            h('div', null, h('h4', null, `Before (${x.request_id})`), h('pre', null, markChanged(x.before, differ, 'del'))),
+            h('div', null, h('h4', null, 'After'), h('pre', null, markChanged(x.after, differ, 'ins'))))));
       }
     } catch (e) {
       append(out, h('p', { class: 'error' }, e.message));
@@ -115,7 +205,10 @@ export async function scriptsPage(main, ctx) {
 
   const save = ctx.admin && h('button', { type: 'button', id: 'save-script', onclick: async () => {
         try {
-          const r = await api('PUT', `/admin/scripts/${encodeURIComponent(code)}`, area.value, true);
+          const text = area.value;
+          const r = await api('PUT', `/admin/scripts/${encodeURIComponent(code)}`, text, true);
+          saved = text;
+          dirty();
           toast('Saved');
           const w = (r.status && r.status.warnings) || [];
           for (const x of w) toast(`line ${x.line}: ${x.message}`);
@@ -125,7 +218,7 @@ export async function scriptsPage(main, ctx) {
         }
       } }, 'Save');
   const editor = [
-    h('div', { class: 'editor' }, gutter, area),
+    h('div', { class: 'editor' }, gutter, h('div', { class: 'layers' }, painted, area)),
     problems,
     // Dry runs are for those who may change the script: not offered to a viewer.
     ctx.admin && h('details', { class: 'try', open: true },
@@ -143,11 +236,17 @@ export async function scriptsPage(main, ctx) {
     { id: 'editor-tab', label: 'Editor', render: (p) => append(p, editor) },
     { id: 'history', label: 'History', render: async (p) => append(p, await historyPanel('scripts', code, ctx, async () => {
       area.value = await api('GET', `/admin/scripts/${encodeURIComponent(code)}`);
+      saved = area.value;
+      dirty();
       numbers();
       await check();
     })) },
   ]);
-  append(pane, [h('div', { class: 'bar' }, h('h2', null, code), save), parts]);
+  // The channels that name it (a change reaches each of them).
+  const usedBy = h('p', { id: 'used-by', class: 'muted' }, info.used_by.length
+    ? ['Used by ', info.used_by.map((c, i) => [i ? ', ' : '', h('a', { href: `#/channels/${encodeURIComponent(c)}` }, c)])]
+    : 'Used by no channel');
+  append(pane, [h('div', { class: 'bar' }, h('h2', null, code), unsaved, save), usedBy, parts]);
   await parts.ready;
   numbers();
   await check();
