@@ -600,7 +600,8 @@ fn whole_number() -> utoipa::openapi::schema::Object {
 /// What a replay found.
 #[derive(Serialize, ToSchema)]
 pub struct ReplayResult {
-    /// `{"request_id", "before", "after", "same"}` per recording.
+    /// `{"request_id", "request", "before", "after", "same"}` per recording
+    /// (`request`: its kind, method, path, query and body).
     #[schema(value_type = Vec<Object>)]
     pub results: Value,
     pub changed: u64,

@@ -499,6 +499,108 @@ async fn scripts_marks_errors_tries_and_replays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_settings_are_a_form_and_a_refused_save_keeps_the_edits() {
+    let srv = project().start();
+    let (c, _driver) = browser().await;
+    sign_in(&c, &srv, ADMIN).await;
+    wait(&c, "#channels").await;
+    c.goto(&srv.url("/console/#/channels/shop")).await.unwrap();
+    wait(&c, "#edit-channel").await;
+    click(&c, "#edit-channel").await;
+    let title = wait(&c, "#f-opts-title").await;
+    let value = |c: &Client, css: &'static str| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Css(css))
+                .await
+                .unwrap()
+                .prop("value")
+                .await
+                .unwrap()
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(
+        value(&c, "#f-opts-title").await,
+        "<script>document.title='pwned'</script><b>Shop</b>"
+    );
+    // Each common field says what it does.
+    wait_text(
+        &c,
+        "#f-opts-send_retries-help",
+        "Attempts of a send job after the first",
+    )
+    .await;
+    wait_text(&c, "#f-opts-issync-help", "answered 202").await;
+    screenshot(&c, "settings").await;
+    title.clear().await.unwrap();
+    title.send_keys("Shop 2").await.unwrap();
+    let retries = wait(&c, "#f-opts-send_retries").await;
+    retries.clear().await.unwrap();
+    retries.send_keys("2").await.unwrap();
+    c.find(Locator::Css("#f-send_svcscriptcode"))
+        .await
+        .unwrap()
+        .select_by_value("shop")
+        .await
+        .unwrap();
+    // The JSON view holds the same document, edits included; its edits come back to the form.
+    click(&c, "#tab-settings-json-tab").await;
+    let area = wait(&c, "#settings-json").await;
+    let text = area.prop("value").await.unwrap().unwrap_or_default();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["opts"]["title"], "Shop 2");
+    assert_eq!(doc["opts"]["send_retries"], 2);
+    assert_eq!(doc["send_svcscriptcode"], "shop");
+    let mut edited = doc.clone();
+    edited["opts"]["record"] = json!(5000);
+    c.execute(
+        "const a = document.querySelector('#settings-json'); a.value = arguments[0]; a.dispatchEvent(new Event('input'));",
+        vec![json!(serde_json::to_string_pretty(&edited).unwrap())],
+    )
+    .await
+    .unwrap();
+    click(&c, "#tab-settings-form-tab").await;
+    wait(&c, "#f-opts-record").await;
+    assert_eq!(value(&c, "#f-opts-record").await, "5000");
+    // Refused by the server: the dialog stays, with the edits and the reason.
+    click(&c, "#settings-save").await;
+    wait_text(&c, "#settings-error", "Not saved").await;
+    let why = wait_text(&c, "#settings-error", "record").await;
+    assert!(why.contains("1000"), "{why}");
+    assert_eq!(value(&c, "#f-opts-title").await, "Shop 2");
+    assert_eq!(value(&c, "#f-opts-record").await, "5000");
+    let (_, stored) = common::admin_get(&srv, ADMIN, "/admin/channels/shop").await;
+    assert_ne!(stored["opts"]["title"], "Shop 2", "nothing saved");
+    // Corrected: saved, and the dialog closes.
+    let record = wait(&c, "#f-opts-record").await;
+    record.clear().await.unwrap();
+    record.send_keys("10").await.unwrap();
+    click(&c, "#settings-save").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.find(Locator::Css("dialog[open]")).await.is_ok() {
+        assert!(Instant::now() < deadline, "the dialog stays after a save");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, stored) = common::admin_get(&srv, ADMIN, "/admin/channels/shop").await;
+    assert_eq!(stored["opts"]["title"], "Shop 2");
+    assert_eq!(stored["opts"]["send_retries"], 2);
+    assert_eq!(stored["opts"]["record"], 10);
+    assert_eq!(stored["send_svcscriptcode"], "shop");
+    // Focus is back on the Settings button.
+    let focused = c
+        .execute(
+            "return document.activeElement && document.activeElement.id;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(focused, json!("edit-channel"));
+    no_console_errors(&c).await;
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_retry_goes_live_and_errors_show_as_text() {
     let up = Upstream::start().await;
     let srv = project()

@@ -1,6 +1,7 @@
 // Channels: the integration modules panel.
 import { h, append, clear, when, json, dialog, toast, tabs } from './dom.js';
 import { historyPanel } from './history.js';
+import { settingsDialog } from './settings.js';
 import { api } from './api.js';
 import { sparkline } from './chart.js';
 
@@ -186,24 +187,15 @@ export async function channelsPage(main, ctx) {
   }
 
   async function edit(c) {
-    const doc = c ? { ...c } : { code: '', type: 'general', opts: { title: '' } };
-    for (const k of ['status', 'state', 'credential']) delete doc[k];
-    const area = h('textarea', { class: 'code', rows: 18, 'aria-label': 'Channel document (JSON)' }, json(doc));
-    const error = h('p', { class: 'error', role: 'alert' });
-    const saved = await dialog(c ? `Settings of ${c.code}` : 'Add channel', [area, error], [
-      { label: 'Cancel', value: () => null },
-      { label: 'Save', value: () => area.value },
-    ]);
-    if (saved === null) return;
-    try {
-      const body = JSON.parse(saved);
-      if (c) await api('PUT', `/admin/channels/${encodeURIComponent(c.code)}`, body);
-      else await api('POST', '/admin/channels', body);
-      toast('Saved');
-      await load();
-      if (c) await show(c.code);
-    } catch (e) {
-      toast(`Not saved: ${e.message}`, 'bad');
+    const { scripts } = await api('GET', '/admin/scripts');
+    if (!await settingsDialog(c, scripts.map((s) => s.code))) return;
+    toast('Saved');
+    await load();
+    if (c) {
+      await show(c.code);
+      // The panel was drawn again: focus goes to its Settings button, as it was.
+      const again = document.getElementById('edit-channel');
+      if (again) again.focus();
     }
   }
 

@@ -50,7 +50,17 @@ export function dialog(title, body, buttons) {
       h('h2', null, title),
       body,
       h('div', { class: 'buttons' }, buttons.map((b) =>
-        h('button', { type: 'button', class: b.class || '', onclick: () => close(b.value(d)) }, b.label))),
+        h('button', { type: 'button', class: b.class || '', id: b.id || null, onclick: async () => {
+          // A button with `act` closes only when its action went through: a
+          // refused save keeps the dialog and the user's edits (act says why).
+          if (b.act) {
+            const done = await b.act(d);
+            if (done === undefined || done === false) return;
+            close(done);
+            return;
+          }
+          close(b.value(d));
+        } }, b.label))),
     ]);
     d.addEventListener('cancel', () => { d.remove(); back(); resolve(null); });
     document.body.append(d);
@@ -64,8 +74,9 @@ export function toast(message, kind) {
   setTimeout(() => t.remove(), 4000);
 }
 
-// Tabs: `list` of {id, label, render} (render(panel) fills the panel when the
-// tab is first chosen); `first`: the id of the tab shown first. Arrow keys
+// Tabs: `list` of {id, label, render, shown?} (render(panel) fills the panel
+// when the tab is first chosen, shown(panel) runs each time it is chosen);
+// `first`: the id of the tab shown first. Arrow keys
 // move between tabs, as WAI-ARIA says.
 export function tabs(name, list, first) {
   const bar = h('div', { role: 'tablist', 'aria-label': name });
@@ -83,6 +94,7 @@ export function tabs(name, list, first) {
     });
     if (focus) buttons[i].focus();
     if (!made.has(i)) { made.add(i); await list[i].render(boxes[i]); }
+    if (list[i].shown) list[i].shown(boxes[i]);
   }
   buttons.forEach((b, i) => {
     b.addEventListener('click', () => choose(i, false));
