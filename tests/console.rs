@@ -800,11 +800,50 @@ async fn jobs_retry_goes_live_and_errors_show_as_text() {
     click(&c, "#pause").await;
     assert_eq!(shown(&c).await.len(), before + 1, "the held row comes in");
     screenshot(&c, "live").await;
+    // The overview (issue #32 point 8): jobs per queue first, failures red
+    // and clickable, updated live; a card of charts per channel.
+    let failed = common::send_job(&srv, ADMIN, "erp", &json!({"path": "c/fail/1"})).await;
+    common::wait_job(&srv, ADMIN, &failed, &["failed"], Duration::from_secs(10)).await;
     c.goto(&srv.url("/console/#/overview")).await.unwrap();
     wait_text(&c, "#queues", "erp-queue").await;
-    wait(&c, "#charts tr[data-code='shop'] svg.spark").await;
-    wait_text(&c, "#charts tr[data-code='shop']", "in the hour").await;
+    let cell = "#queues tr[data-queue='erp-queue'] td[data-state='failed']";
+    wait_text(&c, cell, "1").await;
+    let class = c
+        .find(Locator::Css(cell))
+        .await
+        .unwrap()
+        .attr("class")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(class.contains("error-text"), "failures not red: {class}");
+    wait(&c, "#charts [data-code='shop'] svg.spark").await;
+    wait_text(&c, "#charts [data-code='shop']", "in the hour").await;
+    // Live: another failure shows without a reload.
+    let again = common::send_job(&srv, ADMIN, "erp", &json!({"path": "d/fail/1"})).await;
+    common::wait_job(&srv, ADMIN, &again, &["failed"], Duration::from_secs(10)).await;
+    wait_text(&c, cell, "2").await;
     screenshot(&c, "overview").await;
+    // At 390 px the charts fit the screen: no sideways scrolling.
+    c.set_window_size(390, 844).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let wide = c
+        .execute(
+            "return [...document.querySelectorAll('#charts svg.spark')].some((s) => s.getBoundingClientRect().right > document.documentElement.clientWidth);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(wide, json!(false), "a chart runs off a phone's screen");
+    c.set_window_size(1280, 900).await.unwrap();
+    // The count opens those jobs: that queue, that state.
+    click(&c, &format!("{cell} a")).await;
+    wait(&c, &format!("tr[data-id='{again}']")).await;
+    let chosen = c
+        .execute("return [document.querySelector('#queue').value, document.querySelector('#state').value];", vec![])
+        .await
+        .unwrap();
+    assert_eq!(chosen, json!(["erp-queue", "failed"]));
     no_console_errors(&c).await;
     c.close().await.unwrap();
 }

@@ -81,10 +81,12 @@ function layout(current) {
 async function route() {
   if (!session) return;
   if (leave) { leave(); leave = null; }
-  const [, name, ...rest] = (location.hash || '#/channels').split('/');
+  // `#/page/arg…?filters`: the filters (`#/jobs?queue=erp&state=failed`) in ctx.query.
+  const [path, search] = (location.hash || '#/channels').split('?');
+  const [, name, ...rest] = path.split('/');
   const key = pages[name] ? name : 'channels';
   const main = layout(key);
-  const ctx = { session, admin: session.role === 'admin', args: rest.map(decodeURIComponent) };
+  const ctx = { session, admin: session.role === 'admin', args: rest.map(decodeURIComponent), query: new URLSearchParams(search || '') };
   try {
     leave = (await pages[key][1](main, ctx)) || null;
     // For examples/console_bench.rs: when this page had its data on screen.

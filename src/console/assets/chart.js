@@ -4,6 +4,8 @@ const NS = 'http://www.w3.org/2000/svg';
 export function sparkline(values, label, { width = 240, height = 48 } = {}) {
   const svg = document.createElementNS(NS, 'svg');
   svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  // Stretched to the box it is given (a card's width on a phone).
+  svg.setAttribute('preserveAspectRatio', 'none');
   svg.setAttribute('width', width);
   svg.setAttribute('height', height);
   svg.setAttribute('role', 'img');

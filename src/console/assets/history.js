@@ -67,7 +67,7 @@ export async function historyPanel(kind, code, ctx, onRestored) {
       const b = to.querySelector('select').value;
       try {
         const { diff } = await api('GET', `${base}/diff?from=${a}&to=${b}`);
-        append(out, sideBySide(diff));
+        append(out, h('div', { class: 'scroll' }, sideBySide(diff)));
       } catch (e) {
         append(out, h('p', { class: 'error' }, e.message));
       }
@@ -90,7 +90,8 @@ export async function historyPanel(kind, code, ctx, onRestored) {
             type: 'button', class: 'restore', 'data-version': v.number, onclick: () => restore(v),
           }, `Restore ${v.number}`))))));
     append(panel, [
-      table,
+      // Its own scroll box: on a phone the table scrolls, not the page.
+      h('div', { class: 'scroll' }, table),
       h('div', { class: 'bar' }, from, to,
         h('button', { type: 'button', id: 'compare', onclick: compare }, 'Compare')),
       out,

@@ -186,6 +186,10 @@ export async function jobsPage(main, ctx) {
     }
   }
 
+  // Opened from the overview's counts: that queue and state.
+  const wanted = ctx.query || new URLSearchParams();
+  if (wanted.get('queue') && queues.some((q) => q.name === wanted.get('queue'))) queue.value = wanted.get('queue');
+  if (wanted.get('state') && STATES.includes(wanted.get('state'))) state.value = wanted.get('state');
   queue.addEventListener('change', () => { page = 0; load(); });
   state.addEventListener('change', () => { page = 0; load(); });
   await load();
