@@ -232,6 +232,10 @@ pub struct ChannelShown {
     pub status: LoadStatus,
     pub state: ChannelState,
     pub credential: Credential,
+    /// When its schedule (`opts.schedule`) runs next (RFC 3339); absent
+    /// without a schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
 }
 
 /// `GET /admin/channels`.

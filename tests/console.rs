@@ -1049,7 +1049,8 @@ async fn channels_are_found_sorted_and_say_mode_expiry_and_load_errors() {
     let soon = (chrono::Utc::now() + chrono::Duration::hours(50)).to_rfc3339();
     let srv = project()
         .channel(json!({"code": "alpha", "token_local": "a-token", "recv_svcscriptcode": "shop",
-            "opts": {"issync": true, "mode": "test", "title": "ERP orders", "token_valid_until": past}}))
+            "opts": {"issync": true, "mode": "test", "title": "ERP orders", "token_valid_until": past,
+                     "schedule": [{"every": "1h", "script": "shop"}]}}))
         .channel(json!({"code": "beta", "token_local": "b-token", "recv_svcscriptcode": "shop",
             "opts": {"issync": true, "title": "Billing", "token_valid_until": soon}}))
         .start();
@@ -1070,6 +1071,9 @@ async fn channels_are_found_sorted_and_say_mode_expiry_and_load_errors() {
         .unwrap_or_default();
     assert!(class.contains("error-text"), "expired shows red: {class}");
     wait_text(&c, "tr[data-code='beta'] td.credential", "expires in 2 d").await;
+    // A scheduled channel says when it runs next; one without a schedule does not.
+    wait_text(&c, "tr[data-code='alpha'] td.next-run", "min").await;
+    wait_text(&c, "tr[data-code='beta'] td.next-run", "—").await;
     // The queue of a channel in test mode goes to production from its row.
     assert!(c
         .find(Locator::Css("tr[data-code='beta'] button.to-production"))
@@ -1150,6 +1154,14 @@ async fn channels_are_found_sorted_and_say_mode_expiry_and_load_errors() {
     c.refresh().await.unwrap();
     let shown = wait_text(&c, "tr[data-code='beta'] .load-error", "does not load").await;
     assert!(shown.contains("the last good version"), "{shown}");
+    // And its panel says why, where the channel is looked at.
+    c.goto(&srv.url("/console/#/channels/beta")).await.unwrap();
+    let why = wait_text(&c, "#load-errors", "The document does not load").await;
+    assert!(why.contains("the last good version"), "{why}");
+    c.goto(&srv.url("/console/#/channels/alpha")).await.unwrap();
+    wait_text(&c, "#next-run", "runs next").await;
+    c.goto(&srv.url("/console/#/channels")).await.unwrap();
+    wait(&c, "tr[data-code='shop'] button.toggle").await;
     // The row's actions show without sideways scrolling at 1280 px and 390 px.
     for (width, height) in [(1280, 900), (390, 844)] {
         c.set_window_size(width, height).await.unwrap();

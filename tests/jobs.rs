@@ -604,6 +604,16 @@ async fn schedules_run_on_time_and_never_overlap() {
         )
         .start();
     tokio::time::sleep(Duration::from_millis(4800)).await;
+    // The channel says when its schedule runs next (within the second).
+    let (_, poller) = common::admin_get(&srv, ADMIN, "/admin/channels/poller").await;
+    let next = chrono::DateTime::parse_from_rfc3339(poller["next_run"].as_str().unwrap()).unwrap();
+    let ahead = next
+        .signed_duration_since(chrono::Utc::now())
+        .num_milliseconds();
+    assert!(
+        (-1500..=1500).contains(&ahead),
+        "next run {next}, {ahead} ms ahead"
+    );
     let (_, _, list) = json_of(
         client()
             .get(srv.url("/admin/jobs?kind=schedule&limit=100"))

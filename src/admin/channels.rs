@@ -23,6 +23,10 @@ pub(super) fn shown(app: &AppState, channel: &Channel, snapshot: &Snapshot) -> C
         } else {
             Credential::Valid
         },
+        next_run: app
+            .jobs
+            .next_run(channel.code())
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     }
 }
 
@@ -243,7 +247,7 @@ pub(super) fn parse_doc(bytes: &[u8]) -> Result<ChannelDoc, AppError> {
         ));
     };
     // What GET adds and the document does not hold.
-    for shown_only in ["status", "state", "credential"] {
+    for shown_only in ["status", "state", "credential", "next_run"] {
         object.remove(shown_only);
     }
     ChannelDoc::parse(&value.to_string()).map_err(|e| AppError::InvalidChannel(e.to_string()))

@@ -82,6 +82,16 @@ pub struct Jobs {
     /// Ids of the jobs this process is running now: a job the store says is
     /// `running` but that is not here has lost its worker (see [`take_up_orphans`]).
     live: DashMap<String, ()>,
+    /// Each scheduled channel's next run (the earliest of its entries), as
+    /// the scheduler last computed it.
+    next_runs: DashMap<String, DateTime<Utc>>,
+}
+
+impl Jobs {
+    /// When channel `code`'s schedule runs next, if it has one.
+    pub fn next_run(&self, code: &str) -> Option<DateTime<Utc>> {
+        self.next_runs.get(code).map(|t| *t)
+    }
 }
 
 /// A job this process runs, listed in [`Jobs::live`] until dropped (a panic included).

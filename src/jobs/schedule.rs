@@ -27,13 +27,14 @@ pub(super) struct ScheduleTable {
 impl ScheduleTable {
     /// Rebuilds from `snapshot` when it is not the one the table was built from;
     /// an entry whose spec did not change keeps its next time.
-    fn follow(&mut self, snapshot: &Arc<crate::registry::Snapshot>, now: DateTime<Utc>) {
+    /// `true` when it was rebuilt.
+    fn follow(&mut self, snapshot: &Arc<crate::registry::Snapshot>, now: DateTime<Utc>) -> bool {
         if self
             .built_from
             .as_ref()
             .is_some_and(|b| Arc::ptr_eq(b, snapshot))
         {
-            return;
+            return false;
         }
         self.built_from = Some(snapshot.clone());
         let mut entries = HashMap::new();
@@ -64,6 +65,20 @@ impl ScheduleTable {
             .iter()
             .map(|(k, e)| std::cmp::Reverse((e.next, k.clone())))
             .collect();
+        true
+    }
+
+    /// Each channel's earliest next run, into `out` (what the admin API shows).
+    fn publish_next(&self, out: &DashMap<String, DateTime<Utc>>) {
+        let mut next: HashMap<&str, DateTime<Utc>> = HashMap::new();
+        for ((code, _), entry) in &self.entries {
+            let at = next.entry(code.as_str()).or_insert(entry.next);
+            *at = (*at).min(entry.next);
+        }
+        out.retain(|code, _| next.contains_key(code.as_str()));
+        for (code, at) in next {
+            out.insert(code.to_owned(), at);
+        }
     }
 
     /// The entries due at `now`, each moved on to its next time.
@@ -110,8 +125,12 @@ pub(super) async fn scheduler(app: Arc<AppState>) {
         }
         let snapshot = app.registry.snapshot();
         let now = Utc::now();
-        table.follow(&snapshot, now);
-        for ((code, i), scheduled, running) in table.due(now) {
+        let rebuilt = table.follow(&snapshot, now);
+        let due = table.due(now);
+        if rebuilt || !due.is_empty() {
+            table.publish_next(&app.jobs.next_runs);
+        }
+        for ((code, i), scheduled, running) in due {
             let Some(channel) = snapshot.channel(&code).cloned() else {
                 continue;
             };

@@ -19,6 +19,16 @@ function expiry(until) {
   return ms > 0 ? { text: `expires in ${span(ms)}`, expired: false } : { text: `expired ${span(ms)} ago`, expired: true };
 }
 
+// "in 40 s" / "in 3 min" / a time, for a schedule's next run.
+function soon(iso) {
+  const ms = new Date(iso) - Date.now();
+  if (Number.isNaN(ms)) return iso;
+  if (ms < 1000) return 'now';
+  if (ms < 60000) return `in ${Math.round(ms / 1000)} s`;
+  if (ms < 3600000) return `in ${Math.round(ms / 60000)} min`;
+  return when(iso);
+}
+
 // The columns that sort, and the value each sorts by.
 const SORTS = {
   Code: (c) => c.code,
@@ -38,7 +48,7 @@ export async function channelsPage(main, ctx) {
   const head = h('tr');
   function header() {
     clear(head);
-    append(head, ['Code', 'Actions', 'Title', 'Type', 'Queue', 'Activated', 'State', 'Auto start', 'Script', 'Credential', 'Last hour', 'Last request', 'Connections']
+    append(head, ['Code', 'Actions', 'Title', 'Type', 'Queue', 'Activated', 'State', 'Auto start', 'Script', 'Next run', 'Credential', 'Last hour', 'Last request', 'Connections']
       .map((c) => h('th', { scope: 'col', 'aria-sort': c === sortBy ? (ascending ? 'ascending' : 'descending') : null },
         SORTS[c] ? h('button', { type: 'button', class: 'link sort', 'data-sort': c, onclick: () => {
           ascending = c === sortBy ? !ascending : true;
@@ -78,7 +88,7 @@ export async function channelsPage(main, ctx) {
     const key = SORTS[sortBy];
     const sorted = [...channels].sort((a, b) => String(key(a)).localeCompare(String(key(b))) * (ascending ? 1 : -1));
     clear(table);
-    if (!channels.length) append(table, h('tr', null, h('td', { colspan: 13 }, 'No channels yet.')));
+    if (!channels.length) append(table, h('tr', null, h('td', { colspan: 14 }, 'No channels yet.')));
     for (const c of sorted) {
       const o = c.opts || {};
       const disabled = c.state === 'disabled';
@@ -106,6 +116,7 @@ export async function channelsPage(main, ctx) {
         h('td', null, o.autostart === false ? 'no' : 'yes'),
         h('td', { class: status && !status.ok ? 'error-text' : null, title: status && !status.ok ? status.error : null },
           recv ? `${recv}${status && !status.ok ? ' ✗ serving the last good version' : ''}` : '—'),
+        h('td', { class: 'next-run', title: c.next_run || null }, c.next_run ? soon(c.next_run) : '—'),
         h('td', { class: ends && ends.expired ? 'error-text credential' : 'credential' }, ends ? ends.text : 'no expiry'),
         h('td', { class: 'hour' }, (() => {
           const hh = history.channels[c.code];
@@ -146,9 +157,21 @@ export async function channelsPage(main, ctx) {
 
   async function show(code, tab) {
     clear(detail);
-    const c = await api('GET', `/admin/channels/${encodeURIComponent(code)}`);
+    const [c, { scripts }] = await Promise.all([
+      api('GET', `/admin/channels/${encodeURIComponent(code)}`), api('GET', '/admin/scripts')]);
     const token = h('code', { id: 'token-value' }, c.token_local ? '••••••••' : '(none)');
+    // What does not load, said where the channel is looked at: its document, its scripts.
+    const named = ['recv_svcscriptcode', 'send_svcscriptcode', 'recv_svcscriptcode_ws', 'send_svcscriptcode_ws']
+      .map((f) => c[f]).concat(((c.opts && c.opts.schedule) || []).map((e) => e.script)).filter(Boolean);
+    const broken = [
+      c.status && c.status.ok === false ? [`The document does not load: ${c.status.error || ''}`, `serving ${c.status.serving || 'the last good version'}`] : null,
+      ...scripts.filter((s) => named.includes(s.code) && s.status && s.status.ok === false)
+        .map((s) => [`Script ${s.code} does not load: ${s.status.error || ''}`, `serving ${s.status.serving || 'the last good version'}`]),
+    ].filter(Boolean);
     const details = [
+      broken.length ? h('div', { class: 'load-errors', id: 'load-errors', role: 'alert' },
+        broken.map(([what, serving]) => h('p', { class: 'error-text' }, what, h('br'), h('span', null, serving)))) : null,
+      c.next_run ? h('p', { id: 'next-run' }, `Its schedule runs next ${soon(c.next_run)} (${when(c.next_run)}).`) : null,
       h('h3', null, 'Credentials'),
       h('dl', { class: 'kv' },
         h('dt', null, 'token_local'), h('dd', null, token),

@@ -42,7 +42,7 @@ function set(doc, path, value) {
 // as read, or null for a new one).
 export async function settingsDialog(c, scripts) {
   const doc = c ? structuredClone(c) : { code: '', type: 'general', opts: { title: '' } };
-  for (const k of ['status', 'state', 'credential']) delete doc[k];
+  for (const k of ['status', 'state', 'credential', 'next_run']) delete doc[k];
   const error = h('div', { class: 'error', role: 'alert', id: 'settings-error' });
   const area = h('textarea', { class: 'code', rows: 18, id: 'settings-json', 'aria-label': 'Channel document (JSON)' });
   const form = h('div', { class: 'form settings', id: 'settings-form' });
