@@ -587,15 +587,129 @@ async fn channel_settings_are_a_form_and_a_refused_save_keeps_the_edits() {
     assert_eq!(stored["opts"]["send_retries"], 2);
     assert_eq!(stored["opts"]["record"], 10);
     assert_eq!(stored["send_svcscriptcode"], "shop");
-    // Focus is back on the Settings button.
-    let focused = c
-        .execute(
-            "return document.activeElement && document.activeElement.id;",
-            vec![],
+    // Focus is back on the Settings button (of the panel drawn again).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let focused = c
+            .execute(
+                "return document.activeElement && document.activeElement.id;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if focused == json!("edit-channel") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the focus is on {focused}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    no_console_errors(&c).await;
+    c.close().await.unwrap();
+}
+
+/// The keyboard-only path to retry a failed job while other jobs come and
+/// go (issue #32 point 2): Tab to the job, Enter, Tab to Retry, Enter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyboard_user_retries_a_job_while_the_list_changes() {
+    use fantoccini::key::Key;
+    let up = Upstream::start().await;
+    let srv = project()
+        .channel(
+            json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", up.base),
+            "send_svcscriptcode": "erp_send", "opts": {"send_retries": 0}}),
         )
-        .await
-        .unwrap();
-    assert_eq!(focused, json!("edit-channel"));
+        .script(
+            "erp_send",
+            r#"let d = parse_json(startparam(1));
+               let r = webquery(#{ method: "POST", path: d.path });
+               if r.status != 200 { throw `ERP answered ${r.status}`; }"#,
+        )
+        .start();
+    let failed = common::send_job(&srv, ADMIN, "erp", &json!({"path": "k/fail/1"})).await;
+    common::wait_job(&srv, ADMIN, &failed, &["failed"], Duration::from_secs(10)).await;
+    let (c, _driver) = browser().await;
+    sign_in(&c, &srv, ADMIN).await;
+    wait(&c, "#channels").await;
+    c.goto(&srv.url("/console/#/jobs")).await.unwrap();
+    wait(&c, &format!("tr[data-id='{failed}']")).await;
+    let focus_of = |c: &Client| {
+        let c = c.clone();
+        async move {
+            c.execute(
+                "const a = document.activeElement; return a ? (a.dataset.focus || a.id || a.tagName) : null;",
+                vec![],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let press = |c: &Client, key: Key| {
+        let c = c.clone();
+        async move {
+            c.active_element()
+                .await
+                .unwrap()
+                .send_keys(&key.to_string())
+                .await
+                .unwrap();
+        }
+    };
+    let started = Instant::now();
+    let mut keys = 0;
+    let target = json!(format!("open-{failed}"));
+    while focus_of(&c).await != target {
+        press(&c, Key::Tab).await;
+        keys += 1;
+        assert!(keys < 40, "the job's link is not reachable by Tab");
+    }
+    // Jobs change while the focus is on the row: it stays there.
+    for n in 0..3 {
+        common::send_job(&srv, ADMIN, "erp", &json!({"path": format!("ok-{n}")})).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = c
+            .execute(
+                "return document.querySelectorAll('#jobs tr[data-id]').length;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if rows == json!(4) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the list did not update live: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        focus_of(&c).await,
+        target,
+        "a live update took the focus away"
+    );
+    press(&c, Key::Enter).await;
+    keys += 1;
+    wait_text(&c, "#card-state", "failed").await;
+    assert_eq!(
+        focus_of(&c).await,
+        json!("card-title"),
+        "the card takes the focus"
+    );
+    while focus_of(&c).await != json!("retry") {
+        press(&c, Key::Tab).await;
+        keys += 1;
+        assert!(keys < 80, "Retry is not reachable by Tab");
+    }
+    press(&c, Key::Enter).await;
+    keys += 1;
+    wait_text(&c, "#card-state", "succeeded").await;
+    eprintln!(
+        "keyboard-only retry: {keys} key presses, {:.1} s (with the live update's wait)",
+        started.elapsed().as_secs_f64()
+    );
     no_console_errors(&c).await;
     c.close().await.unwrap();
 }

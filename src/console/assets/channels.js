@@ -62,9 +62,10 @@ export async function channelsPage(main, ctx) {
     h('div', { class: 'bar' },
       h('h1', null, 'Channels'), search,
       ctx.admin && h('button', { type: 'button', id: 'add-channel', onclick: () => edit(null) }, 'Add channel')),
-    h('div', { class: 'scroll' },
-      h('table', { class: 'list', id: 'channels' }, h('thead', null, head), table)),
-    detail,
+    h('div', { class: 'with-panel' },
+      h('div', { class: 'scroll' },
+        h('table', { class: 'list', id: 'channels' }, h('thead', null, head), table)),
+      detail),
   ]);
   // Typing filters the rows listed, without asking the server again.
   function filterRows() {
@@ -202,7 +203,7 @@ export async function channelsPage(main, ctx) {
       { id: 'history', label: 'History', render: async (p) => append(p, await historyPanel('channels', code, ctx, async () => { await load(); await show(code, 'history'); })) },
     ], tab);
     append(detail, [
-      h('h2', null, `Channel ${c.code}`),
+      h('h2', { tabindex: '-1', id: 'detail-title' }, `Channel ${c.code}`),
       h('p', { class: 'title' }, (c.opts && c.opts.title) || ''),
       parts,
     ]);
@@ -235,5 +236,10 @@ export async function channelsPage(main, ctx) {
   }
 
   await load();
-  if (ctx.args[0]) await show(ctx.args[0]);
+  if (ctx.args[0]) {
+    await show(ctx.args[0]);
+    // Opened from its link: the panel is where the user looks next.
+    const title = document.getElementById('detail-title');
+    if (title) { title.focus({ preventScroll: true }); detail.scrollIntoView({ block: 'nearest' }); }
+  }
 }

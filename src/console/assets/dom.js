@@ -109,3 +109,36 @@ export function tabs(name, list, first) {
   el.ready = choose(Math.max(0, list.findIndex((t) => t.id === first)), false);
   return el;
 }
+
+// Updates a table body row by row: `items` is a list of {key, sig, make}
+// (sig: what the row shows; make(): a new row). A row whose sig did not
+// change stays the same element, so focus, selection and scroll stay with
+// it; a changed row is replaced in place and, when it held the focus, the
+// new row's element of the same id (or data-focus) takes it.
+export function patchRows(tbody, items) {
+  const old = new Map([...tbody.children].filter((r) => r.dataset.key).map((r) => [r.dataset.key, r]));
+  const active = document.activeElement;
+  items.forEach(({ key, sig, make }, i) => {
+    let row = old.get(key);
+    old.delete(key);
+    if (!row || row.dataset.sig !== sig) {
+      const fresh = make();
+      fresh.dataset.key = key;
+      fresh.dataset.sig = sig;
+      if (row) {
+        const held = row.contains(active) ? (active.dataset.focus || active.id) : null;
+        row.replaceWith(fresh);
+        if (held) {
+          const again = fresh.querySelector(`[data-focus="${CSS.escape(held)}"]`) || fresh.querySelector(`#${CSS.escape(held)}`);
+          if (again) again.focus();
+        }
+      }
+      row = fresh;
+    }
+    const at = tbody.children[i];
+    if (at !== row) tbody.insertBefore(row, at || null);
+  });
+  // Rows no longer listed (a "No jobs." line once there are jobs).
+  for (const r of old.values()) r.remove();
+  while (tbody.children.length > items.length) tbody.lastElementChild.remove();
+}

@@ -1,6 +1,6 @@
 // Job processing: a queue selector upper left, a state filter, the jobs
 // newest first, a job card with its attempts, Retry; live without a reload.
-import { h, append, clear, when, json, toast, dialog } from './dom.js';
+import { h, append, clear, when, json, toast, dialog, patchRows } from './dom.js';
 import { api, listen } from './api.js';
 
 const STATES = ['', 'queued', 'running', 'waiting', 'succeeded', 'failed', 'timed_out'];
@@ -46,11 +46,13 @@ export async function jobsPage(main, ctx) {
     h('div', { class: 'bar' }, queue, state, h('h1', null, 'Jobs'),
       ctx.admin && h('button', { type: 'button', id: 'bulk-retry', onclick: bulkRetry }, 'Retry failed…'),
       h('span', { class: 'live', title: 'Updates live' }, '● live')),
-    h('div', { class: 'scroll' }, h('table', { class: 'list', id: 'jobs' },
-      h('thead', null, h('tr', null, ['Job', 'Channel', 'Kind', 'State', 'Attempts', 'Created', 'Next attempt', 'Last error'].map((c) => h('th', { scope: 'col' }, c)))),
-      body)),
-    h('div', { class: 'buttons' }, prev, pageInfo, next),
-    card,
+    h('div', { class: 'with-panel' },
+      h('div', { class: 'listing' },
+        h('div', { class: 'scroll' }, h('table', { class: 'list', id: 'jobs' },
+          h('thead', null, h('tr', null, ['Job', 'Channel', 'Kind', 'State', 'Attempts', 'Created', 'Next attempt', 'Last error'].map((c) => h('th', { scope: 'col' }, c)))),
+          body)),
+        h('div', { class: 'buttons' }, prev, pageInfo, next)),
+      card),
   ]);
 
   async function load() {
@@ -63,27 +65,44 @@ export async function jobsPage(main, ctx) {
     prev.disabled = page === 0;
     next.disabled = !more;
     pageInfo.textContent = `page ${page + 1}`;
-    clear(body);
-    if (!jobs.length) append(body, h('tr', null, h('td', { colspan: 8 }, 'No jobs.')));
-    for (const j of jobs) {
-      append(body, h('tr', { 'data-id': j.id, class: j.id === open ? 'open' : null },
-        h('th', { scope: 'row' }, h('button', { type: 'button', class: 'link', onclick: () => { open = j.id; showCard(); } }, j.id.slice(0, 8)),
-          j.test ? [' ', h('span', { class: 'pill mode test' }, 'test')] : null),
+    // Row by row: a live update keeps the focus, selection and scroll of
+    // the rows that did not change (a keyboard user can go on).
+    const rows = jobs.map((j) => ({
+      key: j.id,
+      sig: JSON.stringify([j.state, j.attempt, j.max_attempts, j.next_attempt_at, j.last_error, j.test, j.id === open]),
+      make: () => h('tr', { 'data-id': j.id, class: j.id === open ? 'open' : null },
+        h('th', { scope: 'row' }, h('button', { type: 'button', class: 'link', 'data-focus': `open-${j.id}`, 'aria-controls': 'job-card',
+          onclick: () => { open = j.id; showCard(true); markOpen(); } }, j.id.slice(0, 8)),
+        j.test ? [' ', h('span', { class: 'pill mode test' }, 'test')] : null),
         h('td', null, j.channel), h('td', null, j.kind),
         h('td', null, h('span', { class: `pill ${j.state}` }, j.state)),
         h('td', { class: 'attempts' }, `${j.attempt}/${j.max_attempts}`),
         h('td', null, when(j.created)), h('td', null, when(j.next_attempt_at)),
         // An error is red while it stands: not once the job succeeded after it.
-        h('td', { class: failedState(j.state) ? 'error-text' : 'muted' }, j.last_error || '')));
-    }
-    if (open) await showCard();
+        h('td', { class: failedState(j.state) ? 'error-text' : 'muted' }, j.last_error || '')),
+    }));
+    if (!jobs.length) rows.push({ key: 'none', sig: '', make: () => h('tr', null, h('td', { colspan: 8 }, 'No jobs.')) });
+    patchRows(body, rows);
+    if (open) await showCard(false);
   }
 
-  async function showCard() {
+  function markOpen() {
+    for (const r of body.querySelectorAll('tr[data-id]')) r.classList.toggle('open', r.dataset.id === open);
+  }
+
+  // The card beside the list (below it on a narrow screen). Opened by the
+  // user: focus moves to it (and it is scrolled into view); a live update
+  // draws it again only when the job changed, keeping the focus inside it.
+  let shown = null;
+  async function showCard(byUser) {
     const j = await api('GET', `/admin/jobs/${encodeURIComponent(open)}`);
+    const sig = JSON.stringify(j);
+    if (!byUser && sig === shown) return;
+    shown = sig;
+    const held = card.contains(document.activeElement) ? document.activeElement.id : null;
     clear(card);
     append(card, [
-      h('h2', null, `Job ${j.id}`),
+      h('h2', { tabindex: '-1', id: 'card-title' }, `Job ${j.id}`),
       h('dl', { class: 'kv' },
         h('dt', null, 'channel'), h('dd', null, `${j.channel} (queue ${j.queue})`),
         h('dt', null, 'state'), h('dd', { id: 'card-state' }, j.state),
@@ -106,6 +125,14 @@ export async function jobsPage(main, ctx) {
       h('ol', { class: 'timeline', id: 'attempts' }, (j.attempts || []).map(attemptItem)),
       h('h3', null, 'Result'), h('pre', null, j.result === null || j.result === undefined ? '—' : json(j.result)),
     ]);
+    if (byUser) {
+      const title = card.querySelector('#card-title');
+      title.focus({ preventScroll: true });
+      card.scrollIntoView({ block: 'nearest' });
+    } else if (held) {
+      const again = card.querySelector(`#${CSS.escape(held)}`) || card.querySelector('#card-title');
+      again.focus({ preventScroll: true });
+    }
   }
 
   // The same error over several attempts is said once, with the attempts it ended.
