@@ -131,6 +131,34 @@ async fn browser() -> (Client, Driver) {
     session(find("chromedriver"), &args, caps).await
 }
 
+/// A flow run as two tests: in Chromium (`$name`) and in Firefox ESR.
+macro_rules! in_both_browsers {
+    ($name:ident, $firefox:ident, $flow:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $flow(browser().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $firefox() {
+            $flow(firefox().await).await;
+        }
+    };
+}
+
+/// Waits (up to 5 s) until `script` returns `expected`; `what` says what did not happen.
+async fn until(c: &Client, script: &str, expected: Value, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = c.execute(script, vec![]).await.unwrap();
+        if got == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {got}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (up to 10 s) for an element.
 async fn wait(c: &Client, css: &str) -> fantoccini::elements::Element {
     c.wait()
@@ -381,15 +409,11 @@ async fn channels_sign_in_deactivate_credentials_and_delete() {
     c.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scripts_marks_errors_tries_and_replays() {
-    scripts_marks_errors_tries_and_replays_in(browser().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scripts_marks_errors_tries_and_replays_in_firefox() {
-    scripts_marks_errors_tries_and_replays_in(firefox().await).await;
-}
+in_both_browsers!(
+    scripts_marks_errors_tries_and_replays,
+    scripts_marks_errors_tries_and_replays_in_firefox,
+    scripts_marks_errors_tries_and_replays_in
+);
 
 async fn scripts_marks_errors_tries_and_replays_in(open: (Client, Driver)) {
     let srv = project().start();
@@ -505,17 +529,13 @@ async fn scripts_marks_errors_tries_and_replays_in(open: (Client, Driver)) {
     );
     wait_text(&c, "#problems", "Compiles").await;
     click(&c, "#save-script").await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while hidden(&c).await != json!(true) {
-        if Instant::now() > deadline {
-            let page = c
-                .execute("return [document.querySelector('#editor').value, [...document.querySelectorAll('.toast')].map((t) => t.textContent)];", vec![])
-                .await
-                .unwrap();
-            panic!("the marker stays after Save: {page}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        &c,
+        "return document.querySelector('#unsaved').hidden;",
+        json!(true),
+        "the marker stays after Save",
+    )
+    .await;
     let stored = client()
         .get(srv.url("/admin/scripts/shop"))
         .bearer_auth(ADMIN)
@@ -530,15 +550,11 @@ async fn scripts_marks_errors_tries_and_replays_in(open: (Client, Driver)) {
     c.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channel_settings_are_a_form_and_a_refused_save_keeps_the_edits() {
-    channel_settings_are_a_form_and_a_refused_save_keeps_the_edits_in(browser().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channel_settings_are_a_form_and_a_refused_save_keeps_the_edits_in_firefox() {
-    channel_settings_are_a_form_and_a_refused_save_keeps_the_edits_in(firefox().await).await;
-}
+in_both_browsers!(
+    channel_settings_are_a_form_and_a_refused_save_keeps_the_edits,
+    channel_settings_are_a_form_and_a_refused_save_keeps_the_edits_in_firefox,
+    channel_settings_are_a_form_and_a_refused_save_keeps_the_edits_in
+);
 
 async fn channel_settings_are_a_form_and_a_refused_save_keeps_the_edits_in(open: (Client, Driver)) {
     let srv = project().start();
@@ -618,47 +634,37 @@ async fn channel_settings_are_a_form_and_a_refused_save_keeps_the_edits_in(open:
     record.clear().await.unwrap();
     record.send_keys("10").await.unwrap();
     click(&c, "#settings-save").await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while c.find(Locator::Css("dialog[open]")).await.is_ok() {
-        assert!(Instant::now() < deadline, "the dialog stays after a save");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        &c,
+        "return document.querySelector('dialog[open]') === null;",
+        json!(true),
+        "the dialog stays after a save",
+    )
+    .await;
     let (_, stored) = common::admin_get(&srv, ADMIN, "/admin/channels/shop").await;
     assert_eq!(stored["opts"]["title"], "Shop 2");
     assert_eq!(stored["opts"]["send_retries"], 2);
     assert_eq!(stored["opts"]["record"], 10);
     assert_eq!(stored["send_svcscriptcode"], "shop");
     // Focus is back on the Settings button (of the panel drawn again).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let focused = c
-            .execute(
-                "return document.activeElement && document.activeElement.id;",
-                vec![],
-            )
-            .await
-            .unwrap();
-        if focused == json!("edit-channel") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the focus is on {focused}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        &c,
+        "return document.activeElement && document.activeElement.id;",
+        json!("edit-channel"),
+        "the focus is elsewhere",
+    )
+    .await;
     no_console_errors(&c).await;
     c.close().await.unwrap();
 }
 
-/// The keyboard-only path to retry a failed job while other jobs come and
-/// go (issue #32 point 2): Tab to the job, Enter, Tab to Retry, Enter.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keyboard_user_retries_a_job_while_the_list_changes() {
-    a_keyboard_user_retries_a_job_while_the_list_changes_in(browser().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keyboard_user_retries_a_job_while_the_list_changes_in_firefox() {
-    a_keyboard_user_retries_a_job_while_the_list_changes_in(firefox().await).await;
-}
+// The keyboard-only path to retry a failed job while other jobs come and
+// go (issue #32 point 2): Tab to the job, Enter, Tab to Retry, Enter.
+in_both_browsers!(
+    a_keyboard_user_retries_a_job_while_the_list_changes,
+    a_keyboard_user_retries_a_job_while_the_list_changes_in_firefox,
+    a_keyboard_user_retries_a_job_while_the_list_changes_in
+);
 
 async fn a_keyboard_user_retries_a_job_while_the_list_changes_in(open: (Client, Driver)) {
     use fantoccini::key::Key;
@@ -716,24 +722,13 @@ async fn a_keyboard_user_retries_a_job_while_the_list_changes_in(open: (Client, 
     for n in 0..3 {
         common::send_job(&srv, ADMIN, "erp", &json!({"path": format!("ok-{n}")})).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let rows = c
-            .execute(
-                "return document.querySelectorAll('#jobs tr[data-id]').length;",
-                vec![],
-            )
-            .await
-            .unwrap();
-        if rows == json!(4) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the list did not update live: {rows}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until(
+        &c,
+        "return document.querySelectorAll('#jobs tr[data-id]').length;",
+        json!(4),
+        "the list did not update live",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         focus_of(&c).await,
@@ -764,15 +759,11 @@ async fn a_keyboard_user_retries_a_job_while_the_list_changes_in(open: (Client, 
     c.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_retry_goes_live_and_errors_show_as_text() {
-    jobs_retry_goes_live_and_errors_show_as_text_in(browser().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_retry_goes_live_and_errors_show_as_text_in_firefox() {
-    jobs_retry_goes_live_and_errors_show_as_text_in(firefox().await).await;
-}
+in_both_browsers!(
+    jobs_retry_goes_live_and_errors_show_as_text,
+    jobs_retry_goes_live_and_errors_show_as_text_in_firefox,
+    jobs_retry_goes_live_and_errors_show_as_text_in
+);
 
 async fn jobs_retry_goes_live_and_errors_show_as_text_in(open: (Client, Driver)) {
     let up = Upstream::start().await;
@@ -1021,15 +1012,11 @@ async fn jobs_retry_goes_live_and_errors_show_as_text_in(open: (Client, Driver))
     c.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_sees_everything_and_changes_nothing() {
-    a_viewer_sees_everything_and_changes_nothing_in(browser().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_sees_everything_and_changes_nothing_in_firefox() {
-    a_viewer_sees_everything_and_changes_nothing_in(firefox().await).await;
-}
+in_both_browsers!(
+    a_viewer_sees_everything_and_changes_nothing,
+    a_viewer_sees_everything_and_changes_nothing_in_firefox,
+    a_viewer_sees_everything_and_changes_nothing_in
+);
 
 async fn a_viewer_sees_everything_and_changes_nothing_in(open: (Client, Driver)) {
     let srv = project().start();
@@ -1222,18 +1209,14 @@ async fn history_restores_a_version_and_the_audit_page_lists_it() {
     c.close().await.unwrap();
 }
 
-/// Issue #32 point 3: the Channels page finds by code or title as you type,
-/// sorts by a column, shows the mode, when the credential ends (red once
-/// it has), and a document that no longer loads, in its row.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channels_are_found_sorted_and_say_mode_expiry_and_load_errors() {
-    channels_are_found_sorted_and_say_mode_expiry_and_load_errors_in(browser().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channels_are_found_sorted_and_say_mode_expiry_and_load_errors_in_firefox() {
-    channels_are_found_sorted_and_say_mode_expiry_and_load_errors_in(firefox().await).await;
-}
+// Issue #32 point 3: the Channels page finds by code or title as you type,
+// sorts by a column, shows the mode, when the credential ends (red once
+// it has), and a document that no longer loads, in its row.
+in_both_browsers!(
+    channels_are_found_sorted_and_say_mode_expiry_and_load_errors,
+    channels_are_found_sorted_and_say_mode_expiry_and_load_errors_in_firefox,
+    channels_are_found_sorted_and_say_mode_expiry_and_load_errors_in
+);
 
 async fn channels_are_found_sorted_and_say_mode_expiry_and_load_errors_in(open: (Client, Driver)) {
     let past = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
