@@ -844,6 +844,16 @@ async fn jobs_retry_goes_live_and_errors_show_as_text_in(open: (Client, Driver))
     input.clear().await.unwrap();
     input.send_keys("ERP answered").await.unwrap();
     wait_text(&c, "#bulk-count", "2 jobs will be retried").await;
+    // A time range: both were made within the last hour (the server takes
+    // the range: a refused one would say why in place of the count).
+    c.find(Locator::Css("#bulk-since"))
+        .await
+        .unwrap()
+        .select_by_value("1")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_text(&c, "#bulk-count", "2 jobs will be retried").await;
     for id in &more {
         let job = common::wait_job(&srv, ADMIN, id, &["failed"], Duration::from_secs(1)).await;
         assert_eq!(job["state"], "failed", "the count changes nothing");

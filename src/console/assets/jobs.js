@@ -183,9 +183,15 @@ export async function jobsPage(main, ctx) {
       if (queue.value) f.queue = queue.value;
       if (state.value === 'failed' || state.value === 'timed_out') f.state = state.value;
       if (errorText.value.trim()) f.error = errorText.value.trim();
+      if (since.value) f.since = new Date(Date.now() - Number(since.value) * 3600000).toISOString();
       return f;
     };
     const errorText = h('input', { id: 'bulk-error', 'aria-label': 'Last error contains', placeholder: 'e.g. 503' });
+    // The time range: jobs made in the last hours chosen (the API's `since`).
+    const since = h('select', { id: 'bulk-since', 'aria-label': 'Made within' },
+      [['', 'any time'], ['1', 'the last hour'], ['24', 'the last 24 hours'], ['168', 'the last 7 days']]
+        .map(([v, t]) => h('option', { value: v }, t)));
+    since.addEventListener('change', preview);
     const count = h('p', { id: 'bulk-count', role: 'status' }, '…');
     let matched = 0;
     async function preview() {
@@ -201,7 +207,7 @@ export async function jobsPage(main, ctx) {
     await preview();
     const where = queue.value ? `queue ${queue.value}` : 'every queue';
     const go = await dialog(`Retry failed jobs of ${where}?`,
-      [h('label', null, 'Last error contains ', errorText), count],
+      [h('label', null, 'Last error contains ', errorText), h('label', null, 'Made within ', since), count],
       [{ label: 'Cancel', value: () => false }, { label: 'Retry them', class: 'danger', value: () => true }]);
     if (!go) return;
     try {
