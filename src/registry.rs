@@ -402,8 +402,10 @@ fn diff(prev: &Snapshot, next: &HashMap<String, Arc<Channel>>) -> Vec<Change> {
     changes
 }
 
+/// The same document with the same secrets behind it: a rotated secret
+/// changes the channel (its websockets admitted with the old value close).
 fn same_doc(a: &Channel, b: &Channel) -> bool {
-    serde_json::to_value(&a.doc).ok() == serde_json::to_value(&b.doc).ok()
+    a.secrets == b.secrets && serde_json::to_value(&a.doc).ok() == serde_json::to_value(&b.doc).ok()
 }
 
 fn problem(file: &Path, line: usize, col: usize, message: impl Into<String>) -> Problem {

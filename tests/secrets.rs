@@ -177,7 +177,10 @@ async fn secrets_are_resolved_rotated_and_never_shown() {
         );
     }
 
-    // Rotation: the new token works at once, the old one stops; version 2.
+    // Rotation: the new token works at once, the old one stops; version 2;
+    // a websocket opened with the old token is closed (1008), as on any
+    // change of the channel's credentials.
+    let mut socket = common::ws_connect(&srv, "/channels/erp/ws?token=inbound-token-7f3a9c").await;
     let (status, body) = admin(
         &srv,
         "PUT",
@@ -188,6 +191,7 @@ async fn secrets_are_resolved_rotated_and_never_shown() {
     assert_eq!((status, body["version"].as_u64()), (200, Some(2)));
     assert_eq!(post_as(&srv, "erp", "inbound-token-rotated-2").await.0, 200);
     assert_eq!(post_as(&srv, "erp", "inbound-token-7f3a9c").await.0, 401);
+    assert_eq!(common::ws_close_code(&mut socket).await, Some(1008));
 
     // Taken off the channel's list: the channel stops loading (no last good
     // version with the old value), and says which secret.
