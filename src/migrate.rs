@@ -13,7 +13,7 @@ use rusqlite::params;
 use serde_json::Value;
 
 use crate::backend::nats::{self, events, files, kv, recordings, work, Cluster};
-use crate::backend::Recorded;
+use crate::backend::{Recorded, SecretStore};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
@@ -32,15 +32,17 @@ pub struct Report {
     pub send: usize,
     /// Recordings moved.
     pub recordings: usize,
+    /// Sealed secrets copied (a newer one of the same name in the cluster is kept).
+    pub secrets: usize,
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} kv keys, {} files copied; {} queued events, {} inbox requests, {} send jobs, \
-             {} recordings moved",
-            self.kv, self.files, self.events, self.inbox, self.send, self.recordings
+            "{} kv keys, {} files, {} secrets copied; {} queued events, {} inbox requests, \
+             {} send jobs, {} recordings moved",
+            self.kv, self.files, self.secrets, self.events, self.inbox, self.send, self.recordings
         )
     }
 }
@@ -89,6 +91,31 @@ pub async fn migrate(config: &Config) -> Result<Report, String> {
             .await
             .map_err(|e| fail("copying files", e))?;
         report.files += 1;
+    }
+
+    // The sealed secrets, as they are (the cluster's nodes need the same
+    // key): a channel naming one loads on every node. One the cluster has
+    // at a newer version (set there since) is left as it is.
+    let sealed =
+        crate::backend::embedded::secrets::all(&store).map_err(|e| fail("reading secrets", e))?;
+    let nats_secrets = crate::backend::nats::secrets::NatsSecrets::open(cluster.clone()).await?;
+    let there = nats_secrets
+        .all()
+        .await
+        .map_err(|e| fail("reading the cluster's secrets", e))?;
+    for record in sealed {
+        let version = |r: &Value| r["version"].as_u64().unwrap_or(0);
+        let newer = there
+            .iter()
+            .any(|t| t["name"] == record["name"] && version(t) > version(&record));
+        if newer || !record["name"].is_string() {
+            continue;
+        }
+        nats_secrets
+            .put(record)
+            .await
+            .map_err(|e| fail("copying secrets", e))?;
+        report.secrets += 1;
     }
 
     let (stream, _) = events::NatsBus::open_stream(&cluster, config.event_ttl).await?;

@@ -1165,9 +1165,24 @@ async fn migrate_moves_an_embedded_store_into_the_cluster() {
         .script(
             "send",
             r#"webquery(#{ method: "POST", path: "send", body: startparam(1) });"#,
-        );
+        )
+        .channel(json!({"code": "vault", "token_local": "$secret:vault.in",
+            "recv_svcscriptcode": "plain", "opts": {"issync": true}}));
     // An embedded node with something in every table.
     let srv = project.start_with(&[], &[]);
+    let (status, _, _) = json_of(
+        client()
+            .put(srv.url("/admin/secrets/vault.in"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"value": "vault-inbound-token-1", "channels": ["vault"]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let plain = "/channels/vault/api?token=vault-inbound-token-1";
+    assert_eq!(call(&srv, plain, "").await.0, 200, "the secret resolves");
     for _ in 0..3 {
         assert_eq!(
             call(&srv, "/channels/count/api?token=count-token", "")
@@ -1228,9 +1243,13 @@ async fn migrate_moves_an_embedded_store_into_the_cluster() {
         stdout.contains("3 queued events, 2 inbox requests, 1 send jobs, 2 recordings moved"),
         "{stdout}"
     );
+    assert!(stdout.contains("1 secrets copied"), "{stdout}");
 
     let a = project.start_node(&nats);
     let b = node_project().start_node(&nats);
+    // The sealed secret came along: the node with the key resolves it from
+    // the cluster (its own store's table is not read in cluster mode).
+    assert_eq!(call(&a, plain, "").await.0, 200, "the secret came along");
     assert_eq!(
         call(&b, "/channels/count/api?token=count-token", "read").await,
         (200, json!(3)),
