@@ -811,6 +811,8 @@ async fn jobs_retry_goes_live_and_errors_show_as_text_in(open: (Client, Driver))
     click(&c, "#retry").await;
     wait_text(&c, "#card-attempts", "2/2").await;
     wait_text(&c, "#card-state", "succeeded").await;
+    // The call opened before stays open when the card is drawn again.
+    wait(&c, "#attempts li[data-attempt='1'] details.call[open]").await;
     // A succeeded job's old error is not shown as standing (issue #32 point 4).
     let class = c
         .find(Locator::Css("#card-error"))

@@ -100,6 +100,10 @@ export async function jobsPage(main, ctx) {
     if (!byUser && sig === shown) return;
     shown = sig;
     const held = card.contains(document.activeElement) ? document.activeElement.id : null;
+    // The calls opened stay open when the same job is drawn again.
+    const opened = j.id === card.dataset.job
+      ? [...card.querySelectorAll('details.call')].map((d) => d.open) : [];
+    card.dataset.job = j.id;
     clear(card);
     append(card, [
       h('h2', { tabindex: '-1', id: 'card-title' }, `Job ${j.id}`),
@@ -125,6 +129,7 @@ export async function jobsPage(main, ctx) {
       h('ol', { class: 'timeline', id: 'attempts' }, (j.attempts || []).map(attemptItem)),
       h('h3', null, 'Result'), h('pre', null, j.result === null || j.result === undefined ? '—' : json(j.result)),
     ]);
+    card.querySelectorAll('details.call').forEach((d, i) => { if (opened[i]) d.open = true; });
     if (byUser) {
       const title = card.querySelector('#card-title');
       title.focus({ preventScroll: true });
