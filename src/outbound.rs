@@ -356,27 +356,24 @@ fn masked_url(url: &Url) -> String {
 
 /// `record` with every one of the channel's credentials masked wherever it
 /// appears (a token put in a body or a path by the script).
-fn mask_values(record: Value, channel: &Channel) -> Value {
-    let values: Vec<&str> = [
-        "token_local",
-        "token_remote",
-        "token_remote2",
-        "token_remote_test",
-    ]
-    .into_iter()
-    .filter_map(|f| channel.field(f))
-    .filter(|v| v.len() >= 4)
-    .collect();
-    if values.is_empty() {
-        return record;
+fn mask_values(mut record: Value, channel: &Channel) -> Value {
+    let values: Vec<&str> = crate::channel::TOKEN_FIELDS
+        .into_iter()
+        .filter_map(|f| channel.field(f))
+        .filter(|v| v.len() >= 4)
+        .collect();
+    if !values.is_empty() {
+        crate::secrets::map_strings(&mut record, &|s| {
+            let mut out = std::borrow::Cow::Borrowed(s);
+            for token in &values {
+                if out.contains(token) {
+                    out = out.replace(token, "***").into();
+                }
+            }
+            out
+        });
     }
-    let mut text = record.to_string();
-    for v in values {
-        // As it appears inside the JSON text (escaped) and as it is.
-        let escaped = Value::from(v).to_string();
-        text = text.replace(&escaped[1..escaped.len() - 1], "***");
-    }
-    serde_json::from_str(&text).unwrap_or(record)
+    record
 }
 
 /// Why a call gave no answer.

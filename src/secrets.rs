@@ -372,22 +372,27 @@ pub fn redact_json(value: &mut Value) {
     if TABLE.load().as_ref().is_none_or(|t| t.redactor.is_none()) {
         return;
     }
+    map_strings(value, &redact);
+}
+
+/// Rewrites every string of `value`, an object's keys too, with `f` (which
+/// borrows what it leaves as it is).
+pub fn map_strings(value: &mut Value, f: &impl Fn(&str) -> Cow<'_, str>) {
     match value {
         Value::String(s) => {
-            if let Cow::Owned(r) = redact(s) {
+            if let Cow::Owned(r) = f(s) {
                 *s = r;
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        Value::Array(items) => items.iter_mut().for_each(|i| map_strings(i, f)),
         Value::Object(map) => {
-            let keys: Vec<String> = map.keys().cloned().collect();
-            for k in keys {
-                let Some(mut v) = map.remove(&k) else {
-                    continue;
-                };
-                redact_json(&mut v);
-                map.insert(redact(&k).into_owned(), v);
-            }
+            *map = std::mem::take(map)
+                .into_iter()
+                .map(|(k, mut v)| {
+                    map_strings(&mut v, f);
+                    (f(&k).into_owned(), v)
+                })
+                .collect();
         }
         _ => {}
     }

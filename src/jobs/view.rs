@@ -31,16 +31,15 @@ pub(super) fn job_json(row: &Row<'_>) -> rusqlite::Result<Value> {
 pub fn get(app: &AppState, id: &str) -> Result<Option<Value>, StoreError> {
     app.store.read(|c| {
         let job = c
-            .query_row("SELECT * FROM jobs WHERE id = ?1", [id], job_json)
+            .query_row("SELECT * FROM jobs WHERE id = ?1", [id], |row| {
+                let mut job = job_json(row)?;
+                // The data it was made with, while kept (a succeeded job's is dropped).
+                job["input"] = serde_json::from_str::<Value>(&row.get::<_, String>("input")?)
+                    .map_or(Value::Null, |mut i| i["data"].take());
+                Ok(job)
+            })
             .optional()?;
         let Some(mut job) = job else { return Ok(None) };
-        // The data it was made with, while kept (a succeeded job's is dropped).
-        let input: Option<String> = c
-            .query_row("SELECT input FROM jobs WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        job["input"] = input
-            .and_then(|i| serde_json::from_str::<Value>(&i).ok())
-            .map_or(Value::Null, |mut i| i["data"].take());
         let mut stmt = c.prepare_cached(
             "SELECT n, started, duration_ms, outcome, error, node, trail FROM attempts WHERE job = ?1 ORDER BY n",
         )?;
