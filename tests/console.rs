@@ -283,6 +283,24 @@ fn project() -> Project {
         )
 }
 
+/// The project with a send channel `erp` (queue `erp-queue`, no retry)
+/// calling `up` at the job's `path` (default `fail/1`); its error holds markup.
+fn erp_project(up: &Upstream) -> Project {
+    project()
+        .channel(
+            json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", up.base),
+            "send_svcscriptcode": "erp_send", "opts": {"send_retries": 0, "queue": "erp-queue"}}),
+        )
+        .script(
+            "erp_send",
+            r#"let d = parse_json(startparam(1));
+               log_info("sending to the ERP");
+               let r = webquery(#{ method: "POST", path: if "path" in d { d.path } else { "fail/1" } });
+               if r.status != 200 { throw `<img src=x id=injected> ERP answered ${r.status}`; }
+               result = r.status;"#,
+        )
+}
+
 async fn status_of(srv: &Server, path: &str) -> u16 {
     client()
         .get(srv.url(path))
@@ -669,18 +687,7 @@ in_both_browsers!(
 async fn a_keyboard_user_retries_a_job_while_the_list_changes_in(open: (Client, Driver)) {
     use fantoccini::key::Key;
     let up = Upstream::start().await;
-    let srv = project()
-        .channel(
-            json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", up.base),
-            "send_svcscriptcode": "erp_send", "opts": {"send_retries": 0}}),
-        )
-        .script(
-            "erp_send",
-            r#"let d = parse_json(startparam(1));
-               let r = webquery(#{ method: "POST", path: d.path });
-               if r.status != 200 { throw `ERP answered ${r.status}`; }"#,
-        )
-        .start();
+    let srv = erp_project(&up).start();
     let failed = common::send_job(&srv, ADMIN, "erp", &json!({"path": "k/fail/1"})).await;
     common::wait_job(&srv, ADMIN, &failed, &["failed"], Duration::from_secs(10)).await;
     let (c, _driver) = open;
@@ -767,20 +774,7 @@ in_both_browsers!(
 
 async fn jobs_retry_goes_live_and_errors_show_as_text_in(open: (Client, Driver)) {
     let up = Upstream::start().await;
-    let srv = project()
-        .channel(
-            json!({"code": "erp", "token_local": "erp-token", "url": format!("{}/", up.base),
-            "send_svcscriptcode": "erp_send", "opts": {"send_retries": 0, "queue": "erp-queue"}}),
-        )
-        .script(
-            "erp_send",
-            r#"let d = parse_json(startparam(1));
-               log_info("sending to the ERP");
-               let r = webquery(#{ method: "POST", path: if "path" in d { d.path } else { "fail/1" } });
-               if r.status != 200 { throw `<img src=x id=injected> ERP answered ${r.status}`; }
-               result = r.status;"#,
-        )
-        .start();
+    let srv = erp_project(&up).start();
     let id = common::send_job(&srv, ADMIN, "erp", &json!({"order": 1})).await;
     common::wait_job(&srv, ADMIN, &id, &["failed"], Duration::from_secs(10)).await;
     let (c, _driver) = open;
@@ -905,12 +899,31 @@ async fn jobs_retry_goes_live_and_errors_show_as_text_in(open: (Client, Driver))
     // The live and overview pages render.
     c.goto(&srv.url("/console/#/live")).await.unwrap();
     wait(&c, "#connections").await;
-    client()
-        .get(srv.url("/channels/shop/api?sku=L&token=shop-token"))
-        .send()
-        .await
-        .unwrap();
-    wait_text(&c, "#request-tail", "shop").await;
+    // A tail shows what happens while it watches: a request made while the
+    // browser's stream was (re)connecting is not in it, so ask until one is.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        client()
+            .get(srv.url("/channels/shop/api?sku=L&token=shop-token"))
+            .send()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = c
+            .find(Locator::Css("#request-tail"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("shop") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request in the tail: {text:?}"
+        );
+    }
     // Method and path shown; the console's own polling (/admin/connections
     // every 2 s) left out; the filter hides rows listed already.
     let rows = c
