@@ -120,7 +120,6 @@ export function patchRows(tbody, items) {
   const active = document.activeElement;
   items.forEach(({ key, sig, make }, i) => {
     let row = old.get(key);
-    old.delete(key);
     if (!row || row.dataset.sig !== sig) {
       const fresh = make();
       fresh.dataset.key = key;
@@ -138,7 +137,7 @@ export function patchRows(tbody, items) {
     const at = tbody.children[i];
     if (at !== row) tbody.insertBefore(row, at || null);
   });
-  // Rows no longer listed (a "No jobs." line once there are jobs).
-  for (const r of old.values()) r.remove();
+  // The listed rows now come first: what follows is no longer listed (a
+  // row gone from the page, the "No jobs." line once there are jobs).
   while (tbody.children.length > items.length) tbody.lastElementChild.remove();
 }
