@@ -392,7 +392,8 @@ pub struct Attempt {
     pub node: Option<String>,
     /// Its outbound calls (`webquery`), at most 5: method, URL and request
     /// (headers, body) with credentials shown as `***`, the response (status,
-    /// headers, body up to 2 KiB) or the error, duration.
+    /// headers, body up to 2 KiB) or the error, duration. At most 32 headers
+    /// a side, each value up to 512 bytes (`"…"` counts the rest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calls: Option<Vec<Call>>,
     /// The script's log lines in this attempt, at most 50.
@@ -404,6 +405,10 @@ pub struct Attempt {
     /// Log lines written past the 50 kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub more_logs: Option<u64>,
+    /// Cluster mode: its calls and logs were left out of the job's shared
+    /// record, which would not have fitted one NATS message (oldest first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trail_left_out: Option<bool>,
 }
 
 /// One outbound call of a job's attempt.

@@ -12,7 +12,7 @@ use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 
 use crate::channel::Channel;
-use crate::script::trail::{cut, Trail, BODY_BYTES};
+use crate::script::trail::{cut, Trail, BODY_BYTES, HEADER_BYTES, MAX_HEADERS};
 use crate::AppState;
 
 /// `timeout_ms` when the script gives none.
@@ -191,10 +191,10 @@ pub fn webquery(
     let origin = url.origin().ascii_serialization();
     let mut span = crate::trace::webquery_span(trace, request.method.as_str(), &url);
     // The job card's record of the call (credentials masked), when a job's.
-    let mut record = trail.map(|_| {
-        json!({"method": request.method.as_str(), "url": masked_url(&url),
-            "request": {"headers": {}}})
-    });
+    let mut record = trail.map(
+        |_| json!({"method": request.method.as_str(), "url": masked_url(&url), "request": {}}),
+    );
+    let mut sent: Vec<(String, String)> = Vec::new();
     let mut call = app.http.request(request.method, url).timeout(timeout);
     let (mut has_type, mut has_parent) = (false, false);
     for (name, value) in request.headers.into_iter().flatten() {
@@ -205,10 +205,13 @@ pub fn webquery(
             .map_err(|_| format!("webquery: header {name}: not a valid value"))?;
         has_type |= header == CONTENT_TYPE;
         has_parent |= header.as_str() == "traceparent";
-        if let Some(r) = record.as_mut() {
-            r["request"]["headers"][header.as_str()] = shown_header(header.as_str(), &text).into();
+        if record.is_some() {
+            sent.push((header.as_str().to_owned(), text));
         }
         call = call.header(header, value);
+    }
+    if let Some(r) = record.as_mut() {
+        r["request"]["headers"] = shown_headers(sent.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
     // The trace goes on upstream (a script's own `traceparent` is left as it is).
     if !has_parent {
@@ -285,10 +288,11 @@ pub fn webquery(
         r["duration_ms"] = (sent_at.elapsed().as_millis() as u64).into();
         match &answer {
             Ok((status, headers, body)) => {
-                let shown: Map<String, Value> = headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), shown_header(k, v.as_str().unwrap_or("")).into()))
-                    .collect();
+                let shown = shown_headers(
+                    headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or(""))),
+                );
                 r["response"] =
                     json!({"status": status, "headers": shown, "body": cut(body, BODY_BYTES)});
             }
@@ -313,6 +317,28 @@ pub fn webquery(
         span.fail(|| format!("status {status}"));
     }
     Ok(json!({ "status": status, "headers": headers, "body": body }))
+}
+
+/// Headers as a job card shows them: at most [`MAX_HEADERS`], each value
+/// cut at [`HEADER_BYTES`] (`***` for a credential); `"…"` says how many
+/// more there were.
+fn shown_headers<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
+    let mut shown = Map::new();
+    let mut more = 0;
+    for (name, value) in headers {
+        if shown.len() < MAX_HEADERS {
+            shown.insert(
+                name.to_owned(),
+                cut(&shown_header(name, value), HEADER_BYTES).into(),
+            );
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        shown.insert("…".into(), format!("{more} more not kept").into());
+    }
+    Value::Object(shown)
 }
 
 /// A header's value as a job card shows it: `***` for a credential.
@@ -388,6 +414,24 @@ mod tests {
 
     fn channel(url: &str) -> Channel {
         crate::channel::test_channel(&format!(r#"{{"code":"c","url":"{url}"}}"#))
+    }
+
+    #[test]
+    fn headers_shown_are_bounded_and_credentials_masked() {
+        let long = "v".repeat(HEADER_BYTES * 3);
+        let mut pairs: Vec<(String, String)> = vec![
+            ("authorization".into(), "Bearer abc".into()),
+            ("x-api-key".into(), "k".into()),
+            ("x-long".into(), long.clone()),
+        ];
+        pairs.extend((0..MAX_HEADERS).map(|i| (format!("x-{i:02}"), "1".to_owned())));
+        let shown = shown_headers(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let shown = shown.as_object().unwrap();
+        assert_eq!(shown["authorization"], "***");
+        assert_eq!(shown["x-api-key"], "***");
+        assert!(shown["x-long"].as_str().unwrap().len() < HEADER_BYTES + 40);
+        assert_eq!(shown.len(), MAX_HEADERS + 1);
+        assert_eq!(shown["…"], "3 more not kept");
     }
 
     #[test]

@@ -80,11 +80,7 @@ pub(super) async fn share(app: &AppState, id: &str) -> bool {
         Ok(Some(record)) => record,
         _ => return true,
     };
-    // A large input stays out of the shared record (a NATS message is at
-    // most 1 MiB): the job view of another node says `null` for it.
-    if record["input"].to_string().len() > SHARED_INPUT_BYTES {
-        record["input"] = Value::Null;
-    }
+    fit_shared(&mut record);
     match app.work.share(id, record).await {
         Ok(true) => true,
         Ok(false) => {
@@ -108,6 +104,37 @@ pub(super) async fn share(app: &AppState, id: &str) -> bool {
 
 /// The largest input (as JSON text) a job's shared record carries.
 const SHARED_INPUT_BYTES: usize = 16 * 1024;
+/// The largest shared record (a NATS message is at most 1 MiB).
+const SHARED_RECORD_BYTES: usize = 768 * 1024;
+/// What an attempt's trail adds to it (see [`crate::script::trail`]).
+const TRAIL_KEYS: [&str; 4] = ["calls", "logs", "more_calls", "more_logs"];
+
+/// Makes a job's record fit one NATS message: a large input stays out (the
+/// job view of another node says `null` for it), and so do the calls and
+/// logs of the oldest attempts while the record is too large (each such
+/// attempt says `"trail_left_out": true`); the node holding the job keeps
+/// them all.
+fn fit_shared(record: &mut Value) {
+    if record["input"].to_string().len() > SHARED_INPUT_BYTES {
+        record["input"] = Value::Null;
+    }
+    let mut len = record.to_string().len();
+    let Some(attempts) = record["attempts"].as_array_mut() else {
+        return;
+    };
+    for a in attempts.iter_mut() {
+        if len <= SHARED_RECORD_BYTES {
+            break;
+        }
+        let Some(a) = a.as_object_mut() else { continue };
+        for key in TRAIL_KEYS {
+            if let Some(v) = a.remove(key) {
+                len = len.saturating_sub(key.len() + v.to_string().len() + 4);
+                a.insert("trail_left_out".into(), true.into());
+            }
+        }
+    }
+}
 
 /// What [`take`]'s store write answers for a job recorded as given up.
 const GIVEN_UP: &str = "given up";
@@ -258,11 +285,10 @@ fn prior_attempts(record: &Value) -> Prior {
             error: a["error"].as_str().map(str::to_owned),
             node: a["node"].as_str().map(str::to_owned),
             trail: {
-                let trail: serde_json::Map<String, Value> =
-                    ["calls", "logs", "more_calls", "more_logs"]
-                        .into_iter()
-                        .filter_map(|k| a.get(k).map(|v| (k.to_owned(), v.clone())))
-                        .collect();
+                let trail: serde_json::Map<String, Value> = TRAIL_KEYS
+                    .into_iter()
+                    .filter_map(|k| a.get(k).map(|v| (k.to_owned(), v.clone())))
+                    .collect();
                 (!trail.is_empty()).then(|| Value::Object(trail).to_string())
             },
         })
@@ -649,4 +675,31 @@ pub async fn retry_any(app: &Arc<AppState>, id: &str) -> Result<Result<Value, St
         }
     }
     Ok(Err("unknown".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_record_fits_one_nats_message_leaving_out_the_oldest_trails() {
+        let call = json!({"method": "POST", "response": {"body": "x".repeat(100 * 1024)}});
+        let attempt = |n: i64| json!({"attempt": n, "calls": [call.clone()], "logs": []});
+        let mut record = json!({"input": "y".repeat(20 * 1024),
+            "attempts": (1..=10).map(attempt).collect::<Vec<_>>()});
+        fit_shared(&mut record);
+        assert!(record.to_string().len() <= SHARED_RECORD_BYTES);
+        assert_eq!(record["input"], Value::Null);
+        let attempts = record["attempts"].as_array().unwrap();
+        assert_eq!(attempts[0]["trail_left_out"], true);
+        assert!(attempts[0].get("calls").is_none());
+        // The newest keep theirs.
+        assert!(attempts[9]["calls"].is_array());
+        assert!(attempts[9].get("trail_left_out").is_none());
+        // A small record is left as it is.
+        let mut small = json!({"input": {"order": 1}, "attempts": [attempt(1)]});
+        let before = small.clone();
+        fit_shared(&mut small);
+        assert_eq!(small, before);
+    }
 }

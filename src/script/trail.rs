@@ -14,6 +14,10 @@ pub const MAX_CALLS: usize = 5;
 pub const MAX_LOGS: usize = 50;
 /// Bytes of a request or response body kept.
 pub const BODY_BYTES: usize = 2048;
+/// Headers kept of a request or a response; the rest are counted.
+pub const MAX_HEADERS: usize = 32;
+/// Bytes of a header's value kept.
+pub const HEADER_BYTES: usize = 512;
 /// Bytes of a log line kept.
 pub const LINE_BYTES: usize = 500;
 

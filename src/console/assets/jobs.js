@@ -172,7 +172,8 @@ export async function jobsPage(main, ctx) {
     const logs = (a.logs || []).length ? h('ol', { class: 'logs' }, a.logs.map((l) =>
       h('li', { class: `log ${l.level}` }, h('span', { class: 'muted' }, `${when(l.at)} ${l.level} `), l.text))) : null;
     const more = [a.more_calls ? `${a.more_calls} more call${a.more_calls === 1 ? '' : 's'} not kept` : null,
-      a.more_logs ? `${a.more_logs} more log line${a.more_logs === 1 ? '' : 's'} not kept` : null].filter(Boolean);
+      a.more_logs ? `${a.more_logs} more log line${a.more_logs === 1 ? '' : 's'} not kept` : null,
+      a.trail_left_out ? 'its calls and log lines were left out of the shared record (it grew too large)' : null].filter(Boolean);
     return h('li', { class: a.outcome, 'data-attempt': a.attempt },
       `#${a.attempt} · ${when(a.started)} · ${a.duration_ms} ms · ${a.outcome}`,
       a.node ? h('span', { class: 'muted' }, ` · on ${a.node}`) : null,
